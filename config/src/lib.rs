@@ -1,0 +1,497 @@
+//! Typed configuration for sightflow.
+//!
+//! One TOML document declares everything a dataflow needs: session rules, every signal
+//! threshold, heatmap and scroll-depth geometry, funnels, ticks and lateness, workers.
+//! Configuration is layered: the embedded `default.toml` < a file < environment
+//! variables `SIGHTFLOW__<SECTION>__<KEY>`. Unknown keys and bad values are errors that
+//! name the key, the value and what was expected.
+//!
+//! ```
+//! use sightflow_config::Config;
+//!
+//! let cfg = Config::from_toml_str("[signals.rage]\nmin_clicks = 4\n").unwrap();
+//! assert_eq!(cfg.signals.rage.min_clicks, 4);
+//! assert_eq!(cfg.session.idle_gap_ms, 1_800_000); // from the defaults
+//!
+//! let err = Config::from_toml_str("[session]\nidle_gap = 5\n").unwrap_err();
+//! assert!(err.to_string().contains("session.idle_gap"));
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SIGHTFLOW__";
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {origin} is not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("config key `{key}` has value {value}, expected {expected}")]
+    Value { key: String, value: String, expected: String },
+}
+
+impl ConfigError {
+    fn value(key: &str, value: impl std::fmt::Display, expected: &str) -> Self {
+        ConfigError::Value { key: key.into(), value: value.to_string(), expected: expected.into() }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub engine: Engine,
+    pub session: Session,
+    pub signals: Signals,
+    pub heatmap: Heatmap,
+    pub scroll_depth: ScrollDepth,
+    #[serde(default)]
+    pub funnels: Vec<Funnel>,
+}
+
+/// How the dataflow runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Engine {
+    pub workers: usize,
+    pub tick_ms: u64,
+    pub allowed_lateness_ms: u64,
+    pub late_policy: LatePolicy,
+    pub idle_timeout_ms: u64,
+    pub state_grace_ms: u64,
+}
+
+/// What happens to events older than the frontier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatePolicy {
+    Clamp,
+    Drop,
+}
+
+/// When sessions start and end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub idle_gap_ms: u64,
+    pub max_age_ms: u64,
+    pub time_zone: String,
+    pub split_at_midnight: bool,
+}
+
+/// Every signal threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signals {
+    pub rage: Rage,
+    pub dead: Dead,
+    pub error_click: ErrorClick,
+    pub quick_back: QuickBack,
+    pub excessive_scroll: ExcessiveScroll,
+    pub thrashed_cursor: ThrashedCursor,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rage {
+    pub min_clicks: u32,
+    pub max_gap_ms: u64,
+    pub radius_px: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dead {
+    pub mutation_window_ms: u64,
+    pub navigation_window_ms: u64,
+    pub scroll_window_ms: u64,
+    pub input_window_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorClick {
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuickBack {
+    pub max_dwell_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExcessiveScroll {
+    pub min_direction_changes: u32,
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrashedCursor {
+    pub min_reversals: u32,
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heatmap {
+    pub cell_px: u32,
+    pub viewport_breakpoints: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrollDepth {
+    pub band_pct: u32,
+}
+
+/// A funnel: ordered steps reached within one session and a conversion window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Funnel {
+    pub name: String,
+    pub steps: Vec<FunnelStep>,
+    /// All steps must be reached within this long of the first one.
+    #[serde(default = "default_funnel_window")]
+    pub window_ms: u64,
+    #[serde(default)]
+    pub count: FunnelCount,
+}
+
+fn default_funnel_window() -> u64 {
+    86_400_000
+}
+
+/// What a funnel counts at each step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunnelCount {
+    #[default]
+    Sessions,
+    Devices,
+}
+
+/// One funnel step; exactly one of `page`, `event` and `click` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelStep {
+    /// Page-view URL path pattern; `*` matches any run of characters. A pattern that
+    /// starts with `http` is matched against the whole URL (without query and fragment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// Custom event name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Click target: a selector, matched exactly or as a suffix (`button#buy` matches
+    /// `main > button#buy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click: Option<String>,
+    /// Label shown in `funnel_steps.step_name`; defaults to the pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl FunnelStep {
+    /// The step's label.
+    pub fn label(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match (&self.page, &self.event, &self.click) {
+            (Some(p), _, _) => p.clone(),
+            (_, Some(e), _) => format!("event:{e}"),
+            (_, _, Some(c)) => format!("click:{c}"),
+            _ => String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded defaults.
+    pub fn defaults() -> Config {
+        Config::load(None, std::iter::empty()).expect("embedded default.toml is valid")
+    }
+
+    /// Defaults overlaid with a TOML document (no environment).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::load(Some(("string", text)), std::iter::empty())
+    }
+
+    /// Defaults < file < the process environment.
+    pub fn from_file_and_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        let origin = path.map(|p| p.display().to_string()).unwrap_or_default();
+        Config::load(text.as_deref().map(|t| (origin.as_str(), t)), std::env::vars())
+    }
+
+    /// Defaults < `file` (origin name and text) < `env` (only `SIGHTFLOW__` variables
+    /// are looked at).
+    pub fn load(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value = parse_toml("default.toml", DEFAULT_TOML)?;
+        if let Some((origin, text)) = file {
+            let overlay = parse_toml(origin, text)?;
+            merge(&mut value, overlay);
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(|p| p.is_empty()) {
+                return Err(ConfigError::Key {
+                    key: name.clone(),
+                    message: "environment override has an empty path segment".into(),
+                });
+            }
+            set_path(&mut value, &path, env_value(&raw), &name)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key { key, message: e.into_inner().to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        positive("engine.workers", e.workers as u64)?;
+        if e.workers > 256 {
+            return Err(ConfigError::value("engine.workers", e.workers, "at most 256"));
+        }
+        positive("engine.tick_ms", e.tick_ms)?;
+        if e.tick_ms > 60_000 {
+            return Err(ConfigError::value("engine.tick_ms", e.tick_ms, "at most 60000"));
+        }
+        positive("engine.idle_timeout_ms", e.idle_timeout_ms)?;
+        let s = &self.session;
+        positive("session.idle_gap_ms", s.idle_gap_ms)?;
+        positive("session.max_age_ms", s.max_age_ms)?;
+        if s.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(ConfigError::value(
+                "session.time_zone",
+                format!("{:?}", s.time_zone),
+                "an IANA time zone name such as \"UTC\" or \"Europe/Paris\"",
+            ));
+        }
+        let g = &self.signals;
+        if g.rage.min_clicks < 2 {
+            return Err(ConfigError::value("signals.rage.min_clicks", g.rage.min_clicks, "at least 2"));
+        }
+        positive("signals.rage.max_gap_ms", g.rage.max_gap_ms)?;
+        positive("signals.error_click.window_ms", g.error_click.window_ms)?;
+        positive("signals.quick_back.max_dwell_ms", g.quick_back.max_dwell_ms)?;
+        positive("signals.excessive_scroll.min_direction_changes", g.excessive_scroll.min_direction_changes as u64)?;
+        positive("signals.excessive_scroll.window_ms", g.excessive_scroll.window_ms)?;
+        positive("signals.thrashed_cursor.min_reversals", g.thrashed_cursor.min_reversals as u64)?;
+        positive("signals.thrashed_cursor.window_ms", g.thrashed_cursor.window_ms)?;
+        positive("heatmap.cell_px", self.heatmap.cell_px as u64)?;
+        let bps = &self.heatmap.viewport_breakpoints;
+        if bps.windows(2).any(|w| w[0] >= w[1]) || bps.first() == Some(&0) {
+            return Err(ConfigError::value(
+                "heatmap.viewport_breakpoints",
+                format!("{bps:?}"),
+                "strictly increasing positive widths",
+            ));
+        }
+        let b = self.scroll_depth.band_pct;
+        if b == 0 || b > 100 || 100 % b != 0 {
+            return Err(ConfigError::value("scroll_depth.band_pct", b, "a divisor of 100 between 1 and 100"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, f) in self.funnels.iter().enumerate() {
+            let key = format!("funnels[{i}]");
+            if f.name.trim().is_empty() {
+                return Err(ConfigError::value(&format!("{key}.name"), "\"\"", "a non-empty name"));
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err(ConfigError::value(&format!("{key}.name"), format!("{:?}", f.name), "a name no other funnel has"));
+            }
+            if f.steps.is_empty() {
+                return Err(ConfigError::value(&format!("{key}.steps"), "[]", "at least one step"));
+            }
+            positive(&format!("{key}.window_ms"), f.window_ms)?;
+            for (j, s) in f.steps.iter().enumerate() {
+                let set = [&s.page, &s.event, &s.click].iter().filter(|x| x.is_some()).count();
+                if set != 1 {
+                    return Err(ConfigError::value(
+                        &format!("{key}.steps[{j}]"),
+                        format!("{} of page/event/click", set),
+                        "exactly one of `page`, `event` or `click`",
+                    ));
+                }
+                for (what, v) in [("page", &s.page), ("event", &s.event), ("click", &s.click)] {
+                    if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                        return Err(ConfigError::value(&format!("{key}.steps[{j}].{what}"), "\"\"", "a non-empty pattern"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// The configured session time zone.
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.session.time_zone.parse().unwrap_or(chrono_tz::UTC)
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::value(key, 0, "a positive number"));
+    }
+    Ok(())
+}
+
+fn parse_toml(origin: &str, text: &str) -> Result<toml::Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| ConfigError::Syntax { origin: origin.into(), message: e.to_string().trim_end().into() })
+}
+
+/// Deep-merges tables; anything else in `overlay` replaces what `base` had.
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Environment values are TOML values when they parse as one (`3`, `true`, `[1, 2]`),
+/// and strings otherwise.
+fn env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_path(value: &mut toml::Value, path: &[String], v: toml::Value, var: &str) -> Result<(), ConfigError> {
+    let mut cur = value;
+    for (i, seg) in path.iter().enumerate() {
+        let toml::Value::Table(t) = cur else {
+            return Err(ConfigError::Key {
+                key: path[..i].join("."),
+                message: format!("{var} overrides inside a value that is not a table"),
+            });
+        };
+        if i + 1 == path.len() {
+            t.insert(seg.clone(), v);
+            return Ok(());
+        }
+        cur = t.entry(seg.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_err(toml: &str, needles: &[&str]) {
+        let err = Config::from_toml_str(toml).expect_err("config should be rejected").to_string();
+        for n in needles {
+            assert!(err.contains(n), "error {err:?} should mention {n:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_design_definitions() {
+        let c = Config::defaults();
+        assert_eq!(c.session.idle_gap_ms, 1_800_000);
+        assert_eq!(c.signals.rage.min_clicks, 3);
+        assert_eq!(c.signals.rage.max_gap_ms, 1000);
+        assert_eq!(c.signals.rage.radius_px, 30);
+        assert_eq!(c.signals.dead.mutation_window_ms, 2500);
+        assert_eq!(c.signals.dead.scroll_window_ms, 100);
+        assert_eq!(c.signals.error_click.window_ms, 1000);
+        assert_eq!(c.signals.quick_back.max_dwell_ms, 5000);
+        assert_eq!(c.signals.excessive_scroll.min_direction_changes, 6);
+        assert_eq!(c.signals.thrashed_cursor.min_reversals, 4);
+        assert_eq!(c.heatmap.cell_px, 16);
+        assert_eq!(c.funnels[0].steps.len(), 4);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key() {
+        check_err("[session]\nidle_gap = 5\n", &["session", "idle_gap"]);
+        check_err("[nope]\n", &["nope"]);
+        check_err("[signals.rage]\nmin_click = 3\n", &["signals.rage", "min_click"]);
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_expectation() {
+        check_err("[session]\nidle_gap_ms = -5\n", &["session.idle_gap_ms"]);
+        check_err("[session]\nidle_gap_ms = \"soon\"\n", &["session.idle_gap_ms", "soon"]);
+        check_err("[session]\ntime_zone = \"Mars/Olympus\"\n", &["session.time_zone", "Mars/Olympus", "IANA"]);
+        check_err("[engine]\ntick_ms = 0\n", &["engine.tick_ms", "positive"]);
+        check_err("[engine]\nlate_policy = \"ignore\"\n", &["engine.late_policy", "ignore"]);
+        check_err("[heatmap]\nviewport_breakpoints = [1024, 768]\n", &["heatmap.viewport_breakpoints", "increasing"]);
+        check_err("[[funnels]]\nname = \"f\"\nsteps = [{ page = \"/\", event = \"x\" }]\n", &["funnels[0].steps[0]", "exactly one"]);
+        check_err("[[funnels]]\nname = \"f\"\nsteps = []\n", &["funnels[0].steps", "at least one"]);
+        check_err("[engine\n", &["not valid TOML"]);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let env = vec![
+            ("SIGHTFLOW__ENGINE__WORKERS".to_string(), "2".to_string()),
+            ("SIGHTFLOW__SESSION__TIME_ZONE".to_string(), "Europe/Paris".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(("f", "[engine]\nworkers = 4\ntick_ms = 50\n")), env).unwrap();
+        assert_eq!(c.engine.workers, 2);
+        assert_eq!(c.engine.tick_ms, 50);
+        assert_eq!(c.session.time_zone, "Europe/Paris");
+        assert_eq!(c.signals.rage.min_clicks, 3);
+    }
+
+    #[test]
+    fn env_overrides_are_checked_too() {
+        let env = vec![("SIGHTFLOW__ENGINE__WORKRS".to_string(), "2".to_string())];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("workrs"), "{err}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::defaults();
+        let again = Config::from_toml_str(&c.to_toml()).unwrap();
+        assert_eq!(c, again);
+    }
+}

@@ -1,0 +1,174 @@
+//! Reading recordings and event files, keeping what is valid.
+//!
+//! A malformed event, or a file cut off in the middle, costs only the events that are
+//! bad: each is reported with its position, and the rest is imported.
+
+use serde_json::Value;
+use sightflow_proto::v1::Envelope;
+
+use crate::json::{decode_event, Defaults};
+use crate::rrweb::Decoder;
+use crate::validate::{validate, Limits};
+
+/// An event that was not accepted, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// Position in the input (array index, or line number counting from 1 for NDJSON).
+    pub index: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event {}: {}", self.index, self.reason)
+    }
+}
+
+/// The outcome of reading one input.
+#[derive(Debug, Default)]
+pub struct Import {
+    pub envelopes: Vec<Envelope>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Splits a JSON array into the text of its elements without parsing them, so one
+/// bad element does not hide the others. A truncated array yields its complete
+/// elements and an error for the cut-off one.
+pub fn split_json_array(text: &str) -> Result<Vec<Result<&str, String>>, String> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if i == bytes.len() {
+        return Err("the input is empty; expected a JSON array of events".into());
+    }
+    if bytes[i] != b'[' {
+        return Err(format!("expected a JSON array of events, found {:?} at byte {i}", bytes[i] as char));
+    }
+    i += 1;
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut depth = 0i32;
+    let mut in_str = false;
+    let mut escaped = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                start.get_or_insert(i);
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                start.get_or_insert(i);
+            }
+            b'}' | b']' if depth > 0 => depth -= 1,
+            b']' => {
+                if let Some(s) = start.take() {
+                    out.push(Ok(text[s..i].trim_end()));
+                }
+                return Ok(out);
+            }
+            b',' if depth == 0 => match start.take() {
+                Some(s) => out.push(Ok(text[s..i].trim_end())),
+                None => out.push(Err("empty element".into())),
+            },
+            c if c.is_ascii_whitespace() => {}
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+        i += 1;
+    }
+    if start.is_some() || depth > 0 {
+        out.push(Err(format!("truncated: the input ends inside this event (at byte {})", bytes.len())));
+    } else {
+        out.push(Err(format!("truncated: the array is not closed (input ends at byte {})", bytes.len())));
+    }
+    Ok(out)
+}
+
+/// Reads a raw rrweb recording (a JSON array of rrweb events) as one tab of one device.
+/// `raw` receives `(seq, event JSON)` of every accepted event (for the replay store).
+pub fn read_rrweb(
+    text: &str,
+    project: &str,
+    device: &str,
+    tab: &str,
+    limits: &Limits,
+    decoder: &mut Decoder,
+    mut raw: Option<&mut Vec<(u64, String)>>,
+) -> Result<Import, String> {
+    let mut import = Import::default();
+    let tab = if tab.is_empty() { device } else { tab };
+    for (index, element) in split_json_array(text)?.into_iter().enumerate() {
+        let result = element.and_then(|s| {
+            let v: Value = serde_json::from_str(s).map_err(|e| format!("invalid JSON: {e}"))?;
+            let env = decoder.decode(project, device, tab, index as u64, &v).map_err(|e| e.reason)?;
+            validate(&env, limits)?;
+            if let Some(raw) = raw.as_deref_mut() {
+                raw.push((index as u64, s.to_string()));
+            }
+            Ok(env)
+        });
+        match result {
+            Ok(env) => import.envelopes.push(env),
+            Err(reason) => import.rejected.push(Rejection { index, reason }),
+        }
+    }
+    Ok(import)
+}
+
+/// Reads newline-delimited JSON events (the JSON event format, one per line).
+pub fn read_ndjson(text: &str, defaults: &Defaults, limits: &Limits, decoder: &mut Decoder) -> Import {
+    let mut import = Import::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let result = serde_json::from_str::<Value>(line).map_err(|e| format!("invalid JSON: {e}")).and_then(|v| {
+            let env = decode_event(&v, defaults, i as u64, decoder)?;
+            validate(&env, limits)?;
+            Ok(env)
+        });
+        match result {
+            Ok(env) => import.envelopes.push(env),
+            Err(reason) => import.rejected.push(Rejection { index: i + 1, reason }),
+        }
+    }
+    import
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_split_into_elements() {
+        let parts = split_json_array(r#" [ {"a": "x,]"}, [1, 2], 3 ] "#).unwrap();
+        assert_eq!(parts, vec![Ok(r#"{"a": "x,]"}"#), Ok("[1, 2]"), Ok("3")]);
+        assert_eq!(split_json_array("[]").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn truncated_arrays_keep_complete_elements() {
+        let parts = split_json_array(r#"[{"a": 1}, {"b": [1, 2"#).unwrap();
+        assert_eq!(parts[0], Ok(r#"{"a": 1}"#));
+        assert!(parts[1].as_ref().unwrap_err().contains("truncated"));
+        assert!(split_json_array("{}").unwrap_err().contains("JSON array"));
+        assert!(split_json_array("  ").unwrap_err().contains("empty"));
+    }
+}

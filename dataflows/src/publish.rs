@@ -1,0 +1,237 @@
+//! Consistent snapshots of all views.
+//!
+//! Each worker's sink sends its view changes and its frontier to the [`Publisher`]
+//! (its own thread). When the least frontier over all workers advances, the publisher
+//! applies every change before it and publishes one immutable [`Snapshot`] of all views
+//! stamped `as_of = frontier - 1`: a query reads one snapshot and so sees all views at
+//! one time. Publishing swaps an `Arc`, so it never blocks or tears a running query.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use sightflow_operators::stats::{StateSize, StateStats};
+use sightflow_operators::Params;
+
+use crate::tables::{build_table, state_table, Tables, Update, TABLE_NAMES};
+
+/// All views at one logical time.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Every event with logical time `<= as_of` is reflected, and nothing later.
+    pub as_of: u64,
+    /// The input has ended and everything was processed.
+    pub complete: bool,
+    /// Tables by name, in `TABLE_NAMES` order.
+    pub tables: Vec<(&'static str, SchemaRef, RecordBatch)>,
+    /// State held per view when the snapshot was taken.
+    pub state: BTreeMap<String, StateSize>,
+}
+
+impl Snapshot {
+    fn empty(params: &Params) -> Snapshot {
+        let t = Tables::default();
+        let mut tables: Vec<(&'static str, SchemaRef, RecordBatch)> =
+            (0..14).map(|i| {
+                let (s, b) = build_table(&t, i, params);
+                (TABLE_NAMES[i], s, b)
+            }).collect();
+        let (s, b) = state_table(&BTreeMap::new());
+        tables.push(("sightflow_state", s, b));
+        Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new() }
+    }
+
+    /// A table by name.
+    pub fn table(&self, name: &str) -> Option<&RecordBatch> {
+        self.tables.iter().find(|(n, _, _)| *n == name).map(|(_, _, b)| b)
+    }
+}
+
+struct Shared {
+    latest: Arc<Snapshot>,
+    closed: bool,
+}
+
+/// Where snapshots are published and awaited.
+#[derive(Clone)]
+pub struct Snapshots {
+    inner: Arc<(Mutex<Shared>, Condvar)>,
+}
+
+impl Snapshots {
+    pub fn new(params: &Params) -> Snapshots {
+        Snapshots { inner: Arc::new((Mutex::new(Shared { latest: Arc::new(Snapshot::empty(params)), closed: false }), Condvar::new())) }
+    }
+
+    /// The newest snapshot.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.inner.0.lock().map(|s| s.latest.clone()).unwrap_or_else(|e| e.into_inner().latest.clone())
+    }
+
+    /// Waits until a snapshot with `as_of >= min_as_of` (or a complete one) is
+    /// published; on timeout returns the newest one as `Err`.
+    pub fn wait_for(&self, min_as_of: u64, timeout: Duration) -> Result<Arc<Snapshot>, Arc<Snapshot>> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.inner;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if g.latest.as_of >= min_as_of || g.latest.complete {
+                return Ok(g.latest.clone());
+            }
+            if g.closed {
+                return Err(g.latest.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(g.latest.clone());
+            }
+            g = cvar.wait_timeout(g, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Waits for the final snapshot of a finite input.
+    pub fn wait_complete(&self) -> Arc<Snapshot> {
+        let (lock, cvar) = &*self.inner;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !g.latest.complete && !g.closed {
+            g = cvar.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.latest.clone()
+    }
+
+    fn publish(&self, snap: Snapshot) {
+        let (lock, cvar) = &*self.inner;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        g.latest = Arc::new(snap);
+        cvar.notify_all();
+    }
+
+    /// No more snapshots will come (the engine stopped).
+    pub fn close(&self) {
+        let (lock, cvar) = &*self.inner;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        g.closed = true;
+        cvar.notify_all();
+    }
+}
+
+/// A callback invoked at every publish with `as_of`, whether the input is complete,
+/// and the materialised views.
+pub type OnPublish = Box<dyn FnMut(u64, bool, &Tables) + Send>;
+
+/// One worker's message: its changes and its new frontier (`None` when done).
+pub struct WorkerUpdate {
+    pub worker: usize,
+    pub updates: Vec<(u64, Update)>,
+    pub frontier: Option<u64>,
+}
+
+/// Applies view changes and publishes snapshots at frontier advances.
+pub struct Publisher {
+    params: Arc<Params>,
+    tables: Tables,
+    cache: Vec<Option<(SchemaRef, RecordBatch)>>,
+    frontiers: Vec<Option<u64>>,
+    pending: BTreeMap<u64, Vec<Update>>,
+    published: u64,
+    max_time: u64,
+    complete: bool,
+    snapshots: Snapshots,
+    stats: StateStats,
+    on_publish: Option<OnPublish>,
+}
+
+impl Publisher {
+    pub fn new(workers: usize, params: Arc<Params>, snapshots: Snapshots, stats: StateStats, on_publish: Option<OnPublish>) -> Publisher {
+        Publisher {
+            params,
+            tables: Tables::default(),
+            cache: vec![None; 14],
+            frontiers: vec![Some(0); workers],
+            pending: BTreeMap::new(),
+            published: 0,
+            max_time: 0,
+            complete: false,
+            snapshots,
+            stats,
+            on_publish,
+        }
+    }
+
+    /// Takes one worker's message; publishes when the least frontier advanced.
+    pub fn receive(&mut self, msg: WorkerUpdate) {
+        for (t, u) in msg.updates {
+            self.pending.entry(t).or_default().push(u);
+        }
+        if let Some(f) = self.frontiers.get_mut(msg.worker) {
+            *f = msg.frontier;
+        }
+        let least = self.frontiers.iter().map(|f| f.unwrap_or(u64::MAX)).min().unwrap_or(u64::MAX);
+        if self.complete {
+            return;
+        }
+        if least == u64::MAX {
+            self.apply_before(u64::MAX);
+            self.complete = true;
+            let as_of = self.max_time.max(self.published.saturating_sub(1));
+            self.publish(as_of);
+        } else if least > self.published {
+            self.apply_before(least);
+            self.published = least;
+            self.publish(least - 1);
+        }
+    }
+
+    fn apply_before(&mut self, frontier: u64) {
+        while let Some((&t, _)) = self.pending.first_key_value() {
+            if t >= frontier {
+                break;
+            }
+            let (t, us) = self.pending.pop_first().expect("present");
+            self.max_time = self.max_time.max(t);
+            for u in us {
+                self.tables.apply(u);
+            }
+        }
+    }
+
+    fn publish(&mut self, as_of: u64) {
+        if let Some(cb) = &mut self.on_publish {
+            cb(as_of, self.complete, &self.tables);
+        }
+        let dirty = self.tables.take_dirty();
+        let mut tables = Vec::with_capacity(15);
+        for (i, changed) in dirty.iter().enumerate() {
+            if *changed || self.cache[i].is_none() {
+                self.cache[i] = Some(build_table(&self.tables, i, &self.params));
+            }
+            let (s, b) = self.cache[i].clone().expect("built");
+            tables.push((TABLE_NAMES[i], s, b));
+        }
+        let rows = self.tables.rows();
+        self.stats.set("published_views", 0, rows, rows * 96);
+        let state = self.stats.per_view();
+        let (s, b) = state_table(&state);
+        tables.push(("sightflow_state", s, b));
+        self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state });
+    }
+}
+
+/// Runs a publisher on its own thread, fed by a channel.
+pub fn spawn_publisher(
+    mut publisher: Publisher,
+    rx: std::sync::mpsc::Receiver<WorkerUpdate>,
+    snapshots: Snapshots,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            while let Ok(msg) = rx.recv() {
+                publisher.receive(msg);
+            }
+            snapshots.close();
+        })
+        .expect("spawn publisher thread")
+}

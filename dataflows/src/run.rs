@@ -1,0 +1,199 @@
+//! Runs the views dataflow on timely workers over an abstract source.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use differential_dataflow::VecCollection;
+use sightflow_operators::stats::StateStats;
+use sightflow_operators::views::build_views;
+use sightflow_operators::{Event, Params};
+use sightflow_proto::v1::Envelope;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::{ProbeHandle, Stream};
+
+use crate::convert::envelope_events;
+use crate::publish::{spawn_publisher, OnPublish, Publisher, Snapshots, WorkerUpdate};
+use crate::tables::Update;
+
+/// What a source reports after a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// No envelope with a logical time below `frontier` will come any more; `busy` says
+    /// whether the poll produced anything (idle sources let the worker park).
+    At { frontier: u64, busy: bool },
+    /// The source is exhausted.
+    Done,
+}
+
+/// An input of the dataflow: envelopes with their logical times, and a frontier.
+/// Sources are built per worker; each owns a disjoint share of the input.
+pub trait Source: Send {
+    /// Appends ready envelopes and their logical times to `out`.
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress;
+}
+
+/// A finite list of envelopes with logical times (batch mode and tests).
+pub struct VecSource {
+    items: Option<Vec<(u64, Envelope)>>,
+}
+
+impl VecSource {
+    pub fn new(items: Vec<(u64, Envelope)>) -> VecSource {
+        VecSource { items: Some(items) }
+    }
+}
+
+impl Source for VecSource {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
+        match self.items.take() {
+            Some(items) => {
+                out.extend(items);
+                Progress::At { frontier: 0, busy: true }
+            }
+            None => Progress::Done,
+        }
+    }
+}
+
+/// How to run.
+pub struct RunOptions {
+    pub workers: usize,
+    pub params: Arc<Params>,
+    /// Called at every publish (tests compare views with the reference there).
+    pub on_publish: Option<OnPublish>,
+    /// How long an idle worker parks between polls.
+    pub idle_park: Duration,
+}
+
+/// A running engine.
+pub struct Running {
+    pub snapshots: Snapshots,
+    pub stats: StateStats,
+    workers: Option<timely::communication::initialize::WorkerGuards<()>>,
+    publisher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every worker and the publisher to finish (finite sources).
+    pub fn join(mut self) -> Result<(), String> {
+        if let Some(w) = self.workers.take() {
+            for r in w.join() {
+                r.map_err(|e| format!("dataflow worker failed: {e}"))?;
+            }
+        }
+        if let Some(p) = self.publisher.take() {
+            p.join().map_err(|_| "publisher thread panicked".to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the dataflow: `make_source(worker, workers)` builds each worker's source.
+pub fn start<F>(options: RunOptions, make_source: F) -> Result<Running, String>
+where
+    F: Fn(usize, usize) -> Box<dyn Source> + Send + Sync + 'static,
+{
+    let params = options.params.clone();
+    let stats = StateStats::default();
+    let snapshots = Snapshots::new(&params);
+    let (tx, rx) = mpsc::channel::<WorkerUpdate>();
+    let publisher = Publisher::new(options.workers, params.clone(), snapshots.clone(), stats.clone(), options.on_publish);
+    let publisher = spawn_publisher(publisher, rx, snapshots.clone());
+    let tx = std::sync::Mutex::new(tx);
+    let worker_stats = stats.clone();
+    let idle = options.idle_park;
+    let config = if options.workers <= 1 { timely::Config::thread() } else { timely::Config::process(options.workers) };
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let tx = tx.lock().map(|t| t.clone()).expect("sender");
+        let params = params.clone();
+        let stats = worker_stats.clone();
+        let probe = ProbeHandle::new();
+        let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
+            let ((input, cap), events) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Event>>>();
+            let views = build_views(events, params.clone(), stats.clone());
+            let streams: Vec<Stream<'_, u64, Vec<(u64, Update)>>> = vec![
+                tag(views.sessions, Update::Session),
+                tag(views.page_views, Update::PageView),
+                tag(views.rage_clicks, Update::Rage),
+                tag(views.dead_clicks, Update::Dead),
+                tag(views.error_clicks, Update::ErrorClick),
+                tag(views.quick_backs, Update::QuickBack),
+                tag(views.excessive_scrolls, Update::Scroll),
+                tag(views.thrashed_cursors, Update::Thrash),
+                tag(views.heatmap_cells, Update::Heat),
+                tag(views.scroll_depth, Update::Depth),
+                tag(views.session_funnels, Update::SessionFunnel),
+                tag(views.funnel_steps, Update::FunnelStep),
+                tag(views.page_stats, Update::PageStat),
+                tag(views.errors, Update::Error),
+            ];
+            let all = scope.concatenate(streams).probe_with(&probe);
+            let mut buf: Vec<(u64, Update)> = Vec::new();
+            let mut last: Option<Option<u64>> = None;
+            all.sink(Pipeline, "Publish", move |(input, frontier)| {
+                input.for_each(|_cap, data| buf.append(data));
+                let f = frontier.frontier().iter().next().copied();
+                if last != Some(f) || !buf.is_empty() {
+                    let _ = tx.send(WorkerUpdate { worker: index, updates: std::mem::take(&mut buf), frontier: f });
+                    last = Some(f);
+                }
+            });
+            (input, cap)
+        });
+        let mut source = make_source(index, peers);
+        let mut items: Vec<(u64, Envelope)> = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
+        loop {
+            items.clear();
+            let progress = source.poll(&mut items);
+            if !items.is_empty() {
+                items.sort_by_key(|(t, _)| *t);
+                let mut i = 0;
+                while i < items.len() {
+                    // Never before the capability: such an envelope is stamped at it.
+                    let t = items[i].0.max(*cap.time());
+                    events.clear();
+                    while i < items.len() && items[i].0.max(*cap.time()) == t {
+                        envelope_events(&items[i].1, &mut events);
+                        i += 1;
+                    }
+                    let at = cap.delayed(&t);
+                    input.activate().session(&at).give_iterator(events.drain(..));
+                }
+            }
+            match progress {
+                Progress::At { frontier, busy } => {
+                    if frontier > *cap.time() {
+                        cap.downgrade(&frontier);
+                    }
+                    worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(idle) });
+                }
+                Progress::Done => break,
+            }
+        }
+        drop(cap);
+        drop(input);
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+    })
+    .map_err(|e| format!("cannot start dataflow workers: {e}"))?;
+    Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher) })
+}
+
+/// Maps a view collection to tagged updates.
+fn tag<'s, D, R>(c: VecCollection<'s, u64, D, R>, f: fn(D, R) -> Update) -> Stream<'s, u64, Vec<(u64, Update)>>
+where
+    D: Clone + 'static,
+    R: Clone + 'static,
+{
+    c.inner.map(move |(d, t, r)| (t, f(d, r)))
+}

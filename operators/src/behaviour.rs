@@ -1,0 +1,250 @@
+//! The behaviour operator: a timely operator, keyed by device, that runs each device's
+//! [`Device`] state machine and emits the changes to every sequence view as
+//! differential collections.
+//!
+//! Events are exchanged by device, stashed by logical time, and processed once the input
+//! frontier has passed their time, so a device sees each tick's events all at once and in
+//! a deterministic order regardless of arrival order. Deadlines (dead-click verdicts,
+//! session ends, state release) fire when the frontier passes them. All changes from one
+//! activation are emitted at the largest logical time processed in it: every published
+//! snapshot is at a frontier, and a frontier never falls between two times handled in one
+//! activation.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pushers;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::Capability;
+
+use crate::device::{Device, Emit};
+use crate::event::{DeviceKey, Event};
+use crate::params::Params;
+use crate::rows::*;
+use crate::stats::StateStats;
+
+/// The collections the behaviour operator produces.
+pub struct Behaviour<'s> {
+    pub sessions: VecCollection<'s, u64, SessionRow>,
+    pub page_views: VecCollection<'s, u64, PageViewRow>,
+    pub rage_clicks: VecCollection<'s, u64, RageRow>,
+    pub dead_clicks: VecCollection<'s, u64, DeadRow>,
+    pub error_clicks: VecCollection<'s, u64, ErrorClickRow>,
+    pub quick_backs: VecCollection<'s, u64, QuickBackRow>,
+    pub excessive_scrolls: VecCollection<'s, u64, EpisodeRow>,
+    pub thrashed_cursors: VecCollection<'s, u64, EpisodeRow>,
+    pub heat: VecCollection<'s, u64, HeatRow>,
+    pub depth: VecCollection<'s, u64, DepthObs>,
+    pub funnels: VecCollection<'s, u64, FunnelRow>,
+    pub page_agg: VecCollection<'s, u64, PageKey, PageAgg>,
+    pub visitors: VecCollection<'s, u64, PageVisitor>,
+    pub err_occ: VecCollection<'s, u64, ErrKey, ErrAgg>,
+    pub err_sessions: VecCollection<'s, u64, ErrSession>,
+}
+
+type Out<D, R> = pushers::Output<u64, Vec<(D, u64, R)>>;
+
+/// Sends `(data, diff)` pairs at time `t` through `out`.
+fn ship<D, R>(out: &mut Out<D, R>, cap: &Capability<u64>, t: u64, data: impl IntoIterator<Item = (D, R)>)
+where
+    D: 'static,
+    R: 'static,
+{
+    let mut buf: Vec<(D, u64, R)> = data.into_iter().map(|(d, r)| (d, t, r)).collect();
+    if !buf.is_empty() {
+        let cap = cap.delayed(&t);
+        out.activate().give(&cap, &mut buf);
+    }
+}
+
+/// Builds the behaviour operator over a stream of events stamped with logical time.
+pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, stats: StateStats) -> Behaviour<'s> {
+    let scope = events.scope();
+    let worker = scope.index();
+    let mut builder = OperatorBuilder::new("Behaviour".to_owned(), scope);
+    let mut input = builder.new_input(events, Exchange::new(|e: &Event| e.device.route()));
+
+    macro_rules! outputs {
+        ($($name:ident : $d:ty, $r:ty;)*) => {
+            $( let ($name, paste_stream) = builder.new_output::<Vec<($d, u64, $r)>>(); let $name = ($name, paste_stream); )*
+        };
+    }
+    outputs! {
+        o_sessions: SessionRow, isize;
+        o_page_views: PageViewRow, isize;
+        o_rage: RageRow, isize;
+        o_dead: DeadRow, isize;
+        o_error: ErrorClickRow, isize;
+        o_quick: QuickBackRow, isize;
+        o_scroll: EpisodeRow, isize;
+        o_thrash: EpisodeRow, isize;
+        o_heat: HeatRow, isize;
+        o_depth: DepthObs, isize;
+        o_funnels: FunnelRow, isize;
+        o_page_agg: PageKey, PageAgg;
+        o_visitors: PageVisitor, isize;
+        o_err_occ: ErrKey, ErrAgg;
+        o_err_sessions: ErrSession, isize;
+    }
+    let streams = Behaviour {
+        sessions: o_sessions.1.as_collection(),
+        page_views: o_page_views.1.as_collection(),
+        rage_clicks: o_rage.1.as_collection(),
+        dead_clicks: o_dead.1.as_collection(),
+        error_clicks: o_error.1.as_collection(),
+        quick_backs: o_quick.1.as_collection(),
+        excessive_scrolls: o_scroll.1.as_collection(),
+        thrashed_cursors: o_thrash.1.as_collection(),
+        heat: o_heat.1.as_collection(),
+        depth: o_depth.1.as_collection(),
+        funnels: o_funnels.1.as_collection(),
+        page_agg: o_page_agg.1.as_collection(),
+        visitors: o_visitors.1.as_collection(),
+        err_occ: o_err_occ.1.as_collection(),
+        err_sessions: o_err_sessions.1.as_collection(),
+    };
+    let (mut s_sessions, mut s_page_views, mut s_rage, mut s_dead, mut s_error) = (o_sessions.0, o_page_views.0, o_rage.0, o_dead.0, o_error.0);
+    let (mut s_quick, mut s_scroll, mut s_thrash, mut s_heat, mut s_depth) = (o_quick.0, o_scroll.0, o_thrash.0, o_heat.0, o_depth.0);
+    let (mut s_funnels, mut s_page_agg, mut s_visitors, mut s_err_occ, mut s_err_sessions) =
+        (o_funnels.0, o_page_agg.0, o_visitors.0, o_err_occ.0, o_err_sessions.0);
+
+    builder.build(move |caps| {
+        let mut caps: Option<Vec<Capability<u64>>> = Some(caps);
+        let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+        let mut devices: HashMap<DeviceKey, Device> = HashMap::new();
+        let mut deadlines: BinaryHeap<Reverse<(u64, DeviceKey)>> = BinaryHeap::new();
+        let mut scheduled: HashMap<DeviceKey, u64> = HashMap::new();
+        let mut bytes: usize = 0;
+        let params = Rc::new(params);
+        move |frontiers| {
+            input.for_each(|cap, data| {
+                // Events carry one logical time per message (their source's capability).
+                let t = cap.least().copied().unwrap_or(0);
+                stash.entry(t).or_default().append(data);
+            });
+            let frontier = frontiers[0].frontier().iter().next().copied();
+            let done = |t: u64| frontier.is_none_or(|f| t < f);
+            let ready_events = stash.first_key_value().is_some_and(|(t, _)| done(*t));
+            let ready_deadlines = deadlines.peek().is_some_and(|Reverse((d, _))| done(*d));
+            if (ready_events || ready_deadlines) && let Some(c) = &caps {
+                let p: &Params = &params;
+                // Gather this round's events per device, in processing order.
+                let mut by_device: HashMap<DeviceKey, Vec<(u64, Event)>> = HashMap::new();
+                let mut max_t = c[0].time().to_owned();
+                while let Some((&t, _)) = stash.first_key_value() {
+                    if !done(t) {
+                        break;
+                    }
+                    let (t, evs) = stash.pop_first().expect("present");
+                    max_t = max_t.max(t);
+                    for e in evs {
+                        by_device.entry(e.device).or_default().push((t, e));
+                    }
+                }
+                // Devices with due deadlines but no events.
+                while let Some(Reverse((d, key))) = deadlines.peek().copied() {
+                    if !done(d) {
+                        break;
+                    }
+                    deadlines.pop();
+                    if scheduled.get(&key) == Some(&d) {
+                        scheduled.remove(&key);
+                        by_device.entry(key).or_default();
+                    }
+                }
+                let mut emit = Emit::default();
+                let mut keys: Vec<DeviceKey> = by_device.keys().copied().collect();
+                keys.sort_unstable();
+                for key in keys {
+                    let mut evs = by_device.remove(&key).unwrap_or_default();
+                    evs.sort_unstable_by_key(|(t, e)| (*t, e.order_key()));
+                    let dev = devices.entry(key).or_insert_with(|| Device::new(key));
+                    bytes = bytes.saturating_sub(dev.bytes());
+                    let mut i = 0;
+                    loop {
+                        let next_t = evs.get(i).map(|(t, _)| *t);
+                        let deadline = dev.next_deadline(p);
+                        // Deadlines come after the events of their own time.
+                        if done(deadline) && next_t.is_none_or(|t| deadline < t) {
+                            max_t = max_t.max(deadline);
+                            let release = deadline >= dev.evict_at(p);
+                            dev.advance(deadline, p, &mut emit);
+                            if release {
+                                // The state is released; later events start afresh.
+                                *dev = Device::new(key);
+                            }
+                            continue;
+                        }
+                        let Some((t, e)) = evs.get(i) else { break };
+                        dev.event(*t, e, p, &mut emit);
+                        i += 1;
+                    }
+                    let evicted = dev.is_empty();
+                    if evicted {
+                        devices.remove(&key);
+                        scheduled.remove(&key);
+                    } else {
+                        dev.flush(p, &mut emit);
+                        bytes += dev.bytes();
+                        let d = dev.next_deadline(p);
+                        if scheduled.get(&key) != Some(&d) {
+                            scheduled.insert(key, d);
+                            deadlines.push(Reverse((d, key)));
+                        }
+                    }
+                }
+                let t = max_t;
+                ship(&mut s_sessions, &c[0], t, emit.sessions);
+                ship(&mut s_page_views, &c[1], t, emit.page_views);
+                ship(&mut s_rage, &c[2], t, emit.rage_clicks);
+                ship(&mut s_dead, &c[3], t, emit.dead_clicks);
+                ship(&mut s_error, &c[4], t, emit.error_clicks);
+                ship(&mut s_quick, &c[5], t, emit.quick_backs);
+                ship(&mut s_scroll, &c[6], t, emit.excessive_scrolls);
+                ship(&mut s_thrash, &c[7], t, emit.thrashed_cursors);
+                ship(&mut s_heat, &c[8], t, emit.heat.into_iter().filter(|(_, d)| *d != 0));
+                ship(&mut s_depth, &c[9], t, emit.depth);
+                ship(&mut s_funnels, &c[10], t, emit.funnels);
+                ship(&mut s_page_agg, &c[11], t, emit.page_agg.into_iter().filter(|(_, a)| *a != PageAgg::default()));
+                ship(&mut s_visitors, &c[12], t, emit.visitors);
+                ship(&mut s_err_occ, &c[13], t, emit.err_occ);
+                ship(&mut s_err_sessions, &c[14], t, emit.err_sessions);
+                stats.set("behaviour", worker, devices.len(), bytes + stash_bytes(&stash));
+                // The heap only needs live entries; rebuild it when stale ones dominate.
+                if deadlines.len() > 4 * scheduled.len() + 1024 {
+                    deadlines = scheduled.iter().map(|(k, d)| Reverse((*d, *k))).collect();
+                }
+            }
+            // Hold capabilities at the earliest time anything may still be emitted.
+            let mut hold = frontier;
+            if let Some((&t, _)) = stash.first_key_value() {
+                hold = Some(hold.map_or(t, |h| h.min(t)));
+            }
+            if let Some(Reverse((d, _))) = deadlines.peek() {
+                hold = Some(hold.map_or(*d, |h| h.min(*d)));
+            }
+            match hold {
+                None => caps = None,
+                Some(h) => {
+                    if let Some(cs) = &mut caps {
+                        for c in cs.iter_mut() {
+                            if *c.time() < h {
+                                c.downgrade(&h);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    streams
+}
+
+fn stash_bytes(stash: &BTreeMap<u64, Vec<Event>>) -> usize {
+    stash.values().map(|v| v.capacity() * std::mem::size_of::<Event>() + 48).sum()
+}

@@ -1,0 +1,299 @@
+//! The compact analytic event the dataflow runs on, and how event time becomes
+//! logical time.
+//!
+//! An [`Event`] is `Copy` and holds no heap data: strings are [`Sym`]s. Edges
+//! (`sightflow-dataflows::convert`) build events from the wire envelopes once; operators
+//! never parse or allocate per event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sym::Sym;
+
+/// Which device an event belongs to: sessions and all sequence logic are per device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeviceKey {
+    pub project: Sym,
+    pub device: Sym,
+}
+
+impl DeviceKey {
+    /// A well-mixed hash used to route a device to a worker.
+    pub fn route(&self) -> u64 {
+        let mut x = self.project.0 ^ self.device.0.rotate_left(17);
+        // splitmix64 finaliser
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xbf58476d1ce4e5b9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94d049bb133111eb);
+        x ^ (x >> 31)
+    }
+}
+
+/// One analytic event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Event {
+    /// Event time in ms (as sent). Operators use the device's *effective* time,
+    /// `max(ts, latest effective time of the device)`, so a device's timeline never
+    /// runs backwards even when late events arrive.
+    pub ts: i64,
+    pub device: DeviceKey,
+    pub tab: Sym,
+    /// Per-tab sequence number: orders events of one tab within one millisecond.
+    pub seq: u64,
+    /// Position within an envelope that expanded into several events (mouse positions).
+    pub sub: u32,
+    /// Normalised URL the sender attached (used until the tab's first page view).
+    pub url: Sym,
+    pub kind: Kind,
+}
+
+/// The analytic kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// A new page view. `url` is normalised (no query, no fragment).
+    PageView(PageView),
+    /// A DOM snapshot; carries the document's scroll offset at that moment.
+    Snapshot { scroll_x: i32, scroll_y: i32 },
+    Click(Click),
+    /// A scroll position; `node` 1 is the document.
+    Scroll { node: u32, x: i32, y: i32 },
+    /// One mouse position, `offset` ms relative to `ts` (<= 0). `first` marks the first
+    /// position of its batch (one recorded event).
+    Move { x: i32, y: i32, offset: i32, first: bool },
+    /// Finger movement: counted, never treated as mouse movement.
+    TouchMove,
+    Input { node: u32 },
+    Resize { width: u32, height: u32 },
+    Mutation,
+    /// An uncaught JavaScript error.
+    Error { message: Sym, fingerprint: u64 },
+    Exit,
+    Custom { name: Sym },
+    /// Anything else recorded: keeps the session alive and is counted.
+    Activity,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PageView {
+    pub url: Sym,
+    /// The URL path, used by funnel page patterns.
+    pub path: Sym,
+    pub width: u32,
+    pub height: u32,
+    /// Document height when known, else 0.
+    pub page_height: u32,
+    pub browser: Sym,
+    pub os: Sym,
+    pub device_type: Sym,
+    pub country: Sym,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Click {
+    pub x: i32,
+    pub y: i32,
+    /// Page coordinates when the sender knew them (`has_page`), else derived from the
+    /// tab's scroll position.
+    pub page_x: i32,
+    pub page_y: i32,
+    pub has_page: bool,
+    pub selector: Sym,
+    pub tag: Sym,
+    pub interactive: bool,
+    pub text_field: bool,
+    pub touch: bool,
+}
+
+/// The document's scroll node in rrweb.
+pub const DOCUMENT_NODE: u32 = 1;
+
+/// Mouse-position offsets are clamped to this many ms before their batch; the heatmap's
+/// scroll-position lookup relies on it.
+pub const MAX_MOVE_OFFSET_MS: i32 = 5000;
+
+impl Event {
+    /// The order in which a device's events are processed at one logical time.
+    pub fn order_key(&self) -> (i64, Sym, u64, u32) {
+        (self.ts, self.tab, self.seq, self.sub)
+    }
+
+    /// Whether this event is one recorded event (a mouse-move batch counts once).
+    pub fn counts_as_event(&self) -> bool {
+        !matches!(self.kind, Kind::Move { first: false, .. })
+    }
+}
+
+/// Rounds an event time up to its tick: the logical time of an on-time event.
+pub fn tick_ceil(ts: i64, tick: u64) -> u64 {
+    let ts = ts.max(0) as u64;
+    ts.div_ceil(tick) * tick
+}
+
+/// The smallest tick strictly greater than `ms`: the first logical time at which
+/// "more than `ms`" holds.
+pub fn tick_after(ms: i64, tick: u64) -> u64 {
+    let ms = ms.max(0) as u64;
+    (ms / tick + 1) * tick
+}
+
+/// What a partition's clock decided for one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stamp {
+    /// On time: logical time is the event time rounded up to a tick.
+    OnTime(u64),
+    /// Late, kept at the frontier's logical time.
+    Clamped(u64),
+    /// Late and dropped (the `drop` policy).
+    Dropped,
+}
+
+impl Stamp {
+    pub fn time(self) -> Option<u64> {
+        match self {
+            Stamp::OnTime(t) | Stamp::Clamped(t) => Some(t),
+            Stamp::Dropped => None,
+        }
+    }
+}
+
+/// Event-time clock of one partition: assigns logical times and tracks the frontier
+/// `max event time seen - allowed lateness` (rounded up to a tick). Idle partitions
+/// follow the wall clock.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    pub tick: u64,
+    pub lateness: u64,
+    pub clamp: bool,
+    /// No logical time below this will be assigned again.
+    frontier: u64,
+}
+
+impl Clock {
+    pub fn new(tick: u64, lateness: u64, clamp: bool) -> Clock {
+        Clock { tick, lateness, clamp, frontier: 0 }
+    }
+
+    /// Restores a clock whose frontier was persisted.
+    pub fn with_frontier(tick: u64, lateness: u64, clamp: bool, frontier: u64) -> Clock {
+        Clock { tick, lateness, clamp, frontier }
+    }
+
+    /// The partition frontier: every future event gets a logical time `>=` this.
+    pub fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    /// Assigns the logical time of an event with event time `ts` and advances the
+    /// frontier.
+    pub fn stamp(&mut self, ts: i64) -> Stamp {
+        let t = tick_ceil(ts, self.tick);
+        let stamp = if t >= self.frontier {
+            Stamp::OnTime(t)
+        } else if self.clamp {
+            Stamp::Clamped(self.frontier)
+        } else {
+            Stamp::Dropped
+        };
+        self.observe(ts);
+        stamp
+    }
+
+    /// Advances the frontier for an event time seen (without stamping anything).
+    pub fn observe(&mut self, ts: i64) {
+        let f = tick_ceil(ts.saturating_sub(self.lateness as i64), self.tick);
+        self.frontier = self.frontier.max(f);
+    }
+
+    /// Advances the frontier to follow the wall clock (`now` ms) when the partition
+    /// has been idle: as if an event at `now` had been seen.
+    pub fn advance_idle(&mut self, now: i64) {
+        self.observe(now);
+    }
+
+    /// Moves the frontier to at least `t` (a tick multiple).
+    pub fn advance_to(&mut self, t: u64) {
+        self.frontier = self.frontier.max(t);
+    }
+}
+
+/// Normalises a page URL for grouping: drops query and fragment, lower-cases scheme
+/// and host, keeps the path as is (`/` when empty).
+pub fn normalize_url(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..cut];
+    match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            let host_end = after.find('/').unwrap_or(after.len());
+            let (host, path) = after.split_at(host_end);
+            let path = if path.is_empty() { "/" } else { path };
+            format!("{}://{}{}", url[..i].to_ascii_lowercase(), host.to_ascii_lowercase(), path)
+        }
+        None => {
+            if url.is_empty() {
+                String::new()
+            } else {
+                url.to_string()
+            }
+        }
+    }
+}
+
+/// The path of a (normalised or not) URL: `/pricing` for `https://x.test/pricing?a=1`.
+pub fn url_path(url: &str) -> &str {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..cut];
+    match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            match after.find('/') {
+                Some(p) => &after[p..],
+                None => "/",
+            }
+        }
+        None => {
+            if url.is_empty() {
+                "/"
+            } else {
+                url
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(tick_ceil(1000, 100), 1000);
+        assert_eq!(tick_ceil(1001, 100), 1100);
+        assert_eq!(tick_after(1000, 100), 1100);
+        assert_eq!(tick_after(1099, 100), 1100);
+    }
+
+    #[test]
+    fn clock_clamps_late_events_to_the_frontier() {
+        let mut c = Clock::new(100, 1000, true);
+        assert_eq!(c.stamp(10_050), Stamp::OnTime(10_100));
+        assert_eq!(c.frontier(), 9_100);
+        // within lateness: on time
+        assert_eq!(c.stamp(9_500), Stamp::OnTime(9_500));
+        // beyond it: clamped
+        assert_eq!(c.stamp(8_000), Stamp::Clamped(9_100));
+        let mut d = Clock::new(100, 1000, false);
+        d.stamp(10_050);
+        assert_eq!(d.stamp(8_000), Stamp::Dropped);
+        d.advance_idle(20_000);
+        assert_eq!(d.frontier(), 19_000);
+    }
+
+    #[test]
+    fn urls_normalise() {
+        assert_eq!(normalize_url("HTTP://Lumen.TEST:8731/pricing?x=1#top"), "http://lumen.test:8731/pricing");
+        assert_eq!(normalize_url("http://a.test"), "http://a.test/");
+        assert_eq!(url_path("http://a.test:1/signup?x"), "/signup");
+        assert_eq!(url_path("http://a.test"), "/");
+    }
+}

@@ -1,0 +1,43 @@
+//! Pure incremental operators for behaviour analytics, and their batch references.
+//!
+//! Data enters as a timely stream of [`Event`]s stamped with logical time (event time
+//! rounded up to a tick, see [`event::Clock`]) and leaves as differential collections,
+//! one per view of the view contract ([`views::build_views`]). The per-device sequence
+//! logic lives in [`device::Device`] and runs inside one timely operator
+//! ([`behaviour::behaviour`]); aggregates are differential operators on top. Every view
+//! has a plain batch implementation of the same definition in [`reference`], used by the
+//! oracle tests. Nothing here does I/O.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sightflow_operators::{event::*, params::Params, stats::StateStats, sym::Sym, views::build_views};
+//! use timely::dataflow::operators::Input;
+//!
+//! let params = Arc::new(Params::from_config(&sightflow_config::Config::defaults()));
+//! timely::execute_directly(move |worker| {
+//!     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+//!         let (input, events) = scope.new_input::<Vec<Event>>();
+//!         let views = build_views(events, params, StateStats::default());
+//!         views.sessions.inspect(|x| println!("{x:?}"));
+//!         input
+//!     });
+//!     let device = DeviceKey { project: Sym::new("demo"), device: Sym::new("d1") };
+//!     input.advance_to(1_000);
+//!     input.send(Event { ts: 1_000, device, tab: Sym::new("t"), seq: 0, sub: 0, url: Sym::EMPTY, kind: Kind::Activity });
+//! });
+//! ```
+
+pub mod behaviour;
+pub mod device;
+pub mod event;
+pub mod params;
+pub mod reference;
+pub mod rows;
+pub mod stats;
+pub mod sym;
+pub mod views;
+
+pub use event::{DeviceKey, Event, Kind};
+pub use params::Params;
+pub use rows::Views;
+pub use sym::Sym;

@@ -1,0 +1,120 @@
+//! Query results as JSON rows, CSV, text tables and Arrow IPC.
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde_json::{Map, Number, Value};
+
+use crate::sql::QueryResult;
+
+fn cell(array: &dyn Array, row: usize) -> Value {
+    if array.is_null(row) {
+        return Value::Null;
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            Value::from(array.as_primitive::<$t>().value(row))
+        };
+    }
+    match array.data_type() {
+        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::Float32 => Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64).map_or(Value::Null, Value::Number),
+        DataType::Float64 => Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(Value::Null, Value::Number),
+        DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
+        _ => Value::String(text(array, row)),
+    }
+}
+
+fn text(array: &dyn Array, row: usize) -> String {
+    let opts = FormatOptions::default().with_null("");
+    match ArrayFormatter::try_new(array, &opts) {
+        Ok(f) => f.value(row).to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Column names.
+pub fn columns(r: &QueryResult) -> Vec<String> {
+    r.schema.fields().iter().map(|f| f.name().clone()).collect()
+}
+
+/// Rows as arrays of JSON values, in column order.
+pub fn rows_as_arrays(r: &QueryResult) -> Vec<Value> {
+    let mut out = Vec::with_capacity(r.num_rows());
+    for b in &r.batches {
+        for row in 0..b.num_rows() {
+            out.push(Value::Array(b.columns().iter().map(|c| cell(c.as_ref(), row)).collect()));
+        }
+    }
+    out
+}
+
+/// Rows as JSON objects keyed by column name.
+pub fn rows_as_objects(r: &QueryResult) -> Vec<Value> {
+    let names = columns(r);
+    let mut out = Vec::with_capacity(r.num_rows());
+    for b in &r.batches {
+        for row in 0..b.num_rows() {
+            let mut m = Map::new();
+            for (name, c) in names.iter().zip(b.columns()) {
+                m.insert(name.clone(), cell(c.as_ref(), row));
+            }
+            out.push(Value::Object(m));
+        }
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// RFC 4180 CSV with a header line.
+pub fn to_csv(r: &QueryResult) -> String {
+    let mut out = columns(r).iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",");
+    out.push('\n');
+    for b in &r.batches {
+        for row in 0..b.num_rows() {
+            let line: Vec<String> = b.columns().iter().map(|c| csv_field(&text(c.as_ref(), row))).collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A plain text table.
+pub fn to_table(r: &QueryResult) -> String {
+    let batches: Vec<RecordBatch> = r.batches.clone();
+    if batches.is_empty() {
+        let cols = columns(r).join(" | ");
+        return format!("{cols}\n(0 rows)\n");
+    }
+    match datafusion::arrow::util::pretty::pretty_format_batches(&batches) {
+        Ok(t) => format!("{t}\n({} rows)\n", r.num_rows()),
+        Err(e) => format!("cannot format: {e}\n"),
+    }
+}
+
+/// Arrow IPC stream bytes.
+pub fn to_arrow_ipc(r: &QueryResult) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    {
+        let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &r.schema).map_err(|e| e.to_string())?;
+        for b in &r.batches {
+            w.write(b).map_err(|e| e.to_string())?;
+        }
+        w.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(buf)
+}

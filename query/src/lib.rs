@@ -1,0 +1,11 @@
+//! SQL over the published views, and (for the server) the HTTP API.
+//!
+//! Every view of a [`sightflow_dataflows::Snapshot`] is registered as a DataFusion table;
+//! [`sql::execute`] runs one read-only query against one snapshot, so all views it reads
+//! are at the same `as_of`. [`format`] renders results as JSON rows, CSV, text tables or
+//! Arrow IPC.
+
+pub mod format;
+pub mod sql;
+
+pub use sql::{execute, QueryError, QueryLimits, QueryResult};

@@ -1,0 +1,135 @@
+//! Read-only SQL over one snapshot with DataFusion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use sightflow_dataflows::Snapshot;
+
+/// Bounds on one query.
+#[derive(Clone, Debug)]
+pub struct QueryLimits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub max_rows: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { timeout: Duration::from_secs(30), memory_bytes: 512 << 20, max_rows: 100_000 }
+    }
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The statement is not a read-only query.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Planning or execution failed (syntax, unknown table or column, ...).
+    #[error("{0}")]
+    Sql(String),
+    #[error("query exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("query result exceeds the limit of {0} rows; add a LIMIT or aggregate")]
+    TooManyRows(usize),
+}
+
+/// A query's result.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub as_of: u64,
+}
+
+impl QueryResult {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// A session over a snapshot: every view is a table.
+pub fn context(snapshot: &Snapshot, limits: &QueryLimits) -> Result<SessionContext, QueryError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes)))
+        .build_arc()
+        .map_err(|e| QueryError::Sql(e.to_string()))?;
+    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for (name, schema, batch) in &snapshot.tables {
+        let table = MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).map_err(|e| QueryError::Sql(e.to_string()))?;
+        ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Sql(e.to_string()))?;
+    }
+    Ok(ctx)
+}
+
+/// Refuses anything but a query before planning, with a message that says why.
+fn check_read_only(sql: &str) -> Result<(), QueryError> {
+    let first = sql.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_lowercase();
+    let allowed = ["select", "with", "values", "explain", "show", "describe", "desc", ""];
+    if !allowed.contains(&first.as_str()) {
+        return Err(QueryError::NotAllowed(format!(
+            "only read-only queries are allowed (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE); `{}` statements are refused",
+            first.to_uppercase()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `sql` against `snapshot`.
+pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Result<QueryResult, QueryError> {
+    check_read_only(sql)?;
+    let ctx = context(snapshot, limits)?;
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let run = async {
+        let df = ctx.sql_with_options(sql, options).await.map_err(|e| classify(e.to_string()))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await.map_err(|e| QueryError::Sql(e.to_string()))?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(|e| QueryError::Sql(e.to_string()))?;
+            rows += b.num_rows();
+            if rows > limits.max_rows {
+                return Err(QueryError::TooManyRows(limits.max_rows));
+            }
+            batches.push(b);
+        }
+        Ok(QueryResult { schema, batches, as_of: snapshot.as_of })
+    };
+    match tokio::time::timeout(limits.timeout, run).await {
+        Ok(r) => r,
+        Err(_) => Err(QueryError::Timeout(limits.timeout)),
+    }
+}
+
+fn classify(msg: String) -> QueryError {
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("not enabled") || lower.contains("ddl") || lower.contains("dml") || lower.contains("statement not supported") {
+        QueryError::NotAllowed(format!("only read-only queries are allowed: {msg}"))
+    } else {
+        QueryError::Sql(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_read_only;
+
+    #[test]
+    fn writes_are_refused_before_planning() {
+        for sql in ["COPY sessions TO '/tmp/x.csv'", "create external table t stored as csv location '/etc/passwd'", "INSERT INTO sessions VALUES (1)", "drop table sessions", "set x = 1"] {
+            assert!(check_read_only(sql).is_err(), "{sql}");
+        }
+        for sql in ["select 1", "  WITH a AS (select 1) select * from a", "(select 1)", "explain select 1"] {
+            assert!(check_read_only(sql).is_ok(), "{sql}");
+        }
+    }
+}

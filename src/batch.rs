@@ -1,0 +1,81 @@
+//! Batch mode: run the dataflow over files to completion, then query the views.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sightflow_config::Config;
+use sightflow_connectors::files::{self, Rejection};
+use sightflow_connectors::json::Defaults;
+use sightflow_connectors::rrweb::Decoder;
+use sightflow_connectors::validate::Limits;
+use sightflow_dataflows::{start, RunOptions, Snapshot, VecSource};
+use sightflow_operators::event::tick_ceil;
+use sightflow_operators::Params;
+use sightflow_proto::v1::Envelope;
+
+/// One input file.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A raw rrweb recording (JSON array) of one tab of `device`.
+    Rrweb { path: PathBuf, device: String },
+    /// Newline-delimited JSON events.
+    Events { path: PathBuf },
+}
+
+/// What was read, and what was not.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub envelopes: Vec<Envelope>,
+    /// `(file, rejection)` for every event that was not accepted.
+    pub rejected: Vec<(String, Rejection)>,
+}
+
+/// Reads and decodes every input.
+pub fn load(inputs: &[Input], project: &str, now_ms: i64) -> Result<Loaded, String> {
+    let limits = Limits::any_age(now_ms);
+    let mut decoder = Decoder::new();
+    let mut loaded = Loaded::default();
+    for input in inputs {
+        let (path, import) = match input {
+            Input::Rrweb { path, device } => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let import = files::read_rrweb(&text, project, device, device, &limits, &mut decoder, None)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                (path, import)
+            }
+            Input::Events { path } => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let defaults = Defaults { project: project.to_string(), device_id: String::new() };
+                (path, files::read_ndjson(&text, &defaults, &limits, &mut decoder))
+            }
+        };
+        let name = path.display().to_string();
+        loaded.envelopes.extend(import.envelopes);
+        loaded.rejected.extend(import.rejected.into_iter().map(|r| (name.clone(), r)));
+    }
+    Ok(loaded)
+}
+
+/// Runs the dataflow over envelopes to completion and returns the final snapshot.
+/// Every event is on time: its logical time is its event time rounded up to a tick.
+pub fn run(config: &Config, envelopes: Vec<Envelope>) -> Result<Arc<Snapshot>, String> {
+    let params = Arc::new(Params::from_config(config));
+    let tick = params.tick;
+    let workers = config.engine.workers;
+    let mut shares: Vec<Vec<(u64, Envelope)>> = vec![Vec::new(); workers];
+    for (i, e) in envelopes.into_iter().enumerate() {
+        shares[i % workers].push((tick_ceil(e.ts, tick), e));
+    }
+    let shares = std::sync::Mutex::new(shares.into_iter().map(Some).collect::<Vec<_>>());
+    let running = start(
+        RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(1) },
+        move |index, _| {
+            let items = shares.lock().ok().and_then(|mut s| s[index].take()).unwrap_or_default();
+            Box::new(VecSource::new(items))
+        },
+    )?;
+    let snapshots = running.snapshots.clone();
+    running.join()?;
+    Ok(snapshots.wait_complete())
+}

@@ -1,0 +1,5 @@
+//! The composition root of sightflow: the only place that wires connectors (formats,
+//! files, transports) to the dataflow and the dataflow to the query layer. The binary
+//! (`src/main.rs`) is a thin CLI over these functions.
+
+pub mod batch;
