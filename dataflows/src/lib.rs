@@ -14,7 +14,7 @@
 //!
 //! let params = Arc::new(Params::from_config(&sightflow_config::Config::defaults()));
 //! let running = start(
-//!     RunOptions { workers: 1, params, on_publish: None, idle_park: std::time::Duration::from_millis(5) },
+//!     RunOptions { workers: 1, params, on_publish: None, idle_park: std::time::Duration::from_millis(5), final_only: true },
 //!     |_, _| Box::new(VecSource::new(Vec::new())),
 //! )
 //! .unwrap();
@@ -29,5 +29,5 @@ pub mod run;
 pub mod tables;
 
 pub use publish::{Snapshot, Snapshots};
-pub use run::{start, Progress, RunOptions, Running, Source, VecSource};
-pub use tables::{Tables, Update, TABLE_NAMES};
+pub use run::{Progress, RunOptions, Running, Source, VecSource, start};
+pub use tables::{TABLE_NAMES, Tables, Update};

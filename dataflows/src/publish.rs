@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use sightflow_operators::stats::{StateSize, StateStats};
 use sightflow_operators::Params;
+use sightflow_operators::stats::{StateSize, StateStats};
 
-use crate::tables::{build_table, state_table, Tables, Update, TABLE_NAMES};
+use crate::tables::{TABLE_NAMES, Tables, Update, build_table, state_table};
 
 /// All views at one logical time.
 #[derive(Clone, Debug)]
@@ -33,19 +33,28 @@ pub struct Snapshot {
 impl Snapshot {
     fn empty(params: &Params) -> Snapshot {
         let t = Tables::default();
-        let mut tables: Vec<(&'static str, SchemaRef, RecordBatch)> =
-            (0..14).map(|i| {
+        let mut tables: Vec<(&'static str, SchemaRef, RecordBatch)> = (0..14)
+            .map(|i| {
                 let (s, b) = build_table(&t, i, params);
                 (TABLE_NAMES[i], s, b)
-            }).collect();
+            })
+            .collect();
         let (s, b) = state_table(&BTreeMap::new());
         tables.push(("sightflow_state", s, b));
-        Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new() }
+        Snapshot {
+            as_of: 0,
+            complete: false,
+            tables,
+            state: BTreeMap::new(),
+        }
     }
 
     /// A table by name.
     pub fn table(&self, name: &str) -> Option<&RecordBatch> {
-        self.tables.iter().find(|(n, _, _)| *n == name).map(|(_, _, b)| b)
+        self.tables
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, b)| b)
     }
 }
 
@@ -62,17 +71,33 @@ pub struct Snapshots {
 
 impl Snapshots {
     pub fn new(params: &Params) -> Snapshots {
-        Snapshots { inner: Arc::new((Mutex::new(Shared { latest: Arc::new(Snapshot::empty(params)), closed: false }), Condvar::new())) }
+        Snapshots {
+            inner: Arc::new((
+                Mutex::new(Shared {
+                    latest: Arc::new(Snapshot::empty(params)),
+                    closed: false,
+                }),
+                Condvar::new(),
+            )),
+        }
     }
 
     /// The newest snapshot.
     pub fn latest(&self) -> Arc<Snapshot> {
-        self.inner.0.lock().map(|s| s.latest.clone()).unwrap_or_else(|e| e.into_inner().latest.clone())
+        self.inner
+            .0
+            .lock()
+            .map(|s| s.latest.clone())
+            .unwrap_or_else(|e| e.into_inner().latest.clone())
     }
 
     /// Waits until a snapshot with `as_of >= min_as_of` (or a complete one) is
     /// published; on timeout returns the newest one as `Err`.
-    pub fn wait_for(&self, min_as_of: u64, timeout: Duration) -> Result<Arc<Snapshot>, Arc<Snapshot>> {
+    pub fn wait_for(
+        &self,
+        min_as_of: u64,
+        timeout: Duration,
+    ) -> Result<Arc<Snapshot>, Arc<Snapshot>> {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.inner;
         let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,7 +112,10 @@ impl Snapshots {
             if now >= deadline {
                 return Err(g.latest.clone());
             }
-            g = cvar.wait_timeout(g, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            g = cvar
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -141,10 +169,19 @@ pub struct Publisher {
     snapshots: Snapshots,
     stats: StateStats,
     on_publish: Option<OnPublish>,
+    final_only: bool,
 }
 
 impl Publisher {
-    pub fn new(workers: usize, params: Arc<Params>, snapshots: Snapshots, stats: StateStats, on_publish: Option<OnPublish>) -> Publisher {
+    /// `final_only`: publish only the complete snapshot of a finite input.
+    pub fn new(
+        workers: usize,
+        params: Arc<Params>,
+        snapshots: Snapshots,
+        stats: StateStats,
+        on_publish: Option<OnPublish>,
+        final_only: bool,
+    ) -> Publisher {
         Publisher {
             params,
             tables: Tables::default(),
@@ -157,6 +194,7 @@ impl Publisher {
             snapshots,
             stats,
             on_publish,
+            final_only,
         }
     }
 
@@ -168,7 +206,12 @@ impl Publisher {
         if let Some(f) = self.frontiers.get_mut(msg.worker) {
             *f = msg.frontier;
         }
-        let least = self.frontiers.iter().map(|f| f.unwrap_or(u64::MAX)).min().unwrap_or(u64::MAX);
+        let least = self
+            .frontiers
+            .iter()
+            .map(|f| f.unwrap_or(u64::MAX))
+            .min()
+            .unwrap_or(u64::MAX);
         if self.complete {
             return;
         }
@@ -177,7 +220,7 @@ impl Publisher {
             self.complete = true;
             let as_of = self.max_time.max(self.published.saturating_sub(1));
             self.publish(as_of);
-        } else if least > self.published {
+        } else if least > self.published && !self.final_only {
             self.apply_before(least);
             self.published = least;
             self.publish(least - 1);
@@ -215,7 +258,12 @@ impl Publisher {
         let state = self.stats.per_view();
         let (s, b) = state_table(&state);
         tables.push(("sightflow_state", s, b));
-        self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state });
+        self.snapshots.publish(Snapshot {
+            as_of,
+            complete: self.complete,
+            tables,
+            state,
+        });
     }
 }
 

@@ -18,7 +18,7 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::convert::envelope_events;
-use crate::publish::{spawn_publisher, OnPublish, Publisher, Snapshots, WorkerUpdate};
+use crate::publish::{OnPublish, Publisher, Snapshots, WorkerUpdate, spawn_publisher};
 use crate::tables::Update;
 
 /// What a source reports after a poll.
@@ -54,7 +54,10 @@ impl Source for VecSource {
         match self.items.take() {
             Some(items) => {
                 out.extend(items);
-                Progress::At { frontier: 0, busy: true }
+                Progress::At {
+                    frontier: 0,
+                    busy: true,
+                }
             }
             None => Progress::Done,
         }
@@ -69,6 +72,9 @@ pub struct RunOptions {
     pub on_publish: Option<OnPublish>,
     /// How long an idle worker parks between polls.
     pub idle_park: Duration,
+    /// Only the final state of a finite input will be read: publish once, at the end,
+    /// and let operators fold each activation's changes into one time.
+    pub final_only: bool,
 }
 
 /// A running engine.
@@ -88,7 +94,8 @@ impl Running {
             }
         }
         if let Some(p) = self.publisher.take() {
-            p.join().map_err(|_| "publisher thread panicked".to_string())?;
+            p.join()
+                .map_err(|_| "publisher thread panicked".to_string())?;
         }
         Ok(())
     }
@@ -103,12 +110,24 @@ where
     let stats = StateStats::default();
     let snapshots = Snapshots::new(&params);
     let (tx, rx) = mpsc::channel::<WorkerUpdate>();
-    let publisher = Publisher::new(options.workers, params.clone(), snapshots.clone(), stats.clone(), options.on_publish);
+    let publisher = Publisher::new(
+        options.workers,
+        params.clone(),
+        snapshots.clone(),
+        stats.clone(),
+        options.on_publish,
+        options.final_only,
+    );
+    let per_time = !options.final_only;
     let publisher = spawn_publisher(publisher, rx, snapshots.clone());
     let tx = std::sync::Mutex::new(tx);
     let worker_stats = stats.clone();
     let idle = options.idle_park;
-    let config = if options.workers <= 1 { timely::Config::thread() } else { timely::Config::process(options.workers) };
+    let config = if options.workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(options.workers)
+    };
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
@@ -117,8 +136,9 @@ where
         let stats = worker_stats.clone();
         let probe = ProbeHandle::new();
         let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), events) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Event>>>();
-            let views = build_views(events, params.clone(), stats.clone());
+            let ((input, cap), events) =
+                scope.new_unordered_input::<CapacityContainerBuilder<Vec<Event>>>();
+            let views = build_views(events, params.clone(), stats.clone(), per_time);
             let streams: Vec<Stream<'_, u64, Vec<(u64, Update)>>> = vec![
                 tag(views.sessions, Update::Session),
                 tag(views.page_views, Update::PageView),
@@ -142,7 +162,11 @@ where
                 input.for_each(|_cap, data| buf.append(data));
                 let f = frontier.frontier().iter().next().copied();
                 if last != Some(f) || !buf.is_empty() {
-                    let _ = tx.send(WorkerUpdate { worker: index, updates: std::mem::take(&mut buf), frontier: f });
+                    let _ = tx.send(WorkerUpdate {
+                        worker: index,
+                        updates: std::mem::take(&mut buf),
+                        frontier: f,
+                    });
                     last = Some(f);
                 }
             });
@@ -166,7 +190,10 @@ where
                         i += 1;
                     }
                     let at = cap.delayed(&t);
-                    input.activate().session(&at).give_iterator(events.drain(..));
+                    input
+                        .activate()
+                        .session(&at)
+                        .give_iterator(events.drain(..));
                 }
             }
             match progress {
@@ -174,7 +201,11 @@ where
                     if frontier > *cap.time() {
                         cap.downgrade(&frontier);
                     }
-                    worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(idle) });
+                    worker.step_or_park(if busy {
+                        Some(Duration::ZERO)
+                    } else {
+                        Some(idle)
+                    });
                 }
                 Progress::Done => break,
             }
@@ -186,11 +217,19 @@ where
         }
     })
     .map_err(|e| format!("cannot start dataflow workers: {e}"))?;
-    Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher) })
+    Ok(Running {
+        snapshots,
+        stats,
+        workers: Some(guards),
+        publisher: Some(publisher),
+    })
 }
 
 /// Maps a view collection to tagged updates.
-fn tag<'s, D, R>(c: VecCollection<'s, u64, D, R>, f: fn(D, R) -> Update) -> Stream<'s, u64, Vec<(u64, Update)>>
+fn tag<'s, D, R>(
+    c: VecCollection<'s, u64, D, R>,
+    f: fn(D, R) -> Update,
+) -> Stream<'s, u64, Vec<(u64, Update)>>
 where
     D: Clone + 'static,
     R: Clone + 'static,

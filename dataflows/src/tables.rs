@@ -9,7 +9,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use differential_dataflow::difference::Semigroup;
@@ -207,11 +208,19 @@ fn s(sym: Sym) -> String {
 }
 
 fn opt(sym: Sym) -> Option<String> {
-    if sym.is_empty() { None } else { Some(sym.as_string()) }
+    if sym.is_empty() {
+        None
+    } else {
+        Some(sym.as_string())
+    }
 }
 
 fn ts_field(name: &str) -> Field {
-    Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false)
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        false,
+    )
 }
 
 fn ts_array(v: impl Iterator<Item = i64>) -> ArrayRef {
@@ -236,7 +245,10 @@ fn i32_array(v: impl Iterator<Item = i32>) -> ArrayRef {
 
 /// Rows of a multiset view, each repeated by its multiplicity, in a stable order.
 fn expand<R: Copy + Ord>(m: &HashMap<R, isize>) -> Vec<R> {
-    let mut v: Vec<R> = m.iter().flat_map(|(r, n)| std::iter::repeat_n(*r, (*n).max(0) as usize)).collect();
+    let mut v: Vec<R> = m
+        .iter()
+        .flat_map(|(r, n)| std::iter::repeat_n(*r, (*n).max(0) as usize))
+        .collect();
     v.sort_unstable();
     v
 }
@@ -293,7 +305,9 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                     ts_array(rows.iter().map(|r| r.started_at)),
                     ts_array(rows.iter().map(|r| r.ended_at)),
                     i64_array(rows.iter().map(|r| r.ended_at - r.started_at)),
-                    Arc::new(BooleanArray::from(rows.iter().map(|r| r.is_live).collect::<Vec<_>>())),
+                    Arc::new(BooleanArray::from(
+                        rows.iter().map(|r| r.is_live).collect::<Vec<_>>(),
+                    )),
                     i64_array(rows.iter().map(|r| r.page_views as i64)),
                     i64_array(rows.iter().map(|r| r.events as i64)),
                     i64_array(rows.iter().map(|r| r.clicks as i64)),
@@ -429,7 +443,14 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
         5 => {
             let rows = expand(&t.quick_backs);
             batch(
-                vec![f("session_id", Utf8), f("project", Utf8), f("url", Utf8), ts_field("ts"), f("dwell_ms", Int64), f("from_url", Utf8)],
+                vec![
+                    f("session_id", Utf8),
+                    f("project", Utf8),
+                    f("url", Utf8),
+                    ts_field("ts"),
+                    f("dwell_ms", Int64),
+                    f("from_url", Utf8),
+                ],
                 vec![
                     str_array(rows.iter().map(|r| sid(r.session))),
                     str_array(rows.iter().map(|r| s(r.project))),
@@ -441,9 +462,20 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         6 | 7 => {
-            let rows = expand(if index == 6 { &t.excessive_scrolls } else { &t.thrashed_cursors });
+            let rows = expand(if index == 6 {
+                &t.excessive_scrolls
+            } else {
+                &t.thrashed_cursors
+            });
             batch(
-                vec![f("session_id", Utf8), f("project", Utf8), f("url", Utf8), ts_field("ts"), f("reversals", Int64), ts_field("end_ts")],
+                vec![
+                    f("session_id", Utf8),
+                    f("project", Utf8),
+                    f("url", Utf8),
+                    ts_field("ts"),
+                    f("reversals", Int64),
+                    ts_field("end_ts"),
+                ],
                 vec![
                     str_array(rows.iter().map(|r| sid(r.session))),
                     str_array(rows.iter().map(|r| s(r.project))),
@@ -455,7 +487,8 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         8 => {
-            let mut rows: Vec<(HeatRow, isize)> = t.heatmap_cells.iter().map(|(k, n)| (*k, *n)).collect();
+            let mut rows: Vec<(HeatRow, isize)> =
+                t.heatmap_cells.iter().map(|(k, n)| (*k, *n)).collect();
             rows.sort_unstable();
             batch(
                 vec![
@@ -479,10 +512,16 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         9 => {
-            let mut rows: Vec<(DepthRow, isize)> = t.scroll_depth.iter().map(|(k, n)| (*k, *n)).collect();
+            let mut rows: Vec<(DepthRow, isize)> =
+                t.scroll_depth.iter().map(|(k, n)| (*k, *n)).collect();
             rows.sort_unstable();
             batch(
-                vec![f("project", Utf8), f("url", Utf8), f("depth_pct", Int32), f("sessions", Int64)],
+                vec![
+                    f("project", Utf8),
+                    f("url", Utf8),
+                    f("depth_pct", Int32),
+                    f("sessions", Int64),
+                ],
                 vec![
                     str_array(rows.iter().map(|r| s(r.0.project))),
                     str_array(rows.iter().map(|r| s(r.0.url))),
@@ -493,9 +532,20 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
         }
         10 => {
             let rows = expand(&t.session_funnels);
-            let name = |i: u32| params.funnels.get(i as usize).map_or_else(String::new, |f| f.name.clone());
+            let name = |i: u32| {
+                params
+                    .funnels
+                    .get(i as usize)
+                    .map_or_else(String::new, |f| f.name.clone())
+            };
             batch(
-                vec![f("session_id", Utf8), f("project", Utf8), f("device_id", Utf8), f("funnel", Utf8), f("steps_reached", Int64)],
+                vec![
+                    f("session_id", Utf8),
+                    f("project", Utf8),
+                    f("device_id", Utf8),
+                    f("funnel", Utf8),
+                    f("steps_reached", Int64),
+                ],
                 vec![
                     str_array(rows.iter().map(|r| sid(r.session))),
                     str_array(rows.iter().map(|r| s(r.project))),
@@ -512,16 +562,32 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                 by.entry((s(f.project), f.funnel)).or_default();
             }
             for (r, n) in &t.funnel_steps {
-                *by.entry((s(r.project), r.funnel)).or_default().entry(r.step).or_insert(0) += *n as i64;
+                *by.entry((s(r.project), r.funnel))
+                    .or_default()
+                    .entry(r.step)
+                    .or_insert(0) += *n as i64;
             }
             let mut rows: Vec<(String, String, i64, String, i64, f64)> = Vec::new();
             for ((project, fi), counts) in by {
-                let Some(spec) = params.funnels.get(fi as usize) else { continue };
+                let Some(spec) = params.funnels.get(fi as usize) else {
+                    continue;
+                };
                 let first = counts.get(&1).copied().unwrap_or(0);
                 for step in 1..=spec.steps.len() as u32 {
                     let n = counts.get(&step).copied().unwrap_or(0);
-                    let rate = if first > 0 { n as f64 / first as f64 } else { 0.0 };
-                    rows.push((project.clone(), spec.name.clone(), step as i64, spec.labels[step as usize - 1].clone(), n, rate));
+                    let rate = if first > 0 {
+                        n as f64 / first as f64
+                    } else {
+                        0.0
+                    };
+                    rows.push((
+                        project.clone(),
+                        spec.name.clone(),
+                        step as i64,
+                        spec.labels[step as usize - 1].clone(),
+                        n,
+                        rate,
+                    ));
                 }
             }
             batch(
@@ -544,7 +610,12 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         12 => {
-            let mut rows: Vec<(PageKey, PageAgg)> = t.page_stats.iter().filter(|(_, a)| a.views > 0).map(|(k, a)| (*k, *a)).collect();
+            let mut rows: Vec<(PageKey, PageAgg)> = t
+                .page_stats
+                .iter()
+                .filter(|(_, a)| a.views > 0)
+                .map(|(k, a)| (*k, *a))
+                .collect();
             rows.sort_unstable();
             batch(
                 vec![
@@ -562,7 +633,10 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                     str_array(rows.iter().map(|r| s(r.0.url))),
                     i64_array(rows.iter().map(|r| r.1.views)),
                     i64_array(rows.iter().map(|r| r.1.visitors)),
-                    Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1.duration_ms as f64 / r.1.views.max(1) as f64))),
+                    Arc::new(Float64Array::from_iter_values(
+                        rows.iter()
+                            .map(|r| r.1.duration_ms as f64 / r.1.views.max(1) as f64),
+                    )),
                     i64_array(rows.iter().map(|r| r.1.exits)),
                     i64_array(rows.iter().map(|r| r.1.bounces)),
                     i64_array(rows.iter().map(|r| r.1.duration_ms)),
@@ -570,7 +644,12 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         13 => {
-            let mut rows: Vec<(ErrKey, ErrAgg)> = t.errors.iter().filter(|(_, a)| a.occurrences > 0).map(|(k, a)| (*k, *a)).collect();
+            let mut rows: Vec<(ErrKey, ErrAgg)> = t
+                .errors
+                .iter()
+                .filter(|(_, a)| a.occurrences > 0)
+                .map(|(k, a)| (*k, *a))
+                .collect();
             rows.sort_unstable();
             batch(
                 vec![
@@ -600,11 +679,19 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
 /// The `sightflow_state` table: state held per view.
 pub fn state_table(state: &BTreeMap<String, StateSize>) -> (SchemaRef, RecordBatch) {
     batch(
-        vec![Field::new("view", DataType::Utf8, false), Field::new("records", DataType::UInt64, false), Field::new("bytes", DataType::UInt64, false)],
+        vec![
+            Field::new("view", DataType::Utf8, false),
+            Field::new("records", DataType::UInt64, false),
+            Field::new("bytes", DataType::UInt64, false),
+        ],
         vec![
             str_array(state.keys().cloned()),
-            Arc::new(UInt64Array::from_iter_values(state.values().map(|s| s.records as u64))),
-            Arc::new(UInt64Array::from_iter_values(state.values().map(|s| s.bytes as u64))),
+            Arc::new(UInt64Array::from_iter_values(
+                state.values().map(|s| s.records as u64),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                state.values().map(|s| s.bytes as u64),
+            )),
         ],
     )
 }

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sightflow_config::Config;
-use sightflow_dataflows::{start, Progress, RunOptions, Source};
+use sightflow_dataflows::{Progress, RunOptions, Source, start};
+use sightflow_operators::Params;
 use sightflow_operators::event::tick_ceil;
 use sightflow_operators::stats::{StateSize, StateStats};
-use sightflow_operators::Params;
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::*;
 
@@ -40,35 +40,95 @@ impl Source for Sessions {
         let start = BASE + self.next as i64 * SPACING;
         let device = format!("d{}", self.next);
         let kinds = [
-            Kind::PageView(PageView { url: "http://s.test/a".into(), viewport_width: 1280, viewport_height: 800, ..Default::default() }),
-            Kind::Click(Click { x: 10, y: 10, selector: "button#go".into(), ..Default::default() }),
-            Kind::Scroll(Scroll { node: 1, x: 0, y: 300 }),
-            Kind::MouseMove(MouseMove { positions: vec![Position { x: 1, y: 1, time_offset: -100 }, Position { x: 9, y: 1, time_offset: 0 }] }),
-            Kind::Click(Click { x: 12, y: 10, selector: "button#go".into(), ..Default::default() }),
+            Kind::PageView(PageView {
+                url: "http://s.test/a".into(),
+                viewport_width: 1280,
+                viewport_height: 800,
+                ..Default::default()
+            }),
+            Kind::Click(Click {
+                x: 10,
+                y: 10,
+                selector: "button#go".into(),
+                ..Default::default()
+            }),
+            Kind::Scroll(Scroll {
+                node: 1,
+                x: 0,
+                y: 300,
+            }),
+            Kind::MouseMove(MouseMove {
+                positions: vec![
+                    Position {
+                        x: 1,
+                        y: 1,
+                        time_offset: -100,
+                    },
+                    Position {
+                        x: 9,
+                        y: 1,
+                        time_offset: 0,
+                    },
+                ],
+            }),
+            Kind::Click(Click {
+                x: 12,
+                y: 10,
+                selector: "button#go".into(),
+                ..Default::default()
+            }),
             Kind::Mutation(DomMutation::default()),
         ];
         for (i, kind) in kinds.into_iter().enumerate() {
             let ts = start + i as i64 * 400;
             out.push((
                 tick_ceil(ts, self.tick),
-                Envelope { project: "p".into(), device_id: device.clone(), tab_id: "t".into(), seq: i as u64, ts, kind: Some(kind), ..Default::default() },
+                Envelope {
+                    project: "p".into(),
+                    device_id: device.clone(),
+                    tab_id: "t".into(),
+                    seq: i as u64,
+                    ts,
+                    kind: Some(kind),
+                    ..Default::default()
+                },
             ));
         }
         self.next += 1;
-        Progress::At { frontier: tick_ceil(start + 2_000, self.tick), busy: true }
+        Progress::At {
+            frontier: tick_ceil(start + 2_000, self.tick),
+            busy: true,
+        }
     }
 }
 
 fn run(total: usize) -> (StateSize, usize) {
-    let cfg = Config::from_toml_str("[session]\nidle_gap_ms = 20000\n[engine]\nstate_grace_ms = 4000\n").unwrap();
+    let cfg =
+        Config::from_toml_str("[session]\nidle_gap_ms = 20000\n[engine]\nstate_grace_ms = 4000\n")
+            .unwrap();
     let params = Arc::new(Params::from_config(&cfg));
     let stats_slot = Arc::new(Mutex::new(None));
     let peak = Arc::new(Mutex::new(StateSize::default()));
     let (slot, pk) = (stats_slot.clone(), peak.clone());
     let tick = params.tick;
-    let running = start(RunOptions { workers: 1, params, on_publish: None, idle_park: Duration::from_millis(1) }, move |_, _| {
-        Box::new(Sessions { next: 0, total, tick, stats: slot.clone(), peak: pk.clone() })
-    })
+    let running = start(
+        RunOptions {
+            workers: 1,
+            params,
+            on_publish: None,
+            idle_park: Duration::from_millis(1),
+            final_only: false,
+        },
+        move |_, _| {
+            Box::new(Sessions {
+                next: 0,
+                total,
+                tick,
+                stats: slot.clone(),
+                peak: pk.clone(),
+            })
+        },
+    )
     .unwrap();
     *stats_slot.lock().unwrap() = Some(running.stats.clone());
     let snapshots = running.snapshots.clone();
@@ -76,7 +136,11 @@ fn run(total: usize) -> (StateSize, usize) {
     running.join().unwrap();
     let snap = snapshots.wait_complete();
     let sessions = snap.table("sessions").unwrap().num_rows();
-    assert_eq!(stats.per_view()["behaviour"].records, 0, "all device state is released at the end");
+    assert_eq!(
+        stats.per_view()["behaviour"].records,
+        0,
+        "all device state is released at the end"
+    );
     let peak = *peak.lock().unwrap();
     (peak, sessions)
 }
@@ -88,6 +152,12 @@ fn state_stays_bounded_as_sessions_end() {
     assert_eq!((n_small, n_large), (200, 1_000));
     // Sessions overlap for (gap + grace) / spacing = 2.4 spacings: a handful are held.
     assert!(large.records <= 8, "peak devices held: {}", large.records);
-    assert!(large.records <= small.records + 2, "state grew with sessions: {small:?} -> {large:?}");
-    assert!(large.bytes <= small.bytes * 2 + 16_384, "state bytes grew with sessions: {small:?} -> {large:?}");
+    assert!(
+        large.records <= small.records + 2,
+        "state grew with sessions: {small:?} -> {large:?}"
+    );
+    assert!(
+        large.bytes <= small.bytes * 2 + 16_384,
+        "state bytes grew with sessions: {small:?} -> {large:?}"
+    );
 }

@@ -5,10 +5,9 @@
 //! Events are exchanged by device, stashed by logical time, and processed once the input
 //! frontier has passed their time, so a device sees each tick's events all at once and in
 //! a deterministic order regardless of arrival order. Deadlines (dead-click verdicts,
-//! session ends, state release) fire when the frontier passes them. All changes from one
-//! activation are emitted at the largest logical time processed in it: every published
-//! snapshot is at a frontier, and a frontier never falls between two times handled in one
-//! activation.
+//! session ends, state release) fire when the frontier passes them. A device's changes are
+//! flushed whenever its processing moves to a later logical time and are stamped with the
+//! earlier one, so a device emits at most one update per row per tick.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -19,8 +18,8 @@ use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::channels::pushers;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use crate::device::{Device, Emit};
 use crate::event::{DeviceKey, Event};
@@ -50,8 +49,12 @@ pub struct Behaviour<'s> {
 type Out<D, R> = pushers::Output<u64, Vec<(D, u64, R)>>;
 
 /// Sends `(data, diff)` pairs at time `t` through `out`.
-fn ship<D, R>(out: &mut Out<D, R>, cap: &Capability<u64>, t: u64, data: impl IntoIterator<Item = (D, R)>)
-where
+fn ship<D, R>(
+    out: &mut Out<D, R>,
+    cap: &Capability<u64>,
+    t: u64,
+    data: impl IntoIterator<Item = (D, R)>,
+) where
     D: 'static,
     R: 'static,
 {
@@ -63,7 +66,17 @@ where
 }
 
 /// Builds the behaviour operator over a stream of events stamped with logical time.
-pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, stats: StateStats) -> Behaviour<'s> {
+///
+/// With `per_time`, every change carries the logical time of the event or deadline that
+/// caused it, so the views are correct at every frontier. Without it, the changes of one
+/// activation are folded into its largest time: fewer updates, but correct only at the
+/// frontiers this operator itself stopped at; use it when only the final state is read.
+pub fn behaviour<'s>(
+    events: Stream<'s, u64, Vec<Event>>,
+    params: Arc<Params>,
+    stats: StateStats,
+    per_time: bool,
+) -> Behaviour<'s> {
     let scope = events.scope();
     let worker = scope.index();
     let mut builder = OperatorBuilder::new("Behaviour".to_owned(), scope);
@@ -108,10 +121,17 @@ pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, s
         err_occ: o_err_occ.1.as_collection(),
         err_sessions: o_err_sessions.1.as_collection(),
     };
-    let (mut s_sessions, mut s_page_views, mut s_rage, mut s_dead, mut s_error) = (o_sessions.0, o_page_views.0, o_rage.0, o_dead.0, o_error.0);
-    let (mut s_quick, mut s_scroll, mut s_thrash, mut s_heat, mut s_depth) = (o_quick.0, o_scroll.0, o_thrash.0, o_heat.0, o_depth.0);
-    let (mut s_funnels, mut s_page_agg, mut s_visitors, mut s_err_occ, mut s_err_sessions) =
-        (o_funnels.0, o_page_agg.0, o_visitors.0, o_err_occ.0, o_err_sessions.0);
+    let (mut s_sessions, mut s_page_views, mut s_rage, mut s_dead, mut s_error) =
+        (o_sessions.0, o_page_views.0, o_rage.0, o_dead.0, o_error.0);
+    let (mut s_quick, mut s_scroll, mut s_thrash, mut s_heat, mut s_depth) =
+        (o_quick.0, o_scroll.0, o_thrash.0, o_heat.0, o_depth.0);
+    let (mut s_funnels, mut s_page_agg, mut s_visitors, mut s_err_occ, mut s_err_sessions) = (
+        o_funnels.0,
+        o_page_agg.0,
+        o_visitors.0,
+        o_err_occ.0,
+        o_err_sessions.0,
+    );
 
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<u64>>> = Some(caps);
@@ -131,7 +151,9 @@ pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, s
             let done = |t: u64| frontier.is_none_or(|f| t < f);
             let ready_events = stash.first_key_value().is_some_and(|(t, _)| done(*t));
             let ready_deadlines = deadlines.peek().is_some_and(|Reverse((d, _))| done(*d));
-            if (ready_events || ready_deadlines) && let Some(c) = &caps {
+            if (ready_events || ready_deadlines)
+                && let Some(c) = &caps
+            {
                 let p: &Params = &params;
                 // Gather this round's events per device, in processing order.
                 let mut by_device: HashMap<DeviceKey, Vec<(u64, Event)>> = HashMap::new();
@@ -157,7 +179,11 @@ pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, s
                         by_device.entry(key).or_default();
                     }
                 }
-                let mut emit = Emit::default();
+                // Changes are stamped with the logical time of the event or deadline that
+                // caused them, so every frontier downstream sees a consistent state. When
+                // only the final state is published, one round's changes share one time.
+                let mut emits: BTreeMap<u64, Emit> = BTreeMap::new();
+                let fold = !per_time;
                 let mut keys: Vec<DeviceKey> = by_device.keys().copied().collect();
                 keys.sort_unstable();
                 for key in keys {
@@ -166,22 +192,36 @@ pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, s
                     let dev = devices.entry(key).or_insert_with(|| Device::new(key));
                     bytes = bytes.saturating_sub(dev.bytes());
                     let mut i = 0;
+                    let mut cur: Option<u64> = None;
                     loop {
                         let next_t = evs.get(i).map(|(t, _)| *t);
                         let deadline = dev.next_deadline(p);
                         // Deadlines come after the events of their own time.
-                        if done(deadline) && next_t.is_none_or(|t| deadline < t) {
-                            max_t = max_t.max(deadline);
+                        let due = deadline != u64::MAX
+                            && done(deadline)
+                            && next_t.is_none_or(|t| deadline < t);
+                        let Some(at) = (if due { Some(deadline) } else { next_t }) else {
+                            break;
+                        };
+                        max_t = max_t.max(at);
+                        let slot = if fold { 0 } else { at };
+                        if !fold && cur.is_some_and(|c| c != at) {
+                            // Moving to a later time: what changed so far belongs to the earlier one.
+                            dev.flush(p, emits.entry(cur.expect("current time")).or_default());
+                        }
+                        cur = Some(at);
+                        let emit = emits.entry(slot).or_default();
+                        if due {
                             let release = deadline >= dev.evict_at(p);
-                            dev.advance(deadline, p, &mut emit);
+                            dev.advance(deadline, p, emit);
                             if release {
                                 // The state is released; later events start afresh.
                                 *dev = Device::new(key);
                             }
                             continue;
                         }
-                        let Some((t, e)) = evs.get(i) else { break };
-                        dev.event(*t, e, p, &mut emit);
+                        let (t, e) = &evs[i];
+                        dev.event(*t, e, p, emit);
                         i += 1;
                     }
                     let evicted = dev.is_empty();
@@ -189,32 +229,52 @@ pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, s
                         devices.remove(&key);
                         scheduled.remove(&key);
                     } else {
-                        dev.flush(p, &mut emit);
+                        let last = if fold { 0 } else { cur.unwrap_or(max_t) };
+                        dev.flush(p, emits.entry(last).or_default());
                         bytes += dev.bytes();
                         let d = dev.next_deadline(p);
-                        if scheduled.get(&key) != Some(&d) {
+                        if d != u64::MAX && scheduled.get(&key) != Some(&d) {
                             scheduled.insert(key, d);
                             deadlines.push(Reverse((d, key)));
                         }
                     }
                 }
-                let t = max_t;
-                ship(&mut s_sessions, &c[0], t, emit.sessions);
-                ship(&mut s_page_views, &c[1], t, emit.page_views);
-                ship(&mut s_rage, &c[2], t, emit.rage_clicks);
-                ship(&mut s_dead, &c[3], t, emit.dead_clicks);
-                ship(&mut s_error, &c[4], t, emit.error_clicks);
-                ship(&mut s_quick, &c[5], t, emit.quick_backs);
-                ship(&mut s_scroll, &c[6], t, emit.excessive_scrolls);
-                ship(&mut s_thrash, &c[7], t, emit.thrashed_cursors);
-                ship(&mut s_heat, &c[8], t, emit.heat.into_iter().filter(|(_, d)| *d != 0));
-                ship(&mut s_depth, &c[9], t, emit.depth);
-                ship(&mut s_funnels, &c[10], t, emit.funnels);
-                ship(&mut s_page_agg, &c[11], t, emit.page_agg.into_iter().filter(|(_, a)| *a != PageAgg::default()));
-                ship(&mut s_visitors, &c[12], t, emit.visitors);
-                ship(&mut s_err_occ, &c[13], t, emit.err_occ);
-                ship(&mut s_err_sessions, &c[14], t, emit.err_sessions);
-                stats.set("behaviour", worker, devices.len(), bytes + stash_bytes(&stash));
+                for (slot, emit) in emits {
+                    let t = if fold { max_t } else { slot };
+                    ship(&mut s_sessions, &c[0], t, emit.sessions);
+                    ship(&mut s_page_views, &c[1], t, emit.page_views);
+                    ship(&mut s_rage, &c[2], t, emit.rage_clicks);
+                    ship(&mut s_dead, &c[3], t, emit.dead_clicks);
+                    ship(&mut s_error, &c[4], t, emit.error_clicks);
+                    ship(&mut s_quick, &c[5], t, emit.quick_backs);
+                    ship(&mut s_scroll, &c[6], t, emit.excessive_scrolls);
+                    ship(&mut s_thrash, &c[7], t, emit.thrashed_cursors);
+                    ship(
+                        &mut s_heat,
+                        &c[8],
+                        t,
+                        emit.heat.into_iter().filter(|(_, d)| *d != 0),
+                    );
+                    ship(&mut s_depth, &c[9], t, emit.depth);
+                    ship(&mut s_funnels, &c[10], t, emit.funnels);
+                    ship(
+                        &mut s_page_agg,
+                        &c[11],
+                        t,
+                        emit.page_agg
+                            .into_iter()
+                            .filter(|(_, a)| *a != PageAgg::default()),
+                    );
+                    ship(&mut s_visitors, &c[12], t, emit.visitors);
+                    ship(&mut s_err_occ, &c[13], t, emit.err_occ);
+                    ship(&mut s_err_sessions, &c[14], t, emit.err_sessions);
+                }
+                stats.set(
+                    "behaviour",
+                    worker,
+                    devices.len(),
+                    bytes + stash_bytes(&stash),
+                );
                 // The heap only needs live entries; rebuild it when stale ones dominate.
                 if deadlines.len() > 4 * scheduled.len() + 1024 {
                     deadlines = scheduled.iter().map(|(k, d)| Reverse((*d, *k))).collect();
@@ -246,5 +306,8 @@ pub fn behaviour<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, s
 }
 
 fn stash_bytes(stash: &BTreeMap<u64, Vec<Event>>) -> usize {
-    stash.values().map(|v| v.capacity() * std::mem::size_of::<Event>() + 48).sum()
+    stash
+        .values()
+        .map(|v| v.capacity() * std::mem::size_of::<Event>() + 48)
+        .sum()
 }

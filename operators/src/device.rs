@@ -21,8 +21,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::event::{tick_after, tick_ceil, DeviceKey, Event, Kind, PageView, DOCUMENT_NODE, MAX_MOVE_OFFSET_MS};
-use crate::params::{glob_match, selector_match, Params, StepMatcher};
+use crate::event::{
+    DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, PageView, tick_after, tick_ceil,
+};
+use crate::params::{Params, StepMatcher, glob_match, selector_match};
 use crate::rows::*;
 use crate::sym::Sym;
 
@@ -76,7 +78,11 @@ impl Emit {
 }
 
 /// Replaces an emitted row with its current value (retract + insert) when it changed.
-fn replace<R: Copy + PartialEq>(out: &mut Vec<(R, isize)>, emitted: &mut Option<R>, current: Option<R>) {
+fn replace<R: Copy + PartialEq>(
+    out: &mut Vec<(R, isize)>,
+    emitted: &mut Option<R>,
+    current: Option<R>,
+) {
     if *emitted != current {
         if let Some(old) = emitted.take() {
             out.push((old, -1));
@@ -119,7 +125,14 @@ struct Episode {
 impl Episodes {
     /// Records a change at `at`; returns true when an episode started. An episode
     /// that can no longer grow is emitted in its final form into `out` and forgotten.
-    fn change(&mut self, at: i64, min: u32, window: i64, out: &mut Vec<(EpisodeRow, isize)>, ctx: RowCtx) -> bool {
+    fn change(
+        &mut self,
+        at: i64,
+        min: u32,
+        window: i64,
+        out: &mut Vec<(EpisodeRow, isize)>,
+        ctx: RowCtx,
+    ) -> bool {
         let j = self.index;
         self.index += 1;
         let need = (min as usize).saturating_sub(1);
@@ -144,7 +157,12 @@ impl Episodes {
                     let done = self.row(ctx);
                     replace(out, &mut self.emitted, done);
                     self.emitted = None;
-                    self.current = Some(Episode { start: first, end: at, count: min, last_index: j });
+                    self.current = Some(Episode {
+                        start: first,
+                        end: at,
+                        count: min,
+                        last_index: j,
+                    });
                     started = true;
                 }
             }
@@ -159,7 +177,14 @@ impl Episodes {
     }
 
     fn row(&self, c: RowCtx) -> Option<EpisodeRow> {
-        self.current.map(|e| EpisodeRow { session: c.session, project: c.project, url: c.url, ts: e.start, end_ts: e.end, reversals: e.count })
+        self.current.map(|e| EpisodeRow {
+            session: c.session,
+            project: c.project,
+            url: c.url,
+            ts: e.start,
+            end_ts: e.end,
+            reversals: e.count,
+        })
     }
 
     fn bytes(&self) -> usize {
@@ -210,7 +235,8 @@ struct Page {
     scroll_base: (i32, i32),
     scroll_nodes: Vec<ScrollNode>,
     scroll_eps: Episodes,
-    last_x: Option<i32>,
+    /// The last mouse position's x and time: a reversal happens at the turning point.
+    last_x: Option<(i32, i64)>,
     last_dx: i8,
     thrash_eps: Episodes,
     burst: Option<Burst>,
@@ -221,7 +247,15 @@ struct Page {
 
 impl Page {
     #[allow(clippy::too_many_arguments)]
-    fn new(tab: Sym, counted: bool, url: Sym, start: i64, width: u32, height: u32, page_height: u32) -> Page {
+    fn new(
+        tab: Sym,
+        counted: bool,
+        url: Sym,
+        start: i64,
+        width: u32,
+        height: u32,
+        page_height: u32,
+    ) -> Page {
         Page {
             tab,
             counted,
@@ -384,7 +418,12 @@ fn sign(x: i32) -> i8 {
 
 impl Device {
     pub fn new(key: DeviceKey) -> Device {
-        Device { key, last_eff: i64::MIN, last_t: 0, session: None }
+        Device {
+            key,
+            last_eff: i64::MIN,
+            last_t: 0,
+            session: None,
+        }
     }
 
     pub fn key(&self) -> DeviceKey {
@@ -436,7 +475,10 @@ impl Device {
             + self.session.as_ref().map_or(0, |s| {
                 std::mem::size_of::<Session>()
                     + s.tabs.iter().map(|t| t.bytes()).sum::<usize>()
-                    + s.funnels.iter().map(|f| std::mem::size_of::<Funnel>() + f.best_start.capacity() * 16).sum::<usize>()
+                    + s.funnels
+                        .iter()
+                        .map(|f| std::mem::size_of::<Funnel>() + f.best_start.capacity() * 16)
+                        .sum::<usize>()
                     + s.depth.capacity() * std::mem::size_of::<Depth>()
             })
     }
@@ -466,7 +508,11 @@ impl Device {
         // A new session on the first event, after the idle gap, at max age, at midnight.
         let split = match &self.session {
             None => true,
-            Some(s) => eff - s.row.ended_at > p.gap || eff - s.row.started_at >= p.max_age || eff >= s.next_midnight,
+            Some(s) => {
+                eff - s.row.ended_at > p.gap
+                    || eff - s.row.started_at >= p.max_age
+                    || eff >= s.next_midnight
+            }
         };
         if split {
             self.start_session(eff, t, p, out);
@@ -484,7 +530,14 @@ impl Device {
         let tab_index = match s.tabs.iter().position(|tb| tb.tab == ev.tab) {
             Some(i) => i,
             None => {
-                s.tabs.push(Tab { tab: ev.tab, seen: false, page: None, prev: None, pages: 0, clicks: VecDeque::new() });
+                s.tabs.push(Tab {
+                    tab: ev.tab,
+                    seen: false,
+                    page: None,
+                    prev: None,
+                    pages: 0,
+                    clicks: VecDeque::new(),
+                });
                 s.tabs.len() - 1
             }
         };
@@ -523,7 +576,7 @@ impl Device {
             }
         }
 
-        self.apply(tab_index, eff, ev, p, out);
+        self.apply(t, tab_index, eff, ev, p, out);
         // Entry and exit: the URL of the session's first and last event.
         let s = self.session.as_mut().expect("a session exists");
         let url = s.tabs[tab_index].page.as_ref().map_or(ev.url, |pg| pg.url);
@@ -536,7 +589,15 @@ impl Device {
     }
 
     /// The kind-specific effects of an event.
-    fn apply(&mut self, tab_index: usize, eff: i64, ev: &Event, p: &Params, out: &mut Emit) {
+    fn apply(
+        &mut self,
+        t: u64,
+        tab_index: usize,
+        eff: i64,
+        ev: &Event,
+        p: &Params,
+        out: &mut Emit,
+    ) {
         let key = self.key;
         let s = self.session.as_mut().expect("a session exists");
         match ev.kind {
@@ -556,7 +617,11 @@ impl Device {
                 let page_number = tab.pages;
                 if let Some(page) = &mut tab.page {
                     page.clicks += 1;
-                    let (px, py) = if c.has_page { (c.page_x, c.page_y) } else { (c.x + page.doc_x, c.y + page.doc_y) };
+                    let (px, py) = if c.has_page {
+                        (c.page_x, c.page_y)
+                    } else {
+                        (c.x + page.doc_x, c.y + page.doc_y)
+                    };
                     out.heat(
                         HeatRow {
                             project,
@@ -570,7 +635,8 @@ impl Device {
                     );
                     // Rage: consecutive clicks close in time and space.
                     let joins = page.burst.as_ref().is_some_and(|b| {
-                        eff - b.last_eff <= p.rage_gap && sq((c.x - b.x) as i64) + sq((c.y - b.y) as i64) <= p.rage_radius2
+                        eff - b.last_eff <= p.rage_gap
+                            && sq((c.x - b.x) as i64) + sq((c.y - b.y) as i64) <= p.rage_radius2
                     });
                     if joins {
                         let b = page.burst.as_mut().expect("burst");
@@ -584,7 +650,14 @@ impl Device {
                         let done = rage_row(page, session, project, p.rage_min);
                         replace(&mut out.rage_clicks, &mut page.burst_emitted, done);
                         page.burst_emitted = None;
-                        page.burst = Some(Burst { first_eff: eff, last_eff: eff, x: c.x, y: c.y, selector: c.selector, count: 1 });
+                        page.burst = Some(Burst {
+                            first_eff: eff,
+                            last_eff: eff,
+                            x: c.x,
+                            y: c.y,
+                            selector: c.selector,
+                            count: 1,
+                        });
                         if p.rage_min <= 1 {
                             s.row.rage_clicks += 1;
                         }
@@ -598,7 +671,8 @@ impl Device {
                     y: c.y,
                     selector: c.selector,
                     tag: c.tag,
-                    deadline: tick_ceil(eff + p.dead_window(), p.tick),
+                    // A late click is judged no earlier than it arrived.
+                    deadline: tick_ceil(eff + p.dead_window(), p.tick).max(t),
                     exempt: c.text_field,
                     reacted: false,
                     judged: false,
@@ -628,8 +702,20 @@ impl Device {
                             false
                         }
                     };
-                    let ctx = RowCtx { session: s.row.session, project: key.project, url: page.url };
-                    if change && page.scroll_eps.change(eff, p.scroll_changes, p.scroll_window, &mut out.excessive_scrolls, ctx) {
+                    let ctx = RowCtx {
+                        session: s.row.session,
+                        project: key.project,
+                        url: page.url,
+                    };
+                    if change
+                        && page.scroll_eps.change(
+                            eff,
+                            p.scroll_changes,
+                            p.scroll_window,
+                            &mut out.excessive_scrolls,
+                            ctx,
+                        )
+                    {
                         s.row.excessive_scrolls += 1;
                     }
                 }
@@ -638,20 +724,30 @@ impl Device {
                 let project = key.project;
                 if let Some(page) = &mut s.tabs[tab_index].page {
                     let at = eff + offset.clamp(-MAX_MOVE_OFFSET_MS, 0) as i64;
-                    if let Some(lx) = page.last_x {
+                    if let Some((lx, turn)) = page.last_x {
                         let dir = sign(x - lx);
                         if dir != 0 {
-                            let ctx = RowCtx { session: s.row.session, project, url: page.url };
+                            let ctx = RowCtx {
+                                session: s.row.session,
+                                project,
+                                url: page.url,
+                            };
                             if page.last_dx != 0
                                 && dir != page.last_dx
-                                && page.thrash_eps.change(at, p.thrash_reversals, p.thrash_window, &mut out.thrashed_cursors, ctx)
+                                && page.thrash_eps.change(
+                                    turn,
+                                    p.thrash_reversals,
+                                    p.thrash_window,
+                                    &mut out.thrashed_cursors,
+                                    ctx,
+                                )
                             {
                                 s.row.thrashed_cursors += 1;
                             }
                             page.last_dx = dir;
                         }
                     }
-                    page.last_x = Some(x);
+                    page.last_x = Some((x, at));
                     let (sx, sy) = page.scroll_at(at);
                     out.heat(
                         HeatRow {
@@ -673,11 +769,24 @@ impl Device {
                     page.deepest = page.deepest.max(page.doc_y + height as i32);
                 }
             }
-            Kind::Error { message, fingerprint } => {
+            Kind::Error {
+                message,
+                fingerprint,
+            } => {
                 s.row.errors += 1;
-                let ek = ErrKey { project: key.project, fingerprint };
+                let ek = ErrKey {
+                    project: key.project,
+                    fingerprint,
+                };
                 out.err_occ.push((ek, ErrAgg::occurrence(eff, message)));
-                out.err_sessions.push((ErrSession { project: key.project, fingerprint, session: s.row.session }, 1));
+                out.err_sessions.push((
+                    ErrSession {
+                        project: key.project,
+                        fingerprint,
+                        session: s.row.session,
+                    },
+                    1,
+                ));
                 let tab = &mut s.tabs[tab_index];
                 let page_number = tab.pages;
                 for c in tab.clicks.iter_mut() {
@@ -704,7 +813,8 @@ impl Device {
             Kind::Custom { name } => {
                 self.funnel_step(eff, p, |m| matches!(m, StepMatcher::Event(n) if *n == name));
             }
-            Kind::Mutation | Kind::Input { .. } | Kind::TouchMove | Kind::Exit | Kind::Activity => {}
+            Kind::Mutation | Kind::Input { .. } | Kind::TouchMove | Kind::Exit | Kind::Activity => {
+            }
         }
     }
 
@@ -727,12 +837,27 @@ impl Device {
             // The tabs stay on their pages: carry the page context, not its counts.
             for tab in old.tabs {
                 if let Some(pg) = tab.page {
-                    let mut np = Page::new(tab.tab, false, pg.url, eff, pg.width, pg.height, pg.page_height);
+                    let mut np = Page::new(
+                        tab.tab,
+                        false,
+                        pg.url,
+                        eff,
+                        pg.width,
+                        pg.height,
+                        pg.page_height,
+                    );
                     np.doc_x = pg.doc_x;
                     np.doc_y = pg.doc_y;
                     np.scroll_base = (pg.doc_x, pg.doc_y);
                     np.deepest = pg.doc_y + pg.height as i32;
-                    carried.push(Tab { tab: tab.tab, seen: false, page: Some(np), prev: None, pages: tab.pages, clicks: VecDeque::new() });
+                    carried.push(Tab {
+                        tab: tab.tab,
+                        seen: false,
+                        page: Some(np),
+                        prev: None,
+                        pages: tab.pages,
+                        clicks: VecDeque::new(),
+                    });
                 }
             }
         }
@@ -768,11 +893,22 @@ impl Device {
         let funnels = p
             .funnels
             .iter()
-            .enumerate()
-            .map(|(_, f)| Funnel { best_start: vec![None; f.steps.len()], emitted: None })
+            .map(|f| Funnel {
+                best_start: vec![None; f.steps.len()],
+                emitted: None,
+            })
             .collect();
-        self.session =
-            Some(Session { row, emitted: None, next_midnight, close_at: close, tabs: carried, funnels, depth: Vec::new(), exit: None, bounce: None });
+        self.session = Some(Session {
+            row,
+            emitted: None,
+            next_midnight,
+            close_at: close,
+            tabs: carried,
+            funnels,
+            depth: Vec::new(),
+            exit: None,
+            bounce: None,
+        });
     }
 
     fn page_view(&mut self, tab_index: usize, eff: i64, pv: &PageView, p: &Params, out: &mut Emit) {
@@ -811,21 +947,50 @@ impl Device {
                 }
             }
             tab.pages += 1;
-            tab.page = Some(Page::new(tab.tab, true, pv.url, eff, pv.width, pv.height, pv.page_height));
+            tab.page = Some(Page::new(
+                tab.tab,
+                true,
+                pv.url,
+                eff,
+                pv.width,
+                pv.height,
+                pv.page_height,
+            ));
         }
         let r = &mut s.row;
         r.page_views += 1;
-        for (field, v) in [(&mut r.browser, pv.browser), (&mut r.os, pv.os), (&mut r.device_type, pv.device_type), (&mut r.country, pv.country)] {
+        for (field, v) in [
+            (&mut r.browser, pv.browser),
+            (&mut r.os, pv.os),
+            (&mut r.device_type, pv.device_type),
+            (&mut r.country, pv.country),
+        ] {
             if field.is_empty() && !v.is_empty() {
                 *field = v;
             }
         }
-        let pk = PageKey { project: key.project, url: pv.url };
+        let pk = PageKey {
+            project: key.project,
+            url: pv.url,
+        };
         out.page(pk, |a| a.views += 1);
-        out.visitors.push((PageVisitor { project: key.project, url: pv.url, device: key.device }, 1));
+        out.visitors.push((
+            PageVisitor {
+                project: key.project,
+                url: pv.url,
+                device: key.device,
+            },
+            1,
+        ));
         // The session's exit moves to its newest page view.
         if let Some(prev_exit) = s.exit.replace(pv.url) {
-            out.page(PageKey { project: key.project, url: prev_exit }, |a| a.exits -= 1);
+            out.page(
+                PageKey {
+                    project: key.project,
+                    url: prev_exit,
+                },
+                |a| a.exits -= 1,
+            );
         }
         out.page(pk, |a| a.exits += 1);
         // A bounce is a session with exactly one page view.
@@ -833,7 +998,13 @@ impl Device {
             s.bounce = Some(pv.url);
             out.page(pk, |a| a.bounces += 1);
         } else if let Some(b) = s.bounce.take() {
-            out.page(PageKey { project: key.project, url: b }, |a| a.bounces -= 1);
+            out.page(
+                PageKey {
+                    project: key.project,
+                    url: b,
+                },
+                |a| a.bounces -= 1,
+            );
         }
         let path = pv.path;
         let url = pv.url;
@@ -875,8 +1046,17 @@ impl Device {
             }
         }
         for (i, (spec, f)) in p.funnels.iter().zip(s.funnels.iter_mut()).enumerate() {
-            let steps = (0..spec.steps.len()).rev().find(|k| f.best_start[*k].is_some()).map_or(0, |k| k as u32 + 1);
-            let row = FunnelRow { session, project: key.project, device: key.device, funnel: i as u32, steps };
+            let steps = (0..spec.steps.len())
+                .rev()
+                .find(|k| f.best_start[*k].is_some())
+                .map_or(0, |k| k as u32 + 1);
+            let row = FunnelRow {
+                session,
+                project: key.project,
+                device: key.device,
+                funnel: i as u32,
+                steps,
+            };
             replace(&mut out.funnels, &mut f.emitted, Some(row));
         }
         replace(&mut out.sessions, &mut s.emitted, Some(s.row));
@@ -903,7 +1083,16 @@ fn judge(c: &mut PendingClick, row: &mut SessionRow, key: DeviceKey, out: &mut E
     if !c.reacted && !c.exempt {
         row.dead_clicks += 1;
         out.dead_clicks.push((
-            DeadRow { session: row.session, project: key.project, url: c.url, ts: c.eff, x: c.x, y: c.y, selector: c.selector, tag: c.tag },
+            DeadRow {
+                session: row.session,
+                project: key.project,
+                url: c.url,
+                ts: c.eff,
+                x: c.x,
+                y: c.y,
+                selector: c.selector,
+                tag: c.tag,
+            },
             1,
         ));
     }
@@ -923,11 +1112,22 @@ fn rage_row(page: &Page, session: SessionId, project: Sym, min: u32) -> Option<R
     })
 }
 
-fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: DeviceKey, p: &Params, out: &mut Emit) {
+fn flush_page(
+    page: &mut Page,
+    depth: &mut Vec<Depth>,
+    session: SessionId,
+    key: DeviceKey,
+    p: &Params,
+    out: &mut Emit,
+) {
     let project = key.project;
     let rage = rage_row(page, session, project, p.rage_min);
     replace(&mut out.rage_clicks, &mut page.burst_emitted, rage);
-    let ctx = RowCtx { session, project, url: page.url };
+    let ctx = RowCtx {
+        session,
+        project,
+        url: page.url,
+    };
     let xs = page.scroll_eps.row(ctx);
     replace(&mut out.excessive_scrolls, &mut page.scroll_eps.emitted, xs);
     let th = page.thrash_eps.row(ctx);
@@ -952,16 +1152,32 @@ fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: 
     replace(&mut out.page_views, &mut page.row_emitted, Some(row));
     let d = page.duration() - page.duration_emitted;
     if d != 0 {
-        out.page(PageKey { project, url: page.url }, |a| a.duration_ms += d);
+        out.page(
+            PageKey {
+                project,
+                url: page.url,
+            },
+            |a| a.duration_ms += d,
+        );
         page.duration_emitted = page.duration();
     }
     // Session-level depth per (url, viewport bucket at the page's start).
     let bucket = p.viewport_bucket(page.start_width);
     let deepest = page.deepest.max(0);
-    let entry = match depth.iter_mut().position(|d| d.url == page.url && d.bucket == bucket) {
+    let entry = match depth
+        .iter_mut()
+        .position(|d| d.url == page.url && d.bucket == bucket)
+    {
         Some(i) => &mut depth[i],
         None => {
-            depth.push(Depth { url: page.url, bucket, deepest: 0, page_height: 0, bands: 0, emitted: None });
+            depth.push(Depth {
+                url: page.url,
+                bucket,
+                deepest: 0,
+                page_height: 0,
+                bands: 0,
+                emitted: None,
+            });
             depth.last_mut().expect("pushed")
         }
     };
@@ -971,10 +1187,25 @@ fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: 
     }
     let bands = (entry.deepest as u32).div_ceil(p.cell as u32);
     for band in entry.bands..bands {
-        out.heat(HeatRow { project, url: page.url, kind: HeatKind::Scroll, viewport_bucket: bucket, cell_x: 0, cell_y: band as i32 }, 1);
+        out.heat(
+            HeatRow {
+                project,
+                url: page.url,
+                kind: HeatKind::Scroll,
+                viewport_bucket: bucket,
+                cell_x: 0,
+                cell_y: band as i32,
+            },
+            1,
+        );
     }
     entry.bands = entry.bands.max(bands);
-    let obs = DepthObs { project, url: page.url, deepest: depth_round(entry.deepest, p.cell), page_height: entry.page_height };
+    let obs = DepthObs {
+        project,
+        url: page.url,
+        deepest: depth_round(entry.deepest, p.cell),
+        page_height: entry.page_height,
+    };
     replace(&mut out.depth, &mut entry.emitted, Some(obs));
 }
 

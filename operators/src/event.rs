@@ -53,22 +53,44 @@ pub enum Kind {
     /// A new page view. `url` is normalised (no query, no fragment).
     PageView(PageView),
     /// A DOM snapshot; carries the document's scroll offset at that moment.
-    Snapshot { scroll_x: i32, scroll_y: i32 },
+    Snapshot {
+        scroll_x: i32,
+        scroll_y: i32,
+    },
     Click(Click),
     /// A scroll position; `node` 1 is the document.
-    Scroll { node: u32, x: i32, y: i32 },
+    Scroll {
+        node: u32,
+        x: i32,
+        y: i32,
+    },
     /// One mouse position, `offset` ms relative to `ts` (<= 0). `first` marks the first
     /// position of its batch (one recorded event).
-    Move { x: i32, y: i32, offset: i32, first: bool },
+    Move {
+        x: i32,
+        y: i32,
+        offset: i32,
+        first: bool,
+    },
     /// Finger movement: counted, never treated as mouse movement.
     TouchMove,
-    Input { node: u32 },
-    Resize { width: u32, height: u32 },
+    Input {
+        node: u32,
+    },
+    Resize {
+        width: u32,
+        height: u32,
+    },
     Mutation,
     /// An uncaught JavaScript error.
-    Error { message: Sym, fingerprint: u64 },
+    Error {
+        message: Sym,
+        fingerprint: u64,
+    },
     Exit,
-    Custom { name: Sym },
+    Custom {
+        name: Sym,
+    },
     /// Anything else recorded: keeps the session alive and is counted.
     Activity,
 }
@@ -170,12 +192,22 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(tick: u64, lateness: u64, clamp: bool) -> Clock {
-        Clock { tick, lateness, clamp, frontier: 0 }
+        Clock {
+            tick,
+            lateness,
+            clamp,
+            frontier: 0,
+        }
     }
 
     /// Restores a clock whose frontier was persisted.
     pub fn with_frontier(tick: u64, lateness: u64, clamp: bool, frontier: u64) -> Clock {
-        Clock { tick, lateness, clamp, frontier }
+        Clock {
+            tick,
+            lateness,
+            clamp,
+            frontier,
+        }
     }
 
     /// The partition frontier: every future event gets a logical time `>=` this.
@@ -227,7 +259,12 @@ pub fn normalize_url(url: &str) -> String {
             let host_end = after.find('/').unwrap_or(after.len());
             let (host, path) = after.split_at(host_end);
             let path = if path.is_empty() { "/" } else { path };
-            format!("{}://{}{}", url[..i].to_ascii_lowercase(), host.to_ascii_lowercase(), path)
+            format!(
+                "{}://{}{}",
+                url[..i].to_ascii_lowercase(),
+                host.to_ascii_lowercase(),
+                path
+            )
         }
         None => {
             if url.is_empty() {
@@ -291,7 +328,10 @@ mod tests {
 
     #[test]
     fn urls_normalise() {
-        assert_eq!(normalize_url("HTTP://Lumen.TEST:8731/pricing?x=1#top"), "http://lumen.test:8731/pricing");
+        assert_eq!(
+            normalize_url("HTTP://Lumen.TEST:8731/pricing?x=1#top"),
+            "http://lumen.test:8731/pricing"
+        );
         assert_eq!(normalize_url("http://a.test"), "http://a.test/");
         assert_eq!(url_path("http://a.test:1/signup?x"), "/signup");
         assert_eq!(url_path("http://a.test"), "/");

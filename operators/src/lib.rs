@@ -17,7 +17,7 @@
 //! timely::execute_directly(move |worker| {
 //!     let mut input = worker.dataflow::<u64, _, _>(|scope| {
 //!         let (input, events) = scope.new_input::<Vec<Event>>();
-//!         let views = build_views(events, params, StateStats::default());
+//!         let views = build_views(events, params, StateStats::default(), true);
 //!         views.sessions.inspect(|x| println!("{x:?}"));
 //!         input
 //!     });

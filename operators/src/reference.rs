@@ -16,8 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::device::{depth_round, session_id};
-use crate::event::{tick_after, tick_ceil, DeviceKey, Event, Kind, DOCUMENT_NODE, MAX_MOVE_OFFSET_MS};
-use crate::params::{glob_match, selector_match, Params, StepMatcher};
+use crate::event::{
+    DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, tick_after, tick_ceil,
+};
+use crate::params::{Params, StepMatcher, glob_match, selector_match};
 use crate::rows::*;
 use crate::sym::Sym;
 use crate::views::depth_bands;
@@ -36,38 +38,89 @@ pub fn reference(events: &[(u64, Event)], as_of: u64, p: &Params) -> Views {
     let mut depth_obs: BTreeMap<DepthObs, isize> = BTreeMap::new();
     for (key, mut evs) in by_device {
         evs.sort_by_key(|(t, e)| (*t, e.order_key()));
-        device(key, &evs, as_of, p, &mut v, &mut visitors, &mut err_sessions, &mut depth_obs);
+        device(
+            key,
+            &evs,
+            as_of,
+            p,
+            &mut v,
+            &mut visitors,
+            &mut err_sessions,
+            &mut depth_obs,
+        );
     }
     for pv in visitors {
-        accumulate(&mut v.page_stats, PageKey { project: pv.project, url: pv.url }, PageAgg { visitors: 1, ..Default::default() });
+        accumulate(
+            &mut v.page_stats,
+            PageKey {
+                project: pv.project,
+                url: pv.url,
+            },
+            PageAgg {
+                visitors: 1,
+                ..Default::default()
+            },
+        );
     }
     for es in err_sessions {
-        accumulate(&mut v.errors, ErrKey { project: es.project, fingerprint: es.fingerprint }, ErrAgg::sessions(1));
+        accumulate(
+            &mut v.errors,
+            ErrKey {
+                project: es.project,
+                fingerprint: es.fingerprint,
+            },
+            ErrAgg::sessions(1),
+        );
     }
-    let mut per_url: BTreeMap<(Sym, Sym), Vec<(u32, u32, isize)>> = BTreeMap::new();
+    type Observations = Vec<(u32, u32, isize)>;
+    let mut per_url: BTreeMap<(Sym, Sym), Observations> = BTreeMap::new();
     for (o, n) in depth_obs {
-        per_url.entry((o.project, o.url)).or_default().push((o.deepest, o.page_height, n));
+        per_url
+            .entry((o.project, o.url))
+            .or_default()
+            .push((o.deepest, o.page_height, n));
     }
     for ((project, url), obs) in per_url {
         for (depth_pct, n) in depth_bands(&obs, p.band_pct) {
-            v.scroll_depth.insert(DepthRow { project, url, depth_pct }, n);
+            v.scroll_depth.insert(
+                DepthRow {
+                    project,
+                    url,
+                    depth_pct,
+                },
+                n,
+            );
         }
     }
     // Funnel steps from per-session progress (or per-device best progress).
     let mut device_best: BTreeMap<(Sym, u32, Sym), u32> = BTreeMap::new();
     for f in v.session_funnels.keys() {
         if p.funnels[f.funnel as usize].per_device {
-            let e = device_best.entry((f.project, f.funnel, f.device)).or_insert(0);
+            let e = device_best
+                .entry((f.project, f.funnel, f.device))
+                .or_insert(0);
             *e = (*e).max(f.steps);
         } else {
             for step in 1..=f.steps {
-                *v.funnel_steps.entry(FunnelStepRow { project: f.project, funnel: f.funnel, step }).or_insert(0) += 1;
+                *v.funnel_steps
+                    .entry(FunnelStepRow {
+                        project: f.project,
+                        funnel: f.funnel,
+                        step,
+                    })
+                    .or_insert(0) += 1;
             }
         }
     }
     for ((project, funnel, _), steps) in device_best {
         for step in 1..=steps {
-            *v.funnel_steps.entry(FunnelStepRow { project, funnel, step }).or_insert(0) += 1;
+            *v.funnel_steps
+                .entry(FunnelStepRow {
+                    project,
+                    funnel,
+                    step,
+                })
+                .or_insert(0) += 1;
         }
     }
     v
@@ -146,7 +199,8 @@ fn device(
     let mut new_epoch_at: BTreeSet<usize> = BTreeSet::new();
     for &(t, ev) in evs {
         if let Some(c) = cur {
-            let release = close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
+            let release =
+                close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
             if t > release {
                 sessions[c].superseded = true;
                 cur = None;
@@ -180,10 +234,20 @@ fn device(
         sessions[c].last = eff;
         last_eff = Some(eff);
         last_t = t;
-        anns.push(Ann { t, ev, eff, session: c, page: None, page_no: 0, width: 0, doc: (0, 0) });
+        anns.push(Ann {
+            t,
+            ev,
+            eff,
+            session: c,
+            page: None,
+            page_no: 0,
+            width: 0,
+            doc: (0, 0),
+        });
     }
     if let Some(c) = cur {
-        let release = close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
+        let release =
+            close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
         if release <= as_of {
             sessions[c].released = true;
         }
@@ -197,6 +261,7 @@ fn device(
     }
     let mut tabs: HashMap<Sym, TabCtx> = HashMap::new();
     let mut prev_session: Option<usize> = None;
+    #[allow(clippy::needless_range_loop)] // `anns[i]` is written back below
     for i in 0..anns.len() {
         let a = anns[i];
         if new_epoch_at.contains(&i) {
@@ -236,7 +301,10 @@ fn device(
             }
         }
         prev_session = Some(a.session);
-        let ctx = tabs.entry(a.ev.tab).or_insert(TabCtx { page: None, pages: 0 });
+        let ctx = tabs.entry(a.ev.tab).or_insert(TabCtx {
+            page: None,
+            pages: 0,
+        });
         if let Some(pi) = ctx.page {
             pages[pi].last = a.eff;
             anns[i].width = pages[pi].width;
@@ -343,17 +411,36 @@ fn device(
         match a.ev.kind {
             Kind::PageView(pv) => {
                 r.page_views += 1;
-                for (field, val) in [(&mut r.browser, pv.browser), (&mut r.os, pv.os), (&mut r.device_type, pv.device_type), (&mut r.country, pv.country)] {
+                for (field, val) in [
+                    (&mut r.browser, pv.browser),
+                    (&mut r.os, pv.os),
+                    (&mut r.device_type, pv.device_type),
+                    (&mut r.country, pv.country),
+                ] {
                     if field.is_empty() && !val.is_empty() {
                         *field = val;
                     }
                 }
             }
             Kind::Click(_) => r.clicks += 1,
-            Kind::Error { message, fingerprint } => {
+            Kind::Error {
+                message,
+                fingerprint,
+            } => {
                 r.errors += 1;
-                accumulate(&mut v.errors, ErrKey { project, fingerprint }, ErrAgg::occurrence(a.eff, message));
-                err_sessions.insert(ErrSession { project, fingerprint, session: r.session });
+                accumulate(
+                    &mut v.errors,
+                    ErrKey {
+                        project,
+                        fingerprint,
+                    },
+                    ErrAgg::occurrence(a.eff, message),
+                );
+                err_sessions.insert(ErrSession {
+                    project,
+                    fingerprint,
+                    session: r.session,
+                });
             }
             _ => {}
         }
@@ -378,9 +465,12 @@ fn device(
             continue;
         }
         let sid = rows[pg.session].session;
-        let clicks = on_page[pi].iter().filter(|&&i| matches!(anns[i].ev.kind, Kind::Click(_))).count() as u32;
-        v.page_views.insert(
-            PageViewRow {
+        let clicks = on_page[pi]
+            .iter()
+            .filter(|&&i| matches!(anns[i].ev.kind, Kind::Click(_)))
+            .count() as u32;
+        *v.page_views
+            .entry(PageViewRow {
                 session: sid,
                 project,
                 device: key.device,
@@ -393,12 +483,28 @@ fn device(
                 viewport_width: pg.width,
                 viewport_height: pg.height,
                 clicks,
+            })
+            .or_insert(0) += 1;
+        accumulate(
+            &mut v.page_stats,
+            PageKey {
+                project,
+                url: pg.url,
             },
-            1,
+            PageAgg {
+                views: 1,
+                duration_ms: pg.last - pg.start,
+                ..Default::default()
+            },
         );
-        accumulate(&mut v.page_stats, PageKey { project, url: pg.url }, PageAgg { views: 1, duration_ms: pg.last - pg.start, ..Default::default() });
-        visitors.insert(PageVisitor { project, url: pg.url, device: key.device });
-        let e = depth.entry((pg.session, pg.url, p.viewport_bucket(pg.start_width))).or_insert((0, 0));
+        visitors.insert(PageVisitor {
+            project,
+            url: pg.url,
+            device: key.device,
+        });
+        let e = depth
+            .entry((pg.session, pg.url, p.viewport_bucket(pg.start_width)))
+            .or_insert((0, 0));
         e.0 = e.0.max(pg.deepest.max(0));
         if pg.page_height > 0 {
             e.1 = e.1.max(pg.page_height);
@@ -407,18 +513,46 @@ fn device(
     }
     for (s, pi) in &last_counted {
         let url = pages[*pi].url;
-        accumulate(&mut v.page_stats, PageKey { project, url }, PageAgg { exits: 1, ..Default::default() });
+        accumulate(
+            &mut v.page_stats,
+            PageKey { project, url },
+            PageAgg {
+                exits: 1,
+                ..Default::default()
+            },
+        );
         if rows[*s].page_views == 1 {
-            accumulate(&mut v.page_stats, PageKey { project, url }, PageAgg { bounces: 1, ..Default::default() });
+            accumulate(
+                &mut v.page_stats,
+                PageKey { project, url },
+                PageAgg {
+                    bounces: 1,
+                    ..Default::default()
+                },
+            );
         }
     }
     for ((_, url, bucket), (deepest, page_height)) in depth {
         for band in 0..(deepest as u32).div_ceil(p.cell as u32) {
             *v.heatmap_cells
-                .entry(HeatRow { project, url, kind: HeatKind::Scroll, viewport_bucket: bucket, cell_x: 0, cell_y: band as i32 })
+                .entry(HeatRow {
+                    project,
+                    url,
+                    kind: HeatKind::Scroll,
+                    viewport_bucket: bucket,
+                    cell_x: 0,
+                    cell_y: band as i32,
+                })
                 .or_insert(0) += 1;
         }
-        *depth_obs.entry(DepthObs { project, url, deepest: depth_round(deepest, p.cell), page_height }).or_insert(0) += 1;
+        *depth_obs
+            .entry(DepthObs {
+                project,
+                url,
+                deepest: depth_round(deepest, p.cell),
+                page_height,
+            })
+            .or_insert(0) += 1;
     }
 
     // Click and move heatmaps.
@@ -428,9 +562,20 @@ fn device(
         let bucket = p.viewport_bucket(a.width);
         match a.ev.kind {
             Kind::Click(c) => {
-                let (px, py) = if c.has_page { (c.page_x, c.page_y) } else { (c.x + a.doc.0, c.y + a.doc.1) };
+                let (px, py) = if c.has_page {
+                    (c.page_x, c.page_y)
+                } else {
+                    (c.x + a.doc.0, c.y + a.doc.1)
+                };
                 *v.heatmap_cells
-                    .entry(HeatRow { project, url: pg.url, kind: HeatKind::Click, viewport_bucket: bucket, cell_x: px.div_euclid(p.cell), cell_y: py.div_euclid(p.cell) })
+                    .entry(HeatRow {
+                        project,
+                        url: pg.url,
+                        kind: HeatKind::Click,
+                        viewport_bucket: bucket,
+                        cell_x: px.div_euclid(p.cell),
+                        cell_y: py.div_euclid(p.cell),
+                    })
                     .or_insert(0) += 1;
             }
             Kind::Move { x, y, offset, .. } => {
@@ -474,7 +619,8 @@ fn device(
             let mut end = k + 1;
             while end < clicks.len() {
                 let (t, c) = clicks[end];
-                let near = ((c.x - first.x) as i64).pow(2) + ((c.y - first.y) as i64).pow(2) <= p.rage_radius2;
+                let near = ((c.x - first.x) as i64).pow(2) + ((c.y - first.y) as i64).pow(2)
+                    <= p.rage_radius2;
                 if t - clicks[end - 1].0 <= p.rage_gap && near {
                     end += 1;
                 } else {
@@ -484,10 +630,19 @@ fn device(
             let n = (end - k) as u32;
             if n >= p.rage_min {
                 rows[pg.session].rage_clicks += 1;
-                v.rage_clicks.insert(
-                    RageRow { session: sid, project, url: pg.url, ts: first_t, end_ts: clicks[end - 1].0, x: first.x, y: first.y, clicks: n, selector: first.selector },
-                    1,
-                );
+                *v.rage_clicks
+                    .entry(RageRow {
+                        session: sid,
+                        project,
+                        url: pg.url,
+                        ts: first_t,
+                        end_ts: clicks[end - 1].0,
+                        x: first.x,
+                        y: first.y,
+                        clicks: n,
+                        selector: first.selector,
+                    })
+                    .or_insert(0) += 1;
             }
             k = end;
         }
@@ -516,31 +671,49 @@ fn device(
         }
         for (start, end, n) in episodes(&changes, p.scroll_changes, p.scroll_window) {
             rows[pg.session].excessive_scrolls += 1;
-            v.excessive_scrolls.insert(EpisodeRow { session: sid, project, url: pg.url, ts: start, end_ts: end, reversals: n }, 1);
+            *v.excessive_scrolls
+                .entry(EpisodeRow {
+                    session: sid,
+                    project,
+                    url: pg.url,
+                    ts: start,
+                    end_ts: end,
+                    reversals: n,
+                })
+                .or_insert(0) += 1;
         }
 
-        // Horizontal reversals of the mouse.
-        let mut lx: Option<i32> = None;
+        // Horizontal reversals of the mouse, at their turning point.
+        let mut lx: Option<(i32, i64)> = None;
         let mut ld = 0i8;
         let mut reversals = Vec::new();
         for &i in &on_page[pi] {
             if let Kind::Move { x, offset, .. } = anns[i].ev.kind {
                 let at = anns[i].eff + offset.clamp(-MAX_MOVE_OFFSET_MS, 0) as i64;
-                if let Some(px) = lx {
+                if let Some((px, turn)) = lx {
                     let d = (x - px).signum() as i8;
                     if d != 0 {
                         if ld != 0 && d != ld {
-                            reversals.push(at);
+                            reversals.push(turn);
                         }
                         ld = d;
                     }
                 }
-                lx = Some(x);
+                lx = Some((x, at));
             }
         }
         for (start, end, n) in episodes(&reversals, p.thrash_reversals, p.thrash_window) {
             rows[pg.session].thrashed_cursors += 1;
-            v.thrashed_cursors.insert(EpisodeRow { session: sid, project, url: pg.url, ts: start, end_ts: end, reversals: n }, 1);
+            *v.thrashed_cursors
+                .entry(EpisodeRow {
+                    session: sid,
+                    project,
+                    url: pg.url,
+                    ts: start,
+                    end_ts: end,
+                    reversals: n,
+                })
+                .or_insert(0) += 1;
         }
     }
 
@@ -557,10 +730,16 @@ fn device(
             let (a, b, c) = (&pages[w[0]], &pages[w[1]], &pages[w[2]]);
             if a.url == c.url && b.url != c.url && c.start - b.start <= p.quick_back_max {
                 rows[*s].quick_backs += 1;
-                v.quick_backs.insert(
-                    QuickBackRow { session: rows[*s].session, project, url: b.url, ts: b.start, dwell_ms: c.start - b.start, from_url: a.url },
-                    1,
-                );
+                *v.quick_backs
+                    .entry(QuickBackRow {
+                        session: rows[*s].session,
+                        project,
+                        url: b.url,
+                        ts: b.start,
+                        dwell_ms: c.start - b.start,
+                        from_url: a.url,
+                    })
+                    .or_insert(0) += 1;
             }
         }
     }
@@ -571,21 +750,36 @@ fn device(
         let Kind::Click(c) = a.ev.kind else { continue };
         let url = url_of(a);
         let sid = rows[a.session].session;
-        let later = anns[i + 1..].iter().take_while(|b| b.session == a.session).filter(|b| b.ev.tab == a.ev.tab);
+        let later = anns[i + 1..]
+            .iter()
+            .take_while(|b| b.session == a.session)
+            .filter(|b| b.ev.tab == a.ev.tab);
         // Error: the first uncaught error on the same page view within the window.
-        if let Some(err) = later.clone().find(|b| matches!(b.ev.kind, Kind::Error { .. }) && b.page_no == a.page_no && b.eff - a.eff <= p.error_window)
-            && let Kind::Error { message, .. } = err.ev.kind
+        if let Some(err) = later.clone().find(|b| {
+            matches!(b.ev.kind, Kind::Error { .. })
+                && b.page_no == a.page_no
+                && b.eff - a.eff <= p.error_window
+        }) && let Kind::Error { message, .. } = err.ev.kind
         {
             rows[a.session].error_clicks += 1;
-            v.error_clicks.insert(
-                ErrorClickRow { session: sid, project, url, ts: a.eff, x: c.x, y: c.y, selector: c.selector, message, error_ts: err.eff },
-                1,
-            );
+            *v.error_clicks
+                .entry(ErrorClickRow {
+                    session: sid,
+                    project,
+                    url,
+                    ts: a.eff,
+                    x: c.x,
+                    y: c.y,
+                    selector: c.selector,
+                    message,
+                    error_ts: err.eff,
+                })
+                .or_insert(0) += 1;
         }
         if c.text_field {
             continue;
         }
-        let deadline = tick_ceil(a.eff + dead_window, p.tick);
+        let deadline = tick_ceil(a.eff + dead_window, p.tick).max(a.t);
         let s = &sessions[a.session];
         let judged = deadline <= as_of || s.superseded || s.released;
         if !judged {
@@ -603,7 +797,18 @@ fn device(
         });
         if !reacted {
             rows[a.session].dead_clicks += 1;
-            v.dead_clicks.insert(DeadRow { session: sid, project, url, ts: a.eff, x: c.x, y: c.y, selector: c.selector, tag: c.tag }, 1);
+            *v.dead_clicks
+                .entry(DeadRow {
+                    session: sid,
+                    project,
+                    url,
+                    ts: a.eff,
+                    x: c.x,
+                    y: c.y,
+                    selector: c.selector,
+                    tag: c.tag,
+                })
+                .or_insert(0) += 1;
         }
     }
 
@@ -614,11 +819,14 @@ fn device(
             let mut best: Vec<Option<i64>> = vec![None; n];
             for a in anns.iter().filter(|a| a.session == s_index) {
                 let is = |m: &StepMatcher| match (m, a.ev.kind) {
-                    (StepMatcher::Page { pattern, whole_url }, Kind::PageView(pv)) => {
-                        glob_match(pattern, &if *whole_url { pv.url } else { pv.path }.as_string())
-                    }
+                    (StepMatcher::Page { pattern, whole_url }, Kind::PageView(pv)) => glob_match(
+                        pattern,
+                        &if *whole_url { pv.url } else { pv.path }.as_string(),
+                    ),
                     (StepMatcher::Event(name), Kind::Custom { name: n }) => *name == n,
-                    (StepMatcher::Click(sel), Kind::Click(c)) => selector_match(sel, &c.selector.as_string()),
+                    (StepMatcher::Click(sel), Kind::Click(c)) => {
+                        selector_match(sel, &c.selector.as_string())
+                    }
                     _ => false,
                 };
                 for k in (0..n).rev() {
@@ -634,13 +842,24 @@ fn device(
                     }
                 }
             }
-            let steps = best.iter().rposition(|b| b.is_some()).map_or(0, |k| k as u32 + 1);
-            v.session_funnels.insert(FunnelRow { session: row.session, project, device: key.device, funnel: fi as u32, steps }, 1);
+            let steps = best
+                .iter()
+                .rposition(|b| b.is_some())
+                .map_or(0, |k| k as u32 + 1);
+            *v.session_funnels
+                .entry(FunnelRow {
+                    session: row.session,
+                    project,
+                    device: key.device,
+                    funnel: fi as u32,
+                    steps,
+                })
+                .or_insert(0) += 1;
         }
     }
 
     for r in rows {
-        v.sessions.insert(r, 1);
+        *v.sessions.entry(r).or_insert(0) += 1;
     }
 }
 
@@ -666,7 +885,9 @@ fn episodes(changes: &[i64], min: u32, window: i64) -> Vec<(i64, i64, u32)> {
             _ => out.push((changes[first], changes[j], first, j)),
         }
     }
-    out.into_iter().map(|(s, e, a, b)| (s, e, (b - a + 1) as u32)).collect()
+    out.into_iter()
+        .map(|(s, e, a, b)| (s, e, (b - a + 1) as u32))
+        .collect()
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ impl Multiply<isize> for PageAgg {
 impl Multiply<isize> for ErrAgg {
     type Output = ErrAgg;
     fn multiply(self, n: &isize) -> ErrAgg {
-        ErrAgg { occurrences: self.occurrences * *n as i64, sessions: self.sessions * *n as i64, ..self }
+        ErrAgg {
+            occurrences: self.occurrences * *n as i64,
+            sessions: self.sessions * *n as i64,
+            ..self
+        }
     }
 }
 
@@ -63,22 +67,42 @@ impl Multiply<isize> for ErrAgg {
 /// height, sessions)`. A session's 100% is its page height when known, else the
 /// deepest visible y any session reached on the URL.
 pub fn depth_bands(obs: &[(u32, u32, isize)], band_pct: u32) -> Vec<(u32, isize)> {
-    let max_deepest = obs.iter().filter(|o| o.2 > 0).map(|o| o.0).max().unwrap_or(0);
+    let max_deepest = obs
+        .iter()
+        .filter(|o| o.2 > 0)
+        .map(|o| o.0)
+        .max()
+        .unwrap_or(0);
     let bands = (100 / band_pct + 1) as usize;
     let mut counts = vec![0isize; bands];
     for &(deepest, height, n) in obs {
         let reference = if height > 0 { height } else { max_deepest };
-        let pct = if reference == 0 { 100 } else { (deepest as u64 * 100 / reference as u64).min(100) as u32 };
+        let pct = if reference == 0 {
+            100
+        } else {
+            (deepest as u64 * 100 / reference as u64).min(100) as u32
+        };
         for c in counts.iter_mut().take((pct / band_pct) as usize + 1) {
             *c += n;
         }
     }
-    counts.into_iter().enumerate().filter(|(_, c)| *c != 0).map(|(i, c)| (i as u32 * band_pct, c)).collect()
+    counts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, c)| *c != 0)
+        .map(|(i, c)| (i as u32 * band_pct, c))
+        .collect()
 }
 
-/// Builds every view from a stream of events stamped with logical time.
-pub fn build_views<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>, stats: StateStats) -> ViewCollections<'s> {
-    let b = behaviour(events, params.clone(), stats);
+/// Builds every view from a stream of events stamped with logical time. `per_time`:
+/// see [`behaviour`] (true unless only the final state will be read).
+pub fn build_views<'s>(
+    events: Stream<'s, u64, Vec<Event>>,
+    params: Arc<Params>,
+    stats: StateStats,
+    per_time: bool,
+) -> ViewCollections<'s> {
+    let b = behaviour(events, params.clone(), stats, per_time);
 
     let band = params.band_pct;
     let scroll_depth = b
@@ -88,7 +112,11 @@ pub fn build_views<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>,
             let obs: Vec<(u32, u32, isize)> = input.iter().map(|(v, n)| (v.0, v.1, *n)).collect();
             output.extend(depth_bands(&obs, band));
         })
-        .map(|((project, url), depth_pct): ((Sym, Sym), u32)| DepthRow { project, url, depth_pct });
+        .map(|((project, url), depth_pct): ((Sym, Sym), u32)| DepthRow {
+            project,
+            url,
+            depth_pct,
+        });
 
     let per_device: Vec<bool> = params.funnels.iter().map(|f| f.per_device).collect();
     let pd = per_device.clone();
@@ -96,7 +124,13 @@ pub fn build_views<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>,
         .funnels
         .clone()
         .filter(move |r| !pd.get(r.funnel as usize).copied().unwrap_or(false))
-        .flat_map(|r| (1..=r.steps).map(move |step| FunnelStepRow { project: r.project, funnel: r.funnel, step }));
+        .flat_map(|r| {
+            (1..=r.steps).map(move |step| FunnelStepRow {
+                project: r.project,
+                funnel: r.funnel,
+                step,
+            })
+        });
     let pd = per_device;
     let device_steps = b
         .funnels
@@ -108,21 +142,40 @@ pub fn build_views<'s>(events: Stream<'s, u64, Vec<Event>>, params: Arc<Params>,
                 output.push((max, 1isize));
             }
         })
-        .flat_map(|((project, funnel, _device), steps): ((Sym, u32, Sym), u32)| {
-            (1..=steps).map(move |step| FunnelStepRow { project, funnel, step })
-        });
+        .flat_map(
+            |((project, funnel, _device), steps): ((Sym, u32, Sym), u32)| {
+                (1..=steps).map(move |step| FunnelStepRow {
+                    project,
+                    funnel,
+                    step,
+                })
+            },
+        );
     let funnel_steps = session_steps.concat(device_steps);
 
-    let visitors = b
-        .visitors
-        .distinct_total()
-        .explode(|v| Some((PageKey { project: v.project, url: v.url }, PageAgg { visitors: 1, ..Default::default() })));
+    let visitors = b.visitors.distinct_total().explode(|v| {
+        Some((
+            PageKey {
+                project: v.project,
+                url: v.url,
+            },
+            PageAgg {
+                visitors: 1,
+                ..Default::default()
+            },
+        ))
+    });
     let page_stats = b.page_agg.concat(visitors);
 
-    let err_sessions = b
-        .err_sessions
-        .distinct_total()
-        .explode(|e| Some((ErrKey { project: e.project, fingerprint: e.fingerprint }, ErrAgg::sessions(1))));
+    let err_sessions = b.err_sessions.distinct_total().explode(|e| {
+        Some((
+            ErrKey {
+                project: e.project,
+                fingerprint: e.fingerprint,
+            },
+            ErrAgg::sessions(1),
+        ))
+    });
     let errors = b.err_occ.concat(err_sessions);
 
     ViewCollections {

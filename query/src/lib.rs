@@ -8,4 +8,4 @@
 pub mod format;
 pub mod sql;
 
-pub use sql::{execute, QueryError, QueryLimits, QueryResult};
+pub use sql::{QueryError, QueryLimits, QueryResult, execute};

@@ -22,7 +22,11 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits { timeout: Duration::from_secs(30), memory_bytes: 512 << 20, max_rows: 100_000 }
+        QueryLimits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 512 << 20,
+            max_rows: 100_000,
+        }
     }
 }
 
@@ -61,19 +65,30 @@ pub fn context(snapshot: &Snapshot, limits: &QueryLimits) -> Result<SessionConte
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes)))
         .build_arc()
         .map_err(|e| QueryError::Sql(e.to_string()))?;
-    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, batch) in &snapshot.tables {
-        let table = MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).map_err(|e| QueryError::Sql(e.to_string()))?;
-        ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Sql(e.to_string()))?;
+        let table = MemTable::try_new(schema.clone(), vec![vec![batch.clone()]])
+            .map_err(|e| QueryError::Sql(e.to_string()))?;
+        ctx.register_table(*name, Arc::new(table))
+            .map_err(|e| QueryError::Sql(e.to_string()))?;
     }
     Ok(ctx)
 }
 
 /// Refuses anything but a query before planning, with a message that says why.
 fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let first = sql.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_lowercase();
-    let allowed = ["select", "with", "values", "explain", "show", "describe", "desc", ""];
+    let first = sql
+        .trim_start()
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let allowed = [
+        "select", "with", "values", "explain", "show", "describe", "desc", "",
+    ];
     if !allowed.contains(&first.as_str()) {
         return Err(QueryError::NotAllowed(format!(
             "only read-only queries are allowed (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE); `{}` statements are refused",
@@ -84,14 +99,27 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
 }
 
 /// Runs `sql` against `snapshot`.
-pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Result<QueryResult, QueryError> {
+pub async fn execute(
+    snapshot: &Snapshot,
+    sql: &str,
+    limits: &QueryLimits,
+) -> Result<QueryResult, QueryError> {
     check_read_only(sql)?;
     let ctx = context(snapshot, limits)?;
-    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
     let run = async {
-        let df = ctx.sql_with_options(sql, options).await.map_err(|e| classify(e.to_string()))?;
+        let df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| classify(e.to_string()))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await.map_err(|e| QueryError::Sql(e.to_string()))?;
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| QueryError::Sql(e.to_string()))?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
         while let Some(b) = stream.next().await {
@@ -102,7 +130,11 @@ pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Re
             }
             batches.push(b);
         }
-        Ok(QueryResult { schema, batches, as_of: snapshot.as_of })
+        Ok(QueryResult {
+            schema,
+            batches,
+            as_of: snapshot.as_of,
+        })
     };
     match tokio::time::timeout(limits.timeout, run).await {
         Ok(r) => r,
@@ -112,7 +144,11 @@ pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Re
 
 fn classify(msg: String) -> QueryError {
     let lower = msg.to_ascii_lowercase();
-    if lower.contains("not enabled") || lower.contains("ddl") || lower.contains("dml") || lower.contains("statement not supported") {
+    if lower.contains("not enabled")
+        || lower.contains("ddl")
+        || lower.contains("dml")
+        || lower.contains("statement not supported")
+    {
         QueryError::NotAllowed(format!("only read-only queries are allowed: {msg}"))
     } else {
         QueryError::Sql(msg)
@@ -125,10 +161,21 @@ mod tests {
 
     #[test]
     fn writes_are_refused_before_planning() {
-        for sql in ["COPY sessions TO '/tmp/x.csv'", "create external table t stored as csv location '/etc/passwd'", "INSERT INTO sessions VALUES (1)", "drop table sessions", "set x = 1"] {
+        for sql in [
+            "COPY sessions TO '/tmp/x.csv'",
+            "create external table t stored as csv location '/etc/passwd'",
+            "INSERT INTO sessions VALUES (1)",
+            "drop table sessions",
+            "set x = 1",
+        ] {
             assert!(check_read_only(sql).is_err(), "{sql}");
         }
-        for sql in ["select 1", "  WITH a AS (select 1) select * from a", "(select 1)", "explain select 1"] {
+        for sql in [
+            "select 1",
+            "  WITH a AS (select 1) select * from a",
+            "(select 1)",
+            "explain select 1",
+        ] {
             assert!(check_read_only(sql).is_ok(), "{sql}");
         }
     }
