@@ -39,31 +39,20 @@ pub fn load(inputs: &[Input], project: &str, now_ms: i64) -> Result<Loaded, Stri
     for input in inputs {
         let (path, import) = match input {
             Input::Rrweb { path, device } => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let import =
-                    files::read_rrweb(&text, project, device, device, &limits, &mut decoder, None)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let import = files::read_rrweb(&text, project, device, device, &limits, &mut decoder, None)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 (path, import)
             }
             Input::Events { path } => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let defaults = Defaults {
-                    project: project.to_string(),
-                    device_id: String::new(),
-                };
-                (
-                    path,
-                    files::read_ndjson(&text, &defaults, &limits, &mut decoder),
-                )
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let defaults = Defaults { project: project.to_string(), device_id: String::new() };
+                (path, files::read_ndjson(&text, &defaults, &limits, &mut decoder))
             }
         };
         let name = path.display().to_string();
         loaded.envelopes.extend(import.envelopes);
-        loaded
-            .rejected
-            .extend(import.rejected.into_iter().map(|r| (name.clone(), r)));
+        loaded.rejected.extend(import.rejected.into_iter().map(|r| (name.clone(), r)));
     }
     Ok(loaded)
 }
@@ -80,19 +69,9 @@ pub fn run(config: &Config, envelopes: Vec<Envelope>) -> Result<Arc<Snapshot>, S
     }
     let shares = std::sync::Mutex::new(shares.into_iter().map(Some).collect::<Vec<_>>());
     let running = start(
-        RunOptions {
-            workers,
-            params,
-            on_publish: None,
-            idle_park: Duration::from_millis(1),
-            final_only: true,
-        },
+        RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(1), final_only: true },
         move |index, _| {
-            let items = shares
-                .lock()
-                .ok()
-                .and_then(|mut s| s[index].take())
-                .unwrap_or_default();
+            let items = shares.lock().ok().and_then(|mut s| s[index].take()).unwrap_or_default();
             Box::new(VecSource::new(items))
         },
     )?;

@@ -73,9 +73,7 @@ struct QueryArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => config_check(file),
+        Command::Config { command: ConfigCommand::Check { file } } => config_check(file),
         Command::Query(args) => query(args),
     };
     match result {
@@ -94,10 +92,7 @@ fn config_check(file: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn query(args: QueryArgs) -> anyhow::Result<()> {
@@ -116,46 +111,26 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         .rrweb
         .iter()
         .zip(&args.device)
-        .map(|(path, device)| Input::Rrweb {
-            path: path.clone(),
-            device: device.clone(),
-        })
+        .map(|(path, device)| Input::Rrweb { path: path.clone(), device: device.clone() })
         .collect();
-    inputs.extend(
-        args.events
-            .iter()
-            .map(|path| Input::Events { path: path.clone() }),
-    );
+    inputs.extend(args.events.iter().map(|path| Input::Events { path: path.clone() }));
     let loaded = batch::load(&inputs, &args.project, now_ms()).map_err(anyhow::Error::msg)?;
     for (file, r) in &loaded.rejected {
         eprintln!("warning: {file}: {r}");
     }
     if !loaded.rejected.is_empty() {
-        eprintln!(
-            "warning: {} events rejected, {} accepted",
-            loaded.rejected.len(),
-            loaded.envelopes.len()
-        );
+        eprintln!("warning: {} events rejected, {} accepted", loaded.rejected.len(), loaded.envelopes.len());
     }
     let snapshot = batch::run(&config, loaded.envelopes).map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the query runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the query runtime")?;
     let result = runtime
-        .block_on(sightflow_query::execute(
-            &snapshot,
-            &args.sql,
-            &sightflow_query::QueryLimits::default(),
-        ))
+        .block_on(sightflow_query::execute(&snapshot, &args.sql, &sightflow_query::QueryLimits::default()))
         .map_err(|e| anyhow::anyhow!("query failed: {e}"))?;
     match args.format {
         Format::Table => print!("{}", sightflow_query::format::to_table(&result)),
         Format::Csv => print!("{}", sightflow_query::format::to_csv(&result)),
-        Format::Json => println!(
-            "{}",
-            serde_json::Value::Array(sightflow_query::format::rows_as_objects(&result))
-        ),
+        Format::Json => println!("{}", serde_json::Value::Array(sightflow_query::format::rows_as_objects(&result))),
     }
     Ok(())
 }

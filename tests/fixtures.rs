@@ -23,22 +23,13 @@ fn run(inputs: &[Input], workers: usize) -> Arc<Snapshot> {
     let mut config = Config::defaults();
     config.engine.workers = workers;
     let loaded = batch::load(inputs, "demo", 1_900_000_000_000).expect("inputs load");
-    assert!(
-        loaded.rejected.is_empty(),
-        "fixtures are valid: {:?}",
-        loaded.rejected
-    );
+    assert!(loaded.rejected.is_empty(), "fixtures are valid: {:?}", loaded.rejected);
     batch::run(&config, loaded.envelopes).expect("dataflow runs")
 }
 
 fn sql(snap: &Snapshot, q: &str) -> Vec<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let r = rt
-        .block_on(sightflow_query::execute(snap, q, &Default::default()))
-        .unwrap_or_else(|e| panic!("{q}: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let r = rt.block_on(sightflow_query::execute(snap, q, &Default::default())).unwrap_or_else(|e| panic!("{q}: {e}"));
     sightflow_query::format::rows_as_objects(&r)
 }
 
@@ -54,13 +45,7 @@ fn ints(rows: &[Value], col: &str) -> Vec<i64> {
 fn check_recording(rec: &Value) {
     let file = rec["file"].as_str().unwrap();
     let device = rec["device_id"].as_str().unwrap();
-    let snap = run(
-        &[Input::Rrweb {
-            path: fixtures().join(file),
-            device: device.into(),
-        }],
-        1,
-    );
+    let snap = run(&[Input::Rrweb { path: fixtures().join(file), device: device.into() }], 1);
     let exp = &rec["expected"];
     let ctx = |what: &str| format!("{file}: {what}");
 
@@ -69,44 +54,14 @@ fn check_recording(rec: &Value) {
         &snap,
         "select cast(started_at as bigint) s, cast(ended_at as bigint) e, page_views, clicks, errors, is_live from sessions order by started_at",
     );
-    assert_eq!(
-        sessions.len() as i64,
-        int(&exp["sessions"]),
-        "{}",
-        ctx("sessions")
-    );
+    assert_eq!(sessions.len() as i64, int(&exp["sessions"]), "{}", ctx("sessions"));
     for (row, want) in sessions.iter().zip(rec["sessions"].as_array().unwrap()) {
-        assert_eq!(
-            int(&row["s"]),
-            int(&want["start_ts"]),
-            "{}",
-            ctx("session start")
-        );
-        assert_eq!(
-            int(&row["e"]),
-            int(&want["end_ts"]),
-            "{}",
-            ctx("session end")
-        );
-        assert_eq!(
-            row["is_live"],
-            Value::Bool(false),
-            "{}",
-            ctx("a finished recording has no live session")
-        );
+        assert_eq!(int(&row["s"]), int(&want["start_ts"]), "{}", ctx("session start"));
+        assert_eq!(int(&row["e"]), int(&want["end_ts"]), "{}", ctx("session end"));
+        assert_eq!(row["is_live"], Value::Bool(false), "{}", ctx("a finished recording has no live session"));
     }
-    assert_eq!(
-        ints(&sessions, "page_views").iter().sum::<i64>(),
-        int(&exp["page_views"]),
-        "{}",
-        ctx("page views")
-    );
-    assert_eq!(
-        ints(&sessions, "clicks").iter().sum::<i64>(),
-        int(&exp["clicks"]),
-        "{}",
-        ctx("clicks")
-    );
+    assert_eq!(ints(&sessions, "page_views").iter().sum::<i64>(), int(&exp["page_views"]), "{}", ctx("page views"));
+    assert_eq!(ints(&sessions, "clicks").iter().sum::<i64>(), int(&exp["clicks"]), "{}", ctx("clicks"));
     assert_eq!(
         ints(&sessions, "errors").iter().sum::<i64>(),
         int(&exp["uncaught_errors"]),
@@ -115,211 +70,86 @@ fn check_recording(rec: &Value) {
     );
 
     // Page views, with scroll extent.
-    let pvs = sql(
-        &snap,
-        "select url, cast(ts as bigint) ts, max_scroll_y, deepest_visible_y from page_views order by ts",
-    );
+    let pvs =
+        sql(&snap, "select url, cast(ts as bigint) ts, max_scroll_y, deepest_visible_y from page_views order by ts");
     let want_pvs = rec["page_views"].as_array().unwrap();
     assert_eq!(pvs.len(), want_pvs.len(), "{}", ctx("page view rows"));
     for (row, want) in pvs.iter().zip(want_pvs) {
         assert_eq!(row["url"], want["url"], "{}", ctx("page view url"));
-        assert_eq!(
-            int(&row["ts"]),
-            int(&want["ts"]),
-            "{}",
-            ctx("page view time")
-        );
-        assert_eq!(
-            int(&row["max_scroll_y"]),
-            int(&want["max_scroll_y"]),
-            "{}",
-            ctx("max scroll")
-        );
-        assert_eq!(
-            int(&row["deepest_visible_y"]),
-            int(&want["deepest_visible_y"]),
-            "{}",
-            ctx("deepest visible y")
-        );
+        assert_eq!(int(&row["ts"]), int(&want["ts"]), "{}", ctx("page view time"));
+        assert_eq!(int(&row["max_scroll_y"]), int(&want["max_scroll_y"]), "{}", ctx("max scroll"));
+        assert_eq!(int(&row["deepest_visible_y"]), int(&want["deepest_visible_y"]), "{}", ctx("deepest visible y"));
     }
 
     // Rage bursts.
-    let rage = sql(
-        &snap,
-        "select cast(ts as bigint) ts, cast(end_ts as bigint) e, clicks, x, y from rage_clicks order by ts",
-    );
+    let rage =
+        sql(&snap, "select cast(ts as bigint) ts, cast(end_ts as bigint) e, clicks, x, y from rage_clicks order by ts");
     let want = rec["rage_click_bursts"].as_array().unwrap();
-    assert_eq!(
-        rage.len() as i64,
-        int(&exp["rage_click_bursts"]),
-        "{}",
-        ctx("rage bursts")
-    );
+    assert_eq!(rage.len() as i64, int(&exp["rage_click_bursts"]), "{}", ctx("rage bursts"));
     for (row, w) in rage.iter().zip(want) {
-        assert_eq!(
-            int(&row["ts"]),
-            int(&w["start_ts"]),
-            "{}",
-            ctx("rage start")
-        );
+        assert_eq!(int(&row["ts"]), int(&w["start_ts"]), "{}", ctx("rage start"));
         assert_eq!(int(&row["e"]), int(&w["end_ts"]), "{}", ctx("rage end"));
-        assert_eq!(
-            int(&row["clicks"]),
-            int(&w["clicks"]),
-            "{}",
-            ctx("rage clicks")
-        );
-        assert_eq!(
-            (int(&row["x"]), int(&row["y"])),
-            (int(&w["x"]), int(&w["y"])),
-            "{}",
-            ctx("rage position")
-        );
+        assert_eq!(int(&row["clicks"]), int(&w["clicks"]), "{}", ctx("rage clicks"));
+        assert_eq!((int(&row["x"]), int(&row["y"])), (int(&w["x"]), int(&w["y"])), "{}", ctx("rage position"));
     }
 
     // Dead and error clicks, by time.
-    let dead = ints(
-        &sql(
-            &snap,
-            "select cast(ts as bigint) ts from dead_clicks order by ts",
-        ),
-        "ts",
-    );
-    let want: Vec<i64> = rec["dead_clicks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| int(&d["ts"]))
-        .collect();
+    let dead = ints(&sql(&snap, "select cast(ts as bigint) ts from dead_clicks order by ts"), "ts");
+    let want: Vec<i64> = rec["dead_clicks"].as_array().unwrap().iter().map(|d| int(&d["ts"])).collect();
     assert_eq!(dead, want, "{}", ctx("dead clicks"));
-    assert_eq!(
-        dead.len() as i64,
-        int(&exp["dead_clicks"]),
-        "{}",
-        ctx("dead click count")
-    );
-    let err = sql(
-        &snap,
-        "select cast(ts as bigint) ts, cast(error_ts as bigint) e, message from error_clicks order by ts",
-    );
+    assert_eq!(dead.len() as i64, int(&exp["dead_clicks"]), "{}", ctx("dead click count"));
+    let err =
+        sql(&snap, "select cast(ts as bigint) ts, cast(error_ts as bigint) e, message from error_clicks order by ts");
     let want = rec["error_clicks"].as_array().unwrap();
-    assert_eq!(
-        err.len() as i64,
-        int(&exp["error_clicks"]),
-        "{}",
-        ctx("error clicks")
-    );
+    assert_eq!(err.len() as i64, int(&exp["error_clicks"]), "{}", ctx("error clicks"));
     for (row, w) in err.iter().zip(want) {
-        assert_eq!(
-            int(&row["ts"]),
-            int(&w["ts"]),
-            "{}",
-            ctx("error click time")
-        );
+        assert_eq!(int(&row["ts"]), int(&w["ts"]), "{}", ctx("error click time"));
         assert_eq!(int(&row["e"]), int(&w["error_ts"]), "{}", ctx("error time"));
-        assert!(
-            row["message"].as_str().unwrap().starts_with("Uncaught"),
-            "{}",
-            ctx("error message")
-        );
+        assert!(row["message"].as_str().unwrap().starts_with("Uncaught"), "{}", ctx("error message"));
     }
 
     // Quick backs.
-    let qb = sql(
-        &snap,
-        "select cast(ts as bigint) ts, dwell_ms from quick_backs order by ts",
-    );
+    let qb = sql(&snap, "select cast(ts as bigint) ts, dwell_ms from quick_backs order by ts");
     let want = rec["quick_backs"].as_array().unwrap();
-    assert_eq!(
-        qb.len() as i64,
-        int(&exp["quick_backs"]),
-        "{}",
-        ctx("quick backs")
-    );
+    assert_eq!(qb.len() as i64, int(&exp["quick_backs"]), "{}", ctx("quick backs"));
     for (row, w) in qb.iter().zip(want) {
-        assert_eq!(
-            int(&row["ts"]),
-            int(&w["left_page_ts"]),
-            "{}",
-            ctx("quick back page")
-        );
-        assert_eq!(
-            int(&row["dwell_ms"]),
-            int(&w["dwell_ms"]),
-            "{}",
-            ctx("quick back dwell")
-        );
+        assert_eq!(int(&row["ts"]), int(&w["left_page_ts"]), "{}", ctx("quick back page"));
+        assert_eq!(int(&row["dwell_ms"]), int(&w["dwell_ms"]), "{}", ctx("quick back dwell"));
     }
 
     // Episodes.
     for (table, key, count_key, count_col) in [
-        (
-            "excessive_scrolls",
-            "excessive_scroll",
-            "direction_changes",
-            "reversals",
-        ),
-        (
-            "thrashed_cursors",
-            "thrashed_cursor",
-            "reversals",
-            "reversals",
-        ),
+        ("excessive_scrolls", "excessive_scroll", "direction_changes", "reversals"),
+        ("thrashed_cursors", "thrashed_cursor", "reversals", "reversals"),
     ] {
         let rows = sql(
             &snap,
-            &format!(
-                "select cast(ts as bigint) ts, cast(end_ts as bigint) e, {count_col} n from {table} order by ts"
-            ),
+            &format!("select cast(ts as bigint) ts, cast(end_ts as bigint) e, {count_col} n from {table} order by ts"),
         );
         let want = rec[key].as_array().unwrap();
         assert_eq!(rows.len() as i64, int(&exp[key]), "{}", ctx(table));
         for (row, w) in rows.iter().zip(want) {
-            assert_eq!(
-                int(&row["ts"]),
-                int(&w["start_ts"]),
-                "{}",
-                ctx("episode start")
-            );
+            assert_eq!(int(&row["ts"]), int(&w["start_ts"]), "{}", ctx("episode start"));
             assert_eq!(int(&row["e"]), int(&w["end_ts"]), "{}", ctx("episode end"));
-            assert_eq!(
-                int(&row["n"]),
-                int(&w[count_key]),
-                "{}",
-                ctx("episode count")
-            );
+            assert_eq!(int(&row["n"]), int(&w[count_key]), "{}", ctx("episode count"));
         }
     }
 
     // Funnel: steps reached per session, and the step counts.
     let per_session = ints(
-        &sql(
-            &snap,
-            "select steps_reached from session_funnels where funnel = 'signup' order by session_id",
-        ),
+        &sql(&snap, "select steps_reached from session_funnels where funnel = 'signup' order by session_id"),
         "steps_reached",
     );
     let mut got = per_session.clone();
     got.sort();
-    let mut want: Vec<i64> = rec["expected"]["funnel_steps_reached_per_session"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(int)
-        .collect();
+    let mut want: Vec<i64> =
+        rec["expected"]["funnel_steps_reached_per_session"].as_array().unwrap().iter().map(int).collect();
     want.sort();
     assert_eq!(got, want, "{}", ctx("funnel steps per session"));
-    let steps = sql(
-        &snap,
-        "select step, entered from funnel_steps where funnel = 'signup' and entered > 0 order by step",
-    );
+    let steps =
+        sql(&snap, "select step, entered from funnel_steps where funnel = 'signup' and entered > 0 order by step");
     let best = steps.iter().map(|r| int(&r["step"])).max().unwrap_or(0);
-    assert_eq!(
-        best,
-        int(&exp["funnel_steps_reached"]),
-        "{}",
-        ctx("funnel steps reached")
-    );
+    assert_eq!(best, int(&exp["funnel_steps_reached"]), "{}", ctx("funnel steps reached"));
 
     // Click heatmap: every click lands in the cell of its page coordinates.
     for c in rec["clicks"].as_array().unwrap() {
@@ -331,11 +161,7 @@ fn check_recording(rec: &Value) {
             py.div_euclid(16)
         );
         let n = sql(&snap, &q)[0]["n"].as_i64().unwrap_or(0);
-        assert!(
-            n >= 1,
-            "{}",
-            ctx(&format!("click at {x},{py} missing from the heatmap"))
-        );
+        assert!(n >= 1, "{}", ctx(&format!("click at {x},{py} missing from the heatmap")));
     }
 
     // No secret typed into a form appears in any view.
@@ -347,11 +173,7 @@ fn check_recording(rec: &Value) {
     }
     for secret in rec["secrets_absent"].as_array().unwrap() {
         let s = secret.as_str().unwrap().to_lowercase();
-        assert!(
-            !all.contains(&s),
-            "{}",
-            ctx(&format!("secret {s:?} leaked into a view"))
-        );
+        assert!(!all.contains(&s), "{}", ctx(&format!("secret {s:?} leaked into a view")));
     }
 }
 
@@ -382,24 +204,13 @@ fn all_recordings_together_with_two_workers_give_the_same_views() {
             continue;
         }
         let q = format!("select * from {name} order by 1, 2, 3, 4");
-        assert_eq!(
-            sql(&one, &q),
-            sql(&two, &q),
-            "{name} differs between 1 and 2 workers"
-        );
+        assert_eq!(sql(&one, &q), sql(&two, &q), "{name} differs between 1 and 2 workers");
     }
     let totals = sql(
         &one,
         "select count(*) n, sum(clicks) c, sum(rage_clicks) r, sum(dead_clicks) d, sum(error_clicks) e from sessions",
     );
-    let exp = |k: &str| {
-        m["recordings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| int(&r["expected"][k]))
-            .sum::<i64>()
-    };
+    let exp = |k: &str| m["recordings"].as_array().unwrap().iter().map(|r| int(&r["expected"][k])).sum::<i64>();
     assert_eq!(int(&totals[0]["n"]), exp("sessions"));
     assert_eq!(int(&totals[0]["c"]), exp("clicks"));
     assert_eq!(int(&totals[0]["r"]), exp("rage_click_bursts"));

@@ -31,29 +31,18 @@ pub const ENV_PREFIX: &str = "SIGHTFLOW__";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config {origin} is not valid TOML: {message}")]
     Syntax { origin: String, message: String },
     #[error("config key `{key}`: {message}")]
     Key { key: String, message: String },
     #[error("config key `{key}` has value {value}, expected {expected}")]
-    Value {
-        key: String,
-        value: String,
-        expected: String,
-    },
+    Value { key: String, value: String, expected: String },
 }
 
 impl ConfigError {
     fn value(key: &str, value: impl std::fmt::Display, expected: &str) -> Self {
-        ConfigError::Value {
-            key: key.into(),
-            value: value.to_string(),
-            expected: expected.into(),
-        }
+        ConfigError::Value { key: key.into(), value: value.to_string(), expected: expected.into() }
     }
 }
 
@@ -244,18 +233,13 @@ impl Config {
     pub fn from_file_and_env(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
             Some(p) => Some(
-                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?,
+                std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
             ),
             None => None,
         };
         let origin = path.map(|p| p.display().to_string()).unwrap_or_default();
-        Config::load(
-            text.as_deref().map(|t| (origin.as_str(), t)),
-            std::env::vars(),
-        )
+        Config::load(text.as_deref().map(|t| (origin.as_str(), t)), std::env::vars())
     }
 
     /// Defaults < `file` (origin name and text) < `env` (only `SIGHTFLOW__` variables
@@ -284,10 +268,7 @@ impl Config {
         }
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            ConfigError::Key {
-                key,
-                message: e.into_inner().to_string(),
-            }
+            ConfigError::Key { key, message: e.into_inner().to_string() }
         })?;
         config.validate()?;
         Ok(config)
@@ -298,19 +279,11 @@ impl Config {
         let e = &self.engine;
         positive("engine.workers", e.workers as u64)?;
         if e.workers > 256 {
-            return Err(ConfigError::value(
-                "engine.workers",
-                e.workers,
-                "at most 256",
-            ));
+            return Err(ConfigError::value("engine.workers", e.workers, "at most 256"));
         }
         positive("engine.tick_ms", e.tick_ms)?;
         if e.tick_ms > 60_000 {
-            return Err(ConfigError::value(
-                "engine.tick_ms",
-                e.tick_ms,
-                "at most 60000",
-            ));
+            return Err(ConfigError::value("engine.tick_ms", e.tick_ms, "at most 60000"));
         }
         positive("engine.idle_timeout_ms", e.idle_timeout_ms)?;
         let s = &self.session;
@@ -325,31 +298,15 @@ impl Config {
         }
         let g = &self.signals;
         if g.rage.min_clicks < 2 {
-            return Err(ConfigError::value(
-                "signals.rage.min_clicks",
-                g.rage.min_clicks,
-                "at least 2",
-            ));
+            return Err(ConfigError::value("signals.rage.min_clicks", g.rage.min_clicks, "at least 2"));
         }
         positive("signals.rage.max_gap_ms", g.rage.max_gap_ms)?;
         positive("signals.error_click.window_ms", g.error_click.window_ms)?;
         positive("signals.quick_back.max_dwell_ms", g.quick_back.max_dwell_ms)?;
-        positive(
-            "signals.excessive_scroll.min_direction_changes",
-            g.excessive_scroll.min_direction_changes as u64,
-        )?;
-        positive(
-            "signals.excessive_scroll.window_ms",
-            g.excessive_scroll.window_ms,
-        )?;
-        positive(
-            "signals.thrashed_cursor.min_reversals",
-            g.thrashed_cursor.min_reversals as u64,
-        )?;
-        positive(
-            "signals.thrashed_cursor.window_ms",
-            g.thrashed_cursor.window_ms,
-        )?;
+        positive("signals.excessive_scroll.min_direction_changes", g.excessive_scroll.min_direction_changes as u64)?;
+        positive("signals.excessive_scroll.window_ms", g.excessive_scroll.window_ms)?;
+        positive("signals.thrashed_cursor.min_reversals", g.thrashed_cursor.min_reversals as u64)?;
+        positive("signals.thrashed_cursor.window_ms", g.thrashed_cursor.window_ms)?;
         positive("heatmap.cell_px", self.heatmap.cell_px as u64)?;
         let bps = &self.heatmap.viewport_breakpoints;
         if bps.windows(2).any(|w| w[0] >= w[1]) || bps.first() == Some(&0) {
@@ -361,21 +318,13 @@ impl Config {
         }
         let b = self.scroll_depth.band_pct;
         if b == 0 || b > 100 || 100 % b != 0 {
-            return Err(ConfigError::value(
-                "scroll_depth.band_pct",
-                b,
-                "a divisor of 100 between 1 and 100",
-            ));
+            return Err(ConfigError::value("scroll_depth.band_pct", b, "a divisor of 100 between 1 and 100"));
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, f) in self.funnels.iter().enumerate() {
             let key = format!("funnels[{i}]");
             if f.name.trim().is_empty() {
-                return Err(ConfigError::value(
-                    &format!("{key}.name"),
-                    "\"\"",
-                    "a non-empty name",
-                ));
+                return Err(ConfigError::value(&format!("{key}.name"), "\"\"", "a non-empty name"));
             }
             if !names.insert(f.name.as_str()) {
                 return Err(ConfigError::value(
@@ -385,18 +334,11 @@ impl Config {
                 ));
             }
             if f.steps.is_empty() {
-                return Err(ConfigError::value(
-                    &format!("{key}.steps"),
-                    "[]",
-                    "at least one step",
-                ));
+                return Err(ConfigError::value(&format!("{key}.steps"), "[]", "at least one step"));
             }
             positive(&format!("{key}.window_ms"), f.window_ms)?;
             for (j, s) in f.steps.iter().enumerate() {
-                let set = [&s.page, &s.event, &s.click]
-                    .iter()
-                    .filter(|x| x.is_some())
-                    .count();
+                let set = [&s.page, &s.event, &s.click].iter().filter(|x| x.is_some()).count();
                 if set != 1 {
                     return Err(ConfigError::value(
                         &format!("{key}.steps[{j}]"),
@@ -439,10 +381,7 @@ fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
 fn parse_toml(origin: &str, text: &str) -> Result<toml::Value, ConfigError> {
     text.parse::<toml::Table>()
         .map(toml::Value::Table)
-        .map_err(|e| ConfigError::Syntax {
-            origin: origin.into(),
-            message: e.to_string().trim_end().into(),
-        })
+        .map_err(|e| ConfigError::Syntax { origin: origin.into(), message: e.to_string().trim_end().into() })
 }
 
 /// Deep-merges tables; anything else in `overlay` replaces what `base` had.
@@ -467,19 +406,12 @@ fn merge(base: &mut toml::Value, overlay: toml::Value) {
 fn env_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
 
-fn set_path(
-    value: &mut toml::Value,
-    path: &[String],
-    v: toml::Value,
-    var: &str,
-) -> Result<(), ConfigError> {
+fn set_path(value: &mut toml::Value, path: &[String], v: toml::Value, var: &str) -> Result<(), ConfigError> {
     let mut cur = value;
     for (i, seg) in path.iter().enumerate() {
         let toml::Value::Table(t) = cur else {
@@ -492,9 +424,7 @@ fn set_path(
             t.insert(seg.clone(), v);
             return Ok(());
         }
-        cur = t
-            .entry(seg.clone())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = t.entry(seg.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
     }
     Ok(())
 }
@@ -504,9 +434,7 @@ mod tests {
     use super::*;
 
     fn check_err(toml: &str, needles: &[&str]) {
-        let err = Config::from_toml_str(toml)
-            .expect_err("config should be rejected")
-            .to_string();
+        let err = Config::from_toml_str(toml).expect_err("config should be rejected").to_string();
         for n in needles {
             assert!(err.contains(n), "error {err:?} should mention {n:?}");
         }
@@ -533,40 +461,22 @@ mod tests {
     fn unknown_keys_name_the_key() {
         check_err("[session]\nidle_gap = 5\n", &["session", "idle_gap"]);
         check_err("[nope]\n", &["nope"]);
-        check_err(
-            "[signals.rage]\nmin_click = 3\n",
-            &["signals.rage", "min_click"],
-        );
+        check_err("[signals.rage]\nmin_click = 3\n", &["signals.rage", "min_click"]);
     }
 
     #[test]
     fn bad_values_name_key_value_and_expectation() {
         check_err("[session]\nidle_gap_ms = -5\n", &["session.idle_gap_ms"]);
-        check_err(
-            "[session]\nidle_gap_ms = \"soon\"\n",
-            &["session.idle_gap_ms", "soon"],
-        );
-        check_err(
-            "[session]\ntime_zone = \"Mars/Olympus\"\n",
-            &["session.time_zone", "Mars/Olympus", "IANA"],
-        );
+        check_err("[session]\nidle_gap_ms = \"soon\"\n", &["session.idle_gap_ms", "soon"]);
+        check_err("[session]\ntime_zone = \"Mars/Olympus\"\n", &["session.time_zone", "Mars/Olympus", "IANA"]);
         check_err("[engine]\ntick_ms = 0\n", &["engine.tick_ms", "positive"]);
-        check_err(
-            "[engine]\nlate_policy = \"ignore\"\n",
-            &["engine.late_policy", "ignore"],
-        );
-        check_err(
-            "[heatmap]\nviewport_breakpoints = [1024, 768]\n",
-            &["heatmap.viewport_breakpoints", "increasing"],
-        );
+        check_err("[engine]\nlate_policy = \"ignore\"\n", &["engine.late_policy", "ignore"]);
+        check_err("[heatmap]\nviewport_breakpoints = [1024, 768]\n", &["heatmap.viewport_breakpoints", "increasing"]);
         check_err(
             "[[funnels]]\nname = \"f\"\nsteps = [{ page = \"/\", event = \"x\" }]\n",
             &["funnels[0].steps[0]", "exactly one"],
         );
-        check_err(
-            "[[funnels]]\nname = \"f\"\nsteps = []\n",
-            &["funnels[0].steps", "at least one"],
-        );
+        check_err("[[funnels]]\nname = \"f\"\nsteps = []\n", &["funnels[0].steps", "at least one"]);
         check_err("[engine\n", &["not valid TOML"]);
     }
 
@@ -574,10 +484,7 @@ mod tests {
     fn file_overrides_defaults_and_env_overrides_file() {
         let env = vec![
             ("SIGHTFLOW__ENGINE__WORKERS".to_string(), "2".to_string()),
-            (
-                "SIGHTFLOW__SESSION__TIME_ZONE".to_string(),
-                "Europe/Paris".to_string(),
-            ),
+            ("SIGHTFLOW__SESSION__TIME_ZONE".to_string(), "Europe/Paris".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::load(Some(("f", "[engine]\nworkers = 4\ntick_ms = 50\n")), env).unwrap();

@@ -44,10 +44,7 @@ pub fn split_json_array(text: &str) -> Result<Vec<Result<&str, String>>, String>
         return Err("the input is empty; expected a JSON array of events".into());
     }
     if bytes[i] != b'[' {
-        return Err(format!(
-            "expected a JSON array of events, found {:?} at byte {i}",
-            bytes[i] as char
-        ));
+        return Err(format!("expected a JSON array of events, found {:?} at byte {i}", bytes[i] as char));
     }
     i += 1;
     let mut out = Vec::new();
@@ -96,15 +93,9 @@ pub fn split_json_array(text: &str) -> Result<Vec<Result<&str, String>>, String>
         i += 1;
     }
     if start.is_some() || depth > 0 {
-        out.push(Err(format!(
-            "truncated: the input ends inside this event (at byte {})",
-            bytes.len()
-        )));
+        out.push(Err(format!("truncated: the input ends inside this event (at byte {})", bytes.len())));
     } else {
-        out.push(Err(format!(
-            "truncated: the array is not closed (input ends at byte {})",
-            bytes.len()
-        )));
+        out.push(Err(format!("truncated: the array is not closed (input ends at byte {})", bytes.len())));
     }
     Ok(out)
 }
@@ -125,9 +116,7 @@ pub fn read_rrweb(
     for (index, element) in split_json_array(text)?.into_iter().enumerate() {
         let result = element.and_then(|s| {
             let v: Value = serde_json::from_str(s).map_err(|e| format!("invalid JSON: {e}"))?;
-            let env = decoder
-                .decode(project, device, tab, index as u64, &v)
-                .map_err(|e| e.reason)?;
+            let env = decoder.decode(project, device, tab, index as u64, &v).map_err(|e| e.reason)?;
             validate(&env, limits)?;
             if let Some(raw) = raw.as_deref_mut() {
                 raw.push((index as u64, s.to_string()));
@@ -143,31 +132,21 @@ pub fn read_rrweb(
 }
 
 /// Reads newline-delimited JSON events (the JSON event format, one per line).
-pub fn read_ndjson(
-    text: &str,
-    defaults: &Defaults,
-    limits: &Limits,
-    decoder: &mut Decoder,
-) -> Import {
+pub fn read_ndjson(text: &str, defaults: &Defaults, limits: &Limits, decoder: &mut Decoder) -> Import {
     let mut import = Import::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        let result = serde_json::from_str::<Value>(line)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|v| {
-                let env = decode_event(&v, defaults, i as u64, decoder)?;
-                validate(&env, limits)?;
-                Ok(env)
-            });
+        let result = serde_json::from_str::<Value>(line).map_err(|e| format!("invalid JSON: {e}")).and_then(|v| {
+            let env = decode_event(&v, defaults, i as u64, decoder)?;
+            validate(&env, limits)?;
+            Ok(env)
+        });
         match result {
             Ok(env) => import.envelopes.push(env),
-            Err(reason) => import.rejected.push(Rejection {
-                index: i + 1,
-                reason,
-            }),
+            Err(reason) => import.rejected.push(Rejection { index: i + 1, reason }),
         }
     }
     import

@@ -19,8 +19,8 @@
 use serde_json::{Map, Value};
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::{
-    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove,
-    PageExit, PageView, PointerType, Position, Scroll, TouchMove, ViewportResize,
+    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove, PageExit, PageView,
+    PointerType, Position, Scroll, TouchMove, ViewportResize,
 };
 
 use crate::rrweb::Decoder;
@@ -45,10 +45,7 @@ impl<'a> Fields<'a> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(format!(
-                "field `{k}` must be a string, got {}",
-                kind_name(v)
-            )),
+            Some(v) => Err(format!("field `{k}` must be a string, got {}", kind_name(v))),
         }
     }
 
@@ -59,24 +56,19 @@ impl<'a> Fields<'a> {
     fn int(&self, k: &str) -> Result<Option<i64>, String> {
         match self.get(k) {
             None => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.is_finite() && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            }) {
-                Some(i) => Ok(Some(i)),
-                None => Err(format!("field `{k}` must be an integer, got {n}")),
-            },
-            Some(v) => Err(format!(
-                "field `{k}` must be an integer, got {}",
-                kind_name(v)
-            )),
+            Some(Value::Number(n)) => {
+                match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite() && f.abs() < 9.0e15).map(|f| f as i64))
+                {
+                    Some(i) => Ok(Some(i)),
+                    None => Err(format!("field `{k}` must be an integer, got {n}")),
+                }
+            }
+            Some(v) => Err(format!("field `{k}` must be an integer, got {}", kind_name(v))),
         }
     }
 
     fn need_int(&self, k: &str) -> Result<i64, String> {
-        self.int(k)?
-            .ok_or_else(|| format!("field `{k}` is required"))
+        self.int(k)?.ok_or_else(|| format!("field `{k}` is required"))
     }
 
     fn i32(&self, k: &str) -> Result<i32, String> {
@@ -87,8 +79,7 @@ impl<'a> Fields<'a> {
     fn u32_or(&self, k: &str, default: u32) -> Result<u32, String> {
         match self.int(k)? {
             None => Ok(default),
-            Some(v) => u32::try_from(v)
-                .map_err(|_| format!("field `{k}` must be between 0 and {}, got {v}", u32::MAX)),
+            Some(v) => u32::try_from(v).map_err(|_| format!("field `{k}` must be between 0 and {}, got {v}", u32::MAX)),
         }
     }
 
@@ -96,10 +87,7 @@ impl<'a> Fields<'a> {
         match self.get(k) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(format!(
-                "field `{k}` must be true or false, got {}",
-                kind_name(v)
-            )),
+            Some(v) => Err(format!("field `{k}` must be true or false, got {}", kind_name(v))),
         }
     }
 }
@@ -119,50 +107,32 @@ fn positions(f: &Fields<'_>) -> Result<Vec<Position>, String> {
     let arr = match f.get("positions") {
         Some(Value::Array(a)) => a,
         Some(v) => {
-            return Err(format!(
-                "field `positions` must be an array, got {}",
-                kind_name(v)
-            ));
+            return Err(format!("field `positions` must be an array, got {}", kind_name(v)));
         }
         None => return Err("field `positions` is required".into()),
     };
     arr.iter()
         .enumerate()
         .map(|(i, p)| {
-            let obj = p
-                .as_object()
-                .ok_or_else(|| format!("positions[{i}] must be an object"))?;
+            let obj = p.as_object().ok_or_else(|| format!("positions[{i}] must be an object"))?;
             let pf = Fields { obj };
             Ok(Position {
                 x: pf.i32("x").map_err(|e| format!("positions[{i}]: {e}"))?,
                 y: pf.i32("y").map_err(|e| format!("positions[{i}]: {e}"))?,
-                time_offset: pf
-                    .int("t")
-                    .map_err(|e| format!("positions[{i}]: {e}"))?
-                    .unwrap_or(0)
-                    .clamp(-3_600_000, 0) as i32,
+                time_offset: pf.int("t").map_err(|e| format!("positions[{i}]: {e}"))?.unwrap_or(0).clamp(-3_600_000, 0)
+                    as i32,
             })
         })
         .collect()
 }
 
 /// Decodes one JSON event; `index` is its position (the default sequence number).
-pub fn decode_event(
-    v: &Value,
-    defaults: &Defaults,
-    index: u64,
-    rrweb: &mut Decoder,
-) -> Result<Envelope, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("an event must be a JSON object, got {}", kind_name(v)))?;
+pub fn decode_event(v: &Value, defaults: &Defaults, index: u64, rrweb: &mut Decoder) -> Result<Envelope, String> {
+    let obj = v.as_object().ok_or_else(|| format!("an event must be a JSON object, got {}", kind_name(v)))?;
     let f = Fields { obj };
     let ty = f.str("type")?.ok_or("field `type` is required")?;
     let project = f.str("project")?.unwrap_or(&defaults.project).to_string();
-    let device_id = f
-        .str("device_id")?
-        .unwrap_or(&defaults.device_id)
-        .to_string();
+    let device_id = f.str("device_id")?.unwrap_or(&defaults.device_id).to_string();
     let tab_id = f.string("tab_id")?;
     let seq = match f.int("seq")? {
         Some(s) if s >= 0 => s as u64,
@@ -170,17 +140,9 @@ pub fn decode_event(
         None => index,
     };
     if ty == "rrweb" {
-        let event = f
-            .get("event")
-            .ok_or("field `event` is required for type rrweb")?;
-        let tab = if tab_id.is_empty() {
-            device_id.clone()
-        } else {
-            tab_id
-        };
-        let mut env = rrweb
-            .decode(&project, &device_id, &tab, seq, event)
-            .map_err(|e| format!("rrweb event: {e}"))?;
+        let event = f.get("event").ok_or("field `event` is required for type rrweb")?;
+        let tab = if tab_id.is_empty() { device_id.clone() } else { tab_id };
+        let mut env = rrweb.decode(&project, &device_id, &tab, seq, event).map_err(|e| format!("rrweb event: {e}"))?;
         if let Some(ts) = f.int("ts")? {
             env.ts = ts;
         }
@@ -214,30 +176,17 @@ pub fn decode_event(
                 Some("touch") => PointerType::Touch as i32,
                 Some("pen") => PointerType::Pen as i32,
                 Some(other) => {
-                    return Err(format!(
-                        "field `pointer` must be mouse, touch or pen, got {other:?}"
-                    ));
+                    return Err(format!("field `pointer` must be mouse, touch or pen, got {other:?}"));
                 }
             },
         }),
-        "scroll" => Kind::Scroll(Scroll {
-            node: f.u32_or("node", 1)?,
-            x: f.int("x")?.unwrap_or(0) as i32,
-            y: f.i32("y")?,
-        }),
-        "mouse_move" => Kind::MouseMove(MouseMove {
-            positions: positions(&f)?,
-        }),
-        "touch_move" => Kind::TouchMove(TouchMove {
-            positions: positions(&f)?,
-        }),
-        "input" => Kind::Input(Input {
-            node: f.u32_or("node", 0)?,
-        }),
-        "resize" => Kind::Resize(ViewportResize {
-            width: f.u32_or("width", 0)?,
-            height: f.u32_or("height", 0)?,
-        }),
+        "scroll" => {
+            Kind::Scroll(Scroll { node: f.u32_or("node", 1)?, x: f.int("x")?.unwrap_or(0) as i32, y: f.i32("y")? })
+        }
+        "mouse_move" => Kind::MouseMove(MouseMove { positions: positions(&f)? }),
+        "touch_move" => Kind::TouchMove(TouchMove { positions: positions(&f)? }),
+        "input" => Kind::Input(Input { node: f.u32_or("node", 0)? }),
+        "resize" => Kind::Resize(ViewportResize { width: f.u32_or("width", 0)?, height: f.u32_or("height", 0)? }),
         "mutation" => Kind::Mutation(DomMutation {
             adds: f.u32_or("adds", 0)?,
             removes: f.u32_or("removes", 0)?,
@@ -249,56 +198,31 @@ pub fn decode_event(
             scroll_y: f.int("scroll_y")?.unwrap_or(0) as i32,
         }),
         "error" => Kind::Error(JsError {
-            message: f
-                .str("message")?
-                .ok_or("field `message` is required for type error")?
-                .to_string(),
+            message: f.str("message")?.ok_or("field `message` is required for type error")?.to_string(),
             source: f.string("source")?,
             stack: f.string("stack")?,
             fingerprint: f.string("fingerprint")?,
         }),
-        "exit" => Kind::Exit(PageExit {
-            hidden: f.bool("hidden")?,
-        }),
+        "exit" => Kind::Exit(PageExit { hidden: f.bool("hidden")? }),
         "custom" => {
-            let name = f
-                .str("name")?
-                .ok_or("field `name` is required for type custom")?
-                .to_string();
+            let name = f.str("name")?.ok_or("field `name` is required for type custom")?.to_string();
             let properties_json = match f.get("properties") {
                 None => String::new(),
                 Some(p @ Value::Object(_)) => p.to_string(),
                 Some(v) => {
-                    return Err(format!(
-                        "field `properties` must be an object, got {}",
-                        kind_name(v)
-                    ));
+                    return Err(format!("field `properties` must be an object, got {}", kind_name(v)));
                 }
             };
-            Kind::Custom(CustomEvent {
-                name,
-                properties_json,
-            })
+            Kind::Custom(CustomEvent { name, properties_json })
         }
-        "activity" => Kind::Activity(Activity {
-            name: f.string("name")?,
-        }),
+        "activity" => Kind::Activity(Activity { name: f.string("name")? }),
         other => {
             return Err(format!(
                 "unknown event type {other:?} (expected page_view, click, scroll, mouse_move, touch_move, input, resize, mutation, snapshot, error, exit, custom, activity or rrweb)"
             ));
         }
     };
-    Ok(Envelope {
-        project,
-        device_id,
-        tab_id,
-        seq,
-        ts,
-        url,
-        logical_time: 0,
-        kind: Some(kind),
-    })
+    Ok(Envelope { project, device_id, tab_id, seq, ts, url, logical_time: 0, kind: Some(kind) })
 }
 
 #[cfg(test)]
@@ -307,10 +231,7 @@ mod tests {
     use serde_json::json;
 
     fn check(v: Value, expect: Result<(), &str>) {
-        let d = Defaults {
-            project: "p".into(),
-            device_id: String::new(),
-        };
+        let d = Defaults { project: "p".into(), device_id: String::new() };
         let got = decode_event(&v, &d, 0, &mut Decoder::new());
         match (got, expect) {
             (Ok(_), Ok(())) => {}
@@ -323,30 +244,15 @@ mod tests {
 
     #[test]
     fn events_decode_or_name_the_field() {
-        check(
-            json!({"type": "click", "device_id": "d", "ts": 1, "x": 1, "y": 2}),
-            Ok(()),
-        );
+        check(json!({"type": "click", "device_id": "d", "ts": 1, "x": 1, "y": 2}), Ok(()));
         check(
             json!({"type": "click", "device_id": "d", "ts": 1, "x": "1", "y": 2}),
             Err("field `x` must be an integer, got a string"),
         );
-        check(
-            json!({"type": "click", "device_id": "d", "ts": 1, "y": 2}),
-            Err("field `x` is required"),
-        );
-        check(
-            json!({"type": "page_view", "device_id": "d", "ts": 1, "viewport_width": -5}),
-            Err("viewport_width"),
-        );
-        check(
-            json!({"type": "warp", "device_id": "d", "ts": 1}),
-            Err("unknown event type \"warp\""),
-        );
-        check(
-            json!({"device_id": "d", "ts": 1}),
-            Err("field `type` is required"),
-        );
+        check(json!({"type": "click", "device_id": "d", "ts": 1, "y": 2}), Err("field `x` is required"));
+        check(json!({"type": "page_view", "device_id": "d", "ts": 1, "viewport_width": -5}), Err("viewport_width"));
+        check(json!({"type": "warp", "device_id": "d", "ts": 1}), Err("unknown event type \"warp\""));
+        check(json!({"device_id": "d", "ts": 1}), Err("field `type` is required"));
         check(
             json!({"type": "custom", "device_id": "d", "ts": 1, "name": "buy", "properties": [1]}),
             Err("`properties` must be an object"),

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::{
-    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove,
-    PageView, PointerType, Position, Scroll, TouchMove, ViewportResize,
+    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove, PageView, PointerType,
+    Position, Scroll, TouchMove, ViewportResize,
 };
 
 /// Why one rrweb event could not be decoded.
@@ -25,9 +25,7 @@ pub struct DecodeError {
 }
 
 fn bad(reason: impl Into<String>) -> DecodeError {
-    DecodeError {
-        reason: reason.into(),
-    }
+    DecodeError { reason: reason.into() }
 }
 
 /// What the node map remembers of one DOM node.
@@ -61,16 +59,9 @@ impl NodeMap {
             return;
         };
         let id = id as u32;
-        let mut n = Node {
-            parent,
-            ..Default::default()
-        };
+        let mut n = Node { parent, ..Default::default() };
         if node.get("type").and_then(Value::as_u64) == Some(2) {
-            n.tag = node
-                .get("tagName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_ascii_lowercase();
+            n.tag = node.get("tagName").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
             if let Some(attrs) = node.get("attributes").and_then(Value::as_object) {
                 for (k, v) in attrs {
                     set_attr(&mut n, k, v);
@@ -169,14 +160,7 @@ impl NodeMap {
             };
             let clickable_tag = matches!(
                 n.tag.as_str(),
-                "button"
-                    | "input"
-                    | "select"
-                    | "textarea"
-                    | "label"
-                    | "summary"
-                    | "option"
-                    | "details"
+                "button" | "input" | "select" | "textarea" | "label" | "summary" | "option" | "details"
             ) || (n.tag == "a" && n.has_href);
             let clickable_role = matches!(
                 n.role.as_str(),
@@ -210,25 +194,14 @@ impl NodeMap {
             "textarea" | "select" => true,
             "input" => !matches!(
                 n.input_type.as_str(),
-                "checkbox"
-                    | "radio"
-                    | "button"
-                    | "submit"
-                    | "reset"
-                    | "file"
-                    | "image"
-                    | "range"
-                    | "color"
-                    | "hidden"
+                "checkbox" | "radio" | "button" | "submit" | "reset" | "file" | "image" | "range" | "color" | "hidden"
             ),
             _ => n.editable || n.role == "textbox",
         }
     }
 
     fn tag(&self, id: u32) -> String {
-        self.element(id)
-            .map(|(_, n)| n.tag.clone())
-            .unwrap_or_default()
+        self.element(id).map(|(_, n)| n.tag.clone()).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -245,13 +218,7 @@ fn set_attr(n: &mut Node, k: &str, v: &Value) {
     let present = !v.is_null() && v.as_bool() != Some(false);
     match k {
         "id" => n.id_attr = s.to_string(),
-        "class" => {
-            n.classes = s
-                .split_whitespace()
-                .filter(|c| c.len() <= 40)
-                .map(str::to_string)
-                .collect()
-        }
+        "class" => n.classes = s.split_whitespace().filter(|c| c.len() <= 40).map(str::to_string).collect(),
         "role" => n.role = s.to_ascii_lowercase(),
         "type" => n.input_type = s.to_ascii_lowercase(),
         "href" => n.has_href = present,
@@ -286,8 +253,7 @@ impl Decoder {
 
     /// Forgets a tab (its node map).
     pub fn forget(&mut self, project: &str, device: &str, tab: &str) {
-        self.tabs
-            .remove(&(project.to_string(), device.to_string(), tab.to_string()));
+        self.tabs.remove(&(project.to_string(), device.to_string(), tab.to_string()));
     }
 
     /// Decodes one rrweb event into an envelope with the given identity.
@@ -299,33 +265,23 @@ impl Decoder {
         seq: u64,
         event: &Value,
     ) -> Result<Envelope, DecodeError> {
-        let obj = event
-            .as_object()
-            .ok_or_else(|| bad("an rrweb event must be a JSON object"))?;
-        let ty = obj
-            .get("type")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| bad("rrweb event has no integer `type`"))?;
+        let obj = event.as_object().ok_or_else(|| bad("an rrweb event must be a JSON object"))?;
+        let ty = obj.get("type").and_then(Value::as_u64).ok_or_else(|| bad("rrweb event has no integer `type`"))?;
         let ts = obj
             .get("timestamp")
             .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
             .ok_or_else(|| bad("rrweb event has no numeric `timestamp`"))?;
         let empty = Value::Null;
         let data = obj.get("data").unwrap_or(&empty);
-        let state = self
-            .tabs
-            .entry((project.to_string(), device.to_string(), tab.to_string()))
-            .or_default();
+        let state = self.tabs.entry((project.to_string(), device.to_string(), tab.to_string())).or_default();
         let num = |v: &Value, k: &str| v.get(k).and_then(|x| x.as_f64()).map(|f| f as i64);
         let need = |v: &Value, k: &str| {
             num(v, k).ok_or_else(|| bad(format!("rrweb type {ty} event has no numeric `data.{k}`")))
         };
         let kind = match ty {
             4 => {
-                let href = data
-                    .get("href")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("Meta event has no `data.href`"))?;
+                let href =
+                    data.get("href").and_then(Value::as_str).ok_or_else(|| bad("Meta event has no `data.href`"))?;
                 state.url = href.to_string();
                 Kind::PageView(PageView {
                     url: href.to_string(),
@@ -335,9 +291,7 @@ impl Decoder {
                 })
             }
             2 => {
-                let node = data
-                    .get("node")
-                    .ok_or_else(|| bad("FullSnapshot event has no `data.node`"))?;
+                let node = data.get("node").ok_or_else(|| bad("FullSnapshot event has no `data.node`"))?;
                 state.nodes.clear();
                 state.nodes.insert_tree(node, 0);
                 let off = data.get("initialOffset");
@@ -351,11 +305,7 @@ impl Decoder {
                 match source {
                     0 => {
                         state.nodes.mutate(data);
-                        let count = |k: &str| {
-                            data.get(k)
-                                .and_then(Value::as_array)
-                                .map_or(0, |a| a.len() as u32)
-                        };
+                        let count = |k: &str| data.get(k).and_then(Value::as_array).map_or(0, |a| a.len() as u32);
                         Kind::Mutation(DomMutation {
                             adds: count("adds"),
                             removes: count("removes"),
@@ -405,9 +355,7 @@ impl Decoder {
                                 pointer: pointer as i32,
                             })
                         } else {
-                            Kind::Activity(Activity {
-                                name: format!("mouse_interaction_{t}"),
-                            })
+                            Kind::Activity(Activity { name: format!("mouse_interaction_{t}") })
                         }
                     }
                     3 => Kind::Scroll(Scroll {
@@ -419,32 +367,17 @@ impl Decoder {
                         width: need(data, "width")?.clamp(0, 100_000) as u32,
                         height: need(data, "height")?.clamp(0, 100_000) as u32,
                     }),
-                    5 => Kind::Input(Input {
-                        node: num(data, "id").unwrap_or(0) as u32,
-                    }),
-                    other => Kind::Activity(Activity {
-                        name: format!("incremental_{other}"),
-                    }),
+                    5 => Kind::Input(Input { node: num(data, "id").unwrap_or(0) as u32 }),
+                    other => Kind::Activity(Activity { name: format!("incremental_{other}") }),
                 }
             }
             5 => {
-                let tag = data
-                    .get("tag")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("Custom event has no `data.tag`"))?;
+                let tag =
+                    data.get("tag").and_then(Value::as_str).ok_or_else(|| bad("Custom event has no `data.tag`"))?;
                 let payload = data.get("payload").unwrap_or(&empty);
                 if tag == "error" {
-                    let field = |k: &str| {
-                        payload
-                            .get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    let message = payload
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| field("message"));
+                    let field = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    let message = payload.as_str().map(str::to_string).unwrap_or_else(|| field("message"));
                     Kind::Error(JsError {
                         message,
                         source: field("source"),
@@ -452,28 +385,19 @@ impl Decoder {
                         fingerprint: String::new(),
                     })
                 } else {
-                    Kind::Custom(CustomEvent {
-                        name: tag.to_string(),
-                        properties_json: payload.to_string(),
-                    })
+                    Kind::Custom(CustomEvent { name: tag.to_string(), properties_json: payload.to_string() })
                 }
             }
             6 => {
                 let plugin = data.get("plugin").and_then(Value::as_str).unwrap_or("");
                 match console_error(plugin, data.get("payload").unwrap_or(&empty)) {
                     Some(e) => Kind::Error(e),
-                    None => Kind::Activity(Activity {
-                        name: format!("plugin:{plugin}"),
-                    }),
+                    None => Kind::Activity(Activity { name: format!("plugin:{plugin}") }),
                 }
             }
-            0 | 1 => Kind::Activity(Activity {
-                name: if ty == 0 {
-                    "dom_content_loaded".into()
-                } else {
-                    "load".into()
-                },
-            }),
+            0 | 1 => {
+                Kind::Activity(Activity { name: if ty == 0 { "dom_content_loaded".into() } else { "load".into() } })
+            }
             other => return Err(bad(format!("unknown rrweb event type {other}"))),
         };
         Ok(Envelope {
@@ -491,8 +415,7 @@ impl Decoder {
 
 /// An uncaught error recorded by the console plugin.
 fn console_error(plugin: &str, payload: &Value) -> Option<JsError> {
-    if plugin != "rrweb/console@1" || payload.get("level").and_then(Value::as_str) != Some("error")
-    {
+    if plugin != "rrweb/console@1" || payload.get("level").and_then(Value::as_str) != Some("error") {
         return None;
     }
     let first = payload.get("payload").and_then(Value::as_array)?.first()?;
@@ -507,22 +430,9 @@ fn console_error(plugin: &str, payload: &Value) -> Option<JsError> {
         .and_then(Value::as_array)
         .map(|t| t.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let source = trace
-        .first()
-        .map(|f| {
-            f.rsplit('(')
-                .next()
-                .unwrap_or(f)
-                .trim_end_matches(')')
-                .to_string()
-        })
-        .unwrap_or_default();
-    Some(JsError {
-        message,
-        source,
-        stack: trace.join("\n"),
-        fingerprint: String::new(),
-    })
+    let source =
+        trace.first().map(|f| f.rsplit('(').next().unwrap_or(f).trim_end_matches(')').to_string()).unwrap_or_default();
+    Some(JsError { message, source, stack: trace.join("\n"), fingerprint: String::new() })
 }
 
 #[cfg(test)]
@@ -563,12 +473,16 @@ mod tests {
     #[test]
     fn clicks_know_their_target() {
         let mut d = Decoder::new();
-        d.decode("p", "d", "t", 0, &json!({"type": 4, "timestamp": 1, "data": {"href": "http://x.test/a", "width": 800, "height": 600}})).unwrap();
+        d.decode(
+            "p",
+            "d",
+            "t",
+            0,
+            &json!({"type": 4, "timestamp": 1, "data": {"href": "http://x.test/a", "width": 800, "height": 600}}),
+        )
+        .unwrap();
         let snap = d.decode("p", "d", "t", 1, &snapshot()).unwrap();
-        assert!(matches!(
-            snap.kind,
-            Some(Kind::Snapshot(DomSnapshot { scroll_y: 40, .. }))
-        ));
+        assert!(matches!(snap.kind, Some(Kind::Snapshot(DomSnapshot { scroll_y: 40, .. }))));
         let c = decoded_click(&mut d, 7);
         assert_eq!(c.selector, "section#hero > div.cta.big > button");
         assert_eq!(c.tag, "button");
@@ -595,33 +509,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let log = json!({"type": 6, "timestamp": 5, "data": {"plugin": "rrweb/console@1", "payload": {"level": "error", "trace": [], "payload": ["\"handled\""]}}});
-        assert!(matches!(
-            d.decode("p", "d", "t", 0, &log).unwrap().kind,
-            Some(Kind::Activity(_))
-        ));
+        assert!(matches!(d.decode("p", "d", "t", 0, &log).unwrap().kind, Some(Kind::Activity(_))));
         let custom = json!({"type": 5, "timestamp": 5, "data": {"tag": "error", "payload": {"message": "x", "source": "s.js", "stack": ""}}});
-        assert!(matches!(
-            d.decode("p", "d", "t", 0, &custom).unwrap().kind,
-            Some(Kind::Error(_))
-        ));
+        assert!(matches!(d.decode("p", "d", "t", 0, &custom).unwrap().kind, Some(Kind::Error(_))));
     }
 
     #[test]
     fn malformed_events_say_what_is_wrong() {
         let mut d = Decoder::new();
         let e = d
-            .decode(
-                "p",
-                "d",
-                "t",
-                0,
-                &json!({"type": 3, "timestamp": 1, "data": {"source": 3, "id": 1}}),
-            )
+            .decode("p", "d", "t", 0, &json!({"type": 3, "timestamp": 1, "data": {"source": 3, "id": 1}}))
             .unwrap_err();
         assert!(e.reason.contains("data.y"), "{e}");
-        let e = d
-            .decode("p", "d", "t", 0, &json!({"type": 4, "data": {}}))
-            .unwrap_err();
+        let e = d.decode("p", "d", "t", 0, &json!({"type": 4, "data": {}})).unwrap_err();
         assert!(e.reason.contains("timestamp"), "{e}");
         let e = d.decode("p", "d", "t", 0, &json!([1, 2])).unwrap_err();
         assert!(e.reason.contains("object"), "{e}");

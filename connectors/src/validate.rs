@@ -22,12 +22,7 @@ pub const YEAR_2000_MS: i64 = 946_684_800_000;
 impl Limits {
     /// For files of any age: from the year 2000 to a day after `now_ms`.
     pub fn any_age(now_ms: i64) -> Limits {
-        Limits {
-            min_ts: YEAR_2000_MS,
-            max_ts: now_ms + 86_400_000,
-            max_id_len: 200,
-            max_text_len: 8192,
-        }
+        Limits { min_ts: YEAR_2000_MS, max_ts: now_ms + 86_400_000, max_id_len: 200, max_text_len: 8192 }
     }
 
     /// Relative to the server clock.
@@ -46,11 +41,7 @@ fn id(name: &str, v: &str, limits: &Limits, required: bool) -> Result<(), String
         return Err(format!("`{name}` is missing"));
     }
     if v.len() > limits.max_id_len {
-        return Err(format!(
-            "`{name}` is {} bytes long, at most {} allowed",
-            v.len(),
-            limits.max_id_len
-        ));
+        return Err(format!("`{name}` is {} bytes long, at most {} allowed", v.len(), limits.max_id_len));
     }
     if v.chars().any(|c| c.is_control()) {
         return Err(format!("`{name}` contains control characters"));
@@ -60,11 +51,7 @@ fn id(name: &str, v: &str, limits: &Limits, required: bool) -> Result<(), String
 
 fn text(name: &str, v: &str, limits: &Limits) -> Result<(), String> {
     if v.len() > limits.max_text_len {
-        return Err(format!(
-            "`{name}` is {} bytes long, at most {} allowed",
-            v.len(),
-            limits.max_text_len
-        ));
+        return Err(format!("`{name}` is {} bytes long, at most {} allowed", v.len(), limits.max_text_len));
     }
     Ok(())
 }
@@ -91,10 +78,7 @@ pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), String> {
                 return Err("a page view needs a `url`".into());
             }
             if p.viewport_width > 100_000 || p.viewport_height > 100_000 {
-                return Err(format!(
-                    "viewport {}x{} is not plausible",
-                    p.viewport_width, p.viewport_height
-                ));
+                return Err(format!("viewport {}x{} is not plausible", p.viewport_width, p.viewport_height));
             }
         }
         Some(Kind::Click(c)) => {
@@ -117,10 +101,7 @@ pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), String> {
             text("properties", &c.properties_json, limits)?;
         }
         Some(Kind::MouseMove(m)) if m.positions.len() > 10_000 => {
-            return Err(format!(
-                "{} positions in one mouse-move batch, at most 10000 allowed",
-                m.positions.len()
-            ));
+            return Err(format!("{} positions in one mouse-move batch, at most 10000 allowed", m.positions.len()));
         }
         _ => {}
     }
@@ -146,16 +127,8 @@ mod tests {
     fn rejects_missing_device_and_absurd_times() {
         let l = Limits::any_age(1_795_000_000_000);
         assert!(validate(&env("d", 1_795_000_000_000), &l).is_ok());
-        assert!(
-            validate(&env("", 1_795_000_000_000), &l)
-                .unwrap_err()
-                .contains("device_id")
-        );
+        assert!(validate(&env("", 1_795_000_000_000), &l).unwrap_err().contains("device_id"));
         assert!(validate(&env("d", 12), &l).unwrap_err().contains("`ts` 12"));
-        assert!(
-            validate(&env("d", 9_999_999_999_999), &l)
-                .unwrap_err()
-                .contains("outside")
-        );
+        assert!(validate(&env("d", 9_999_999_999_999), &l).unwrap_err().contains("outside"));
     }
 }

@@ -9,43 +9,17 @@ use sightflow_proto::v1::{Envelope, PointerType};
 /// position; an envelope without a kind is an activity). Raw rrweb envelopes must have
 /// been decoded at ingest and are skipped here.
 pub fn envelope_events(env: &Envelope, out: &mut Vec<Event>) {
-    let device = DeviceKey {
-        project: Sym::new(&env.project),
-        device: Sym::new(&env.device_id),
-    };
-    let tab = Sym::new(if env.tab_id.is_empty() {
-        &env.device_id
-    } else {
-        &env.tab_id
-    });
-    let url = if env.url.is_empty() {
-        Sym::EMPTY
-    } else {
-        Sym::new(&event::normalize_url(&env.url))
-    };
-    let base = Event {
-        ts: env.ts,
-        device,
-        tab,
-        seq: env.seq,
-        sub: 0,
-        url,
-        kind: Kind::Activity,
-    };
+    let device = DeviceKey { project: Sym::new(&env.project), device: Sym::new(&env.device_id) };
+    let tab = Sym::new(if env.tab_id.is_empty() { &env.device_id } else { &env.tab_id });
+    let url = if env.url.is_empty() { Sym::EMPTY } else { Sym::new(&event::normalize_url(&env.url)) };
+    let base = Event { ts: env.ts, device, tab, seq: env.seq, sub: 0, url, kind: Kind::Activity };
     let kind = match &env.kind {
         None => Kind::Activity,
         Some(WireKind::PageView(pv)) => {
-            let raw = if pv.url.is_empty() {
-                env.url.as_str()
-            } else {
-                pv.url.as_str()
-            };
+            let raw = if pv.url.is_empty() { env.url.as_str() } else { pv.url.as_str() };
             let ua = classify_user_agent(&pv.user_agent);
-            let device_type = if ua.device_type.is_empty() {
-                device_type_from_width(pv.viewport_width)
-            } else {
-                ua.device_type
-            };
+            let device_type =
+                if ua.device_type.is_empty() { device_type_from_width(pv.viewport_width) } else { ua.device_type };
             Kind::PageView(PageView {
                 url: Sym::new(&event::normalize_url(raw)),
                 path: Sym::new(event::url_path(raw)),
@@ -70,11 +44,9 @@ pub fn envelope_events(env: &Envelope, out: &mut Vec<Event>) {
             text_field: c.text_field,
             touch: c.pointer == PointerType::Touch as i32,
         }),
-        Some(WireKind::Scroll(s)) => Kind::Scroll {
-            node: if s.node == 0 { DOCUMENT_NODE } else { s.node },
-            x: s.x,
-            y: s.y,
-        },
+        Some(WireKind::Scroll(s)) => {
+            Kind::Scroll { node: if s.node == 0 { DOCUMENT_NODE } else { s.node }, x: s.x, y: s.y }
+        }
         Some(WireKind::MouseMove(m)) => {
             for (i, p) in m.positions.iter().enumerate() {
                 out.push(Event {
@@ -95,30 +67,19 @@ pub fn envelope_events(env: &Envelope, out: &mut Vec<Event>) {
         }
         Some(WireKind::TouchMove(_)) => Kind::TouchMove,
         Some(WireKind::Input(i)) => Kind::Input { node: i.node },
-        Some(WireKind::Resize(r)) => Kind::Resize {
-            width: r.width,
-            height: r.height,
-        },
+        Some(WireKind::Resize(r)) => Kind::Resize { width: r.width, height: r.height },
         Some(WireKind::Mutation(_)) => Kind::Mutation,
-        Some(WireKind::Snapshot(s)) => Kind::Snapshot {
-            scroll_x: s.scroll_x,
-            scroll_y: s.scroll_y,
-        },
+        Some(WireKind::Snapshot(s)) => Kind::Snapshot { scroll_x: s.scroll_x, scroll_y: s.scroll_y },
         Some(WireKind::Error(e)) => {
             let fp = if e.fingerprint.is_empty() {
                 error_fingerprint(&e.message, &e.source)
             } else {
                 fingerprint_value(&e.fingerprint)
             };
-            Kind::Error {
-                message: Sym::new(&e.message),
-                fingerprint: fp,
-            }
+            Kind::Error { message: Sym::new(&e.message), fingerprint: fp }
         }
         Some(WireKind::Exit(_)) => Kind::Exit,
-        Some(WireKind::Custom(c)) => Kind::Custom {
-            name: Sym::new(&c.name),
-        },
+        Some(WireKind::Custom(c)) => Kind::Custom { name: Sym::new(&c.name) },
         Some(WireKind::Activity(_)) => Kind::Activity,
         Some(WireKind::Rrweb(_)) => return,
     };
@@ -165,11 +126,7 @@ pub struct UserAgent {
 /// traffic; anything else is "Other".
 pub fn classify_user_agent(ua: &str) -> UserAgent {
     if ua.is_empty() {
-        return UserAgent {
-            browser: "",
-            os: "",
-            device_type: "",
-        };
+        return UserAgent { browser: "", os: "", device_type: "" };
     }
     let has = |s: &str| ua.contains(s);
     let browser = if has("Edg/") || has("EdgA/") || has("EdgiOS/") {
@@ -181,11 +138,7 @@ pub fn classify_user_agent(ua: &str) -> UserAgent {
     } else if has("Firefox/") || has("FxiOS/") {
         "Firefox"
     } else if has("CriOS/") || has("Chrome/") || has("Chromium/") {
-        if has("HeadlessChrome/") {
-            "Headless Chrome"
-        } else {
-            "Chrome"
-        }
+        if has("HeadlessChrome/") { "Headless Chrome" } else { "Chrome" }
     } else if has("Safari/") {
         "Safari"
     } else if has("bot") || has("Bot") || has("crawler") || has("Spider") {
@@ -217,11 +170,7 @@ pub fn classify_user_agent(ua: &str) -> UserAgent {
     } else {
         "desktop"
     };
-    UserAgent {
-        browser,
-        os,
-        device_type,
-    }
+    UserAgent { browser, os, device_type }
 }
 
 /// Device type from the viewport when there is no user agent (rrweb recordings).
@@ -247,16 +196,8 @@ mod tests {
             ts: 1000,
             kind: Some(WireKind::MouseMove(MouseMove {
                 positions: vec![
-                    Position {
-                        x: 1,
-                        y: 2,
-                        time_offset: -300,
-                    },
-                    Position {
-                        x: 5,
-                        y: 2,
-                        time_offset: -9000,
-                    },
+                    Position { x: 1, y: 2, time_offset: -300 },
+                    Position { x: 5, y: 2, time_offset: -9000 },
                 ],
             })),
             ..Default::default()
@@ -274,35 +215,20 @@ mod tests {
         let mac_chrome = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
         assert_eq!(
             classify_user_agent(mac_chrome),
-            UserAgent {
-                browser: "Chrome",
-                os: "macOS",
-                device_type: "desktop"
-            }
+            UserAgent { browser: "Chrome", os: "macOS", device_type: "desktop" }
         );
         let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
-        assert_eq!(
-            classify_user_agent(iphone),
-            UserAgent {
-                browser: "Safari",
-                os: "iOS",
-                device_type: "mobile"
-            }
-        );
+        assert_eq!(classify_user_agent(iphone), UserAgent { browser: "Safari", os: "iOS", device_type: "mobile" });
         let ff = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0";
         assert_eq!(classify_user_agent(ff).browser, "Firefox");
     }
 
     #[test]
     fn fingerprints_ignore_numbers_and_positions() {
-        let a = error_fingerprint(
-            "Cannot read properties of undefined (reading 'rules') at 12",
-            "http://x/app.js:26:25",
-        );
-        let b = error_fingerprint(
-            "Cannot read properties of undefined (reading 'rules') at 99",
-            "http://x/app.js:30:1",
-        );
+        let a =
+            error_fingerprint("Cannot read properties of undefined (reading 'rules') at 12", "http://x/app.js:26:25");
+        let b =
+            error_fingerprint("Cannot read properties of undefined (reading 'rules') at 99", "http://x/app.js:30:1");
         assert_eq!(a, b);
         assert_ne!(a, error_fingerprint("Other", "http://x/app.js:26:25"));
     }

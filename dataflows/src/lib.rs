@@ -24,6 +24,7 @@
 //! ```
 
 pub mod convert;
+pub mod logging;
 pub mod publish;
 pub mod run;
 pub mod tables;

@@ -41,20 +41,12 @@ impl Snapshot {
             .collect();
         let (s, b) = state_table(&BTreeMap::new());
         tables.push(("sightflow_state", s, b));
-        Snapshot {
-            as_of: 0,
-            complete: false,
-            tables,
-            state: BTreeMap::new(),
-        }
+        Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new() }
     }
 
     /// A table by name.
     pub fn table(&self, name: &str) -> Option<&RecordBatch> {
-        self.tables
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, _, b)| b)
+        self.tables.iter().find(|(n, _, _)| *n == name).map(|(_, _, b)| b)
     }
 }
 
@@ -73,10 +65,7 @@ impl Snapshots {
     pub fn new(params: &Params) -> Snapshots {
         Snapshots {
             inner: Arc::new((
-                Mutex::new(Shared {
-                    latest: Arc::new(Snapshot::empty(params)),
-                    closed: false,
-                }),
+                Mutex::new(Shared { latest: Arc::new(Snapshot::empty(params)), closed: false }),
                 Condvar::new(),
             )),
         }
@@ -84,20 +73,12 @@ impl Snapshots {
 
     /// The newest snapshot.
     pub fn latest(&self) -> Arc<Snapshot> {
-        self.inner
-            .0
-            .lock()
-            .map(|s| s.latest.clone())
-            .unwrap_or_else(|e| e.into_inner().latest.clone())
+        self.inner.0.lock().map(|s| s.latest.clone()).unwrap_or_else(|e| e.into_inner().latest.clone())
     }
 
     /// Waits until a snapshot with `as_of >= min_as_of` (or a complete one) is
     /// published; on timeout returns the newest one as `Err`.
-    pub fn wait_for(
-        &self,
-        min_as_of: u64,
-        timeout: Duration,
-    ) -> Result<Arc<Snapshot>, Arc<Snapshot>> {
+    pub fn wait_for(&self, min_as_of: u64, timeout: Duration) -> Result<Arc<Snapshot>, Arc<Snapshot>> {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.inner;
         let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,10 +93,7 @@ impl Snapshots {
             if now >= deadline {
                 return Err(g.latest.clone());
             }
-            g = cvar
-                .wait_timeout(g, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            g = cvar.wait_timeout(g, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
@@ -206,12 +184,7 @@ impl Publisher {
         if let Some(f) = self.frontiers.get_mut(msg.worker) {
             *f = msg.frontier;
         }
-        let least = self
-            .frontiers
-            .iter()
-            .map(|f| f.unwrap_or(u64::MAX))
-            .min()
-            .unwrap_or(u64::MAX);
+        let least = self.frontiers.iter().map(|f| f.unwrap_or(u64::MAX)).min().unwrap_or(u64::MAX);
         if self.complete {
             return;
         }
@@ -258,12 +231,7 @@ impl Publisher {
         let state = self.stats.per_view();
         let (s, b) = state_table(&state);
         tables.push(("sightflow_state", s, b));
-        self.snapshots.publish(Snapshot {
-            as_of,
-            complete: self.complete,
-            tables,
-            state,
-        });
+        self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state });
     }
 }
 

@@ -54,10 +54,7 @@ impl Source for VecSource {
         match self.items.take() {
             Some(items) => {
                 out.extend(items);
-                Progress::At {
-                    frontier: 0,
-                    busy: true,
-                }
+                Progress::At { frontier: 0, busy: true }
             }
             None => Progress::Done,
         }
@@ -94,8 +91,7 @@ impl Running {
             }
         }
         if let Some(p) = self.publisher.take() {
-            p.join()
-                .map_err(|_| "publisher thread panicked".to_string())?;
+            p.join().map_err(|_| "publisher thread panicked".to_string())?;
         }
         Ok(())
     }
@@ -123,21 +119,17 @@ where
     let tx = std::sync::Mutex::new(tx);
     let worker_stats = stats.clone();
     let idle = options.idle_park;
-    let config = if options.workers <= 1 {
-        timely::Config::thread()
-    } else {
-        timely::Config::process(options.workers)
-    };
+    let config = if options.workers <= 1 { timely::Config::thread() } else { timely::Config::process(options.workers) };
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let tx = tx.lock().map(|t| t.clone()).expect("sender");
         let params = params.clone();
         let stats = worker_stats.clone();
+        crate::logging::attach(worker, stats.clone());
         let probe = ProbeHandle::new();
         let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), events) =
-                scope.new_unordered_input::<CapacityContainerBuilder<Vec<Event>>>();
+            let ((input, cap), events) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Event>>>();
             let views = build_views(events, params.clone(), stats.clone(), per_time);
             let streams: Vec<Stream<'_, u64, Vec<(u64, Update)>>> = vec![
                 tag(views.sessions, Update::Session),
@@ -162,16 +154,13 @@ where
                 input.for_each(|_cap, data| buf.append(data));
                 let f = frontier.frontier().iter().next().copied();
                 if last != Some(f) || !buf.is_empty() {
-                    let _ = tx.send(WorkerUpdate {
-                        worker: index,
-                        updates: std::mem::take(&mut buf),
-                        frontier: f,
-                    });
+                    let _ = tx.send(WorkerUpdate { worker: index, updates: std::mem::take(&mut buf), frontier: f });
                     last = Some(f);
                 }
             });
             (input, cap)
         });
+        crate::logging::names_known(worker);
         let mut source = make_source(index, peers);
         let mut items: Vec<(u64, Envelope)> = Vec::new();
         let mut events: Vec<Event> = Vec::new();
@@ -190,10 +179,7 @@ where
                         i += 1;
                     }
                     let at = cap.delayed(&t);
-                    input
-                        .activate()
-                        .session(&at)
-                        .give_iterator(events.drain(..));
+                    input.activate().session(&at).give_iterator(events.drain(..));
                 }
             }
             match progress {
@@ -201,11 +187,7 @@ where
                     if frontier > *cap.time() {
                         cap.downgrade(&frontier);
                     }
-                    worker.step_or_park(if busy {
-                        Some(Duration::ZERO)
-                    } else {
-                        Some(idle)
-                    });
+                    worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(idle) });
                 }
                 Progress::Done => break,
             }
@@ -217,19 +199,11 @@ where
         }
     })
     .map_err(|e| format!("cannot start dataflow workers: {e}"))?;
-    Ok(Running {
-        snapshots,
-        stats,
-        workers: Some(guards),
-        publisher: Some(publisher),
-    })
+    Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher) })
 }
 
 /// Maps a view collection to tagged updates.
-fn tag<'s, D, R>(
-    c: VecCollection<'s, u64, D, R>,
-    f: fn(D, R) -> Update,
-) -> Stream<'s, u64, Vec<(u64, Update)>>
+fn tag<'s, D, R>(c: VecCollection<'s, u64, D, R>, f: fn(D, R) -> Update) -> Stream<'s, u64, Vec<(u64, Update)>>
 where
     D: Clone + 'static,
     R: Clone + 'static,

@@ -9,8 +9,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use differential_dataflow::difference::Semigroup;
@@ -208,19 +208,11 @@ fn s(sym: Sym) -> String {
 }
 
 fn opt(sym: Sym) -> Option<String> {
-    if sym.is_empty() {
-        None
-    } else {
-        Some(sym.as_string())
-    }
+    if sym.is_empty() { None } else { Some(sym.as_string()) }
 }
 
 fn ts_field(name: &str) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        false,
-    )
+    Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false)
 }
 
 fn ts_array(v: impl Iterator<Item = i64>) -> ArrayRef {
@@ -245,10 +237,7 @@ fn i32_array(v: impl Iterator<Item = i32>) -> ArrayRef {
 
 /// Rows of a multiset view, each repeated by its multiplicity, in a stable order.
 fn expand<R: Copy + Ord>(m: &HashMap<R, isize>) -> Vec<R> {
-    let mut v: Vec<R> = m
-        .iter()
-        .flat_map(|(r, n)| std::iter::repeat_n(*r, (*n).max(0) as usize))
-        .collect();
+    let mut v: Vec<R> = m.iter().flat_map(|(r, n)| std::iter::repeat_n(*r, (*n).max(0) as usize)).collect();
     v.sort_unstable();
     v
 }
@@ -305,9 +294,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                     ts_array(rows.iter().map(|r| r.started_at)),
                     ts_array(rows.iter().map(|r| r.ended_at)),
                     i64_array(rows.iter().map(|r| r.ended_at - r.started_at)),
-                    Arc::new(BooleanArray::from(
-                        rows.iter().map(|r| r.is_live).collect::<Vec<_>>(),
-                    )),
+                    Arc::new(BooleanArray::from(rows.iter().map(|r| r.is_live).collect::<Vec<_>>())),
                     i64_array(rows.iter().map(|r| r.page_views as i64)),
                     i64_array(rows.iter().map(|r| r.events as i64)),
                     i64_array(rows.iter().map(|r| r.clicks as i64)),
@@ -462,11 +449,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         6 | 7 => {
-            let rows = expand(if index == 6 {
-                &t.excessive_scrolls
-            } else {
-                &t.thrashed_cursors
-            });
+            let rows = expand(if index == 6 { &t.excessive_scrolls } else { &t.thrashed_cursors });
             batch(
                 vec![
                     f("session_id", Utf8),
@@ -487,8 +470,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         8 => {
-            let mut rows: Vec<(HeatRow, isize)> =
-                t.heatmap_cells.iter().map(|(k, n)| (*k, *n)).collect();
+            let mut rows: Vec<(HeatRow, isize)> = t.heatmap_cells.iter().map(|(k, n)| (*k, *n)).collect();
             rows.sort_unstable();
             batch(
                 vec![
@@ -512,16 +494,10 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         9 => {
-            let mut rows: Vec<(DepthRow, isize)> =
-                t.scroll_depth.iter().map(|(k, n)| (*k, *n)).collect();
+            let mut rows: Vec<(DepthRow, isize)> = t.scroll_depth.iter().map(|(k, n)| (*k, *n)).collect();
             rows.sort_unstable();
             batch(
-                vec![
-                    f("project", Utf8),
-                    f("url", Utf8),
-                    f("depth_pct", Int32),
-                    f("sessions", Int64),
-                ],
+                vec![f("project", Utf8), f("url", Utf8), f("depth_pct", Int32), f("sessions", Int64)],
                 vec![
                     str_array(rows.iter().map(|r| s(r.0.project))),
                     str_array(rows.iter().map(|r| s(r.0.url))),
@@ -532,12 +508,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
         }
         10 => {
             let rows = expand(&t.session_funnels);
-            let name = |i: u32| {
-                params
-                    .funnels
-                    .get(i as usize)
-                    .map_or_else(String::new, |f| f.name.clone())
-            };
+            let name = |i: u32| params.funnels.get(i as usize).map_or_else(String::new, |f| f.name.clone());
             batch(
                 vec![
                     f("session_id", Utf8),
@@ -562,10 +533,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                 by.entry((s(f.project), f.funnel)).or_default();
             }
             for (r, n) in &t.funnel_steps {
-                *by.entry((s(r.project), r.funnel))
-                    .or_default()
-                    .entry(r.step)
-                    .or_insert(0) += *n as i64;
+                *by.entry((s(r.project), r.funnel)).or_default().entry(r.step).or_insert(0) += *n as i64;
             }
             let mut rows: Vec<(String, String, i64, String, i64, f64)> = Vec::new();
             for ((project, fi), counts) in by {
@@ -575,11 +543,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                 let first = counts.get(&1).copied().unwrap_or(0);
                 for step in 1..=spec.steps.len() as u32 {
                     let n = counts.get(&step).copied().unwrap_or(0);
-                    let rate = if first > 0 {
-                        n as f64 / first as f64
-                    } else {
-                        0.0
-                    };
+                    let rate = if first > 0 { n as f64 / first as f64 } else { 0.0 };
                     rows.push((
                         project.clone(),
                         spec.name.clone(),
@@ -610,12 +574,8 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         12 => {
-            let mut rows: Vec<(PageKey, PageAgg)> = t
-                .page_stats
-                .iter()
-                .filter(|(_, a)| a.views > 0)
-                .map(|(k, a)| (*k, *a))
-                .collect();
+            let mut rows: Vec<(PageKey, PageAgg)> =
+                t.page_stats.iter().filter(|(_, a)| a.views > 0).map(|(k, a)| (*k, *a)).collect();
             rows.sort_unstable();
             batch(
                 vec![
@@ -634,8 +594,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                     i64_array(rows.iter().map(|r| r.1.views)),
                     i64_array(rows.iter().map(|r| r.1.visitors)),
                     Arc::new(Float64Array::from_iter_values(
-                        rows.iter()
-                            .map(|r| r.1.duration_ms as f64 / r.1.views.max(1) as f64),
+                        rows.iter().map(|r| r.1.duration_ms as f64 / r.1.views.max(1) as f64),
                     )),
                     i64_array(rows.iter().map(|r| r.1.exits)),
                     i64_array(rows.iter().map(|r| r.1.bounces)),
@@ -644,12 +603,8 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
             )
         }
         13 => {
-            let mut rows: Vec<(ErrKey, ErrAgg)> = t
-                .errors
-                .iter()
-                .filter(|(_, a)| a.occurrences > 0)
-                .map(|(k, a)| (*k, *a))
-                .collect();
+            let mut rows: Vec<(ErrKey, ErrAgg)> =
+                t.errors.iter().filter(|(_, a)| a.occurrences > 0).map(|(k, a)| (*k, *a)).collect();
             rows.sort_unstable();
             batch(
                 vec![
@@ -686,12 +641,8 @@ pub fn state_table(state: &BTreeMap<String, StateSize>) -> (SchemaRef, RecordBat
         ],
         vec![
             str_array(state.keys().cloned()),
-            Arc::new(UInt64Array::from_iter_values(
-                state.values().map(|s| s.records as u64),
-            )),
-            Arc::new(UInt64Array::from_iter_values(
-                state.values().map(|s| s.bytes as u64),
-            )),
+            Arc::new(UInt64Array::from_iter_values(state.values().map(|s| s.records as u64))),
+            Arc::new(UInt64Array::from_iter_values(state.values().map(|s| s.bytes as u64))),
         ],
     )
 }

@@ -65,10 +65,7 @@ fn scenario(rng: &mut StdRng, devices: usize) -> Vec<Envelope> {
             seq[tab] += 1;
             let kind = match rng.random_range(0..100) {
                 0..=11 => Kind::PageView(PageView {
-                    url: format!(
-                        "http://s.test/{}",
-                        ["a", "b", "c1", "c2"][rng.random_range(0..4)]
-                    ),
+                    url: format!("http://s.test/{}", ["a", "b", "c1", "c2"][rng.random_range(0..4)]),
                     viewport_width: [390, 800, 1280][rng.random_range(0..3)],
                     viewport_height: 700,
                     page_height: if rng.random_bool(0.3) { 3000 } else { 0 },
@@ -79,10 +76,7 @@ fn scenario(rng: &mut StdRng, devices: usize) -> Vec<Envelope> {
                     },
                     ..Default::default()
                 }),
-                12..=15 => Kind::Snapshot(DomSnapshot {
-                    scroll_x: 0,
-                    scroll_y: rng.random_range(0..3) * 100,
-                }),
+                12..=15 => Kind::Snapshot(DomSnapshot { scroll_x: 0, scroll_y: rng.random_range(0..3) * 100 }),
                 16..=35 => Kind::Click(Click {
                     x: 100 + rng.random_range(0..3) * 20,
                     y: 200 + rng.random_range(0..2) * 25,
@@ -90,11 +84,7 @@ fn scenario(rng: &mut StdRng, devices: usize) -> Vec<Envelope> {
                     tag: "div".into(),
                     text_field: rng.random_bool(0.15),
                     page_x: if rng.random_bool(0.1) { Some(5) } else { None },
-                    page_y: if rng.random_bool(0.1) {
-                        Some(900)
-                    } else {
-                        None
-                    },
+                    page_y: if rng.random_bool(0.1) { Some(900) } else { None },
                     ..Default::default()
                 }),
                 36..=50 => Kind::Scroll(Scroll {
@@ -113,10 +103,7 @@ fn scenario(rng: &mut StdRng, devices: usize) -> Vec<Envelope> {
                 }),
                 65..=74 => Kind::Mutation(DomMutation::default()),
                 75..=78 => Kind::Input(Input { node: 3 }),
-                79..=81 => Kind::Resize(ViewportResize {
-                    width: [390, 1280][rng.random_range(0..2)],
-                    height: 900,
-                }),
+                79..=81 => Kind::Resize(ViewportResize { width: [390, 1280][rng.random_range(0..2)], height: 900 }),
                 82..=86 => Kind::Error(JsError {
                     message: format!("Uncaught E{}", rng.random_range(0..3)),
                     source: "app.js:1:1".into(),
@@ -145,12 +132,7 @@ fn scenario(rng: &mut StdRng, devices: usize) -> Vec<Envelope> {
 }
 
 /// Arrival order: shuffled within the allowed lateness, a few events arriving late.
-fn arrivals(
-    rng: &mut StdRng,
-    events: Vec<Envelope>,
-    lateness: i64,
-    late_share: f64,
-) -> Vec<Envelope> {
+fn arrivals(rng: &mut StdRng, events: Vec<Envelope>, lateness: i64, late_share: f64) -> Vec<Envelope> {
     let mut keyed: Vec<(i64, Envelope)> = events
         .into_iter()
         .map(|e| {
@@ -197,10 +179,7 @@ impl Source for ScriptSource {
         match self.polls.next() {
             Some((items, frontier)) => {
                 out.extend(items);
-                Progress::At {
-                    frontier,
-                    busy: true,
-                }
+                Progress::At { frontier, busy: true }
             }
             None => Progress::Done,
         }
@@ -217,15 +196,7 @@ fn run(script: &[Poll], workers: usize, cfg: &Config) -> Vec<(u64, bool, Views)>
             script
                 .iter()
                 .map(|(items, f)| {
-                    (
-                        items
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| i % workers == w)
-                            .map(|(_, x)| x.clone())
-                            .collect(),
-                        *f,
-                    )
+                    (items.iter().enumerate().filter(|(i, _)| i % workers == w).map(|(_, x)| x.clone()).collect(), *f)
                 })
                 .collect()
         })
@@ -236,26 +207,16 @@ fn run(script: &[Poll], workers: usize, cfg: &Config) -> Vec<(u64, bool, Views)>
             workers,
             params,
             on_publish: Some(Box::new(move |as_of, complete, tables| {
-                sink.lock()
-                    .unwrap()
-                    .push((as_of, complete, tables.to_views()))
+                sink.lock().unwrap().push((as_of, complete, tables.to_views()))
             })),
             idle_park: Duration::from_millis(1),
             final_only: false,
         },
-        move |w, _| {
-            Box::new(ScriptSource {
-                polls: shares.lock().unwrap()[w].take().unwrap().into_iter(),
-            })
-        },
+        move |w, _| Box::new(ScriptSource { polls: shares.lock().unwrap()[w].take().unwrap().into_iter() }),
     )
     .expect("start");
     running.join().expect("run");
-    Arc::try_unwrap(published)
-        .ok()
-        .unwrap()
-        .into_inner()
-        .unwrap()
+    Arc::try_unwrap(published).ok().unwrap().into_inner().unwrap()
 }
 
 fn events_of(script: &[Poll]) -> Vec<(u64, Event)> {
@@ -276,19 +237,11 @@ fn check_against_reference(seed: u64, devices: usize, late_share: f64, workers: 
     let params = Params::from_config(&cfg);
     let mut rng = StdRng::seed_from_u64(seed);
     let evs = scenario(&mut rng, devices);
-    let arr = arrivals(
-        &mut rng,
-        evs,
-        cfg.engine.allowed_lateness_ms as i64,
-        late_share,
-    );
+    let arr = arrivals(&mut rng, evs, cfg.engine.allowed_lateness_ms as i64, late_share);
     let script = script(&mut rng, arr, &cfg);
     let events = events_of(&script);
     let published = run(&script, workers, &cfg);
-    assert!(
-        published.last().is_some_and(|p| p.1),
-        "the last snapshot is complete"
-    );
+    assert!(published.last().is_some_and(|p| p.1), "the last snapshot is complete");
     for (as_of, complete, views) in &published {
         let want = reference(&events, if *complete { u64::MAX } else { *as_of }, &params);
         if *views != want {
@@ -343,22 +296,13 @@ fn one_and_two_workers_and_shuffles_within_lateness_agree() {
         let mut finals = Vec::new();
         for (shuffle, workers) in [(1u64, 1usize), (2, 2), (3, 1), (4, 2)] {
             let mut r = StdRng::seed_from_u64(seed * 100 + shuffle);
-            let arr = arrivals(
-                &mut r,
-                evs.clone(),
-                cfg.engine.allowed_lateness_ms as i64,
-                0.0,
-            );
+            let arr = arrivals(&mut r, evs.clone(), cfg.engine.allowed_lateness_ms as i64, 0.0);
             let script = script(&mut r, arr, &cfg);
             let published = run(&script, workers, &cfg);
             finals.push(published.last().expect("published").2.clone());
         }
         for f in &finals[1..] {
-            assert!(
-                *f == finals[0],
-                "seed {seed}: views differ\n{}",
-                f.diff(&finals[0])
-            );
+            assert!(*f == finals[0], "seed {seed}: views differ\n{}", f.diff(&finals[0]));
         }
     }
 }
@@ -385,18 +329,15 @@ fn random_streams_exercise_every_view() {
         for r in v.sessions.keys() {
             *sessions_per_device.entry(r.device).or_insert(0) += 1;
         }
-        *totals.entry("split sessions").or_default() +=
-            sessions_per_device.values().filter(|n| **n > 1).count();
+        *totals.entry("split sessions").or_default() += sessions_per_device.values().filter(|n| **n > 1).count();
         *totals.entry("rage").or_default() += v.rage_clicks.len();
         *totals.entry("dead").or_default() += v.dead_clicks.len();
         *totals.entry("error clicks").or_default() += v.error_clicks.len();
         *totals.entry("quick backs").or_default() += v.quick_backs.len();
         *totals.entry("excessive scrolls").or_default() += v.excessive_scrolls.len();
         *totals.entry("thrashed").or_default() += v.thrashed_cursors.len();
-        *totals.entry("funnel step 4").or_default() +=
-            v.funnel_steps.keys().filter(|f| f.step == 4).count();
-        *totals.entry("device funnel").or_default() +=
-            v.funnel_steps.keys().filter(|f| f.funnel == 1).count();
+        *totals.entry("funnel step 4").or_default() += v.funnel_steps.keys().filter(|f| f.step == 4).count();
+        *totals.entry("device funnel").or_default() += v.funnel_steps.keys().filter(|f| f.funnel == 1).count();
         *totals.entry("depth bands").or_default() += v.scroll_depth.len();
         *totals.entry("errors").or_default() += v.errors.len();
     }

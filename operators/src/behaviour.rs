@@ -49,12 +49,8 @@ pub struct Behaviour<'s> {
 type Out<D, R> = pushers::Output<u64, Vec<(D, u64, R)>>;
 
 /// Sends `(data, diff)` pairs at time `t` through `out`.
-fn ship<D, R>(
-    out: &mut Out<D, R>,
-    cap: &Capability<u64>,
-    t: u64,
-    data: impl IntoIterator<Item = (D, R)>,
-) where
+fn ship<D, R>(out: &mut Out<D, R>, cap: &Capability<u64>, t: u64, data: impl IntoIterator<Item = (D, R)>)
+where
     D: 'static,
     R: 'static,
 {
@@ -125,13 +121,8 @@ pub fn behaviour<'s>(
         (o_sessions.0, o_page_views.0, o_rage.0, o_dead.0, o_error.0);
     let (mut s_quick, mut s_scroll, mut s_thrash, mut s_heat, mut s_depth) =
         (o_quick.0, o_scroll.0, o_thrash.0, o_heat.0, o_depth.0);
-    let (mut s_funnels, mut s_page_agg, mut s_visitors, mut s_err_occ, mut s_err_sessions) = (
-        o_funnels.0,
-        o_page_agg.0,
-        o_visitors.0,
-        o_err_occ.0,
-        o_err_sessions.0,
-    );
+    let (mut s_funnels, mut s_page_agg, mut s_visitors, mut s_err_occ, mut s_err_sessions) =
+        (o_funnels.0, o_page_agg.0, o_visitors.0, o_err_occ.0, o_err_sessions.0);
 
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<u64>>> = Some(caps);
@@ -197,9 +188,7 @@ pub fn behaviour<'s>(
                         let next_t = evs.get(i).map(|(t, _)| *t);
                         let deadline = dev.next_deadline(p);
                         // Deadlines come after the events of their own time.
-                        let due = deadline != u64::MAX
-                            && done(deadline)
-                            && next_t.is_none_or(|t| deadline < t);
+                        let due = deadline != u64::MAX && done(deadline) && next_t.is_none_or(|t| deadline < t);
                         let Some(at) = (if due { Some(deadline) } else { next_t }) else {
                             break;
                         };
@@ -249,32 +238,20 @@ pub fn behaviour<'s>(
                     ship(&mut s_quick, &c[5], t, emit.quick_backs);
                     ship(&mut s_scroll, &c[6], t, emit.excessive_scrolls);
                     ship(&mut s_thrash, &c[7], t, emit.thrashed_cursors);
-                    ship(
-                        &mut s_heat,
-                        &c[8],
-                        t,
-                        emit.heat.into_iter().filter(|(_, d)| *d != 0),
-                    );
+                    ship(&mut s_heat, &c[8], t, emit.heat.into_iter().filter(|(_, d)| *d != 0));
                     ship(&mut s_depth, &c[9], t, emit.depth);
                     ship(&mut s_funnels, &c[10], t, emit.funnels);
                     ship(
                         &mut s_page_agg,
                         &c[11],
                         t,
-                        emit.page_agg
-                            .into_iter()
-                            .filter(|(_, a)| *a != PageAgg::default()),
+                        emit.page_agg.into_iter().filter(|(_, a)| *a != PageAgg::default()),
                     );
                     ship(&mut s_visitors, &c[12], t, emit.visitors);
                     ship(&mut s_err_occ, &c[13], t, emit.err_occ);
                     ship(&mut s_err_sessions, &c[14], t, emit.err_sessions);
                 }
-                stats.set(
-                    "behaviour",
-                    worker,
-                    devices.len(),
-                    bytes + stash_bytes(&stash),
-                );
+                stats.set("behaviour", worker, devices.len(), bytes + stash_bytes(&stash));
                 // The heap only needs live entries; rebuild it when stale ones dominate.
                 if deadlines.len() > 4 * scheduled.len() + 1024 {
                     deadlines = scheduled.iter().map(|(k, d)| Reverse((*d, *k))).collect();
@@ -306,8 +283,5 @@ pub fn behaviour<'s>(
 }
 
 fn stash_bytes(stash: &BTreeMap<u64, Vec<Event>>) -> usize {
-    stash
-        .values()
-        .map(|v| v.capacity() * std::mem::size_of::<Event>() + 48)
-        .sum()
+    stash.values().map(|v| v.capacity() * std::mem::size_of::<Event>() + 48).sum()
 }

@@ -21,9 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::event::{
-    DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, PageView, tick_after, tick_ceil,
-};
+use crate::event::{DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, PageView, tick_after, tick_ceil};
 use crate::params::{Params, StepMatcher, glob_match, selector_match};
 use crate::rows::*;
 use crate::sym::Sym;
@@ -78,11 +76,7 @@ impl Emit {
 }
 
 /// Replaces an emitted row with its current value (retract + insert) when it changed.
-fn replace<R: Copy + PartialEq>(
-    out: &mut Vec<(R, isize)>,
-    emitted: &mut Option<R>,
-    current: Option<R>,
-) {
+fn replace<R: Copy + PartialEq>(out: &mut Vec<(R, isize)>, emitted: &mut Option<R>, current: Option<R>) {
     if *emitted != current {
         if let Some(old) = emitted.take() {
             out.push((old, -1));
@@ -125,14 +119,7 @@ struct Episode {
 impl Episodes {
     /// Records a change at `at`; returns true when an episode started. An episode
     /// that can no longer grow is emitted in its final form into `out` and forgotten.
-    fn change(
-        &mut self,
-        at: i64,
-        min: u32,
-        window: i64,
-        out: &mut Vec<(EpisodeRow, isize)>,
-        ctx: RowCtx,
-    ) -> bool {
+    fn change(&mut self, at: i64, min: u32, window: i64, out: &mut Vec<(EpisodeRow, isize)>, ctx: RowCtx) -> bool {
         let j = self.index;
         self.index += 1;
         let need = (min as usize).saturating_sub(1);
@@ -157,12 +144,7 @@ impl Episodes {
                     let done = self.row(ctx);
                     replace(out, &mut self.emitted, done);
                     self.emitted = None;
-                    self.current = Some(Episode {
-                        start: first,
-                        end: at,
-                        count: min,
-                        last_index: j,
-                    });
+                    self.current = Some(Episode { start: first, end: at, count: min, last_index: j });
                     started = true;
                 }
             }
@@ -247,15 +229,7 @@ struct Page {
 
 impl Page {
     #[allow(clippy::too_many_arguments)]
-    fn new(
-        tab: Sym,
-        counted: bool,
-        url: Sym,
-        start: i64,
-        width: u32,
-        height: u32,
-        page_height: u32,
-    ) -> Page {
+    fn new(tab: Sym, counted: bool, url: Sym, start: i64, width: u32, height: u32, page_height: u32) -> Page {
         Page {
             tab,
             counted,
@@ -418,12 +392,7 @@ fn sign(x: i32) -> i8 {
 
 impl Device {
     pub fn new(key: DeviceKey) -> Device {
-        Device {
-            key,
-            last_eff: i64::MIN,
-            last_t: 0,
-            session: None,
-        }
+        Device { key, last_eff: i64::MIN, last_t: 0, session: None }
     }
 
     pub fn key(&self) -> DeviceKey {
@@ -508,11 +477,7 @@ impl Device {
         // A new session on the first event, after the idle gap, at max age, at midnight.
         let split = match &self.session {
             None => true,
-            Some(s) => {
-                eff - s.row.ended_at > p.gap
-                    || eff - s.row.started_at >= p.max_age
-                    || eff >= s.next_midnight
-            }
+            Some(s) => eff - s.row.ended_at > p.gap || eff - s.row.started_at >= p.max_age || eff >= s.next_midnight,
         };
         if split {
             self.start_session(eff, t, p, out);
@@ -589,15 +554,7 @@ impl Device {
     }
 
     /// The kind-specific effects of an event.
-    fn apply(
-        &mut self,
-        t: u64,
-        tab_index: usize,
-        eff: i64,
-        ev: &Event,
-        p: &Params,
-        out: &mut Emit,
-    ) {
+    fn apply(&mut self, t: u64, tab_index: usize, eff: i64, ev: &Event, p: &Params, out: &mut Emit) {
         let key = self.key;
         let s = self.session.as_mut().expect("a session exists");
         match ev.kind {
@@ -617,11 +574,7 @@ impl Device {
                 let page_number = tab.pages;
                 if let Some(page) = &mut tab.page {
                     page.clicks += 1;
-                    let (px, py) = if c.has_page {
-                        (c.page_x, c.page_y)
-                    } else {
-                        (c.x + page.doc_x, c.y + page.doc_y)
-                    };
+                    let (px, py) = if c.has_page { (c.page_x, c.page_y) } else { (c.x + page.doc_x, c.y + page.doc_y) };
                     out.heat(
                         HeatRow {
                             project,
@@ -678,7 +631,11 @@ impl Device {
                     judged: false,
                     errored: false,
                 });
-                self.funnel_step(eff, p, |m| matches!(m, StepMatcher::Click(sel) if selector_match(sel, &c.selector.as_string())));
+                self.funnel_step(
+                    eff,
+                    p,
+                    |m| matches!(m, StepMatcher::Click(sel) if selector_match(sel, &c.selector.as_string())),
+                );
             }
             Kind::Scroll { node, x, y } => {
                 if let Some(page) = &mut s.tabs[tab_index].page {
@@ -702,11 +659,7 @@ impl Device {
                             false
                         }
                     };
-                    let ctx = RowCtx {
-                        session: s.row.session,
-                        project: key.project,
-                        url: page.url,
-                    };
+                    let ctx = RowCtx { session: s.row.session, project: key.project, url: page.url };
                     if change
                         && page.scroll_eps.change(
                             eff,
@@ -727,11 +680,7 @@ impl Device {
                     if let Some((lx, turn)) = page.last_x {
                         let dir = sign(x - lx);
                         if dir != 0 {
-                            let ctx = RowCtx {
-                                session: s.row.session,
-                                project,
-                                url: page.url,
-                            };
+                            let ctx = RowCtx { session: s.row.session, project, url: page.url };
                             if page.last_dx != 0
                                 && dir != page.last_dx
                                 && page.thrash_eps.change(
@@ -769,24 +718,11 @@ impl Device {
                     page.deepest = page.deepest.max(page.doc_y + height as i32);
                 }
             }
-            Kind::Error {
-                message,
-                fingerprint,
-            } => {
+            Kind::Error { message, fingerprint } => {
                 s.row.errors += 1;
-                let ek = ErrKey {
-                    project: key.project,
-                    fingerprint,
-                };
+                let ek = ErrKey { project: key.project, fingerprint };
                 out.err_occ.push((ek, ErrAgg::occurrence(eff, message)));
-                out.err_sessions.push((
-                    ErrSession {
-                        project: key.project,
-                        fingerprint,
-                        session: s.row.session,
-                    },
-                    1,
-                ));
+                out.err_sessions.push((ErrSession { project: key.project, fingerprint, session: s.row.session }, 1));
                 let tab = &mut s.tabs[tab_index];
                 let page_number = tab.pages;
                 for c in tab.clicks.iter_mut() {
@@ -813,8 +749,7 @@ impl Device {
             Kind::Custom { name } => {
                 self.funnel_step(eff, p, |m| matches!(m, StepMatcher::Event(n) if *n == name));
             }
-            Kind::Mutation | Kind::Input { .. } | Kind::TouchMove | Kind::Exit | Kind::Activity => {
-            }
+            Kind::Mutation | Kind::Input { .. } | Kind::TouchMove | Kind::Exit | Kind::Activity => {}
         }
     }
 
@@ -837,15 +772,7 @@ impl Device {
             // The tabs stay on their pages: carry the page context, not its counts.
             for tab in old.tabs {
                 if let Some(pg) = tab.page {
-                    let mut np = Page::new(
-                        tab.tab,
-                        false,
-                        pg.url,
-                        eff,
-                        pg.width,
-                        pg.height,
-                        pg.page_height,
-                    );
+                    let mut np = Page::new(tab.tab, false, pg.url, eff, pg.width, pg.height, pg.page_height);
                     np.doc_x = pg.doc_x;
                     np.doc_y = pg.doc_y;
                     np.scroll_base = (pg.doc_x, pg.doc_y);
@@ -890,14 +817,8 @@ impl Device {
         };
         let close = close_at(&row, next_midnight, p);
         row.is_live = t < close;
-        let funnels = p
-            .funnels
-            .iter()
-            .map(|f| Funnel {
-                best_start: vec![None; f.steps.len()],
-                emitted: None,
-            })
-            .collect();
+        let funnels =
+            p.funnels.iter().map(|f| Funnel { best_start: vec![None; f.steps.len()], emitted: None }).collect();
         self.session = Some(Session {
             row,
             emitted: None,
@@ -947,15 +868,7 @@ impl Device {
                 }
             }
             tab.pages += 1;
-            tab.page = Some(Page::new(
-                tab.tab,
-                true,
-                pv.url,
-                eff,
-                pv.width,
-                pv.height,
-                pv.page_height,
-            ));
+            tab.page = Some(Page::new(tab.tab, true, pv.url, eff, pv.width, pv.height, pv.page_height));
         }
         let r = &mut s.row;
         r.page_views += 1;
@@ -969,28 +882,12 @@ impl Device {
                 *field = v;
             }
         }
-        let pk = PageKey {
-            project: key.project,
-            url: pv.url,
-        };
+        let pk = PageKey { project: key.project, url: pv.url };
         out.page(pk, |a| a.views += 1);
-        out.visitors.push((
-            PageVisitor {
-                project: key.project,
-                url: pv.url,
-                device: key.device,
-            },
-            1,
-        ));
+        out.visitors.push((PageVisitor { project: key.project, url: pv.url, device: key.device }, 1));
         // The session's exit moves to its newest page view.
         if let Some(prev_exit) = s.exit.replace(pv.url) {
-            out.page(
-                PageKey {
-                    project: key.project,
-                    url: prev_exit,
-                },
-                |a| a.exits -= 1,
-            );
+            out.page(PageKey { project: key.project, url: prev_exit }, |a| a.exits -= 1);
         }
         out.page(pk, |a| a.exits += 1);
         // A bounce is a session with exactly one page view.
@@ -998,13 +895,7 @@ impl Device {
             s.bounce = Some(pv.url);
             out.page(pk, |a| a.bounces += 1);
         } else if let Some(b) = s.bounce.take() {
-            out.page(
-                PageKey {
-                    project: key.project,
-                    url: b,
-                },
-                |a| a.bounces -= 1,
-            );
+            out.page(PageKey { project: key.project, url: b }, |a| a.bounces -= 1);
         }
         let path = pv.path;
         let url = pv.url;
@@ -1046,17 +937,8 @@ impl Device {
             }
         }
         for (i, (spec, f)) in p.funnels.iter().zip(s.funnels.iter_mut()).enumerate() {
-            let steps = (0..spec.steps.len())
-                .rev()
-                .find(|k| f.best_start[*k].is_some())
-                .map_or(0, |k| k as u32 + 1);
-            let row = FunnelRow {
-                session,
-                project: key.project,
-                device: key.device,
-                funnel: i as u32,
-                steps,
-            };
+            let steps = (0..spec.steps.len()).rev().find(|k| f.best_start[*k].is_some()).map_or(0, |k| k as u32 + 1);
+            let row = FunnelRow { session, project: key.project, device: key.device, funnel: i as u32, steps };
             replace(&mut out.funnels, &mut f.emitted, Some(row));
         }
         replace(&mut out.sessions, &mut s.emitted, Some(s.row));
@@ -1112,22 +994,11 @@ fn rage_row(page: &Page, session: SessionId, project: Sym, min: u32) -> Option<R
     })
 }
 
-fn flush_page(
-    page: &mut Page,
-    depth: &mut Vec<Depth>,
-    session: SessionId,
-    key: DeviceKey,
-    p: &Params,
-    out: &mut Emit,
-) {
+fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: DeviceKey, p: &Params, out: &mut Emit) {
     let project = key.project;
     let rage = rage_row(page, session, project, p.rage_min);
     replace(&mut out.rage_clicks, &mut page.burst_emitted, rage);
-    let ctx = RowCtx {
-        session,
-        project,
-        url: page.url,
-    };
+    let ctx = RowCtx { session, project, url: page.url };
     let xs = page.scroll_eps.row(ctx);
     replace(&mut out.excessive_scrolls, &mut page.scroll_eps.emitted, xs);
     let th = page.thrash_eps.row(ctx);
@@ -1152,32 +1023,16 @@ fn flush_page(
     replace(&mut out.page_views, &mut page.row_emitted, Some(row));
     let d = page.duration() - page.duration_emitted;
     if d != 0 {
-        out.page(
-            PageKey {
-                project,
-                url: page.url,
-            },
-            |a| a.duration_ms += d,
-        );
+        out.page(PageKey { project, url: page.url }, |a| a.duration_ms += d);
         page.duration_emitted = page.duration();
     }
     // Session-level depth per (url, viewport bucket at the page's start).
     let bucket = p.viewport_bucket(page.start_width);
     let deepest = page.deepest.max(0);
-    let entry = match depth
-        .iter_mut()
-        .position(|d| d.url == page.url && d.bucket == bucket)
-    {
+    let entry = match depth.iter_mut().position(|d| d.url == page.url && d.bucket == bucket) {
         Some(i) => &mut depth[i],
         None => {
-            depth.push(Depth {
-                url: page.url,
-                bucket,
-                deepest: 0,
-                page_height: 0,
-                bands: 0,
-                emitted: None,
-            });
+            depth.push(Depth { url: page.url, bucket, deepest: 0, page_height: 0, bands: 0, emitted: None });
             depth.last_mut().expect("pushed")
         }
     };

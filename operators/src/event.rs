@@ -192,22 +192,12 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(tick: u64, lateness: u64, clamp: bool) -> Clock {
-        Clock {
-            tick,
-            lateness,
-            clamp,
-            frontier: 0,
-        }
+        Clock { tick, lateness, clamp, frontier: 0 }
     }
 
     /// Restores a clock whose frontier was persisted.
     pub fn with_frontier(tick: u64, lateness: u64, clamp: bool, frontier: u64) -> Clock {
-        Clock {
-            tick,
-            lateness,
-            clamp,
-            frontier,
-        }
+        Clock { tick, lateness, clamp, frontier }
     }
 
     /// The partition frontier: every future event gets a logical time `>=` this.
@@ -259,12 +249,7 @@ pub fn normalize_url(url: &str) -> String {
             let host_end = after.find('/').unwrap_or(after.len());
             let (host, path) = after.split_at(host_end);
             let path = if path.is_empty() { "/" } else { path };
-            format!(
-                "{}://{}{}",
-                url[..i].to_ascii_lowercase(),
-                host.to_ascii_lowercase(),
-                path
-            )
+            format!("{}://{}{}", url[..i].to_ascii_lowercase(), host.to_ascii_lowercase(), path)
         }
         None => {
             if url.is_empty() {
@@ -328,10 +313,7 @@ mod tests {
 
     #[test]
     fn urls_normalise() {
-        assert_eq!(
-            normalize_url("HTTP://Lumen.TEST:8731/pricing?x=1#top"),
-            "http://lumen.test:8731/pricing"
-        );
+        assert_eq!(normalize_url("HTTP://Lumen.TEST:8731/pricing?x=1#top"), "http://lumen.test:8731/pricing");
         assert_eq!(normalize_url("http://a.test"), "http://a.test/");
         assert_eq!(url_path("http://a.test:1/signup?x"), "/signup");
         assert_eq!(url_path("http://a.test"), "/");

@@ -68,10 +68,7 @@ impl Params {
                     .iter()
                     .map(|st| {
                         if let Some(p) = &st.page {
-                            StepMatcher::Page {
-                                pattern: p.clone(),
-                                whole_url: p.starts_with("http"),
-                            }
+                            StepMatcher::Page { pattern: p.clone(), whole_url: p.starts_with("http") }
                         } else if let Some(e) = &st.event {
                             StepMatcher::Event(Sym::new(e))
                         } else {
@@ -113,20 +110,12 @@ impl Params {
 
     /// The longest of the dead-click windows: a click is judged this long after it.
     pub fn dead_window(&self) -> i64 {
-        self.dead_mutation
-            .max(self.dead_navigation)
-            .max(self.dead_scroll)
-            .max(self.dead_input)
+        self.dead_mutation.max(self.dead_navigation).max(self.dead_scroll).max(self.dead_input)
     }
 
     /// Viewport bucket of a width: the largest breakpoint not above it, else 0.
     pub fn viewport_bucket(&self, width: u32) -> u32 {
-        self.breakpoints
-            .iter()
-            .copied()
-            .filter(|b| *b <= width)
-            .max()
-            .unwrap_or(0)
+        self.breakpoints.iter().copied().filter(|b| *b <= width).max().unwrap_or(0)
     }
 
     /// The first midnight (in the session time zone) strictly after `ms`, or
@@ -138,12 +127,7 @@ impl Params {
         let Some(utc) = chrono::DateTime::from_timestamp_millis(ms) else {
             return i64::MAX;
         };
-        let offset = self
-            .tz
-            .offset_from_utc_datetime(&utc.naive_utc())
-            .fix()
-            .local_minus_utc() as i64
-            * 1000;
+        let offset = self.tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc() as i64 * 1000;
         let local = ms + offset;
         let next_local = (local.div_euclid(86_400_000) + 1) * 86_400_000;
         // The offset at the next midnight may differ (DST); re-evaluate there.
@@ -151,12 +135,7 @@ impl Params {
         let Some(g) = chrono::DateTime::from_timestamp_millis(guess) else {
             return i64::MAX;
         };
-        let offset2 = self
-            .tz
-            .offset_from_utc_datetime(&g.naive_utc())
-            .fix()
-            .local_minus_utc() as i64
-            * 1000;
+        let offset2 = self.tz.offset_from_utc_datetime(&g.naive_utc()).fix().local_minus_utc() as i64 * 1000;
         let t = next_local - offset2;
         if t > ms { t } else { guess.max(ms + 1) }
     }
@@ -224,10 +203,7 @@ mod tests {
         assert_eq!(p.next_midnight(ms), ms - 10 * 3_600_000 + 86_400_000);
         p.tz = "America/New_York".parse().unwrap();
         // New York is UTC-5 in November: local midnight is 05:00Z.
-        assert_eq!(
-            p.next_midnight(ms),
-            ms - 10 * 3_600_000 + 86_400_000 + 5 * 3_600_000
-        );
+        assert_eq!(p.next_midnight(ms), ms - 10 * 3_600_000 + 86_400_000 + 5 * 3_600_000);
         p.split_at_midnight = false;
         assert_eq!(p.next_midnight(ms), i64::MAX);
     }

@@ -16,9 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::device::{depth_round, session_id};
-use crate::event::{
-    DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, tick_after, tick_ceil,
-};
+use crate::event::{DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, tick_after, tick_ceil};
 use crate::params::{Params, StepMatcher, glob_match, selector_match};
 use crate::rows::*;
 use crate::sym::Sym;
@@ -38,89 +36,43 @@ pub fn reference(events: &[(u64, Event)], as_of: u64, p: &Params) -> Views {
     let mut depth_obs: BTreeMap<DepthObs, isize> = BTreeMap::new();
     for (key, mut evs) in by_device {
         evs.sort_by_key(|(t, e)| (*t, e.order_key()));
-        device(
-            key,
-            &evs,
-            as_of,
-            p,
-            &mut v,
-            &mut visitors,
-            &mut err_sessions,
-            &mut depth_obs,
-        );
+        device(key, &evs, as_of, p, &mut v, &mut visitors, &mut err_sessions, &mut depth_obs);
     }
     for pv in visitors {
         accumulate(
             &mut v.page_stats,
-            PageKey {
-                project: pv.project,
-                url: pv.url,
-            },
-            PageAgg {
-                visitors: 1,
-                ..Default::default()
-            },
+            PageKey { project: pv.project, url: pv.url },
+            PageAgg { visitors: 1, ..Default::default() },
         );
     }
     for es in err_sessions {
-        accumulate(
-            &mut v.errors,
-            ErrKey {
-                project: es.project,
-                fingerprint: es.fingerprint,
-            },
-            ErrAgg::sessions(1),
-        );
+        accumulate(&mut v.errors, ErrKey { project: es.project, fingerprint: es.fingerprint }, ErrAgg::sessions(1));
     }
     type Observations = Vec<(u32, u32, isize)>;
     let mut per_url: BTreeMap<(Sym, Sym), Observations> = BTreeMap::new();
     for (o, n) in depth_obs {
-        per_url
-            .entry((o.project, o.url))
-            .or_default()
-            .push((o.deepest, o.page_height, n));
+        per_url.entry((o.project, o.url)).or_default().push((o.deepest, o.page_height, n));
     }
     for ((project, url), obs) in per_url {
         for (depth_pct, n) in depth_bands(&obs, p.band_pct) {
-            v.scroll_depth.insert(
-                DepthRow {
-                    project,
-                    url,
-                    depth_pct,
-                },
-                n,
-            );
+            v.scroll_depth.insert(DepthRow { project, url, depth_pct }, n);
         }
     }
     // Funnel steps from per-session progress (or per-device best progress).
     let mut device_best: BTreeMap<(Sym, u32, Sym), u32> = BTreeMap::new();
     for f in v.session_funnels.keys() {
         if p.funnels[f.funnel as usize].per_device {
-            let e = device_best
-                .entry((f.project, f.funnel, f.device))
-                .or_insert(0);
+            let e = device_best.entry((f.project, f.funnel, f.device)).or_insert(0);
             *e = (*e).max(f.steps);
         } else {
             for step in 1..=f.steps {
-                *v.funnel_steps
-                    .entry(FunnelStepRow {
-                        project: f.project,
-                        funnel: f.funnel,
-                        step,
-                    })
-                    .or_insert(0) += 1;
+                *v.funnel_steps.entry(FunnelStepRow { project: f.project, funnel: f.funnel, step }).or_insert(0) += 1;
             }
         }
     }
     for ((project, funnel, _), steps) in device_best {
         for step in 1..=steps {
-            *v.funnel_steps
-                .entry(FunnelStepRow {
-                    project,
-                    funnel,
-                    step,
-                })
-                .or_insert(0) += 1;
+            *v.funnel_steps.entry(FunnelStepRow { project, funnel, step }).or_insert(0) += 1;
         }
     }
     v
@@ -199,8 +151,7 @@ fn device(
     let mut new_epoch_at: BTreeSet<usize> = BTreeSet::new();
     for &(t, ev) in evs {
         if let Some(c) = cur {
-            let release =
-                close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
+            let release = close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
             if t > release {
                 sessions[c].superseded = true;
                 cur = None;
@@ -234,20 +185,10 @@ fn device(
         sessions[c].last = eff;
         last_eff = Some(eff);
         last_t = t;
-        anns.push(Ann {
-            t,
-            ev,
-            eff,
-            session: c,
-            page: None,
-            page_no: 0,
-            width: 0,
-            doc: (0, 0),
-        });
+        anns.push(Ann { t, ev, eff, session: c, page: None, page_no: 0, width: 0, doc: (0, 0) });
     }
     if let Some(c) = cur {
-        let release =
-            close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
+        let release = close_of(&sessions[c], p).max(tick_ceil(last_t as i64 + p.grace as i64, p.tick));
         if release <= as_of {
             sessions[c].released = true;
         }
@@ -301,10 +242,7 @@ fn device(
             }
         }
         prev_session = Some(a.session);
-        let ctx = tabs.entry(a.ev.tab).or_insert(TabCtx {
-            page: None,
-            pages: 0,
-        });
+        let ctx = tabs.entry(a.ev.tab).or_insert(TabCtx { page: None, pages: 0 });
         if let Some(pi) = ctx.page {
             pages[pi].last = a.eff;
             anns[i].width = pages[pi].width;
@@ -423,24 +361,10 @@ fn device(
                 }
             }
             Kind::Click(_) => r.clicks += 1,
-            Kind::Error {
-                message,
-                fingerprint,
-            } => {
+            Kind::Error { message, fingerprint } => {
                 r.errors += 1;
-                accumulate(
-                    &mut v.errors,
-                    ErrKey {
-                        project,
-                        fingerprint,
-                    },
-                    ErrAgg::occurrence(a.eff, message),
-                );
-                err_sessions.insert(ErrSession {
-                    project,
-                    fingerprint,
-                    session: r.session,
-                });
+                accumulate(&mut v.errors, ErrKey { project, fingerprint }, ErrAgg::occurrence(a.eff, message));
+                err_sessions.insert(ErrSession { project, fingerprint, session: r.session });
             }
             _ => {}
         }
@@ -465,10 +389,7 @@ fn device(
             continue;
         }
         let sid = rows[pg.session].session;
-        let clicks = on_page[pi]
-            .iter()
-            .filter(|&&i| matches!(anns[i].ev.kind, Kind::Click(_)))
-            .count() as u32;
+        let clicks = on_page[pi].iter().filter(|&&i| matches!(anns[i].ev.kind, Kind::Click(_))).count() as u32;
         *v.page_views
             .entry(PageViewRow {
                 session: sid,
@@ -487,24 +408,11 @@ fn device(
             .or_insert(0) += 1;
         accumulate(
             &mut v.page_stats,
-            PageKey {
-                project,
-                url: pg.url,
-            },
-            PageAgg {
-                views: 1,
-                duration_ms: pg.last - pg.start,
-                ..Default::default()
-            },
+            PageKey { project, url: pg.url },
+            PageAgg { views: 1, duration_ms: pg.last - pg.start, ..Default::default() },
         );
-        visitors.insert(PageVisitor {
-            project,
-            url: pg.url,
-            device: key.device,
-        });
-        let e = depth
-            .entry((pg.session, pg.url, p.viewport_bucket(pg.start_width)))
-            .or_insert((0, 0));
+        visitors.insert(PageVisitor { project, url: pg.url, device: key.device });
+        let e = depth.entry((pg.session, pg.url, p.viewport_bucket(pg.start_width))).or_insert((0, 0));
         e.0 = e.0.max(pg.deepest.max(0));
         if pg.page_height > 0 {
             e.1 = e.1.max(pg.page_height);
@@ -513,23 +421,9 @@ fn device(
     }
     for (s, pi) in &last_counted {
         let url = pages[*pi].url;
-        accumulate(
-            &mut v.page_stats,
-            PageKey { project, url },
-            PageAgg {
-                exits: 1,
-                ..Default::default()
-            },
-        );
+        accumulate(&mut v.page_stats, PageKey { project, url }, PageAgg { exits: 1, ..Default::default() });
         if rows[*s].page_views == 1 {
-            accumulate(
-                &mut v.page_stats,
-                PageKey { project, url },
-                PageAgg {
-                    bounces: 1,
-                    ..Default::default()
-                },
-            );
+            accumulate(&mut v.page_stats, PageKey { project, url }, PageAgg { bounces: 1, ..Default::default() });
         }
     }
     for ((_, url, bucket), (deepest, page_height)) in depth {
@@ -545,14 +439,8 @@ fn device(
                 })
                 .or_insert(0) += 1;
         }
-        *depth_obs
-            .entry(DepthObs {
-                project,
-                url,
-                deepest: depth_round(deepest, p.cell),
-                page_height,
-            })
-            .or_insert(0) += 1;
+        *depth_obs.entry(DepthObs { project, url, deepest: depth_round(deepest, p.cell), page_height }).or_insert(0) +=
+            1;
     }
 
     // Click and move heatmaps.
@@ -562,11 +450,7 @@ fn device(
         let bucket = p.viewport_bucket(a.width);
         match a.ev.kind {
             Kind::Click(c) => {
-                let (px, py) = if c.has_page {
-                    (c.page_x, c.page_y)
-                } else {
-                    (c.x + a.doc.0, c.y + a.doc.1)
-                };
+                let (px, py) = if c.has_page { (c.page_x, c.page_y) } else { (c.x + a.doc.0, c.y + a.doc.1) };
                 *v.heatmap_cells
                     .entry(HeatRow {
                         project,
@@ -619,8 +503,7 @@ fn device(
             let mut end = k + 1;
             while end < clicks.len() {
                 let (t, c) = clicks[end];
-                let near = ((c.x - first.x) as i64).pow(2) + ((c.y - first.y) as i64).pow(2)
-                    <= p.rage_radius2;
+                let near = ((c.x - first.x) as i64).pow(2) + ((c.y - first.y) as i64).pow(2) <= p.rage_radius2;
                 if t - clicks[end - 1].0 <= p.rage_gap && near {
                     end += 1;
                 } else {
@@ -672,14 +555,7 @@ fn device(
         for (start, end, n) in episodes(&changes, p.scroll_changes, p.scroll_window) {
             rows[pg.session].excessive_scrolls += 1;
             *v.excessive_scrolls
-                .entry(EpisodeRow {
-                    session: sid,
-                    project,
-                    url: pg.url,
-                    ts: start,
-                    end_ts: end,
-                    reversals: n,
-                })
+                .entry(EpisodeRow { session: sid, project, url: pg.url, ts: start, end_ts: end, reversals: n })
                 .or_insert(0) += 1;
         }
 
@@ -705,14 +581,7 @@ fn device(
         for (start, end, n) in episodes(&reversals, p.thrash_reversals, p.thrash_window) {
             rows[pg.session].thrashed_cursors += 1;
             *v.thrashed_cursors
-                .entry(EpisodeRow {
-                    session: sid,
-                    project,
-                    url: pg.url,
-                    ts: start,
-                    end_ts: end,
-                    reversals: n,
-                })
+                .entry(EpisodeRow { session: sid, project, url: pg.url, ts: start, end_ts: end, reversals: n })
                 .or_insert(0) += 1;
         }
     }
@@ -750,15 +619,10 @@ fn device(
         let Kind::Click(c) = a.ev.kind else { continue };
         let url = url_of(a);
         let sid = rows[a.session].session;
-        let later = anns[i + 1..]
-            .iter()
-            .take_while(|b| b.session == a.session)
-            .filter(|b| b.ev.tab == a.ev.tab);
+        let later = anns[i + 1..].iter().take_while(|b| b.session == a.session).filter(|b| b.ev.tab == a.ev.tab);
         // Error: the first uncaught error on the same page view within the window.
         if let Some(err) = later.clone().find(|b| {
-            matches!(b.ev.kind, Kind::Error { .. })
-                && b.page_no == a.page_no
-                && b.eff - a.eff <= p.error_window
+            matches!(b.ev.kind, Kind::Error { .. }) && b.page_no == a.page_no && b.eff - a.eff <= p.error_window
         }) && let Kind::Error { message, .. } = err.ev.kind
         {
             rows[a.session].error_clicks += 1;
@@ -819,14 +683,11 @@ fn device(
             let mut best: Vec<Option<i64>> = vec![None; n];
             for a in anns.iter().filter(|a| a.session == s_index) {
                 let is = |m: &StepMatcher| match (m, a.ev.kind) {
-                    (StepMatcher::Page { pattern, whole_url }, Kind::PageView(pv)) => glob_match(
-                        pattern,
-                        &if *whole_url { pv.url } else { pv.path }.as_string(),
-                    ),
-                    (StepMatcher::Event(name), Kind::Custom { name: n }) => *name == n,
-                    (StepMatcher::Click(sel), Kind::Click(c)) => {
-                        selector_match(sel, &c.selector.as_string())
+                    (StepMatcher::Page { pattern, whole_url }, Kind::PageView(pv)) => {
+                        glob_match(pattern, &if *whole_url { pv.url } else { pv.path }.as_string())
                     }
+                    (StepMatcher::Event(name), Kind::Custom { name: n }) => *name == n,
+                    (StepMatcher::Click(sel), Kind::Click(c)) => selector_match(sel, &c.selector.as_string()),
                     _ => false,
                 };
                 for k in (0..n).rev() {
@@ -842,18 +703,9 @@ fn device(
                     }
                 }
             }
-            let steps = best
-                .iter()
-                .rposition(|b| b.is_some())
-                .map_or(0, |k| k as u32 + 1);
+            let steps = best.iter().rposition(|b| b.is_some()).map_or(0, |k| k as u32 + 1);
             *v.session_funnels
-                .entry(FunnelRow {
-                    session: row.session,
-                    project,
-                    device: key.device,
-                    funnel: fi as u32,
-                    steps,
-                })
+                .entry(FunnelRow { session: row.session, project, device: key.device, funnel: fi as u32, steps })
                 .or_insert(0) += 1;
         }
     }
@@ -885,9 +737,7 @@ fn episodes(changes: &[i64], min: u32, window: i64) -> Vec<(i64, i64, u32)> {
             _ => out.push((changes[first], changes[j], first, j)),
         }
     }
-    out.into_iter()
-        .map(|(s, e, a, b)| (s, e, (b - a + 1) as u32))
-        .collect()
+    out.into_iter().map(|(s, e, a, b)| (s, e, (b - a + 1) as u32)).collect()
 }
 
 #[cfg(test)]

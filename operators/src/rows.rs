@@ -268,9 +268,7 @@ row!(
 );
 
 /// Page-stats aggregate, accumulated as a difference.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PageAgg {
     pub views: i64,
     /// Sum of page-view durations.
@@ -327,23 +325,11 @@ pub struct ErrAgg {
 
 impl ErrAgg {
     pub fn occurrence(ts: i64, message: Sym) -> ErrAgg {
-        ErrAgg {
-            occurrences: 1,
-            sessions: 0,
-            first_ts: ts,
-            first_message: message,
-            last_ts: ts,
-        }
+        ErrAgg { occurrences: 1, sessions: 0, first_ts: ts, first_message: message, last_ts: ts }
     }
 
     pub fn sessions(n: i64) -> ErrAgg {
-        ErrAgg {
-            occurrences: 0,
-            sessions: n,
-            first_ts: i64::MAX,
-            first_message: Sym::EMPTY,
-            last_ts: i64::MIN,
-        }
+        ErrAgg { occurrences: 0, sessions: n, first_ts: i64::MAX, first_message: Sym::EMPTY, last_ts: i64::MIN }
     }
 }
 
@@ -415,11 +401,7 @@ impl Views {
             use std::fmt::Write;
             for (k, v) in a {
                 if b.get(k) != Some(v) {
-                    let _ = writeln!(
-                        out,
-                        "{name}: left has {k:?} => {v:?}, right has {:?}",
-                        b.get(k)
-                    );
+                    let _ = writeln!(out, "{name}: left has {k:?} => {v:?}, right has {:?}", b.get(k));
                 }
             }
             for (k, v) in b {
@@ -433,49 +415,14 @@ impl Views {
         one("page_views", &self.page_views, &other.page_views, &mut s);
         one("rage_clicks", &self.rage_clicks, &other.rage_clicks, &mut s);
         one("dead_clicks", &self.dead_clicks, &other.dead_clicks, &mut s);
-        one(
-            "error_clicks",
-            &self.error_clicks,
-            &other.error_clicks,
-            &mut s,
-        );
+        one("error_clicks", &self.error_clicks, &other.error_clicks, &mut s);
         one("quick_backs", &self.quick_backs, &other.quick_backs, &mut s);
-        one(
-            "excessive_scrolls",
-            &self.excessive_scrolls,
-            &other.excessive_scrolls,
-            &mut s,
-        );
-        one(
-            "thrashed_cursors",
-            &self.thrashed_cursors,
-            &other.thrashed_cursors,
-            &mut s,
-        );
-        one(
-            "heatmap_cells",
-            &self.heatmap_cells,
-            &other.heatmap_cells,
-            &mut s,
-        );
-        one(
-            "scroll_depth",
-            &self.scroll_depth,
-            &other.scroll_depth,
-            &mut s,
-        );
-        one(
-            "session_funnels",
-            &self.session_funnels,
-            &other.session_funnels,
-            &mut s,
-        );
-        one(
-            "funnel_steps",
-            &self.funnel_steps,
-            &other.funnel_steps,
-            &mut s,
-        );
+        one("excessive_scrolls", &self.excessive_scrolls, &other.excessive_scrolls, &mut s);
+        one("thrashed_cursors", &self.thrashed_cursors, &other.thrashed_cursors, &mut s);
+        one("heatmap_cells", &self.heatmap_cells, &other.heatmap_cells, &mut s);
+        one("scroll_depth", &self.scroll_depth, &other.scroll_depth, &mut s);
+        one("session_funnels", &self.session_funnels, &other.session_funnels, &mut s);
+        one("funnel_steps", &self.funnel_steps, &other.funnel_steps, &mut s);
         one("page_stats", &self.page_stats, &other.page_stats, &mut s);
         one("errors", &self.errors, &other.errors, &mut s);
         s

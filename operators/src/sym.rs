@@ -22,9 +22,7 @@ struct Table {
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
-    TABLE.get_or_init(|| Table {
-        shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-    })
+    TABLE.get_or_init(|| Table { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect() })
 }
 
 impl Sym {

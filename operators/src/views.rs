@@ -55,11 +55,7 @@ impl Multiply<isize> for PageAgg {
 impl Multiply<isize> for ErrAgg {
     type Output = ErrAgg;
     fn multiply(self, n: &isize) -> ErrAgg {
-        ErrAgg {
-            occurrences: self.occurrences * *n as i64,
-            sessions: self.sessions * *n as i64,
-            ..self
-        }
+        ErrAgg { occurrences: self.occurrences * *n as i64, sessions: self.sessions * *n as i64, ..self }
     }
 }
 
@@ -67,31 +63,17 @@ impl Multiply<isize> for ErrAgg {
 /// height, sessions)`. A session's 100% is its page height when known, else the
 /// deepest visible y any session reached on the URL.
 pub fn depth_bands(obs: &[(u32, u32, isize)], band_pct: u32) -> Vec<(u32, isize)> {
-    let max_deepest = obs
-        .iter()
-        .filter(|o| o.2 > 0)
-        .map(|o| o.0)
-        .max()
-        .unwrap_or(0);
+    let max_deepest = obs.iter().filter(|o| o.2 > 0).map(|o| o.0).max().unwrap_or(0);
     let bands = (100 / band_pct + 1) as usize;
     let mut counts = vec![0isize; bands];
     for &(deepest, height, n) in obs {
         let reference = if height > 0 { height } else { max_deepest };
-        let pct = if reference == 0 {
-            100
-        } else {
-            (deepest as u64 * 100 / reference as u64).min(100) as u32
-        };
+        let pct = if reference == 0 { 100 } else { (deepest as u64 * 100 / reference as u64).min(100) as u32 };
         for c in counts.iter_mut().take((pct / band_pct) as usize + 1) {
             *c += n;
         }
     }
-    counts
-        .into_iter()
-        .enumerate()
-        .filter(|(_, c)| *c != 0)
-        .map(|(i, c)| (i as u32 * band_pct, c))
-        .collect()
+    counts.into_iter().enumerate().filter(|(_, c)| *c != 0).map(|(i, c)| (i as u32 * band_pct, c)).collect()
 }
 
 /// Builds every view from a stream of events stamped with logical time. `per_time`:
@@ -108,15 +90,11 @@ pub fn build_views<'s>(
     let scroll_depth = b
         .depth
         .map(|o| ((o.project, o.url), (o.deepest, o.page_height)))
-        .reduce_named("ScrollDepth", move |_key, input, output| {
+        .reduce_named("scroll_depth", move |_key, input, output| {
             let obs: Vec<(u32, u32, isize)> = input.iter().map(|(v, n)| (v.0, v.1, *n)).collect();
             output.extend(depth_bands(&obs, band));
         })
-        .map(|((project, url), depth_pct): ((Sym, Sym), u32)| DepthRow {
-            project,
-            url,
-            depth_pct,
-        });
+        .map(|((project, url), depth_pct): ((Sym, Sym), u32)| DepthRow { project, url, depth_pct });
 
     let per_device: Vec<bool> = params.funnels.iter().map(|f| f.per_device).collect();
     let pd = per_device.clone();
@@ -124,58 +102,35 @@ pub fn build_views<'s>(
         .funnels
         .clone()
         .filter(move |r| !pd.get(r.funnel as usize).copied().unwrap_or(false))
-        .flat_map(|r| {
-            (1..=r.steps).map(move |step| FunnelStepRow {
-                project: r.project,
-                funnel: r.funnel,
-                step,
-            })
-        });
+        .flat_map(|r| (1..=r.steps).map(move |step| FunnelStepRow { project: r.project, funnel: r.funnel, step }));
     let pd = per_device;
     let device_steps = b
         .funnels
         .clone()
         .filter(move |r| pd.get(r.funnel as usize).copied().unwrap_or(false))
         .map(|r| ((r.project, r.funnel, r.device), r.steps))
-        .reduce_named("FunnelDevices", |_key, input, output| {
+        .reduce_named("funnel_steps devices", |_key, input, output| {
             if let Some(max) = input.iter().filter(|(_, n)| *n > 0).map(|(v, _)| **v).max() {
                 output.push((max, 1isize));
             }
         })
-        .flat_map(
-            |((project, funnel, _device), steps): ((Sym, u32, Sym), u32)| {
-                (1..=steps).map(move |step| FunnelStepRow {
-                    project,
-                    funnel,
-                    step,
-                })
-            },
-        );
+        .flat_map(|((project, funnel, _device), steps): ((Sym, u32, Sym), u32)| {
+            (1..=steps).map(move |step| FunnelStepRow { project, funnel, step })
+        });
     let funnel_steps = session_steps.concat(device_steps);
 
-    let visitors = b.visitors.distinct_total().explode(|v| {
-        Some((
-            PageKey {
-                project: v.project,
-                url: v.url,
-            },
-            PageAgg {
-                visitors: 1,
-                ..Default::default()
-            },
-        ))
-    });
+    // Arrangements are named "<view> <purpose>" so their size is attributed to the view.
+    let visitors =
+        b.visitors.arrange_by_self_named("page_stats visitors").distinct_total().explode(|v| {
+            Some((PageKey { project: v.project, url: v.url }, PageAgg { visitors: 1, ..Default::default() }))
+        });
     let page_stats = b.page_agg.concat(visitors);
 
-    let err_sessions = b.err_sessions.distinct_total().explode(|e| {
-        Some((
-            ErrKey {
-                project: e.project,
-                fingerprint: e.fingerprint,
-            },
-            ErrAgg::sessions(1),
-        ))
-    });
+    let err_sessions = b
+        .err_sessions
+        .arrange_by_self_named("errors sessions")
+        .distinct_total()
+        .explode(|e| Some((ErrKey { project: e.project, fingerprint: e.fingerprint }, ErrAgg::sessions(1))));
     let errors = b.err_occ.concat(err_sessions);
 
     ViewCollections {

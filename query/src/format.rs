@@ -2,8 +2,8 @@
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+    UInt64Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Number, Value};
@@ -30,11 +30,11 @@ fn cell(array: &dyn Array, row: usize) -> Value {
         DataType::UInt32 => int!(UInt32Type),
         DataType::UInt64 => int!(UInt64Type),
         DataType::Float32 => {
-            Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64)
-                .map_or(Value::Null, Value::Number)
+            Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64).map_or(Value::Null, Value::Number)
         }
-        DataType::Float64 => Number::from_f64(array.as_primitive::<Float64Type>().value(row))
-            .map_or(Value::Null, Value::Number),
+        DataType::Float64 => {
+            Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(Value::Null, Value::Number)
+        }
         DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_string()),
         DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
         DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
@@ -60,9 +60,7 @@ pub fn rows_as_arrays(r: &QueryResult) -> Vec<Value> {
     let mut out = Vec::with_capacity(r.num_rows());
     for b in &r.batches {
         for row in 0..b.num_rows() {
-            out.push(Value::Array(
-                b.columns().iter().map(|c| cell(c.as_ref(), row)).collect(),
-            ));
+            out.push(Value::Array(b.columns().iter().map(|c| cell(c.as_ref(), row)).collect()));
         }
     }
     out
@@ -85,28 +83,16 @@ pub fn rows_as_objects(r: &QueryResult) -> Vec<Value> {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 /// RFC 4180 CSV with a header line.
 pub fn to_csv(r: &QueryResult) -> String {
-    let mut out = columns(r)
-        .iter()
-        .map(|c| csv_field(c))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut out = columns(r).iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",");
     out.push('\n');
     for b in &r.batches {
         for row in 0..b.num_rows() {
-            let line: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| csv_field(&text(c.as_ref(), row)))
-                .collect();
+            let line: Vec<String> = b.columns().iter().map(|c| csv_field(&text(c.as_ref(), row))).collect();
             out.push_str(&line.join(","));
             out.push('\n');
         }
@@ -131,8 +117,8 @@ pub fn to_table(r: &QueryResult) -> String {
 pub fn to_arrow_ipc(r: &QueryResult) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     {
-        let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &r.schema)
-            .map_err(|e| e.to_string())?;
+        let mut w =
+            datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &r.schema).map_err(|e| e.to_string())?;
         for b in &r.batches {
             w.write(b).map_err(|e| e.to_string())?;
         }

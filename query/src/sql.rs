@@ -22,11 +22,7 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits {
-            timeout: Duration::from_secs(30),
-            memory_bytes: 512 << 20,
-            max_rows: 100_000,
-        }
+        QueryLimits { timeout: Duration::from_secs(30), memory_bytes: 512 << 20, max_rows: 100_000 }
     }
 }
 
@@ -65,30 +61,21 @@ pub fn context(snapshot: &Snapshot, limits: &QueryLimits) -> Result<SessionConte
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes)))
         .build_arc()
         .map_err(|e| QueryError::Sql(e.to_string()))?;
-    let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .with_information_schema(true);
+    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, batch) in &snapshot.tables {
-        let table = MemTable::try_new(schema.clone(), vec![vec![batch.clone()]])
-            .map_err(|e| QueryError::Sql(e.to_string()))?;
-        ctx.register_table(*name, Arc::new(table))
-            .map_err(|e| QueryError::Sql(e.to_string()))?;
+        let table =
+            MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).map_err(|e| QueryError::Sql(e.to_string()))?;
+        ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Sql(e.to_string()))?;
     }
     Ok(ctx)
 }
 
 /// Refuses anything but a query before planning, with a message that says why.
 fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let first = sql
-        .trim_start()
-        .split(|c: char| c.is_whitespace() || c == '(')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let allowed = [
-        "select", "with", "values", "explain", "show", "describe", "desc", "",
-    ];
+    let first =
+        sql.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_lowercase();
+    let allowed = ["select", "with", "values", "explain", "show", "describe", "desc", ""];
     if !allowed.contains(&first.as_str()) {
         return Err(QueryError::NotAllowed(format!(
             "only read-only queries are allowed (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE); `{}` statements are refused",
@@ -99,27 +86,14 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
 }
 
 /// Runs `sql` against `snapshot`.
-pub async fn execute(
-    snapshot: &Snapshot,
-    sql: &str,
-    limits: &QueryLimits,
-) -> Result<QueryResult, QueryError> {
+pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Result<QueryResult, QueryError> {
     check_read_only(sql)?;
     let ctx = context(snapshot, limits)?;
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let run = async {
-        let df = ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(|e| classify(e.to_string()))?;
+        let df = ctx.sql_with_options(sql, options).await.map_err(|e| classify(e.to_string()))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| QueryError::Sql(e.to_string()))?;
+        let mut stream = df.execute_stream().await.map_err(|e| QueryError::Sql(e.to_string()))?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
         while let Some(b) = stream.next().await {
@@ -130,11 +104,7 @@ pub async fn execute(
             }
             batches.push(b);
         }
-        Ok(QueryResult {
-            schema,
-            batches,
-            as_of: snapshot.as_of,
-        })
+        Ok(QueryResult { schema, batches, as_of: snapshot.as_of })
     };
     match tokio::time::timeout(limits.timeout, run).await {
         Ok(r) => r,
@@ -170,12 +140,7 @@ mod tests {
         ] {
             assert!(check_read_only(sql).is_err(), "{sql}");
         }
-        for sql in [
-            "select 1",
-            "  WITH a AS (select 1) select * from a",
-            "(select 1)",
-            "explain select 1",
-        ] {
+        for sql in ["select 1", "  WITH a AS (select 1) select * from a", "(select 1)", "explain select 1"] {
             assert!(check_read_only(sql).is_ok(), "{sql}");
         }
     }

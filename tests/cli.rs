@@ -1,0 +1,162 @@
+//! The `sightflow` binary: batch queries, bad input, config checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sightflow"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb").join(name)
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let Output { status, stdout, stderr } = cmd.output().expect("the binary runs");
+    (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn query_prints_json_rows() {
+    let (ok, out, err) = run(bin().args(["query", "--rrweb"]).arg(fixture("02-rage.json")).args([
+        "--device",
+        "d2",
+        "--sql",
+        "select device_id, clicks, rage_clicks, dead_clicks from sessions",
+        "--format",
+        "json",
+    ]));
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows, serde_json::json!([{"device_id": "d2", "clicks": 8, "rage_clicks": 1, "dead_clicks": 6}]));
+}
+
+#[test]
+fn query_prints_csv_and_tables() {
+    let base = |fmt: &str| {
+        let mut c = bin();
+        c.args(["query", "--rrweb"]).arg(fixture("04-error.json")).args([
+            "--device",
+            "d4",
+            "--sql",
+            "select count(*) as n, sum(error_clicks) as e from sessions",
+            "--format",
+            fmt,
+        ]);
+        c
+    };
+    let (ok, out, _) = run(&mut base("csv"));
+    assert!(ok);
+    assert_eq!(out, "n,e\n1,2\n");
+    let (ok, out, _) = run(&mut base("table"));
+    assert!(ok);
+    assert!(out.contains("| n | e |") && out.contains("(1 rows)"), "{out}");
+}
+
+#[test]
+fn bad_input_is_reported_by_position_and_the_rest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    // A recording with a malformed event (scroll without y) in position 2, cut off in its last event.
+    let text = std::fs::read_to_string(fixture("03-dead.json")).unwrap();
+    let events: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut parts: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    parts.insert(2, r#"{"type": 3, "timestamp": 1795342072700, "data": {"source": 3, "id": 1}}"#.into());
+    let n = parts.len();
+    let mut broken = format!("[{}", parts.join(","));
+    broken.truncate(broken.len() - 20);
+    let rec = write(dir.path(), "broken.json", &broken);
+    // NDJSON with a missing device, an absurd timestamp, invalid JSON and one good event.
+    let ndjson = [
+        r#"{"type": "click", "ts": 1795342000000, "x": 1, "y": 2}"#,
+        r#"{"type": "click", "device_id": "e1", "ts": 12, "x": 1, "y": 2}"#,
+        r#"{"type": "click", "device_id": "e1", "ts": 17953420"#,
+        r#"{"type": "page_view", "device_id": "e1", "ts": 1795342000000, "url": "http://x.test/"}"#,
+    ]
+    .join("\n");
+    let events_file = write(dir.path(), "events.ndjson", &ndjson);
+    let (ok, out, err) = run(bin()
+        .args(["query", "--rrweb"])
+        .arg(&rec)
+        .args(["--device", "d3", "--events"])
+        .arg(&events_file)
+        .args(["--sql", "select device_id, page_views, clicks from sessions order by device_id", "--format", "json"]));
+    assert!(ok, "bad events do not fail the run: {err}");
+    assert!(err.contains("event 2: rrweb type 3 event has no numeric `data.y`"), "{err}");
+    assert!(err.contains(&format!("event {}: truncated", n - 1)), "{err}");
+    assert!(err.contains("event 1: `device_id` is missing"), "{err}");
+    assert!(err.contains("event 2: `ts` 12 is outside the accepted range"), "{err}");
+    assert!(err.contains("event 3: invalid JSON"), "{err}");
+    assert!(err.contains("5 events rejected"), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The recording lost only its last (cut) event: all four clicks are still there.
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            {"device_id": "d3", "page_views": 1, "clicks": 4},
+            {"device_id": "e1", "page_views": 1, "clicks": 0},
+        ])
+    );
+}
+
+#[test]
+fn bad_sql_and_missing_inputs_are_errors() {
+    let (ok, _, err) =
+        run(bin().args(["query", "--rrweb"]).arg(fixture("01-calm.json")).args(["--device", "d", "--sql", "selec 1"]));
+    assert!(!ok);
+    assert!(err.contains("query failed") && err.to_lowercase().contains("selec"), "{err}");
+    let (ok, _, err) = run(bin().args(["query", "--rrweb"]).arg(fixture("01-calm.json")).args(["--sql", "select 1"]));
+    assert!(!ok);
+    assert!(err.contains("--device"), "{err}");
+    let (ok, _, err) = run(bin().args(["query", "--rrweb"]).arg(fixture("01-calm.json")).args([
+        "--device",
+        "d",
+        "--sql",
+        "copy sessions to '/tmp/x.csv'",
+    ]));
+    assert!(!ok);
+    assert!(err.contains("read-only"), "{err}");
+    let (ok, _, err) = run(bin().args(["query", "--rrweb", "/nonexistent.json", "--device", "d", "--sql", "select 1"]));
+    assert!(!ok);
+    assert!(err.contains("cannot read /nonexistent.json"), "{err}");
+}
+
+#[test]
+fn config_check_prints_the_effective_config_or_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.toml", "[signals.rage]\nmin_clicks = 4\n");
+    let (ok, out, err) = run(bin().args(["config", "check"]).arg(&good));
+    assert!(ok, "{err}");
+    assert!(out.contains("min_clicks = 4") && out.contains("idle_gap_ms = 1800000"), "{out}");
+    let bad = write(dir.path(), "bad.toml", "[signals.rage]\nmin_clicks = \"many\"\n");
+    let (ok, _, err) = run(bin().args(["config", "check"]).arg(&bad));
+    assert!(!ok);
+    assert!(err.contains("signals.rage.min_clicks") && err.contains("many"), "{err}");
+    let (ok, _, err) = run(bin().args(["config", "check"]).arg(&good).env("SIGHTFLOW__ENGINE__TICK_MS", "0"));
+    assert!(!ok);
+    assert!(err.contains("engine.tick_ms"), "{err}");
+}
+
+#[test]
+fn workers_from_config_give_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "two.toml", "[engine]\nworkers = 2\n");
+    let q = "select session_id, clicks, dead_clicks, rage_clicks from sessions order by session_id";
+    let mut one = bin();
+    one.args(["query", "--rrweb"]).arg(fixture("08-two_sessions.json")).args(["--device", "d8", "--sql", q]);
+    let mut two = bin();
+    two.args(["query", "--config"])
+        .arg(&cfg)
+        .arg("--rrweb")
+        .arg(fixture("08-two_sessions.json"))
+        .args(["--device", "d8", "--sql", q]);
+    let (a, b) = (run(&mut one), run(&mut two));
+    assert!(a.0 && b.0, "{} {}", a.2, b.2);
+    assert_eq!(a.1, b.1);
+    assert!(a.1.contains("(2 rows)"), "{}", a.1);
+}
