@@ -15,8 +15,6 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-## Batch mode over the bundled recordings (the server arrives with `serve`).
+## The server with demo traffic on http://127.0.0.1:8080 (data in ./data).
 run:
-	$(CARGO) run --release --bin sightflow -- query \
-	  $(foreach f,$(wildcard tests/fixtures/rrweb/0*.json),--rrweb $(f) --device $(basename $(notdir $(f)))) \
-	  --sql "select session_id, device_id, page_views, clicks, rage_clicks, dead_clicks, error_clicks from sessions order by started_at"
+	$(CARGO) run --release --bin sightflow -- serve --demo

@@ -3,3 +3,6 @@
 //! (`src/main.rs`) is a thin CLI over these functions.
 
 pub mod batch;
+pub mod client;
+pub mod demo;
+pub mod serve;

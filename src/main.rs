@@ -26,8 +26,61 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Run SQL over the views computed from files (batch mode).
+    /// Run SQL over the views computed from files (batch mode), or on a server (--url).
     Query(QueryArgs),
+    /// Run the server: HTTP ingest, embedded log, live views, SQL and replay.
+    Serve(ServeArgs),
+    /// Import a raw rrweb recording into a running server, in chunks.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Config file (defaults < file < SIGHTFLOW__* environment).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: server.listen, 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Where the log, replay chunks and checkpoint live [default: server.data_dir, ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Send demo traffic: the bundled recordings replayed as live visitors.
+    #[arg(long)]
+    demo: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    url: String,
+    /// Project key.
+    #[arg(long)]
+    project: String,
+    /// Device id of the recording.
+    #[arg(long)]
+    device: String,
+    /// Tab id [default: the device id].
+    #[arg(long, default_value = "")]
+    tab: String,
+    /// Events per request.
+    #[arg(long, default_value_t = 200)]
+    chunk: usize,
+    /// How long to keep retrying when the server is unreachable or overloaded (s).
+    #[arg(long, default_value_t = 60)]
+    retry_for: u64,
+    /// The recording: a JSON array of rrweb events.
+    file: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +104,12 @@ struct QueryArgs {
     /// Config file (defaults < file < SIGHTFLOW__* environment).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Run the query on this server instead of on files.
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: wait until the views have caught up to this logical time (ms).
+    #[arg(long)]
+    min_as_of: Option<u64>,
     /// Project key the input events belong to.
     #[arg(long, default_value = "demo")]
     project: String,
@@ -75,6 +134,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config { command: ConfigCommand::Check { file } } => config_check(file),
         Command::Query(args) => query(args),
+        Command::Serve(args) => serve(args),
+        Command::Import(args) => import(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,6 +157,56 @@ fn now_ms() -> i64 {
 }
 
 fn query(args: QueryArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.url {
+        if !args.rrweb.is_empty() || !args.events.is_empty() {
+            bail!("--url queries a server; --rrweb and --events are for batch mode");
+        }
+        let accept = match args.format {
+            Format::Csv => "text/csv",
+            _ => "application/json",
+        };
+        let text = sightflow::client::query(url, &args.sql, args.min_as_of, accept).map_err(anyhow::Error::msg)?;
+        match args.format {
+            Format::Csv => print!("{text}"),
+            Format::Json | Format::Table => {
+                let v: serde_json::Value = serde_json::from_str(&text).context("the server's answer is not JSON")?;
+                let cols: Vec<String> = v["columns"]
+                    .as_array()
+                    .map(|c| c.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                let rows = v["rows"].as_array().cloned().unwrap_or_default();
+                if matches!(args.format, Format::Json) {
+                    let objs: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|r| {
+                            serde_json::Value::Object(
+                                cols.iter().cloned().zip(r.as_array().cloned().unwrap_or_default()).collect(),
+                            )
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(objs));
+                } else {
+                    println!("{}", cols.join(" | "));
+                    for r in &rows {
+                        let cells: Vec<String> = r
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|c| match c {
+                                        serde_json::Value::String(s) => s.clone(),
+                                        other => other.to_string(),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        println!("{}", cells.join(" | "));
+                    }
+                    println!("({} rows, as_of {})", rows.len(), v["as_of"]);
+                }
+            }
+        }
+        return Ok(());
+    }
     let config = Config::from_file_and_env(args.config.as_deref())?;
     if args.rrweb.len() != args.device.len() {
         bail!(
@@ -132,5 +243,79 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         Format::Csv => print!("{}", sightflow_query::format::to_csv(&result)),
         Format::Json => println!("{}", serde_json::Value::Array(sightflow_query::format::rows_as_objects(&result))),
     }
+    Ok(())
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logs(args.log_format);
+    let mut config = Config::from_file_and_env(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        config.server.listen = l;
+    }
+    let listen: std::net::SocketAddr = config
+        .server
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {:?} is not an address like 127.0.0.1:8080", config.server.listen))?;
+    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(&config.server.data_dir));
+    let query_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("query").enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("http").enable_all().build()?;
+    rt.block_on(async move {
+        let started =
+            sightflow::serve::build(config, &data_dir, query_rt.handle().clone()).map_err(anyhow::Error::msg)?;
+        started.server.spawn_maintenance();
+        if args.demo {
+            sightflow::demo::spawn(started.server.clone(), std::time::Duration::from_secs(4));
+        }
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, data_dir = %data_dir.display(), demo = args.demo, "sightflow listening");
+        println!("sightflow listening on http://{local}");
+        axum::serve(listener, started.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+            })
+            .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let summary = sightflow::client::import(
+        &args.url,
+        &args.project,
+        &args.device,
+        &args.tab,
+        &text,
+        args.chunk,
+        std::time::Duration::from_secs(args.retry_for),
+    )
+    .map_err(anyhow::Error::msg)?;
+    for (i, reason) in &summary.rejected {
+        eprintln!("warning: {}: event {i}: {reason}", args.file.display());
+    }
+    println!(
+        "imported {} events in {} chunks ({} late, {} rejected, {} retries)",
+        summary.accepted,
+        summary.chunks,
+        summary.late,
+        summary.rejected.len(),
+        summary.retries
+    );
     Ok(())
 }

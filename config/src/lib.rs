@@ -19,6 +19,8 @@
 
 use std::path::Path;
 
+pub mod time;
+
 use serde::{Deserialize, Serialize};
 
 /// The embedded defaults.
@@ -57,6 +59,81 @@ pub struct Config {
     pub scroll_depth: ScrollDepth,
     #[serde(default)]
     pub funnels: Vec<Funnel>,
+    pub server: Server,
+    pub ingest: Ingest,
+    pub log: LogConfig,
+    pub replay: Replay,
+    pub query: QueryConfig,
+    #[serde(default)]
+    pub projects: std::collections::BTreeMap<String, Project>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: String,
+    pub data_dir: String,
+    pub max_body_bytes: usize,
+    pub per_ip_requests_per_s: f64,
+}
+
+/// Limits on ingested events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingest {
+    pub max_decompressed_bytes: usize,
+    pub max_events_per_batch: usize,
+    pub max_past_ms: i64,
+    pub max_future_ms: i64,
+}
+
+/// The embedded event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub partitions: u32,
+    pub segment_bytes: u64,
+    pub fsync: Fsync,
+    pub fsync_interval_ms: u64,
+    pub retention_bytes: u64,
+    pub retention_ms: i64,
+}
+
+/// When the log syncs appended records to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    Batch,
+    Interval,
+    Never,
+}
+
+/// The replay store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    pub retention_ms: i64,
+}
+
+/// Limits on SQL queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    pub timeout_ms: u64,
+    pub memory_bytes: usize,
+    pub max_rows: usize,
+    pub max_wait_ms: u64,
+}
+
+/// One project key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub rate_limit_per_s: f64,
 }
 
 /// How the dataflow runs.
@@ -69,6 +146,7 @@ pub struct Engine {
     pub late_policy: LatePolicy,
     pub idle_timeout_ms: u64,
     pub state_grace_ms: u64,
+    pub late_verdict_ms: u64,
 }
 
 /// What happens to events older than the frontier.
@@ -251,6 +329,12 @@ impl Config {
         let mut value = parse_toml("default.toml", DEFAULT_TOML)?;
         if let Some((origin, text)) = file {
             let overlay = parse_toml(origin, text)?;
+            // A file that declares projects declares all of them.
+            if let (toml::Value::Table(v), toml::Value::Table(o)) = (&mut value, &overlay)
+                && o.contains_key("projects")
+            {
+                v.remove("projects");
+            }
             merge(&mut value, overlay);
         }
         for (name, raw) in env {
@@ -315,6 +399,42 @@ impl Config {
                 format!("{bps:?}"),
                 "strictly increasing positive widths",
             ));
+        }
+        positive("log.partitions", self.log.partitions as u64)?;
+        if self.log.partitions > 1024 {
+            return Err(ConfigError::value("log.partitions", self.log.partitions, "at most 1024"));
+        }
+        if self.log.segment_bytes < 4096 {
+            return Err(ConfigError::value("log.segment_bytes", self.log.segment_bytes, "at least 4096"));
+        }
+        positive("log.fsync_interval_ms", self.log.fsync_interval_ms)?;
+        positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive("ingest.max_events_per_batch", self.ingest.max_events_per_batch as u64)?;
+        positive("query.timeout_ms", self.query.timeout_ms)?;
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::value(
+                "server.listen",
+                format!("{:?}", self.server.listen),
+                "an address like 127.0.0.1:8080",
+            ));
+        }
+        for (key, p) in &self.projects {
+            if key.is_empty() || key.len() > 200 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::value(
+                    "projects",
+                    format!("{key:?}"),
+                    "project keys without whitespace, at most 200 bytes",
+                ));
+            }
+            for o in &p.allowed_origins {
+                if o != "*" && !o.contains("://") {
+                    return Err(ConfigError::value(
+                        &format!("projects.{key}.allowed_origins"),
+                        format!("{o:?}"),
+                        "origins like \"https://shop.test\", \"https://*.shop.test\", \"http://localhost:*\" or \"*\"",
+                    ));
+                }
+            }
         }
         let b = self.scroll_depth.band_pct;
         if b == 0 || b > 100 || 100 % b != 0 {
@@ -455,6 +575,19 @@ mod tests {
         assert_eq!(c.signals.thrashed_cursor.min_reversals, 4);
         assert_eq!(c.heatmap.cell_px, 16);
         assert_eq!(c.funnels[0].steps.len(), 4);
+        assert!(c.projects.contains_key("demo"));
+    }
+
+    #[test]
+    fn projects_in_a_file_replace_the_defaults() {
+        let c = Config::from_toml_str("[projects.shop]\nallowed_origins = [\"https://shop.test\"]\n").unwrap();
+        assert_eq!(c.projects.keys().collect::<Vec<_>>(), vec!["shop"]);
+        check_err(
+            "[projects.shop]\nallowed_origins = [\"shop.test\"]\n",
+            &["projects.shop.allowed_origins", "shop.test"],
+        );
+        check_err("[server]\nlisten = \"everywhere\"\n", &["server.listen", "everywhere"]);
+        check_err("[log]\nfsync = \"sometimes\"\n", &["log.fsync", "sometimes"]);
     }
 
     #[test]

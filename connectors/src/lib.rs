@@ -14,6 +14,9 @@
 //! ```
 
 pub mod files;
+pub mod ingest;
 pub mod json;
+pub mod log;
+pub mod replay;
 pub mod rrweb;
 pub mod validate;

@@ -233,12 +233,18 @@ fn set_attr(n: &mut Node, k: &str, v: &Value) {
 struct TabState {
     nodes: NodeMap,
     url: String,
+    last_used: u64,
 }
 
-/// Decodes rrweb events, keeping a node map per tab.
+/// Tabs kept before the least recently used are forgotten.
+const MAX_TABS: usize = 50_000;
+
+/// Decodes rrweb events, keeping a node map per tab (the most recently used
+/// `MAX_TABS` of them).
 #[derive(Default, Debug)]
 pub struct Decoder {
     tabs: HashMap<(String, String, String), TabState>,
+    clock: u64,
 }
 
 impl Decoder {
@@ -254,6 +260,22 @@ impl Decoder {
     /// Forgets a tab (its node map).
     pub fn forget(&mut self, project: &str, device: &str, tab: &str) {
         self.tabs.remove(&(project.to_string(), device.to_string(), tab.to_string()));
+    }
+
+    /// Whether a tab has decoding state (after a restart it has none until its events
+    /// are replayed through the decoder again).
+    pub fn knows(&self, project: &str, device: &str, tab: &str) -> bool {
+        self.tabs.contains_key(&(project.to_string(), device.to_string(), tab.to_string()))
+    }
+
+    fn evict(&mut self) {
+        if self.tabs.len() <= MAX_TABS {
+            return;
+        }
+        let mut ages: Vec<u64> = self.tabs.values().map(|t| t.last_used).collect();
+        ages.sort_unstable();
+        let cut = ages[ages.len() / 10];
+        self.tabs.retain(|_, t| t.last_used > cut);
     }
 
     /// Decodes one rrweb event into an envelope with the given identity.
@@ -273,7 +295,12 @@ impl Decoder {
             .ok_or_else(|| bad("rrweb event has no numeric `timestamp`"))?;
         let empty = Value::Null;
         let data = obj.get("data").unwrap_or(&empty);
+        self.clock += 1;
+        if !self.knows(project, device, tab) {
+            self.evict();
+        }
         let state = self.tabs.entry((project.to_string(), device.to_string(), tab.to_string())).or_default();
+        state.last_used = self.clock;
         let num = |v: &Value, k: &str| v.get(k).and_then(|x| x.as_f64()).map(|f| f as i64);
         let need = |v: &Value, k: &str| {
             num(v, k).ok_or_else(|| bad(format!("rrweb type {ty} event has no numeric `data.{k}`")))

@@ -1,6 +1,7 @@
 //! Runs the views dataflow on timely workers over an abstract source.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -80,11 +81,30 @@ pub struct Running {
     pub stats: StateStats,
     workers: Option<timely::communication::initialize::WorkerGuards<()>>,
     publisher: Option<std::thread::JoinHandle<()>>,
+    /// Set to make every worker stop reading its source and finish.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Running {
+    /// Stops live sources so that dropping a running dataflow ends its threads.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Running {
     /// Waits for every worker and the publisher to finish (finite sources).
     pub fn join(mut self) -> Result<(), String> {
+        self.join_threads()
+    }
+
+    /// Stops the sources, then waits for the threads to finish.
+    pub fn shutdown(mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join_threads()
+    }
+
+    fn join_threads(&mut self) -> Result<(), String> {
         if let Some(w) = self.workers.take() {
             for r in w.join() {
                 r.map_err(|e| format!("dataflow worker failed: {e}"))?;
@@ -119,6 +139,8 @@ where
     let tx = std::sync::Mutex::new(tx);
     let worker_stats = stats.clone();
     let idle = options.idle_park;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_workers = stop.clone();
     let config = if options.workers <= 1 { timely::Config::thread() } else { timely::Config::process(options.workers) };
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
@@ -126,6 +148,7 @@ where
         let tx = tx.lock().map(|t| t.clone()).expect("sender");
         let params = params.clone();
         let stats = worker_stats.clone();
+        let stop_worker = stop_workers.clone();
         crate::logging::attach(worker, stats.clone());
         let probe = ProbeHandle::new();
         let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
@@ -191,6 +214,9 @@ where
                 }
                 Progress::Done => break,
             }
+            if stop_worker.load(Ordering::Relaxed) {
+                break;
+            }
         }
         drop(cap);
         drop(input);
@@ -199,7 +225,7 @@ where
         }
     })
     .map_err(|e| format!("cannot start dataflow workers: {e}"))?;
-    Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher) })
+    Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher), stop })
 }
 
 /// Maps a view collection to tagged updates.

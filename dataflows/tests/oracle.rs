@@ -26,6 +26,7 @@ fn test_config() -> Config {
 tick_ms = 100
 allowed_lateness_ms = 500
 state_grace_ms = 4000
+late_verdict_ms = 3000
 [session]
 idle_gap_ms = 20000
 max_age_ms = 90000

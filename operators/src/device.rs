@@ -9,9 +9,13 @@
 //!
 //! Time: every event gets an effective time `max(ts, latest effective time of the
 //! device)`, so a device's timeline only moves forward and a late event can only append.
-//! Windows that must be *closed* before a verdict (dead clicks, session end) are judged
-//! at deadlines in logical time: a dead-click verdict is due at the first tick at or after
-//! `click + window`, and only events that arrived by then count as reactions.
+//! Windows that must be *closed* before a verdict (dead clicks, session end) are judged on
+//! the device's own timeline when it can: a click is judged as soon as the device has an
+//! event past the click's window. A device that goes quiet is judged at a deadline in
+//! logical time: the first tick at or after `click + window` for a click that arrived on
+//! time, or `engine.late_verdict_ms` after its arrival for a late one (an old recording
+//! imported in chunks keeps its verdicts open for the next chunk). Only events that arrived
+//! by the deadline count as reactions.
 //!
 //! State: a device keeps full state while its session is live and for
 //! `engine.state_grace_ms` of logical time after its last arrival (so a recording
@@ -528,6 +532,19 @@ impl Device {
                     }
                 }
             }
+        }
+        // The device has moved past these clicks' windows: nothing can react any more.
+        let window = p.dead_window();
+        let key = self.key;
+        for tab in &mut s.tabs {
+            for c in tab.clicks.iter_mut() {
+                if !c.judged && !c.exempt && eff - c.eff > window {
+                    judge(c, &mut s.row, key, out);
+                }
+            }
+        }
+        {
+            let tab = &mut s.tabs[tab_index];
             // Clicks leave once judged and past the error window.
             while let Some(c) = tab.clicks.front() {
                 if (c.judged || c.exempt) && eff - c.eff > p.error_window {
@@ -624,8 +641,7 @@ impl Device {
                     y: c.y,
                     selector: c.selector,
                     tag: c.tag,
-                    // A late click is judged no earlier than it arrived.
-                    deadline: tick_ceil(eff + p.dead_window(), p.tick).max(t),
+                    deadline: verdict_deadline(t, ev.ts, eff, p),
                     exempt: c.text_field,
                     reacted: false,
                     judged: false,
@@ -949,6 +965,13 @@ fn close_at(row: &SessionRow, next_midnight: i64, p: &Params) -> u64 {
     tick_after(row.ended_at + p.gap, p.tick)
         .min(tick_ceil(row.started_at.saturating_add(p.max_age), p.tick))
         .min(tick_ceil(next_midnight.min(i64::MAX / 2), p.tick))
+}
+
+/// When a quiet device's click is judged: at the tick its window closes when it arrived
+/// on time (later reactions would be late themselves), else `late_verdict` after it
+/// arrived.
+pub fn verdict_deadline(t: u64, ts: i64, eff: i64, p: &Params) -> u64 {
+    if t == tick_ceil(ts, p.tick) { tick_ceil(eff + p.dead_window(), p.tick).max(t) } else { t + p.late_verdict }
 }
 
 /// Session ids are content-defined: project, device and start time.

@@ -145,98 +145,7 @@ impl Event {
     }
 }
 
-/// Rounds an event time up to its tick: the logical time of an on-time event.
-pub fn tick_ceil(ts: i64, tick: u64) -> u64 {
-    let ts = ts.max(0) as u64;
-    ts.div_ceil(tick) * tick
-}
-
-/// The smallest tick strictly greater than `ms`: the first logical time at which
-/// "more than `ms`" holds.
-pub fn tick_after(ms: i64, tick: u64) -> u64 {
-    let ms = ms.max(0) as u64;
-    (ms / tick + 1) * tick
-}
-
-/// What a partition's clock decided for one event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stamp {
-    /// On time: logical time is the event time rounded up to a tick.
-    OnTime(u64),
-    /// Late, kept at the frontier's logical time.
-    Clamped(u64),
-    /// Late and dropped (the `drop` policy).
-    Dropped,
-}
-
-impl Stamp {
-    pub fn time(self) -> Option<u64> {
-        match self {
-            Stamp::OnTime(t) | Stamp::Clamped(t) => Some(t),
-            Stamp::Dropped => None,
-        }
-    }
-}
-
-/// Event-time clock of one partition: assigns logical times and tracks the frontier
-/// `max event time seen - allowed lateness` (rounded up to a tick). Idle partitions
-/// follow the wall clock.
-#[derive(Clone, Debug)]
-pub struct Clock {
-    pub tick: u64,
-    pub lateness: u64,
-    pub clamp: bool,
-    /// No logical time below this will be assigned again.
-    frontier: u64,
-}
-
-impl Clock {
-    pub fn new(tick: u64, lateness: u64, clamp: bool) -> Clock {
-        Clock { tick, lateness, clamp, frontier: 0 }
-    }
-
-    /// Restores a clock whose frontier was persisted.
-    pub fn with_frontier(tick: u64, lateness: u64, clamp: bool, frontier: u64) -> Clock {
-        Clock { tick, lateness, clamp, frontier }
-    }
-
-    /// The partition frontier: every future event gets a logical time `>=` this.
-    pub fn frontier(&self) -> u64 {
-        self.frontier
-    }
-
-    /// Assigns the logical time of an event with event time `ts` and advances the
-    /// frontier.
-    pub fn stamp(&mut self, ts: i64) -> Stamp {
-        let t = tick_ceil(ts, self.tick);
-        let stamp = if t >= self.frontier {
-            Stamp::OnTime(t)
-        } else if self.clamp {
-            Stamp::Clamped(self.frontier)
-        } else {
-            Stamp::Dropped
-        };
-        self.observe(ts);
-        stamp
-    }
-
-    /// Advances the frontier for an event time seen (without stamping anything).
-    pub fn observe(&mut self, ts: i64) {
-        let f = tick_ceil(ts.saturating_sub(self.lateness as i64), self.tick);
-        self.frontier = self.frontier.max(f);
-    }
-
-    /// Advances the frontier to follow the wall clock (`now` ms) when the partition
-    /// has been idle: as if an event at `now` had been seen.
-    pub fn advance_idle(&mut self, now: i64) {
-        self.observe(now);
-    }
-
-    /// Moves the frontier to at least `t` (a tick multiple).
-    pub fn advance_to(&mut self, t: u64) {
-        self.frontier = self.frontier.max(t);
-    }
-}
+pub use sightflow_config::time::{Clock, Stamp, tick_after, tick_ceil};
 
 /// Normalises a page URL for grouping: drops query and fragment, lower-cases scheme
 /// and host, keeps the path as is (`/` when empty).
@@ -286,30 +195,6 @@ pub fn url_path(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ticks_round_up() {
-        assert_eq!(tick_ceil(1000, 100), 1000);
-        assert_eq!(tick_ceil(1001, 100), 1100);
-        assert_eq!(tick_after(1000, 100), 1100);
-        assert_eq!(tick_after(1099, 100), 1100);
-    }
-
-    #[test]
-    fn clock_clamps_late_events_to_the_frontier() {
-        let mut c = Clock::new(100, 1000, true);
-        assert_eq!(c.stamp(10_050), Stamp::OnTime(10_100));
-        assert_eq!(c.frontier(), 9_100);
-        // within lateness: on time
-        assert_eq!(c.stamp(9_500), Stamp::OnTime(9_500));
-        // beyond it: clamped
-        assert_eq!(c.stamp(8_000), Stamp::Clamped(9_100));
-        let mut d = Clock::new(100, 1000, false);
-        d.stamp(10_050);
-        assert_eq!(d.stamp(8_000), Stamp::Dropped);
-        d.advance_idle(20_000);
-        assert_eq!(d.frontier(), 19_000);
-    }
 
     #[test]
     fn urls_normalise() {

@@ -11,6 +11,8 @@ pub struct Params {
     pub tick: u64,
     /// Logical ms a device's state outlives its last arrival (see `engine.state_grace_ms`).
     pub grace: u64,
+    /// Logical ms a late click waits for its verdict (see `engine.late_verdict_ms`).
+    pub late_verdict: u64,
     pub gap: i64,
     pub max_age: i64,
     pub tz: chrono_tz::Tz,
@@ -84,6 +86,7 @@ impl Params {
         Params {
             tick: c.engine.tick_ms,
             grace: c.engine.state_grace_ms,
+            late_verdict: c.engine.late_verdict_ms,
             gap: c.session.idle_gap_ms as i64,
             max_age: c.session.max_age_ms as i64,
             tz: c.time_zone(),

@@ -9,13 +9,14 @@
 //!   effective time of an event is `max(event time, previous effective time)`;
 //! - a device's state is released when the next event's logical time is beyond
 //!   `max(session close, last arrival + grace)`; the next event then starts afresh;
-//! - a dead-click verdict is given at the tick `click + longest window`, when a new
-//!   session starts, or when the state is released; only events that arrived by then count
-//!   as reactions.
+//! - a dead-click verdict is given once the device has an event past the click's longest
+//!   window, or at the click's deadline (the tick `click + window` for a click that arrived
+//!   on time, `late_verdict` after its arrival for a late one), or when a new session starts
+//!   or the state is released; only events that arrived by the deadline count as reactions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::device::{depth_round, session_id};
+use crate::device::{depth_round, session_id, verdict_deadline};
 use crate::event::{DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, tick_after, tick_ceil};
 use crate::params::{Params, StepMatcher, glob_match, selector_match};
 use crate::rows::*;
@@ -643,9 +644,13 @@ fn device(
         if c.text_field {
             continue;
         }
-        let deadline = tick_ceil(a.eff + dead_window, p.tick).max(a.t);
+        let deadline = verdict_deadline(a.t, a.ev.ts, a.eff, p);
         let s = &sessions[a.session];
-        let judged = deadline <= as_of || s.superseded || s.released;
+        // Judged once the device has an event past the window, at the deadline when it
+        // goes quiet, or when its session or state ends.
+        let moved_past =
+            anns[i + 1..].iter().take_while(|b| b.session == a.session).any(|b| b.eff - a.eff > dead_window);
+        let judged = moved_past || deadline <= as_of || s.superseded || s.released;
         if !judged {
             continue;
         }

@@ -6,6 +6,7 @@
 //! Arrow IPC.
 
 pub mod format;
+pub mod http;
 pub mod sql;
 
 pub use sql::{QueryError, QueryLimits, QueryResult, execute};

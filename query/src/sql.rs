@@ -9,6 +9,7 @@ use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParser;
 use futures::StreamExt;
 use sightflow_dataflows::Snapshot;
 
@@ -87,7 +88,11 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
 
 /// Runs `sql` against `snapshot`.
 pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Result<QueryResult, QueryError> {
-    check_read_only(sql)?;
+    if let Err(refused) = check_read_only(sql) {
+        // Text that does not parse gets DataFusion's syntax error, not a refusal.
+        DFParser::parse_sql(sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+        return Err(refused);
+    }
     let ctx = context(snapshot, limits)?;
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let run = async {

@@ -1,0 +1,145 @@
+//! The HTTP client side of the CLI: `sightflow import` and `sightflow query --url`.
+
+use std::time::{Duration, Instant};
+
+use sightflow_connectors::files::split_json_array;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// Totals of an import.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub chunks: usize,
+    pub accepted: usize,
+    /// `(index in the file, reason)`.
+    pub rejected: Vec<(usize, String)>,
+    pub late: usize,
+    pub retries: usize,
+}
+
+/// Posts a raw rrweb recording in chunks of `chunk` events. Each chunk carries its
+/// first event's index (so sequence numbers continue across chunks) and a batch id
+/// derived from its content, so a chunk retried after a server restart is not counted
+/// twice. Transport errors, 429 and 5xx answers are retried for up to `retry_for`.
+pub fn import(
+    url: &str,
+    project: &str,
+    device: &str,
+    tab: &str,
+    text: &str,
+    chunk: usize,
+    retry_for: Duration,
+) -> Result<ImportSummary, String> {
+    let parts = split_json_array(text)?;
+    let mut summary = ImportSummary::default();
+    let mut valid: Vec<(usize, &str)> = Vec::new();
+    for (i, p) in parts.into_iter().enumerate() {
+        match p {
+            Ok(s) => valid.push((i, s)),
+            Err(reason) => summary.rejected.push((i, reason)),
+        }
+    }
+    let agent = agent();
+    let tab = if tab.is_empty() { device } else { tab };
+    let base = url.trim_end_matches('/');
+    for group in valid.chunks(chunk.max(1)) {
+        let seq_start = group[0].0;
+        let body = format!("[{}]", group.iter().map(|(_, s)| *s).collect::<Vec<_>>().join(","));
+        let batch_id = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(
+                format!("{project}\u{0}{device}\u{0}{tab}\u{0}{seq_start}\u{0}{body}").as_bytes()
+            )
+        );
+        let target = format!(
+            "{base}/api/v1/projects/{}/devices/{}/rrweb?tab={}&seq_start={seq_start}",
+            urlencode(project),
+            urlencode(device),
+            urlencode(tab)
+        );
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let report: serde_json::Value = loop {
+            let attempt = agent
+                .post(&target)
+                .header("x-batch-id", &batch_id)
+                .content_type("application/json")
+                .send(body.as_str());
+            let retry_reason = match attempt {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    let text = resp.body_mut().read_to_string().unwrap_or_default();
+                    if status == 429 || status >= 500 {
+                        format!("server answered {status}: {text}")
+                    } else {
+                        let v: serde_json::Value = serde_json::from_str(&text)
+                            .map_err(|_| format!("server answered {status} with {text:?}"))?;
+                        if status >= 400 && v.get("rejected").is_none() {
+                            return Err(format!("server answered {status}: {}", v["error"].as_str().unwrap_or(&text)));
+                        }
+                        break v;
+                    }
+                }
+                Err(e) => format!("cannot reach {base}: {e}"),
+            };
+            if started.elapsed() > retry_for {
+                return Err(retry_reason);
+            }
+            summary.retries += 1;
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+        summary.chunks += 1;
+        summary.accepted += report["accepted"].as_u64().unwrap_or(0) as usize;
+        summary.late += report["late"].as_u64().unwrap_or(0) as usize;
+        if let Some(rej) = report["rejected"].as_array() {
+            for r in rej {
+                let i = r["index"].as_u64().unwrap_or(0) as usize;
+                let file_index = group.get(i).map_or(i, |(fi, _)| *fi);
+                summary.rejected.push((file_index, r["reason"].as_str().unwrap_or("").to_string()));
+            }
+        }
+    }
+    summary.rejected.sort();
+    Ok(summary)
+}
+
+/// Runs SQL on a server; `accept` picks the answer's format.
+pub fn query(url: &str, sql: &str, min_as_of: Option<u64>, accept: &str) -> Result<String, String> {
+    let target = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let body = serde_json::json!({ "sql": sql, "min_as_of": min_as_of }).to_string();
+    let mut resp = agent()
+        .post(&target)
+        .header("accept", accept)
+        .content_type("application/json")
+        .send(body.as_str())
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(|e| format!("cannot read the answer: {e}"))?;
+    if status >= 400 {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        return Err(format!("server answered {status}: {msg}"));
+    }
+    Ok(text)
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,494 @@
+//! `sightflow serve`: HTTP ingest, the embedded log, the dataflow reading the log, the
+//! replay store and the query API in one process.
+//!
+//! Ingest decodes and validates a request, writes its raw rrweb events to the replay
+//! store, appends the analytic events to the log (durable before the answer) and
+//! answers per event. Each timely worker reads its share of the log's partitions from
+//! the earliest retained record, so a restart rebuilds every view from the log: nothing
+//! acknowledged is lost and nothing is counted twice. `/health` turns ready once the
+//! views have caught up with the log as it was at start-up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use serde_json::json;
+use sightflow_config::{Config, Fsync};
+use sightflow_connectors::ingest::{self, Accepted, BodyError, BodyLimits, Decoded};
+use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions, Reader};
+use sightflow_connectors::replay::{RawEvent, ReplayStore};
+use sightflow_connectors::rrweb::Decoder;
+use sightflow_connectors::validate::Limits;
+use sightflow_dataflows::{Progress, RunOptions, Running, Snapshots, Source, start};
+use sightflow_operators::Params;
+use sightflow_proto::v1::Envelope;
+use sightflow_query::QueryLimits;
+use sightflow_query::http::{
+    self, ApiError, AppState, Backend, Health, HttpLimits, ProjectPolicy, Replay, RrwebImport, TrackReport,
+};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Metrics {
+    requests: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    late: AtomicU64,
+    dropped: AtomicU64,
+    duplicates: AtomicU64,
+    replay_bytes: AtomicU64,
+}
+
+/// Where the dataflow is in the log, shared between its sources and `/health`.
+#[derive(Default)]
+struct Progresses {
+    /// Next offset per partition.
+    positions: Mutex<Vec<u64>>,
+    /// Per worker: the frontier at which it reached the log's start-up end.
+    caught_up_at: Mutex<BTreeMap<usize, u64>>,
+}
+
+/// The server state behind the HTTP API.
+pub struct Server {
+    config: Arc<Config>,
+    log: Log,
+    replay: ReplayStore,
+    decoder: Mutex<Decoder>,
+    metrics: Metrics,
+    progress: Arc<Progresses>,
+    startup_end: Vec<u64>,
+    workers: usize,
+    snapshots: Snapshots,
+    data_dir: PathBuf,
+}
+
+/// A started server: the router to serve, and the engine behind it.
+pub struct Started {
+    pub router: axum::Router,
+    pub server: Arc<Server>,
+    pub snapshots: Snapshots,
+    pub engine: Running,
+}
+
+fn log_options(config: &Config, dir: &Path) -> LogOptions {
+    let l = &config.log;
+    LogOptions {
+        dir: dir.join("log"),
+        partitions: l.partitions,
+        segment_bytes: l.segment_bytes,
+        fsync: match l.fsync {
+            Fsync::Batch => FsyncPolicy::EveryBatch,
+            Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(l.fsync_interval_ms)),
+            Fsync::Never => FsyncPolicy::Never,
+        },
+        retention_bytes: l.retention_bytes,
+        retention_ms: l.retention_ms,
+        tick_ms: config.engine.tick_ms,
+        lateness_ms: config.engine.allowed_lateness_ms,
+        clamp_late: config.engine.late_policy == sightflow_config::LatePolicy::Clamp,
+        idle_timeout_ms: config.engine.idle_timeout_ms,
+    }
+}
+
+/// One worker's share of the log.
+struct LogSource {
+    worker: usize,
+    log: Log,
+    reader: Reader,
+    progress: Arc<Progresses>,
+    startup_end: Vec<u64>,
+    caught_up: bool,
+}
+
+impl Source for LogSource {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
+        let batch = match self.reader.read(256) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the event log");
+                return Progress::At { frontier: self.reader.frontier(), busy: false };
+            }
+        };
+        let busy = batch.records > 0;
+        out.extend(batch.events);
+        if batch.caught_up {
+            self.log.tick(now_ms());
+        }
+        let positions = self.reader.positions();
+        if let Ok(mut p) = self.progress.positions.lock() {
+            for (part, offset) in &positions {
+                if let Some(slot) = p.get_mut(*part as usize) {
+                    *slot = *offset;
+                }
+            }
+        }
+        let frontier = self.reader.frontier();
+        if !self.caught_up && positions.iter().all(|(p, o)| *o >= self.startup_end[*p as usize]) {
+            self.caught_up = true;
+            if let Ok(mut c) = self.progress.caught_up_at.lock() {
+                c.insert(self.worker, frontier);
+            }
+        }
+        Progress::At { frontier, busy }
+    }
+}
+
+/// A worker without partitions contributes nothing.
+struct NoSource;
+
+impl Source for NoSource {
+    fn poll(&mut self, _out: &mut Vec<(u64, Envelope)>) -> Progress {
+        Progress::Done
+    }
+}
+
+impl Server {
+    /// Opens the log and the replay store under `data_dir` and starts the dataflow.
+    pub fn start(config: Config, data_dir: &Path) -> Result<(Arc<Server>, Running), String> {
+        std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+        let log = Log::open(log_options(&config, data_dir)).map_err(|e| e.to_string())?;
+        let replay = ReplayStore::local(&data_dir.join("replay")).map_err(|e| e.to_string())?;
+        let startup_end = log.end_offsets();
+        let partitions = log.partitions() as usize;
+        let progress = Arc::new(Progresses {
+            positions: Mutex::new(log.start_offsets()),
+            caught_up_at: Mutex::new(BTreeMap::new()),
+        });
+        let workers = config.engine.workers;
+        if let Ok(text) = std::fs::read_to_string(data_dir.join("checkpoint.json")) {
+            tracing::info!(checkpoint = %text.trim(), "restarting: rebuilding the views from the log");
+        }
+        let params = Arc::new(Params::from_config(&config));
+        let (src_log, src_progress, src_end) = (log.clone(), progress.clone(), startup_end.clone());
+        let engine = start(
+            RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(2), final_only: false },
+            move |worker, peers| {
+                let mine: Vec<(u32, u64)> =
+                    (0..partitions).filter(|p| p % peers == worker).map(|p| (p as u32, 0)).collect();
+                if mine.is_empty() {
+                    return Box::new(NoSource) as Box<dyn Source>;
+                }
+                Box::new(LogSource {
+                    worker,
+                    log: src_log.clone(),
+                    reader: src_log.reader(&mine),
+                    progress: src_progress.clone(),
+                    startup_end: src_end.clone(),
+                    caught_up: false,
+                })
+            },
+        )?;
+        let server = Arc::new(Server {
+            config: Arc::new(config),
+            log,
+            replay,
+            decoder: Mutex::new(Decoder::new()),
+            metrics: Metrics::default(),
+            progress,
+            startup_end,
+            workers: workers.min(partitions),
+            snapshots: engine.snapshots.clone(),
+            data_dir: data_dir.to_path_buf(),
+        });
+        Ok((server, engine))
+    }
+
+    /// The limits of the HTTP layer from the configuration.
+    pub fn http_limits(&self) -> HttpLimits {
+        let c = &self.config;
+        HttpLimits {
+            max_body_bytes: c.server.max_body_bytes,
+            query: QueryLimits {
+                timeout: Duration::from_millis(c.query.timeout_ms),
+                memory_bytes: c.query.memory_bytes,
+                max_rows: c.query.max_rows,
+            },
+            max_wait: Duration::from_millis(c.query.max_wait_ms),
+            per_ip_per_s: c.server.per_ip_requests_per_s,
+            tick_ms: c.engine.tick_ms,
+        }
+    }
+
+    fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            max_decompressed_bytes: self.config.ingest.max_decompressed_bytes,
+            max_events: self.config.ingest.max_events_per_batch,
+        }
+    }
+
+    /// Writes raw rrweb events to the replay store (one chunk per tab), then appends the
+    /// analytic events to the log.
+    async fn commit(self: &Arc<Self>, batch_id: String, decoded: Decoded) -> Result<TrackReport, ApiError> {
+        let mut by_tab: BTreeMap<(String, String, String), Vec<RawEvent>> = BTreeMap::new();
+        let mut envelopes = Vec::with_capacity(decoded.accepted.len());
+        for Accepted { envelope, raw_rrweb } in decoded.accepted {
+            if let Some(json) = raw_rrweb {
+                let tab = if envelope.tab_id.is_empty() { envelope.device_id.clone() } else { envelope.tab_id.clone() };
+                by_tab
+                    .entry((envelope.project.clone(), envelope.device_id.clone(), tab.clone()))
+                    .or_default()
+                    .push(RawEvent { tab, seq: envelope.seq, ts: envelope.ts, json });
+            }
+            envelopes.push(envelope);
+        }
+        for ((project, device, tab), events) in by_tab {
+            let n = self
+                .replay
+                .write(&project, &device, &tab, &events)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("cannot store replay data: {e}")))?;
+            self.metrics.replay_bytes.fetch_add(n, Ordering::Relaxed);
+        }
+        let this = self.clone();
+        let appended = tokio::task::spawn_blocking(move || this.log.append(&batch_id, envelopes, now_ms()))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Unavailable(format!("cannot append to the event log: {e}")))?;
+        let m = &self.metrics;
+        m.accepted.fetch_add(appended.events as u64, Ordering::Relaxed);
+        m.rejected.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
+        m.late.fetch_add(appended.clamped as u64, Ordering::Relaxed);
+        m.dropped.fetch_add(appended.dropped as u64, Ordering::Relaxed);
+        let duplicate = appended.duplicate_partitions > 0 && appended.events == 0;
+        if duplicate {
+            m.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(TrackReport {
+            accepted: appended.events,
+            rejected: decoded
+                .rejected
+                .into_iter()
+                .map(|r| http::RejectedEvent { index: r.index, reason: r.reason })
+                .collect(),
+            late: appended.clamped,
+            dropped: appended.dropped,
+            duplicate,
+        })
+    }
+
+    /// After a restart a tab has no node map: replay its stored events through the
+    /// decoder so clicks keep their targets.
+    async fn restore_tab(&self, project: &str, device: &str, tab: &str) -> Result<(), ApiError> {
+        let known = self.decoder.lock().map(|d| d.knows(project, device, tab)).unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        let events = self
+            .replay
+            .read_tab(project, device, tab)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("cannot read replay data: {e}")))?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut dec = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.json) {
+                let _ = dec.decode(project, device, tab, e.seq, &v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs retention every minute and writes the checkpoint every second.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                n += 1;
+                this.write_checkpoint();
+                if n % 60 == 1 {
+                    let log = this.log.clone();
+                    let now = now_ms();
+                    match tokio::task::spawn_blocking(move || log.enforce_retention(now)).await {
+                        Ok(Ok(d)) if d > 0 => tracing::info!(segments = d, "log retention deleted segments"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "log retention failed"),
+                        _ => {}
+                    }
+                    match this.replay.enforce_retention(now - this.config.replay.retention_ms).await {
+                        Ok(d) if d > 0 => tracing::info!(chunks = d, "replay retention deleted chunks"),
+                        Err(e) => tracing::warn!(error = %e, "replay retention failed"),
+                        _ => {}
+                    }
+                }
+            }
+        });
+    }
+
+    fn write_checkpoint(&self) {
+        let positions = self.progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
+        let text = json!({
+            "positions": positions,
+            "frontiers": self.log.frontiers(),
+            "as_of": self.snapshots.latest().as_of,
+            "written_at_ms": now_ms(),
+        })
+        .to_string();
+        let tmp = self.data_dir.join("checkpoint.json.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, self.data_dir.join("checkpoint.json"));
+        }
+    }
+
+    /// Imports a raw rrweb recording without HTTP (the demo traffic).
+    pub async fn import_local(self: &Arc<Self>, import: RrwebImport, body: Bytes) -> Result<TrackReport, ApiError> {
+        Api(self.clone()).import_rrweb(import, body).await
+    }
+}
+
+fn body_error(e: BodyError) -> ApiError {
+    match e {
+        BodyError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        other => ApiError::BadRequest(other.to_string()),
+    }
+}
+
+/// The server as the HTTP layer's backend.
+#[derive(Clone)]
+pub struct Api(pub Arc<Server>);
+
+impl std::ops::Deref for Api {
+    type Target = Arc<Server>;
+    fn deref(&self) -> &Arc<Server> {
+        &self.0
+    }
+}
+
+impl Backend for Api {
+    fn project(&self, key: &str) -> Option<ProjectPolicy> {
+        self.config
+            .projects
+            .get(key)
+            .map(|p| ProjectPolicy { allowed_origins: p.allowed_origins.clone(), rate_limit_per_s: p.rate_limit_per_s })
+    }
+
+    async fn track(
+        &self,
+        project: String,
+        content_type: Option<String>,
+        batch_id: String,
+        body: Bytes,
+    ) -> Result<TrackReport, ApiError> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let limits = Limits::around(now, this.config.ingest.max_past_ms, this.config.ingest.max_future_ms);
+            let defaults = sightflow_connectors::json::Defaults { project: project.clone(), device_id: String::new() };
+            let mut dec = this.decoder.lock().unwrap_or_else(|e| e.into_inner());
+            ingest::decode_track(&body, content_type.as_deref(), &defaults, &this.body_limits(), &limits, &mut dec)
+                .and_then(|d| match &d.project {
+                    Some(p) if *p != project => {
+                        Err(BodyError::Json(format!("the body is for project {p:?}, the key is {project:?}")))
+                    }
+                    _ => Ok(d),
+                })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(body_error)?;
+        self.commit(batch_id, decoded).await
+    }
+
+    async fn import_rrweb(&self, import: RrwebImport, body: Bytes) -> Result<TrackReport, ApiError> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        if import.device.trim().is_empty() {
+            return Err(ApiError::BadRequest("the device id is empty".into()));
+        }
+        if import.seq_start > 0 {
+            self.restore_tab(&import.project, &import.device, &import.tab).await?;
+        }
+        let this = self.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            // Recordings of any age are accepted; old ones are late data.
+            let limits = Limits::any_age(now_ms());
+            let mut dec = this.decoder.lock().unwrap_or_else(|e| e.into_inner());
+            ingest::decode_rrweb(
+                &body,
+                &import.project,
+                &import.device,
+                &import.tab,
+                import.seq_start,
+                &this.body_limits(),
+                &limits,
+                &mut dec,
+            )
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(body_error)?;
+        self.commit(import.batch_id, decoded).await
+    }
+
+    async fn replay(&self, project: String, device: String, from_ts: i64, to_ts: i64) -> Result<Replay, ApiError> {
+        let (events, stats) = self
+            .replay
+            .read_range(&project, &device, from_ts, to_ts)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("replay store: {e}")))?;
+        // A retried request may have stored a chunk twice: keep each (tab, seq) once.
+        let mut seen = std::collections::HashSet::new();
+        let events: Vec<String> =
+            events.into_iter().filter(|e| seen.insert((e.tab.clone(), e.seq))).map(|e| e.json).collect();
+        Ok(Replay { events, stored_bytes: stats.stored_bytes, raw_bytes: stats.raw_bytes })
+    }
+
+    fn health(&self) -> Health {
+        let caught = self.progress.caught_up_at.lock().map(|c| c.clone()).unwrap_or_default();
+        let as_of = self.snapshots.latest().as_of;
+        let ready = caught.len() >= self.workers && caught.values().all(|f| as_of.saturating_add(1) >= *f);
+        let positions = self.progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
+        let ends = self.log.end_offsets();
+        let partitions: Vec<_> = (0..ends.len())
+            .map(|p| {
+                let pos = positions.get(p).copied().unwrap_or(0);
+                json!({"partition": p, "position": pos, "end": ends[p], "lag": ends[p].saturating_sub(pos), "frontier": self.log.frontiers()[p]})
+            })
+            .collect();
+        Health { ready, details: json!({ "startup_end": self.startup_end, "partitions": partitions }) }
+    }
+
+    fn metrics(&self) -> String {
+        let m = &self.metrics;
+        let mut s = String::new();
+        for (name, help, v) in [
+            ("sightflow_ingest_requests_total", "Ingest requests.", &m.requests),
+            ("sightflow_events_accepted_total", "Events appended to the log.", &m.accepted),
+            ("sightflow_events_rejected_total", "Events rejected with a reason.", &m.rejected),
+            ("sightflow_events_late_total", "Late events kept at the frontier.", &m.late),
+            ("sightflow_events_dropped_total", "Late events dropped.", &m.dropped),
+            ("sightflow_duplicate_batches_total", "Retried batches already appended.", &m.duplicates),
+            ("sightflow_replay_stored_bytes_total", "Compressed replay bytes written.", &m.replay_bytes),
+        ] {
+            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
+        }
+        s.push_str("# HELP sightflow_log_bytes Bytes held by the event log.\n# TYPE sightflow_log_bytes gauge\n");
+        for (p, b) in self.log.bytes().iter().enumerate() {
+            s.push_str(&format!("sightflow_log_bytes{{partition=\"{p}\"}} {b}\n"));
+        }
+        s
+    }
+}
+
+/// Starts everything and returns the router (not yet listening).
+pub fn build(config: Config, data_dir: &Path, query_runtime: tokio::runtime::Handle) -> Result<Started, String> {
+    let (server, engine) = Server::start(config, data_dir)?;
+    let state = Arc::new(AppState::new(
+        Arc::new(Api(server.clone())),
+        engine.snapshots.clone(),
+        server.http_limits(),
+        query_runtime,
+    ));
+    let router = http::router(state);
+    Ok(Started { router, snapshots: engine.snapshots.clone(), server, engine })
+}
