@@ -77,7 +77,7 @@ pub struct Started {
     pub engine: Running,
 }
 
-fn log_options(config: &Config, dir: &Path) -> LogOptions {
+pub(crate) fn log_options(config: &Config, dir: &Path) -> LogOptions {
     let l = &config.log;
     LogOptions {
         dir: dir.join("log"),

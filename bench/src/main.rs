@@ -7,6 +7,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use prost::Message;
 use sightflow::batch::{self, Input};
+use sightflow_bench::harness;
+use sightflow_bench::traffic::{GenOptions, generate, json_bytes};
 use sightflow_config::Config;
 use sightflow_dataflows::convert::envelope_events;
 use sightflow_proto::v1::Envelope;
@@ -35,11 +37,72 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Writes generated recordings (one rrweb JSON file per device) and truth.json.
+    Gen {
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Backfill throughput from the embedded log through all views, checked against
+    /// the generator's ground truth.
+    Backfill {
+        #[arg(long, default_value_t = 2000)]
+        devices: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Worker counts to measure, e.g. 1,2.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Dataflow state and RSS per live and per closed session.
+    Memory {
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Freshness under live HTTP load: acknowledgement to visible in a snapshot.
+    Freshness {
+        /// Offered loads in events/s, e.g. 10000,50000,100000.
+        #[arg(long, value_delimiter = ',', default_value = "10000,50000,100000")]
+        rates: Vec<u64>,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        #[arg(long, default_value_t = 10)]
+        tick_ms: u64,
+        #[arg(long, default_value_t = 20)]
+        lateness_ms: u64,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Latency of live-dashboard queries over views holding many sessions.
+    Query {
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Batch { replicas, workers, fixtures, runs } => batch_throughput(replicas, workers, &fixtures, runs),
+        Command::Gen { devices, seed, out } => gen_files(devices, seed, &out),
+        Command::Backfill { devices, seed, workers, runs } => backfill(devices, seed, &workers, runs),
+        Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
+        Command::Query { sessions, runs } => query(sessions, runs),
+        Command::Freshness { rates, seconds, senders, tick_ms, lateness_ms, workers } => {
+            freshness(&rates, seconds, senders, tick_ms, lateness_ms, workers)
+        }
     }
 }
 
@@ -125,6 +188,186 @@ fn batch_throughput(replicas: usize, workers: usize, fixtures: &std::path::Path,
     println!(
         "  reproduce: cargo run --release -p sightflow-bench -- batch --replicas {replicas} --workers {workers} --runs {}",
         times.len()
+    );
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{} cores, {cpu}", std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn gen_files(devices: usize, seed: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let opts = GenOptions { devices, seed, ..Default::default() };
+    let (recs, mut truth) = generate(&opts);
+    truth.rrweb_bytes = json_bytes(&recs);
+    for r in &recs {
+        std::fs::write(out.join(format!("{}.json", r.device)), serde_json::to_vec(&r.events)?)?;
+    }
+    std::fs::write(out.join("truth.json"), serde_json::to_vec_pretty(&truth)?)?;
+    println!(
+        "wrote {} recordings ({} rrweb events, {:.1} MB) and truth.json to {}",
+        recs.len(),
+        truth.rrweb_events,
+        truth.rrweb_bytes as f64 / 1e6,
+        out.display()
+    );
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- gen --devices {devices} --seed {seed} --out {}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize) -> anyhow::Result<()> {
+    let config = Config::defaults();
+    let started = Instant::now();
+    let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
+    let dir = tempfile::tempdir()?;
+    let late = harness::write_log(&config, dir.path(), &t.envelopes)?;
+    println!(
+        "generated {devices} devices: {} rrweb events ({:.1} MB JSON) -> {} envelopes, {} analytic events, {:.1} MB protobuf, {late} late; in {:.1} s",
+        t.truth.rrweb_events,
+        t.truth.rrweb_bytes as f64 / 1e6,
+        t.envelopes.len(),
+        t.events,
+        t.protobuf_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    println!("machine: {}", machine());
+    for &w in workers {
+        let mut best: Option<harness::BackfillFigure> = None;
+        for _ in 0..runs.max(1) {
+            let f = harness::backfill(&config, dir.path(), w, &t)?;
+            if best.as_ref().is_none_or(|b| f.stats.elapsed < b.stats.elapsed) {
+                best = Some(f);
+            }
+        }
+        let f = best.expect("one run");
+        let secs = f.stats.elapsed.as_secs_f64();
+        println!(
+            "backfill from the embedded log, all views, {w} worker(s): {:.3} s = {:.0} envelopes/s, {:.0} analytic events/s, {:.1} MB/s of log (best of {runs}); views equal the planted truth",
+            secs,
+            f.stats.events as f64 / secs,
+            f.events as f64 / secs,
+            f.stats.bytes as f64 / 1e6 / secs,
+        );
+    }
+    println!("  truth: {:?}", t.truth);
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- backfill --devices {devices} --seed {seed} --workers {} --runs {runs}",
+        workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
+    );
+    Ok(())
+}
+
+fn memory(devices: usize, seed: u64, workers: usize) -> anyhow::Result<()> {
+    let mut config = Config::defaults();
+    config.engine.workers = workers;
+    let rss0 = harness::rss_bytes();
+    let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
+    let rss_input = harness::rss_bytes();
+    let m = harness::memory(&config, &t)?;
+    let per = |b: u64| b as f64 / m.sessions.max(1) as f64;
+    println!("machine: {}", machine());
+    println!("memory, {} sessions ({} envelopes held as input), {workers} worker(s):", m.sessions, t.envelopes.len());
+    println!(
+        "  live:   dataflow state {:.1} MB = {:.0} B per live session; process RSS {:.1} MB ({:.1} MB before the input, {:.1} MB with the input)",
+        m.live_state_bytes as f64 / 1e6,
+        per(m.live_state_bytes),
+        m.live_rss_bytes as f64 / 1e6,
+        rss0 as f64 / 1e6,
+        rss_input as f64 / 1e6
+    );
+    println!(
+        "  closed: dataflow state {:.1} MB = {:.0} B per closed session; published views {:.1} MB; process RSS {:.1} MB",
+        m.closed_state_bytes as f64 / 1e6,
+        per(m.closed_state_bytes),
+        m.view_bytes as f64 / 1e6,
+        m.closed_rss_bytes as f64 / 1e6
+    );
+    let mut views = m.per_view_live.clone();
+    views.sort_by(|a, b| b.1.cmp(&a.1));
+    for (v, b) in views.iter().take(6) {
+        let closed = m.per_view_closed.iter().find(|(n, _)| n == v).map_or(0, |x| x.1);
+        println!("    state of {v}: {:.0} B per live session, {:.0} B per closed session", per(*b), per(closed));
+    }
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- memory --devices {devices} --seed {seed} --workers {workers}"
+    );
+    Ok(())
+}
+
+fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let envelopes = harness::light_sessions(sessions, 1_795_161_600_000)?;
+    let n = envelopes.len();
+    let mut config = Config::defaults();
+    config.engine.workers = 2;
+    let snap = batch::run(&config, envelopes).map_err(anyhow::Error::msg)?;
+    let rows = |t: &str| snap.table(t).map_or(0, |b| b.num_rows());
+    println!("machine: {}", machine());
+    println!(
+        "views over {n} envelopes built in {:.1} s: {} sessions, {} rage bursts, {} heatmap cells, {} page views",
+        started.elapsed().as_secs_f64(),
+        rows("sessions"),
+        rows("rage_clicks"),
+        rows("heatmap_cells"),
+        rows("page_views")
+    );
+    for (name, p50, p99, max) in harness::query_latency(&snap, runs)? {
+        println!("  {name:<22} p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  max {max:>8.2} ms ({runs} runs)");
+    }
+    println!("  reproduce: cargo run --release -p sightflow-bench -- query --sessions {sessions} --runs {runs}");
+    Ok(())
+}
+
+fn freshness(
+    rates: &[u64],
+    seconds: u64,
+    senders: usize,
+    tick_ms: u64,
+    lateness_ms: u64,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let mut config = Config::defaults();
+    config.engine.tick_ms = tick_ms;
+    config.engine.allowed_lateness_ms = lateness_ms;
+    config.engine.idle_timeout_ms = lateness_ms.max(tick_ms);
+    config.engine.workers = workers;
+    config.ingest.max_events_per_batch = 100_000;
+    println!("machine: {}", machine());
+    println!(
+        "freshness over HTTP (serve in-process, fsync per batch, tick {tick_ms} ms, lateness {lateness_ms} ms, {workers} worker(s), {senders} senders, {seconds} s per load)"
+    );
+    for &rate in rates {
+        let f = harness::freshness(&config, rate, seconds, senders)?;
+        println!(
+            "  offered {:>7}/s: achieved {:>9.0}/s, {} requests ({} failed); ack->visible p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; p99 first third {:.1} ms, last third {:.1} ms; ack p99 {:.1} ms",
+            f.offered,
+            f.achieved,
+            f.requests,
+            f.failed,
+            f.p50_ms,
+            f.p99_ms,
+            f.p999_ms,
+            f.max_ms,
+            f.p99_first_ms,
+            f.p99_last_ms,
+            f.ack_p99_ms
+        );
+    }
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders} --tick-ms {tick_ms} --lateness-ms {lateness_ms} --workers {workers}",
+        rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
     );
     Ok(())
 }

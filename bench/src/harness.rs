@@ -1,0 +1,541 @@
+//! Measurements: backfill from the embedded log, state per live and closed session,
+//! query latency over large views. Each returns figures and checks the views against
+//! the generator's ground truth.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use sightflow::backfill::{BackfillStats, backfill_log};
+use sightflow_config::Config;
+use sightflow_config::time::tick_ceil as tick_ceil_ms;
+use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions};
+use sightflow_connectors::rrweb::Decoder;
+use sightflow_dataflows::convert::envelope_events;
+use sightflow_dataflows::{Progress, RunOptions, Snapshot, Source, start};
+use sightflow_operators::Params;
+use sightflow_proto::v1::Envelope;
+
+use crate::traffic::{GenOptions, Recording, Truth, generate};
+
+/// The recordings decoded into envelopes, in event-time order.
+pub struct Traffic {
+    pub envelopes: Vec<Envelope>,
+    pub truth: Truth,
+    /// Analytic events (a mouse-move envelope counts its positions).
+    pub events: u64,
+    pub protobuf_bytes: u64,
+}
+
+/// Generates and decodes traffic, one device at a time (the JSON is dropped at once).
+pub fn traffic(opts: &GenOptions) -> anyhow::Result<Traffic> {
+    let mut envelopes = Vec::new();
+    let mut truth = Truth::default();
+    let mut decoder = Decoder::new();
+    let chunk = 1000;
+    for first in (0..opts.devices).step_by(chunk) {
+        let mut o = opts.clone();
+        o.devices = chunk.min(opts.devices - first);
+        o.seed = opts.seed.wrapping_add(first as u64);
+        let (recs, t) = generate(&o);
+        add_truth(&mut truth, &t);
+        for (i, r) in recs.into_iter().enumerate() {
+            let Recording { device, events } = r;
+            let device = format!("{device}-{}", first + i);
+            truth.rrweb_bytes += events.iter().map(|e| e.to_string().len() as u64 + 1).sum::<u64>();
+            let tab = format!("{device}-tab");
+            for (seq, e) in events.iter().enumerate() {
+                let env = decoder
+                    .decode("bench", &device, &tab, seq as u64, e)
+                    .map_err(|err| anyhow::anyhow!("generated event {seq} of {device} does not decode: {err}"))?;
+                envelopes.push(env);
+            }
+            decoder.forget("bench", &device, &tab);
+        }
+    }
+    envelopes.sort_by_key(|e| e.ts);
+    let mut scratch = Vec::new();
+    let events = envelopes
+        .iter()
+        .map(|e| {
+            scratch.clear();
+            envelope_events(e, &mut scratch);
+            scratch.len() as u64
+        })
+        .sum();
+    let protobuf_bytes = envelopes.iter().map(|e| e.encoded_len() as u64).sum();
+    Ok(Traffic { envelopes, truth, events, protobuf_bytes })
+}
+
+fn add_truth(a: &mut Truth, b: &Truth) {
+    a.devices += b.devices;
+    a.sessions += b.sessions;
+    a.page_views += b.page_views;
+    a.clicks += b.clicks;
+    a.rage_bursts += b.rage_bursts;
+    a.dead_clicks += b.dead_clicks;
+    a.error_clicks += b.error_clicks;
+    a.quick_backs += b.quick_backs;
+    a.excessive_scrolls += b.excessive_scrolls;
+    a.thrashed_cursors += b.thrashed_cursors;
+    a.funnel_conversions += b.funnel_conversions;
+    a.uncaught_errors += b.uncaught_errors;
+    a.rrweb_events += b.rrweb_events;
+}
+
+/// Writes envelopes to an embedded log under `dir` (as `serve` would, without fsync).
+pub fn write_log(config: &Config, dir: &Path, envelopes: &[Envelope]) -> anyhow::Result<u64> {
+    let l = &config.log;
+    let log = Log::open(LogOptions {
+        dir: dir.join("log"),
+        partitions: l.partitions,
+        segment_bytes: l.segment_bytes,
+        fsync: FsyncPolicy::Never,
+        retention_bytes: u64::MAX,
+        retention_ms: i64::MAX,
+        tick_ms: config.engine.tick_ms,
+        lateness_ms: config.engine.allowed_lateness_ms,
+        clamp_late: true,
+        idle_timeout_ms: config.engine.idle_timeout_ms,
+    })?;
+    let mut late = 0;
+    // As a live run appends: small batches, at the wall-clock time of their events.
+    for (i, chunk) in envelopes.chunks(256).enumerate() {
+        let now = chunk.first().map_or(0, |e| e.ts);
+        let a = log.append(&format!("gen-{i}"), chunk.to_vec(), now)?;
+        late += a.clamped as u64;
+    }
+    Ok(late)
+}
+
+/// Counts in the views that the generator planted.
+pub fn observed(snap: &Snapshot) -> anyhow::Result<Truth> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let one = |sql: &str| -> anyhow::Result<u64> {
+        let r = rt
+            .block_on(sightflow_query::execute(snap, sql, &Default::default()))
+            .map_err(|e| anyhow::anyhow!("{sql}: {e}"))?;
+        let rows = sightflow_query::format::rows_as_arrays(&r);
+        Ok(rows.first().and_then(|r| r.get(0)).and_then(|v| v.as_u64()).unwrap_or(0))
+    };
+    Ok(Truth {
+        devices: one("select count(distinct device_id) from sessions")?,
+        sessions: one("select count(*) from sessions")?,
+        page_views: one("select count(*) from page_views")?,
+        clicks: one("select sum(clicks) from sessions")?,
+        rage_bursts: one("select count(*) from rage_clicks")?,
+        dead_clicks: one("select count(*) from dead_clicks")?,
+        error_clicks: one("select count(*) from error_clicks")?,
+        quick_backs: one("select count(*) from quick_backs")?,
+        excessive_scrolls: one("select count(*) from excessive_scrolls")?,
+        thrashed_cursors: one("select count(*) from thrashed_cursors")?,
+        funnel_conversions: one("select entered from funnel_steps where funnel = 'signup' order by step desc limit 1")?,
+        uncaught_errors: one("select sum(occurrences) from errors")?,
+        rrweb_events: 0,
+        rrweb_bytes: 0,
+    })
+}
+
+/// Fails with the differing counts when the views do not show what was planted.
+pub fn check_truth(snap: &Snapshot, truth: &Truth) -> anyhow::Result<()> {
+    let mut want = truth.clone();
+    want.rrweb_events = 0;
+    want.rrweb_bytes = 0;
+    let got = observed(snap)?;
+    anyhow::ensure!(got == want, "views differ from the planted truth:\n  planted {want:?}\n  in views {got:?}");
+    Ok(())
+}
+
+/// One backfill figure.
+pub struct BackfillFigure {
+    pub workers: usize,
+    pub stats: BackfillStats,
+    pub events: u64,
+}
+
+/// Backfills the log under `dir` with `workers` workers and checks the views.
+pub fn backfill(config: &Config, dir: &Path, workers: usize, t: &Traffic) -> anyhow::Result<BackfillFigure> {
+    let mut c = config.clone();
+    c.engine.workers = workers;
+    let (snap, stats) = backfill_log(&c, dir).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        stats.events == t.envelopes.len() as u64,
+        "read {} of {} envelopes",
+        stats.events,
+        t.envelopes.len()
+    );
+    check_truth(&snap, &t.truth)?;
+    Ok(BackfillFigure { workers, stats, events: t.events })
+}
+
+/// A live source: gives all envelopes, then holds the frontier where `frontier` says
+/// until `stop`.
+struct HeldSource {
+    items: Option<Vec<(u64, Envelope)>>,
+    frontier: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Source for HeldSource {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
+        if let Some(items) = self.items.take() {
+            out.extend(items);
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return Progress::Done;
+        }
+        Progress::At { frontier: self.frontier.load(Ordering::Relaxed), busy: false }
+    }
+}
+
+/// State and memory with every session live, then with every session closed.
+#[derive(Debug, Clone)]
+pub struct MemoryFigure {
+    pub sessions: u64,
+    pub live_state_bytes: u64,
+    pub live_rss_bytes: u64,
+    pub closed_state_bytes: u64,
+    pub closed_rss_bytes: u64,
+    pub view_bytes: u64,
+    pub per_view_live: Vec<(String, u64)>,
+    pub per_view_closed: Vec<(String, u64)>,
+}
+
+/// Resident set size of this process.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
+    let mut total = 0;
+    let mut views = 0;
+    let mut per = Vec::new();
+    for (name, s) in &snap.state {
+        if name == "published_views" {
+            views += s.bytes as u64;
+        } else {
+            total += s.bytes as u64;
+            per.push((name.clone(), s.bytes as u64));
+        }
+    }
+    (total, views, per)
+}
+
+/// Feeds the traffic, holds the frontier just after its last event (every session
+/// live), then moves it past the session gap and the state grace (every session
+/// closed) and reads the state sizes at both points.
+pub fn memory(config: &Config, t: &Traffic) -> anyhow::Result<MemoryFigure> {
+    let params = Arc::new(Params::from_config(config));
+    let tick = params.tick;
+    let last = t.envelopes.iter().map(|e| e.ts).max().unwrap_or(0);
+    let live_at = tick_ceil_ms(last, tick) + tick;
+    let frontier = Arc::new(AtomicU64::new(live_at));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = config.engine.workers;
+    let mut shares: Vec<Vec<(u64, Envelope)>> = vec![Vec::new(); workers];
+    for e in &t.envelopes {
+        let w = (xxhash(&e.device_id) % workers as u64) as usize;
+        shares[w].push((tick_ceil_ms(e.ts, tick), e.clone()));
+    }
+    let shares = Mutex::new(shares.into_iter().map(Some).collect::<Vec<_>>());
+    let (f, s) = (frontier.clone(), stop.clone());
+    let running = start(
+        RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(1), final_only: false },
+        move |index, _| {
+            let items = shares.lock().ok().and_then(|mut v| v[index].take()).unwrap_or_default();
+            Box::new(HeldSource { items: Some(items), frontier: f.clone(), stop: s.clone() }) as Box<dyn Source>
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let wait = Duration::from_secs(3600);
+    let snap =
+        running.snapshots.wait_for(live_at - 1, wait).map_err(|_| anyhow::anyhow!("views did not reach live_at"))?;
+    let live_sessions = snap.table("sessions").map_or(0, |b| b.num_rows() as u64);
+    let (live_state, _, per_view_live) = dataflow_state(&snap);
+    let live_rss = rss_bytes();
+    drop(snap);
+    // Past the idle gap and the state grace: every session has ended and been released.
+    let closed_at = live_at + config.session.idle_gap_ms + config.engine.state_grace_ms + 10 * tick;
+    let closed_at = closed_at.div_ceil(tick) * tick;
+    frontier.store(closed_at, Ordering::Relaxed);
+    let snap = running.snapshots.wait_for(closed_at - 1, wait).map_err(|_| anyhow::anyhow!("views did not close"))?;
+    let (closed_state, view_bytes, per_view_closed) = dataflow_state(&snap);
+    let closed_rss = rss_bytes();
+    let sessions = snap.table("sessions").map_or(0, |b| b.num_rows() as u64);
+    anyhow::ensure!(sessions == live_sessions, "{sessions} sessions after closing, {live_sessions} while live");
+    check_truth(&snap, &t.truth)?;
+    drop(snap);
+    stop.store(true, Ordering::Relaxed);
+    running.join().map_err(anyhow::Error::msg)?;
+    Ok(MemoryFigure {
+        sessions,
+        live_state_bytes: live_state,
+        live_rss_bytes: live_rss,
+        closed_state_bytes: closed_state,
+        closed_rss_bytes: closed_rss,
+        view_bytes,
+        per_view_live,
+        per_view_closed,
+    })
+}
+
+fn xxhash(s: &str) -> u64 {
+    // FNV-1a: any stable spread of devices over workers will do here.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The live-dashboard queries of the latency benchmark.
+pub const DASHBOARD_QUERIES: &[(&str, &str)] = &[
+    ("live sessions", "select count(*) from sessions where is_live"),
+    (
+        "top rage-click pages",
+        "select url, count(*) as bursts, sum(clicks) as clicks from rage_clicks group by url order by bursts desc limit 10",
+    ),
+    (
+        "heatmap of one page",
+        "select cell_x, cell_y, count from heatmap_cells where url = 'http://shop.bench.test/pricing' and kind = 'click' and viewport_bucket = 1280 order by count desc limit 500",
+    ),
+    (
+        "funnel",
+        "select step, step_name, entered, conversion_rate from funnel_steps where funnel = 'signup' order by step",
+    ),
+];
+
+/// p50/p99 of each dashboard query over `snap`, `runs` times each.
+pub fn query_latency(snap: &Snapshot, runs: usize) -> anyhow::Result<Vec<(String, f64, f64, f64)>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut out = Vec::new();
+    for (name, sql) in DASHBOARD_QUERIES {
+        let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
+        for _ in 0..runs {
+            let started = Instant::now();
+            let r = rt
+                .block_on(sightflow_query::execute(snap, sql, &Default::default()))
+                .map_err(|e| anyhow::anyhow!("{sql}: {e}"))?;
+            std::hint::black_box(r.num_rows());
+            h.record(started.elapsed().as_micros() as u64)?;
+        }
+        out.push((
+            name.to_string(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+        ));
+    }
+    Ok(out)
+}
+
+/// Many small sessions for the query benchmark: SDK events (page views, clicks, a rage
+/// burst in one session of ten, an error in one of twenty), spread over a day. Session
+/// `i` walks the first `1 + i % 4` steps of the signup funnel.
+pub fn light_sessions(sessions: usize, start_ms: i64) -> anyhow::Result<Vec<Envelope>> {
+    use serde_json::json;
+    let defaults = sightflow_connectors::json::Defaults { project: "bench".into(), device_id: String::new() };
+    let mut decoder = Decoder::new();
+    let mut out = Vec::with_capacity(sessions * 6);
+    let paths = ["/", "/pricing", "/signup", "/thanks"];
+    let widths = [390, 1280, 1440, 1024];
+    for i in 0..sessions {
+        let device = format!("light-{i:08}");
+        let t0 = start_ms + (i as i64 * 7919) % 40_000_000;
+        let w = widths[i % widths.len()];
+        let mut events = Vec::with_capacity(8);
+        for (k, p) in paths.iter().take(1 + i % 4).enumerate() {
+            let t = t0 + k as i64 * 20_000;
+            events.push(json!({"type": "page_view", "device_id": device, "ts": t, "url": format!("http://shop.bench.test{p}"), "viewport_width": w, "viewport_height": 800}));
+            let (x, y) = ((i * 37 % 1200) as i64, (i * 53 % 2000) as i64);
+            events.push(
+                json!({"type": "click", "device_id": device, "ts": t + 3000, "x": x, "y": y, "selector": "button.cta"}),
+            );
+            events.push(json!({"type": "mutation", "device_id": device, "ts": t + 3200}));
+            if k == 0 && i % 10 == 0 {
+                for r in 1..4 {
+                    events.push(json!({"type": "click", "device_id": device, "ts": t + 5000 + r * 200, "x": x + 5, "y": y, "selector": "button.cta"}));
+                }
+                events.push(json!({"type": "mutation", "device_id": device, "ts": t + 6000}));
+            }
+            if k == 0 && i % 20 == 0 {
+                events.push(json!({"type": "error", "device_id": device, "ts": t + 9000, "message": "Uncaught TypeError: price is undefined", "source": "app.js"}));
+            }
+        }
+        for (n, e) in events.iter().enumerate() {
+            out.push(
+                sightflow_connectors::json::decode_event(e, &defaults, n as u64, &mut decoder)
+                    .map_err(|err| anyhow::anyhow!("light event {n} of {device}: {err}"))?,
+            );
+        }
+    }
+    out.sort_by_key(|e| e.ts);
+    Ok(out)
+}
+
+/// Freshness under live load over HTTP.
+#[derive(Debug, Clone)]
+pub struct FreshnessFigure {
+    pub offered: u64,
+    pub achieved: f64,
+    pub requests: u64,
+    pub failed: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// p99 of the first and the last third of the run: a growing backlog shows here.
+    pub p99_first_ms: f64,
+    pub p99_last_ms: f64,
+    pub ack_p99_ms: f64,
+}
+
+/// Runs `serve` in this process on a free loopback port with the given engine timing,
+/// offers `rate` events/s of SDK events over `POST /api/v1/track` from `senders`
+/// threads for `seconds`, and measures for every acknowledged request the time from
+/// its acknowledgement until a published snapshot's `as_of` covers its newest event.
+pub fn freshness(config: &Config, rate: u64, seconds: u64, senders: usize) -> anyhow::Result<FreshnessFigure> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let dir = tempfile::tempdir()?;
+    let tick = config.engine.tick_ms;
+    let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let started =
+        sightflow::serve::build(config.clone(), dir.path(), query_rt.handle().clone()).map_err(anyhow::Error::msg)?;
+    let snapshots = started.snapshots.clone();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let url = format!("http://{}/api/v1/track?key=demo", listener.local_addr()?);
+    let router = started.router.clone();
+    rt.spawn(async move {
+        let _ = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, u64)>();
+    let run_for = Duration::from_secs(seconds);
+    let begin = Instant::now();
+    let per_request = ((rate as f64 / 100.0) / senders as f64).ceil().max(1.0) as usize;
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut ack = hdrhistogram::Histogram::<u64>::new(3)?;
+    let ack_hist = Arc::new(Mutex::new(std::mem::replace(&mut ack, hdrhistogram::Histogram::new(3)?)));
+    let mut threads = Vec::new();
+    for k in 0..senders {
+        let (tx, url, sent, failed, ack_hist) =
+            (tx.clone(), url.clone(), sent.clone(), failed.clone(), ack_hist.clone());
+        threads.push(std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let interval = Duration::from_millis(10);
+            let mut next = Instant::now();
+            let mut n: u64 = 0;
+            let mut body = String::with_capacity(per_request * 120);
+            while begin.elapsed() < run_for {
+                let now = Instant::now();
+                if now < next {
+                    std::thread::sleep(next - now);
+                }
+                next += interval;
+                let ts = sightflow::serve::now_ms();
+                body.clear();
+                body.push('[');
+                for i in 0..per_request {
+                    n += 1;
+                    let device = format!("fresh-{k}-{}", n % 500);
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    if n % 50 == 0 {
+                        body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
+                    } else {
+                        body.push_str(&format!("{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}", n % 1200, n % 700));
+                    }
+                }
+                body.push(']');
+                let sent_at = Instant::now();
+                match agent.post(&url).content_type("application/json").send(body.as_str()) {
+                    Ok(r) if r.status() == 200 => {
+                        let acked = Instant::now();
+                        sent.fetch_add(per_request as u64, Ordering::Relaxed);
+                        if let Ok(mut h) = ack_hist.lock() {
+                            let _ = h.record((acked - sent_at).as_micros() as u64);
+                        }
+                        let _ = tx.send((acked, ts.max(0) as u64));
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    // The watcher: pending acknowledgements by the tick their newest event needs.
+    let mut pending: BinaryHeap<Reverse<(u64, Instant)>> = BinaryHeap::new();
+    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut first = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut last = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut open = true;
+    let deadline = begin + run_for + Duration::from_secs(30);
+    let mut requests = 0u64;
+    while (open || !pending.is_empty()) && Instant::now() < deadline {
+        loop {
+            match rx.try_recv() {
+                Ok((acked, ts)) => {
+                    requests += 1;
+                    pending.push(Reverse((ts.div_ceil(tick) * tick, acked)));
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let Some(Reverse((need, _))) = pending.peek().copied() else {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        };
+        let snap = match snapshots.wait_for(need, Duration::from_millis(5)) {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        let seen = Instant::now();
+        while let Some(Reverse((need, acked))) = pending.peek().copied() {
+            if need > snap.as_of {
+                break;
+            }
+            pending.pop();
+            let us = seen.saturating_duration_since(acked).as_micros() as u64;
+            all.record(us)?;
+            let at = acked.duration_since(begin);
+            if at < run_for / 3 {
+                first.record(us)?;
+            } else if at > run_for * 2 / 3 {
+                last.record(us)?;
+            }
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let ack = ack_hist.lock().map(|h| ms(&h, 0.99)).unwrap_or(0.0);
+    drop(started);
+    query_rt.shutdown_background();
+    rt.shutdown_background();
+    Ok(FreshnessFigure {
+        offered: rate,
+        achieved: sent.load(Ordering::Relaxed) as f64 / run_for.as_secs_f64(),
+        requests,
+        failed: failed.load(Ordering::Relaxed),
+        p50_ms: ms(&all, 0.5),
+        p99_ms: ms(&all, 0.99),
+        p999_ms: ms(&all, 0.999),
+        max_ms: all.max() as f64 / 1000.0,
+        p99_first_ms: ms(&first, 0.99),
+        p99_last_ms: ms(&last, 0.99),
+        ack_p99_ms: ack,
+    })
+}

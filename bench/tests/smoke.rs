@@ -1,0 +1,68 @@
+//! A small pass of the generator and every measurement, with exact checks: the views
+//! computed from generated traffic equal the planted ground truth, from the embedded
+//! log with 1 and 2 workers, and state shrinks once sessions close.
+
+use sightflow_bench::harness;
+use sightflow_bench::traffic::{GenOptions, generate};
+use sightflow_config::Config;
+
+#[test]
+fn generation_is_deterministic_and_plants_every_behaviour() {
+    let opts = GenOptions { devices: 60, seed: 7, ..Default::default() };
+    let (a, ta) = generate(&opts);
+    let (b, tb) = generate(&opts);
+    assert_eq!(ta, tb);
+    assert_eq!(a.len(), 60);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.events == y.events));
+    for (name, n) in [
+        ("rage", ta.rage_bursts),
+        ("dead", ta.dead_clicks),
+        ("error clicks", ta.error_clicks),
+        ("quick backs", ta.quick_backs),
+        ("excessive scrolls", ta.excessive_scrolls),
+        ("thrashed cursors", ta.thrashed_cursors),
+        ("funnel conversions", ta.funnel_conversions),
+    ] {
+        assert!(n > 0, "no {name} planted in 60 devices");
+    }
+    // Snapshots are tens of KB.
+    let snapshot = a[0].events.iter().find(|e| e["type"] == 2).unwrap();
+    let size = snapshot.to_string().len();
+    assert!((10_000..200_000).contains(&size), "snapshot of {size} bytes");
+}
+
+#[test]
+fn backfill_from_the_log_gives_the_planted_truth_with_one_and_two_workers() {
+    let config = Config::defaults();
+    let t = harness::traffic(&GenOptions { devices: 40, seed: 11, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(harness::write_log(&config, dir.path(), &t.envelopes).unwrap(), 0, "nothing is late");
+    for workers in [1, 2] {
+        let f = harness::backfill(&config, dir.path(), workers, &t).unwrap();
+        assert_eq!(f.stats.events, t.envelopes.len() as u64);
+    }
+}
+
+#[test]
+fn state_per_session_shrinks_once_sessions_close() {
+    let config = Config::defaults();
+    let t = harness::traffic(&GenOptions { devices: 30, seed: 3, ..Default::default() }).unwrap();
+    let m = harness::memory(&config, &t).unwrap();
+    assert_eq!(m.sessions, 30);
+    assert!(m.live_state_bytes > 0);
+    assert!(m.closed_state_bytes < m.live_state_bytes, "{m:?}");
+    // The per-device state of the behaviour operator is released once sessions close.
+    let of = |v: &[(String, u64)]| v.iter().find(|(n, _)| n == "behaviour").map_or(0, |x| x.1);
+    assert!(of(&m.per_view_live) > 0, "{m:?}");
+    assert!(of(&m.per_view_closed) < of(&m.per_view_live) / 4, "{m:?}");
+}
+
+#[test]
+fn dashboard_queries_run_over_light_sessions() {
+    let envelopes = harness::light_sessions(500, 1_795_161_600_000).unwrap();
+    let snap = sightflow::batch::run(&Config::defaults(), envelopes).unwrap();
+    assert_eq!(snap.table("sessions").unwrap().num_rows(), 500);
+    assert_eq!(snap.table("rage_clicks").unwrap().num_rows(), 50);
+    let lat = harness::query_latency(&snap, 3).unwrap();
+    assert_eq!(lat.len(), harness::DASHBOARD_QUERIES.len());
+}
