@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test lint unit run bench-smoke
+.PHONY: test lint unit run bench
 
 ## Runs every check and test (what CI runs).
 test: lint unit
@@ -18,3 +18,15 @@ unit:
 ## The server with demo traffic on http://127.0.0.1:8080 (data in ./data).
 run:
 	$(CARGO) run --release --bin sightflow -- serve --demo
+
+## The whole benchmark suite in release mode (not part of `make test`; figures go to
+## bench/README.md). A small smoke pass of the generator and harness runs in `make test`.
+bench:
+	$(CARGO) build --release -p sightflow-bench
+	./target/release/sightflow-bench batch --replicas 2000 --workers 1
+	./target/release/sightflow-bench batch --replicas 2000 --workers 2
+	./target/release/sightflow-bench backfill --devices 2000 --workers 1,2
+	./target/release/sightflow-bench memory --devices 10000
+	./target/release/sightflow-bench memory --devices 100000
+	./target/release/sightflow-bench query --sessions 1000000
+	./target/release/sightflow-bench freshness --rates 10000,50000,100000

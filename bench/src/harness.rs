@@ -180,8 +180,14 @@ struct HeldSource {
 
 impl Source for HeldSource {
     fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        if let Some(items) = self.items.take() {
-            out.extend(items);
+        // The input in bounded slices, as a log would deliver it.
+        if let Some(items) = self.items.as_mut() {
+            let n = items.len().min(20_000);
+            out.extend(items.drain(..n));
+            if items.is_empty() {
+                self.items = None;
+            }
+            return Progress::At { frontier: out.first().map_or(0, |(t, _)| *t), busy: true };
         }
         if self.stop.load(Ordering::Relaxed) {
             return Progress::Done;
@@ -446,7 +452,7 @@ pub fn freshness(config: &Config, rate: u64, seconds: u64, senders: usize) -> an
                     if i > 0 {
                         body.push(',');
                     }
-                    if n % 50 == 0 {
+                    if n.is_multiple_of(50) {
                         body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
                     } else {
                         body.push_str(&format!("{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}", n % 1200, n % 700));
@@ -538,4 +544,149 @@ pub fn freshness(config: &Config, rate: u64, seconds: u64, senders: usize) -> an
         p99_last_ms: ms(&last, 0.99),
         ack_p99_ms: ack,
     })
+}
+
+/// Writes envelopes as one flat Parquet file for the peer engines: one row per
+/// envelope with the fields the compared views need.
+pub fn export_parquet(envelopes: &[Envelope], path: &Path) -> anyhow::Result<()> {
+    use datafusion::arrow::array::{
+        ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, UInt64Builder,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use sightflow_proto::v1::envelope::Kind;
+    let mut device = StringBuilder::new();
+    let mut tab = StringBuilder::new();
+    let mut seq = UInt64Builder::new();
+    let mut ts = Int64Builder::new();
+    let mut kind = StringBuilder::new();
+    let mut x = Int32Builder::new();
+    let mut y = Int32Builder::new();
+    let mut url = StringBuilder::new();
+    let mut text_field = BooleanBuilder::new();
+    for e in envelopes {
+        device.append_value(&e.device_id);
+        tab.append_value(&e.tab_id);
+        seq.append_value(e.seq);
+        ts.append_value(e.ts);
+        let (k, cx, cy, u, tf) = match &e.kind {
+            Some(Kind::PageView(p)) => ("page_view", None, None, Some(p.url.as_str()), false),
+            Some(Kind::Click(c)) => ("click", Some(c.x), Some(c.y), None, c.text_field),
+            Some(Kind::Scroll(s)) => ("scroll", Some(s.x), Some(s.y), None, false),
+            Some(Kind::MouseMove(_)) => ("mouse_move", None, None, None, false),
+            Some(Kind::Input(_)) => ("input", None, None, None, false),
+            Some(Kind::Resize(_)) => ("resize", None, None, None, false),
+            Some(Kind::Mutation(_)) => ("mutation", None, None, None, false),
+            Some(Kind::Error(_)) => ("error", None, None, None, false),
+            Some(Kind::Exit(_)) => ("exit", None, None, None, false),
+            Some(Kind::Custom(_)) => ("custom", None, None, None, false),
+            Some(Kind::Snapshot(_)) => ("snapshot", None, None, None, false),
+            Some(Kind::Activity(_)) => ("activity", None, None, None, false),
+            Some(Kind::TouchMove(_)) => ("touch_move", None, None, None, false),
+            Some(Kind::Rrweb(_)) | None => ("other", None, None, None, false),
+        };
+        kind.append_value(k);
+        x.append_option(cx);
+        y.append_option(cy);
+        url.append_option(u);
+        text_field.append_value(tf);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("tab_id", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("x", DataType::Int32, true),
+        Field::new("y", DataType::Int32, true),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("text_field", DataType::Boolean, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(device.finish()),
+        Arc::new(tab.finish()),
+        Arc::new(seq.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(x.finish()),
+        Arc::new(y.finish()),
+        Arc::new(url.finish()),
+        Arc::new(text_field.finish()),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let file = std::fs::File::create(path)?;
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(())
+}
+
+/// A source fed batch by batch over a channel: each message is a batch of stamped
+/// envelopes and the frontier after it; a closed channel ends the input.
+struct ChannelSource {
+    rx: std::sync::mpsc::Receiver<(Vec<(u64, Envelope)>, u64)>,
+    frontier: u64,
+}
+
+impl Source for ChannelSource {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
+        match self.rx.recv_timeout(Duration::from_millis(1)) {
+            Ok((items, frontier)) => {
+                out.extend(items);
+                self.frontier = self.frontier.max(frontier);
+                Progress::At { frontier: self.frontier, busy: true }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Progress::At { frontier: self.frontier, busy: false },
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Progress::Done,
+        }
+    }
+}
+
+/// The compared answers, as the peers compute them.
+pub fn peer_answers(snap: &Snapshot) -> anyhow::Result<serde_json::Value> {
+    let o = observed(snap)?;
+    Ok(serde_json::json!({
+        "sessions": o.sessions,
+        "page_views": o.page_views,
+        "clicks": o.clicks,
+        "dead_clicks": o.dead_clicks,
+        "error_clicks": o.error_clicks,
+    }))
+}
+
+/// Feeds `batches` (in event-time order) into a live dataflow one at a time and
+/// measures each incremental update: from handing the batch over until a snapshot
+/// covers it. Returns the update times and the complete final snapshot.
+pub fn incremental_updates(
+    config: &Config,
+    batches: &[Vec<Envelope>],
+) -> anyhow::Result<(Vec<Duration>, Arc<Snapshot>)> {
+    let params = Arc::new(Params::from_config(config));
+    let tick = params.tick;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rx = Mutex::new(Some(rx));
+    let running = start(
+        RunOptions { workers: 1, params, on_publish: None, idle_park: Duration::from_millis(1), final_only: false },
+        move |_, _| {
+            let rx = rx.lock().ok().and_then(|mut r| r.take()).expect("one worker");
+            Box::new(ChannelSource { rx, frontier: 0 }) as Box<dyn Source>
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let mut times = Vec::new();
+    for b in batches {
+        let items: Vec<(u64, Envelope)> = b.iter().map(|e| (tick_ceil_ms(e.ts, tick), e.clone())).collect();
+        let frontier = items.iter().map(|(t, _)| *t).max().unwrap_or(0);
+        let started = Instant::now();
+        tx.send((items, frontier)).map_err(|_| anyhow::anyhow!("the dataflow stopped"))?;
+        running
+            .snapshots
+            .wait_for(frontier.saturating_sub(1), Duration::from_secs(600))
+            .map_err(|_| anyhow::anyhow!("the views did not catch up"))?;
+        times.push(started.elapsed());
+    }
+    drop(tx);
+    let snapshots = running.snapshots.clone();
+    running.join().map_err(anyhow::Error::msg)?;
+    Ok((times, snapshots.wait_complete()))
 }

@@ -84,6 +84,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Incremental update time against DuckDB and chdb recomputing the same views from
+    /// Parquet after every batch (needs `pip install duckdb chdb`).
+    Peers {
+        #[arg(long, default_value_t = 2000)]
+        devices: usize,
+        #[arg(long, default_value_t = 10)]
+        batches: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Latency of live-dashboard queries over views holding many sessions.
     Query {
         #[arg(long, default_value_t = 1_000_000)]
@@ -100,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         Command::Backfill { devices, seed, workers, runs } => backfill(devices, seed, &workers, runs),
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
+        Command::Peers { devices, batches, seed } => peers(devices, batches, seed),
         Command::Freshness { rates, seconds, senders, tick_ms, lateness_ms, workers } => {
             freshness(&rates, seconds, senders, tick_ms, lateness_ms, workers)
         }
@@ -273,7 +284,9 @@ fn memory(devices: usize, seed: u64, workers: usize) -> anyhow::Result<()> {
     let mut config = Config::defaults();
     config.engine.workers = workers;
     let rss0 = harness::rss_bytes();
-    let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
+    // Small snapshots: their size does not reach the dataflow (they go to the replay
+    // store), and generating 100k devices stays fast.
+    let t = harness::traffic(&GenOptions { devices, seed, paragraphs: 8, ..Default::default() })?;
     let rss_input = harness::rss_bytes();
     let m = harness::memory(&config, &t)?;
     let per = |b: u64| b as f64 / m.sessions.max(1) as f64;
@@ -295,7 +308,7 @@ fn memory(devices: usize, seed: u64, workers: usize) -> anyhow::Result<()> {
         m.closed_rss_bytes as f64 / 1e6
     );
     let mut views = m.per_view_live.clone();
-    views.sort_by(|a, b| b.1.cmp(&a.1));
+    views.sort_by_key(|v| std::cmp::Reverse(v.1));
     for (v, b) in views.iter().take(6) {
         let closed = m.per_view_closed.iter().find(|(n, _)| n == v).map_or(0, |x| x.1);
         println!("    state of {v}: {:.0} B per live session, {:.0} B per closed session", per(*b), per(closed));
@@ -368,6 +381,61 @@ fn freshness(
     println!(
         "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders} --tick-ms {tick_ms} --lateness-ms {lateness_ms} --workers {workers}",
         rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
+    );
+    Ok(())
+}
+
+fn peers(devices: usize, batches: usize, seed: u64) -> anyhow::Result<()> {
+    let config = Config::defaults();
+    let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
+    let dir = tempfile::tempdir()?;
+    let per = t.envelopes.len().div_ceil(batches.max(1));
+    let parts: Vec<Vec<Envelope>> = t.envelopes.chunks(per).map(|c| c.to_vec()).collect();
+    for (i, p) in parts.iter().enumerate() {
+        harness::export_parquet(p, &dir.path().join(format!("events-{i:03}.parquet")))?;
+    }
+    let (times, snap) = harness::incremental_updates(&config, &parts)?;
+    let answers = harness::peer_answers(&snap)?;
+    let answers_path = dir.path().join("answers.json");
+    std::fs::write(&answers_path, answers.to_string())?;
+    let ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    println!("machine: {}", machine());
+    println!(
+        "peers: {} envelopes ({} analytic events) in {} batches of ~{per}; sightflow incremental update per batch: mean {:.1} ms, last {:.1} ms, max {:.1} ms",
+        t.envelopes.len(),
+        t.events,
+        parts.len(),
+        ms.iter().sum::<f64>() / ms.len().max(1) as f64,
+        ms.last().copied().unwrap_or(0.0),
+        ms.iter().cloned().fold(0.0, f64::max)
+    );
+    println!("  sightflow answers: {answers}");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/peers.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(dir.path())
+        .arg(parts.len().to_string())
+        .arg(&answers_path)
+        .output()?;
+    let last = ms.last().copied().unwrap_or(0.0).max(0.001);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => println!(
+                "  {}: recompute after the last batch {:.1} ms ({:.0}x sightflow's incremental update); answers {} sightflow's: {}",
+                v["engine"].as_str().unwrap_or("?"),
+                v["last_ms"].as_f64().unwrap_or(0.0),
+                v["last_ms"].as_f64().unwrap_or(0.0) / last,
+                if v["equal"].as_bool() == Some(true) { "equal" } else { "DIFFER from" },
+                v["answers"]
+            ),
+            Err(_) => println!("  {line}"),
+        }
+    }
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- peers --devices {devices} --batches {batches} --seed {seed}"
     );
     Ok(())
 }

@@ -178,12 +178,22 @@ impl Publisher {
 
     /// Takes one worker's message; publishes when the least frontier advanced.
     pub fn receive(&mut self, msg: WorkerUpdate) {
+        self.absorb(msg);
+        self.maybe_publish();
+    }
+
+    /// Takes one worker's message without publishing.
+    pub fn absorb(&mut self, msg: WorkerUpdate) {
         for (t, u) in msg.updates {
             self.pending.entry(t).or_default().push(u);
         }
         if let Some(f) = self.frontiers.get_mut(msg.worker) {
             *f = msg.frontier;
         }
+    }
+
+    /// Publishes a snapshot when the least frontier has advanced.
+    pub fn maybe_publish(&mut self) {
         let least = self.frontiers.iter().map(|f| f.unwrap_or(u64::MAX)).min().unwrap_or(u64::MAX);
         if self.complete {
             return;
@@ -244,8 +254,15 @@ pub fn spawn_publisher(
     std::thread::Builder::new()
         .name("publisher".into())
         .spawn(move || {
+            // Everything already queued is absorbed before one snapshot is built, so a
+            // publisher that falls behind catches up instead of building a snapshot for
+            // every tick it missed.
             while let Ok(msg) = rx.recv() {
-                publisher.receive(msg);
+                publisher.absorb(msg);
+                while let Ok(more) = rx.try_recv() {
+                    publisher.absorb(more);
+                }
+                publisher.maybe_publish();
             }
             snapshots.close();
         })

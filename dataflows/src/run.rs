@@ -141,7 +141,14 @@ where
     let idle = options.idle_park;
     let stop = Arc::new(AtomicBool::new(false));
     let stop_workers = stop.clone();
-    let config = if options.workers <= 1 { timely::Config::thread() } else { timely::Config::process(options.workers) };
+    let mut config =
+        if options.workers <= 1 { timely::Config::thread() } else { timely::Config::process(options.workers) };
+    // Arrangements keep merging while the input is idle, so that state shrinks to its
+    // compact size instead of holding the unmerged history of recent changes.
+    differential_dataflow::configure(
+        &mut config.worker,
+        &differential_dataflow::Config::default().idle_merge_effort(Some(1000)),
+    );
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
