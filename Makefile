@@ -27,6 +27,6 @@ bench:
 	./target/release/sightflow-bench batch --replicas 2000 --workers 2
 	./target/release/sightflow-bench backfill --devices 2000 --workers 1,2
 	./target/release/sightflow-bench memory --devices 10000
-	./target/release/sightflow-bench memory --devices 100000
+	./target/release/sightflow-bench peers --devices 2000 --batches 100
 	./target/release/sightflow-bench query --sessions 1000000
 	./target/release/sightflow-bench freshness --rates 10000,50000,100000

@@ -170,36 +170,11 @@ pub fn backfill(config: &Config, dir: &Path, workers: usize, t: &Traffic) -> any
     Ok(BackfillFigure { workers, stats, events: t.events })
 }
 
-/// A live source: gives all envelopes, then holds the frontier where `frontier` says
-/// until `stop`.
-struct HeldSource {
-    items: Option<Vec<(u64, Envelope)>>,
-    frontier: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Source for HeldSource {
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        // The input in bounded slices, as a log would deliver it.
-        if let Some(items) = self.items.as_mut() {
-            let n = items.len().min(20_000);
-            out.extend(items.drain(..n));
-            if items.is_empty() {
-                self.items = None;
-            }
-            return Progress::At { frontier: out.first().map_or(0, |(t, _)| *t), busy: true };
-        }
-        if self.stop.load(Ordering::Relaxed) {
-            return Progress::Done;
-        }
-        Progress::At { frontier: self.frontier.load(Ordering::Relaxed), busy: false }
-    }
-}
-
 /// State and memory with every session live, then with every session closed.
 #[derive(Debug, Clone)]
 pub struct MemoryFigure {
     pub sessions: u64,
+    pub envelopes: u64,
     pub live_state_bytes: u64,
     pub live_rss_bytes: u64,
     pub closed_state_bytes: u64,
@@ -234,36 +209,133 @@ fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
     (total, views, per)
 }
 
-/// Feeds the traffic, holds the frontier just after its last event (every session
-/// live), then moves it past the session gap and the state grace (every session
-/// closed) and reads the state sizes at both points.
-pub fn memory(config: &Config, t: &Traffic) -> anyhow::Result<MemoryFigure> {
+/// Generates traffic chunk by chunk on the feeding worker (so nothing but the dataflow
+/// holds it), then holds the frontier where `frontier` says until `stop`.
+struct StreamSource {
+    feeder: Option<Feeder>,
+    frontier: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+struct Feeder {
+    opts: GenOptions,
+    chunk: usize,
+    /// Session starts of chunk `k` lie in `start_ms + k * span .. + span`.
+    span: i64,
+    next: usize,
+    decoder: Decoder,
+    tick: u64,
+    max_ts: i64,
+    truth: Arc<Mutex<Truth>>,
+    envelopes: Arc<AtomicU64>,
+    live_at: Arc<AtomicU64>,
+}
+
+impl Feeder {
+    /// Feeds one chunk; returns the frontier after it.
+    fn feed(&mut self, out: &mut Vec<(u64, Envelope)>) -> u64 {
+        let k = (self.next / self.chunk) as i64;
+        let mut o = self.opts.clone();
+        o.devices = self.chunk.min(self.opts.devices - self.next);
+        o.seed = self.opts.seed.wrapping_add(self.next as u64);
+        o.start_ms = self.opts.start_ms + k * self.span;
+        o.spread_ms = self.span;
+        let (recs, t) = generate(&o);
+        if let Ok(mut truth) = self.truth.lock() {
+            add_truth(&mut truth, &t);
+        }
+        let mut batch = Vec::new();
+        for (i, r) in recs.into_iter().enumerate() {
+            let device = format!("{}-{}", r.device, self.next + i);
+            let tab = format!("{device}-tab");
+            for (seq, e) in r.events.iter().enumerate() {
+                if let Ok(env) = self.decoder.decode("bench", &device, &tab, seq as u64, e) {
+                    self.max_ts = self.max_ts.max(env.ts);
+                    batch.push((tick_ceil_ms(env.ts, self.tick), env));
+                }
+            }
+            self.decoder.forget("bench", &device, &tab);
+        }
+        self.envelopes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        out.extend(batch);
+        self.next += o.devices;
+        // Every later chunk starts at or after this.
+        let next_start = self.opts.start_ms + (k + 1) * self.span;
+        (next_start.max(0) as u64 / self.tick) * self.tick
+    }
+}
+
+impl Source for StreamSource {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
+        if let Some(f) = self.feeder.as_mut() {
+            if f.next < f.opts.devices {
+                let frontier = f.feed(out);
+                self.frontier.fetch_max(frontier, Ordering::Relaxed);
+                return Progress::At { frontier, busy: true };
+            }
+            if f.live_at.load(Ordering::Relaxed) == 0 {
+                let live_at = tick_ceil_ms(f.max_ts, f.tick) + f.tick;
+                self.frontier.fetch_max(live_at, Ordering::Relaxed);
+                f.live_at.store(live_at, Ordering::Relaxed);
+            }
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return Progress::Done;
+        }
+        Progress::At { frontier: self.frontier.load(Ordering::Relaxed), busy: false }
+    }
+}
+
+/// Streams generated traffic into a live dataflow, holds the frontier just after its
+/// last event (every session live), then moves it past the session gap and the state
+/// grace (every session closed) and reads the state sizes at both points. Sessions
+/// start in chunks of `chunk` devices, 15 s apart, so all are live at the end.
+pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Result<MemoryFigure> {
     let params = Arc::new(Params::from_config(config));
     let tick = params.tick;
-    let last = t.envelopes.iter().map(|e| e.ts).max().unwrap_or(0);
-    let live_at = tick_ceil_ms(last, tick) + tick;
-    let frontier = Arc::new(AtomicU64::new(live_at));
+    let frontier = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let live_at = Arc::new(AtomicU64::new(0));
+    let truth = Arc::new(Mutex::new(Truth::default()));
+    let envelopes = Arc::new(AtomicU64::new(0));
     let workers = config.engine.workers;
-    let mut shares: Vec<Vec<(u64, Envelope)>> = vec![Vec::new(); workers];
-    for e in &t.envelopes {
-        let w = (xxhash(&e.device_id) % workers as u64) as usize;
-        shares[w].push((tick_ceil_ms(e.ts, tick), e.clone()));
-    }
-    let shares = Mutex::new(shares.into_iter().map(Some).collect::<Vec<_>>());
+    let feeder = Mutex::new(Some(Feeder {
+        opts: opts.clone(),
+        chunk: chunk.max(1),
+        span: 15_000,
+        next: 0,
+        decoder: Decoder::new(),
+        tick,
+        max_ts: 0,
+        truth: truth.clone(),
+        envelopes: envelopes.clone(),
+        live_at: live_at.clone(),
+    }));
     let (f, s) = (frontier.clone(), stop.clone());
     let running = start(
         RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(1), final_only: false },
         move |index, _| {
-            let items = shares.lock().ok().and_then(|mut v| v[index].take()).unwrap_or_default();
-            Box::new(HeldSource { items: Some(items), frontier: f.clone(), stop: s.clone() }) as Box<dyn Source>
+            let feeder = if index == 0 { feeder.lock().ok().and_then(|mut x| x.take()) } else { None };
+            Box::new(StreamSource { feeder, frontier: f.clone(), stop: s.clone() }) as Box<dyn Source>
         },
     )
     .map_err(anyhow::Error::msg)?;
     let wait = Duration::from_secs(3600);
+    let deadline = Instant::now() + wait;
+    while live_at.load(Ordering::Relaxed) == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the feeder did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let live_at = live_at.load(Ordering::Relaxed);
     let snap =
         running.snapshots.wait_for(live_at - 1, wait).map_err(|_| anyhow::anyhow!("views did not reach live_at"))?;
     let live_sessions = snap.table("sessions").map_or(0, |b| b.num_rows() as u64);
+    let live_now = snap.table("sessions").map_or(0, |b| {
+        b.column_by_name("is_live").map_or(0, |c| {
+            c.as_any().downcast_ref::<datafusion::arrow::array::BooleanArray>().map_or(0, |a| a.true_count() as u64)
+        })
+    });
+    anyhow::ensure!(live_now == live_sessions, "{live_now} of {live_sessions} sessions live at the live point");
     let (live_state, _, per_view_live) = dataflow_state(&snap);
     let live_rss = rss_bytes();
     drop(snap);
@@ -276,12 +348,14 @@ pub fn memory(config: &Config, t: &Traffic) -> anyhow::Result<MemoryFigure> {
     let closed_rss = rss_bytes();
     let sessions = snap.table("sessions").map_or(0, |b| b.num_rows() as u64);
     anyhow::ensure!(sessions == live_sessions, "{sessions} sessions after closing, {live_sessions} while live");
-    check_truth(&snap, &t.truth)?;
+    let truth = truth.lock().map(|t| t.clone()).unwrap_or_default();
+    check_truth(&snap, &truth)?;
     drop(snap);
     stop.store(true, Ordering::Relaxed);
     running.join().map_err(anyhow::Error::msg)?;
     Ok(MemoryFigure {
         sessions,
+        envelopes: envelopes.load(Ordering::Relaxed),
         live_state_bytes: live_state,
         live_rss_bytes: live_rss,
         closed_state_bytes: closed_state,
@@ -290,11 +364,6 @@ pub fn memory(config: &Config, t: &Traffic) -> anyhow::Result<MemoryFigure> {
         per_view_live,
         per_view_closed,
     })
-}
-
-fn xxhash(s: &str) -> u64 {
-    // FNV-1a: any stable spread of devices over workers will do here.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The live-dashboard queries of the latency benchmark.

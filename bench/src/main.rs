@@ -286,19 +286,20 @@ fn memory(devices: usize, seed: u64, workers: usize) -> anyhow::Result<()> {
     let rss0 = harness::rss_bytes();
     // Small snapshots: their size does not reach the dataflow (they go to the replay
     // store), and generating 100k devices stays fast.
-    let t = harness::traffic(&GenOptions { devices, seed, paragraphs: 8, ..Default::default() })?;
-    let rss_input = harness::rss_bytes();
-    let m = harness::memory(&config, &t)?;
+    let opts = GenOptions { devices, seed, paragraphs: 8, ..Default::default() };
+    let m = harness::memory(&config, &opts, 1000)?;
     let per = |b: u64| b as f64 / m.sessions.max(1) as f64;
     println!("machine: {}", machine());
-    println!("memory, {} sessions ({} envelopes held as input), {workers} worker(s):", m.sessions, t.envelopes.len());
     println!(
-        "  live:   dataflow state {:.1} MB = {:.0} B per live session; process RSS {:.1} MB ({:.1} MB before the input, {:.1} MB with the input)",
+        "memory, {} sessions ({} envelopes streamed in), {workers} worker(s); views equal the planted truth:",
+        m.sessions, m.envelopes
+    );
+    println!(
+        "  live:   dataflow state {:.1} MB = {:.0} B per live session; process RSS {:.1} MB ({:.1} MB at start)",
         m.live_state_bytes as f64 / 1e6,
         per(m.live_state_bytes),
         m.live_rss_bytes as f64 / 1e6,
         rss0 as f64 / 1e6,
-        rss_input as f64 / 1e6
     );
     println!(
         "  closed: dataflow state {:.1} MB = {:.0} B per closed session; published views {:.1} MB; process RSS {:.1} MB",

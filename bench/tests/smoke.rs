@@ -46,8 +46,7 @@ fn backfill_from_the_log_gives_the_planted_truth_with_one_and_two_workers() {
 #[test]
 fn state_per_session_shrinks_once_sessions_close() {
     let config = Config::defaults();
-    let t = harness::traffic(&GenOptions { devices: 30, seed: 3, ..Default::default() }).unwrap();
-    let m = harness::memory(&config, &t).unwrap();
+    let m = harness::memory(&config, &GenOptions { devices: 30, seed: 3, ..Default::default() }, 10).unwrap();
     assert_eq!(m.sessions, 30);
     assert!(m.live_state_bytes > 0);
     assert!(m.closed_state_bytes < m.live_state_bytes, "{m:?}");
