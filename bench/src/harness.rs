@@ -472,7 +472,13 @@ pub struct FreshnessFigure {
 /// offers `rate` events/s of SDK events over `POST /api/v1/track` from `senders`
 /// threads for `seconds`, and measures for every acknowledged request the time from
 /// its acknowledgement until a published snapshot's `as_of` covers its newest event.
-pub fn freshness(config: &Config, rate: u64, seconds: u64, senders: usize) -> anyhow::Result<FreshnessFigure> {
+pub fn freshness(
+    config: &Config,
+    rate: u64,
+    seconds: u64,
+    senders: usize,
+    rrweb: bool,
+) -> anyhow::Result<FreshnessFigure> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let dir = tempfile::tempdir()?;
@@ -490,32 +496,53 @@ pub fn freshness(config: &Config, rate: u64, seconds: u64, senders: usize) -> an
     });
     let (tx, rx) = std::sync::mpsc::channel::<(Instant, u64)>();
     let run_for = Duration::from_secs(seconds);
-    let begin = Instant::now();
+
     let per_request = ((rate as f64 / 100.0) / senders as f64).ceil().max(1.0) as usize;
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut ack = hdrhistogram::Histogram::<u64>::new(3)?;
     let ack_hist = Arc::new(Mutex::new(std::mem::replace(&mut ack, hdrhistogram::Histogram::new(3)?)));
+    let mut timelines = if rrweb { rrweb_timelines(rate, seconds, senders)? } else { Vec::new() };
+    let begin = Instant::now();
     let mut threads = Vec::new();
     for k in 0..senders {
         let (tx, url, sent, failed, ack_hist) =
             (tx.clone(), url.clone(), sent.clone(), failed.clone(), ack_hist.clone());
+        let timeline: Option<Vec<(i64, String)>> = if rrweb { timelines.get_mut(k).map(std::mem::take) } else { None };
         threads.push(std::thread::spawn(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
             let interval = Duration::from_millis(10);
             let mut next = Instant::now();
             let mut n: u64 = 0;
             let mut body = String::with_capacity(per_request * 120);
+            let mut at = 0usize;
             while begin.elapsed() < run_for {
                 let now = Instant::now();
                 if now < next {
                     std::thread::sleep(next - now);
                 }
                 next += interval;
-                let ts = sightflow::serve::now_ms();
+                let mut ts = sightflow::serve::now_ms();
                 body.clear();
                 body.push('[');
-                for i in 0..per_request {
+                let mut count = per_request;
+                if let Some(timeline) = &timeline {
+                    // Every generated rrweb event that is due, as it happened.
+                    let from = at;
+                    while at < timeline.len() && timeline[at].0 <= ts && at - from < 2000 {
+                        if at > from {
+                            body.push(',');
+                        }
+                        body.push_str(&timeline[at].1);
+                        at += 1;
+                    }
+                    count = at - from;
+                    if count == 0 {
+                        continue;
+                    }
+                    ts = timeline[at - 1].0;
+                }
+                for i in 0..if timeline.is_some() { 0 } else { per_request } {
                     n += 1;
                     let device = format!("fresh-{k}-{}", n % 500);
                     if i > 0 {
@@ -532,14 +559,23 @@ pub fn freshness(config: &Config, rate: u64, seconds: u64, senders: usize) -> an
                 match agent.post(&url).content_type("application/json").send(body.as_str()) {
                     Ok(r) if r.status() == 200 => {
                         let acked = Instant::now();
-                        sent.fetch_add(per_request as u64, Ordering::Relaxed);
+                        sent.fetch_add(count as u64, Ordering::Relaxed);
                         if let Ok(mut h) = ack_hist.lock() {
                             let _ = h.record((acked - sent_at).as_micros() as u64);
                         }
                         let _ = tx.send((acked, ts.max(0) as u64));
                     }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    other => {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            match other {
+                                Ok(mut r) => eprintln!(
+                                    "first failed request: {} {}",
+                                    r.status(),
+                                    r.body_mut().read_to_string().unwrap_or_default()
+                                ),
+                                Err(e) => eprintln!("first failed request: {e}"),
+                            }
+                        }
                     }
                 }
             }
@@ -758,4 +794,66 @@ pub fn incremental_updates(
     let snapshots = running.snapshots.clone();
     running.join().map_err(anyhow::Error::msg)?;
     Ok((times, snapshots.wait_complete()))
+}
+
+/// Generated rrweb traffic for the freshness benchmark, as `(event time, JSON event for
+/// /api/v1/track)` per sender in time order. Sessions start evenly over the run and the
+/// typical session length before it, so that the offered rate is steady from the start
+/// (events of sessions that began before the run are skipped); the device count is set
+/// from a sample so that the generated events arrive at about `rate` per second.
+fn rrweb_timelines(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<Vec<Vec<(i64, String)>>> {
+    let sample = GenOptions { devices: 50, paragraphs: 8, ..Default::default() };
+    let (recs, _) = generate(&sample);
+    let spans: Vec<i64> = recs
+        .iter()
+        .map(|r| {
+            let ts: Vec<i64> = r.events.iter().filter_map(|e| e["timestamp"].as_i64()).collect();
+            ts.iter().max().unwrap_or(&0) - ts.iter().min().unwrap_or(&0)
+        })
+        .collect();
+    let per_device = recs.iter().map(|r| r.events.len()).sum::<usize>() as f64 / recs.len() as f64;
+    let session_ms = spans.iter().sum::<i64>() / spans.len().max(1) as i64;
+    let window_ms = seconds as i64 * 1000 + session_ms;
+    let devices = ((rate as f64 * window_ms as f64 / 1000.0) / per_device).ceil() as usize;
+    let now = sightflow::serve::now_ms() + 2000;
+    let opts = GenOptions {
+        devices,
+        paragraphs: 8,
+        start_ms: now - session_ms,
+        spread_ms: window_ms,
+        seed: 99,
+        origin: "http://shop.bench.test".into(),
+    };
+    let (recs, _) = generate(&opts);
+    // Generating took a while: move the traffic so that it starts a second from now.
+    // Serialising takes about 10 us per event; start after that.
+    let in_window: usize = recs
+        .iter()
+        .map(|r| {
+            r.events
+                .iter()
+                .filter(|e| e["timestamp"].as_i64().is_some_and(|ts| ts >= now && ts <= now + seconds as i64 * 1000))
+                .count()
+        })
+        .sum();
+    let shift = sightflow::serve::now_ms() + 1000 + in_window as i64 / 100 - now;
+    let mut timelines = vec![Vec::new(); senders.max(1)];
+    for (i, r) in recs.into_iter().enumerate() {
+        let device = format!("{}-{i}", r.device);
+        let line = &mut timelines[i % senders.max(1)];
+        for mut e in r.events {
+            let ts = e["timestamp"].as_i64().unwrap_or(0);
+            if ts < now || ts > now + seconds as i64 * 1000 {
+                continue;
+            }
+            let ts = ts + shift;
+            e["timestamp"] = serde_json::json!(ts);
+            let wrapped = serde_json::json!({"type": "rrweb", "device_id": device, "tab_id": format!("{device}-tab"), "event": e});
+            line.push((ts, wrapped.to_string()));
+        }
+    }
+    for line in &mut timelines {
+        line.sort_by_key(|(ts, _)| *ts);
+    }
+    Ok(timelines)
 }

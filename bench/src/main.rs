@@ -83,6 +83,10 @@ enum Command {
         lateness_ms: u64,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// What the senders post: `sdk` (compact SDK click and page-view events) or
+        /// `rrweb` (the generator's raw rrweb traffic, as it happens).
+        #[arg(long, default_value = "sdk")]
+        traffic: String,
     },
     /// Incremental update time against DuckDB and chdb recomputing the same views from
     /// Parquet after every batch (needs `pip install duckdb chdb`).
@@ -111,8 +115,9 @@ fn main() -> anyhow::Result<()> {
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
         Command::Peers { devices, batches, seed } => peers(devices, batches, seed),
-        Command::Freshness { rates, seconds, senders, tick_ms, lateness_ms, workers } => {
-            freshness(&rates, seconds, senders, tick_ms, lateness_ms, workers)
+        Command::Freshness { rates, seconds, senders, tick_ms, lateness_ms, workers, traffic } => {
+            anyhow::ensure!(traffic == "sdk" || traffic == "rrweb", "--traffic must be sdk or rrweb, got {traffic:?}");
+            freshness(&rates, seconds, senders, tick_ms, lateness_ms, workers, traffic == "rrweb")
         }
     }
 }
@@ -351,6 +356,7 @@ fn freshness(
     tick_ms: u64,
     lateness_ms: u64,
     workers: usize,
+    rrweb: bool,
 ) -> anyhow::Result<()> {
     let mut config = Config::defaults();
     config.engine.tick_ms = tick_ms;
@@ -363,7 +369,7 @@ fn freshness(
         "freshness over HTTP (serve in-process, fsync per batch, tick {tick_ms} ms, lateness {lateness_ms} ms, {workers} worker(s), {senders} senders, {seconds} s per load)"
     );
     for &rate in rates {
-        let f = harness::freshness(&config, rate, seconds, senders)?;
+        let f = harness::freshness(&config, rate, seconds, senders, rrweb)?;
         println!(
             "  offered {:>7}/s: achieved {:>9.0}/s, {} requests ({} failed); ack->visible p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; p99 first third {:.1} ms, last third {:.1} ms; ack p99 {:.1} ms",
             f.offered,
@@ -380,8 +386,9 @@ fn freshness(
         );
     }
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders} --tick-ms {tick_ms} --lateness-ms {lateness_ms} --workers {workers}",
-        rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
+        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders} --tick-ms {tick_ms} --lateness-ms {lateness_ms} --workers {workers} --traffic {}",
+        rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","),
+        if rrweb { "rrweb" } else { "sdk" }
     );
     Ok(())
 }
