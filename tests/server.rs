@@ -17,23 +17,11 @@ use sightflow_dataflows::Snapshot;
 const CONFIG: &str =
     "[engine]\nallowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n[log]\npartitions = 3\n";
 
-/// Tables compared between the server and batch mode.
-const TABLES: &[&str] = &[
-    "sessions",
-    "page_views",
-    "rage_clicks",
-    "dead_clicks",
-    "error_clicks",
-    "quick_backs",
-    "excessive_scrolls",
-    "thrashed_cursors",
-    "heatmap_cells",
-    "scroll_depth",
-    "session_funnels",
-    "funnel_steps",
-    "page_stats",
-    "errors",
-];
+/// Tables compared between the server and batch mode: every view (the state table
+/// describes the process, not the events).
+fn tables() -> impl Iterator<Item = &'static str> {
+    sightflow_dataflows::TABLE_NAMES.iter().copied().filter(|t| *t != "sightflow_state")
+}
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb")
@@ -159,8 +147,7 @@ fn batch_rows(files: &[(String, String)]) -> Vec<(String, Vec<String>)> {
     let loaded = batch::load(&inputs, "demo", now_ms() as i64).unwrap();
     let snap: Arc<Snapshot> = batch::run(&Config::defaults(), loaded.envelopes).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    TABLES
-        .iter()
+    tables()
         .map(|t| {
             let r = rt
                 .block_on(sightflow_query::execute(&snap, &format!("select * from {t}"), &Default::default()))
