@@ -3,7 +3,10 @@
 
 CARGO ?= cargo
 
-.PHONY: test lint unit run bench
+.PHONY: test lint unit tools run bench
+
+# The Kafka-compatible broker the Kafka tests start on loopback (installed once).
+TANSU ?= $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 
 ## Runs every check and test (what CI runs).
 test: lint unit
@@ -12,8 +15,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit:
-	$(CARGO) test --workspace
+## Installs what the tests need, skipping what is already there.
+tools:
+	@test -x "$(TANSU)" || $(CARGO) install tansu --version 0.6.0 --locked --features libsql
+
+unit: tools
+	TANSU=$(TANSU) $(CARGO) test --workspace
 
 ## The server with demo traffic on http://127.0.0.1:8080 (data in ./data).
 run:

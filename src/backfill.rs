@@ -1,18 +1,54 @@
-//! Backfill from the embedded log: re-read every retained record (or the records up to
-//! the end found at start) through the same dataflow into a fresh view state.
+//! Backfill: re-read the event log (the Kafka topic when one is configured, else the
+//! embedded log) from a start position to an end through the same dataflow into a fresh
+//! view state, reporting progress as it goes.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sightflow_config::Config;
+use sightflow_config::{Config, StartAt};
+use sightflow_connectors::kafka::{self, KafkaReader, PartitionPosition};
 use sightflow_connectors::log::{Log, Reader};
-use sightflow_dataflows::{Progress, RunOptions, Snapshot, Source, start};
+use sightflow_dataflows::{Progress, RunOptions, Snapshot, Snapshots, Source, start};
 use sightflow_operators::Params;
 use sightflow_proto::v1::Envelope;
 
+use crate::kafka::{KafkaShared, KafkaSource, kafka_options};
 use crate::serve::log_options;
+
+/// Where a backfill ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// The end of every partition when the backfill starts.
+    End,
+    /// The last record appended before this time (ms since the epoch).
+    Time(i64),
+}
+
+impl std::str::FromStr for Until {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Until, String> {
+        if s.trim() == "end" {
+            return Ok(Until::End);
+        }
+        chrono::DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| Until::Time(t.timestamp_millis()))
+            .map_err(|_| format!("{s:?} is not an end: expected `end` or an RFC 3339 time like 2026-11-22T10:00:00Z"))
+    }
+}
+
+/// How progress is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressOutput {
+    /// A progress bar on a terminal, plain lines otherwise (on stderr).
+    Auto,
+    /// Plain lines on stderr, once a second.
+    Lines,
+    None,
+}
 
 /// What a backfill read and how long it took.
 #[derive(Debug, Clone, Default)]
@@ -20,21 +56,25 @@ pub struct BackfillStats {
     pub records: u64,
     pub events: u64,
     pub bytes: u64,
+    /// Kafka messages that were not sightflow records (skipped).
+    pub malformed: u64,
     pub elapsed: Duration,
+    /// Per partition: (start, end) offsets.
+    pub ranges: Vec<(u32, u64, u64)>,
 }
 
-/// Reads partitions from the start up to `end`, then finishes.
+/// A finished backfill: the views, and the snapshot handle (to serve them).
+pub struct Backfilled {
+    pub snapshot: Arc<Snapshot>,
+    pub snapshots: Snapshots,
+    pub stats: BackfillStats,
+}
+
+/// Reads partitions from their start up to their end, then finishes.
 struct FiniteLogSource {
     reader: Reader,
-    end: Vec<u64>,
-    counters: Arc<Counters>,
-}
-
-#[derive(Default)]
-struct Counters {
-    records: AtomicU64,
-    events: AtomicU64,
-    bytes: AtomicU64,
+    end: BTreeMap<u32, u64>,
+    shared: Arc<KafkaShared>,
 }
 
 impl Source for FiniteLogSource {
@@ -46,57 +86,340 @@ impl Source for FiniteLogSource {
                 return Progress::Done;
             }
         };
-        self.counters.records.fetch_add(batch.records as u64, Ordering::Relaxed);
-        self.counters.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(batch.bytes as u64, Ordering::Relaxed);
+        let s = &self.shared;
+        s.records.fetch_add(batch.records as u64, Ordering::Relaxed);
+        s.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+        s.bytes.fetch_add(batch.bytes as u64, Ordering::Relaxed);
         out.extend(batch.events);
-        let done = self.reader.positions().iter().all(|(p, o)| *o >= self.end[*p as usize])
+        let frontier = self.reader.frontier();
+        let positions = self.reader.positions();
+        if let Ok(mut p) = s.positions.lock() {
+            for (part, next) in &positions {
+                let e = p.entry(*part).or_insert(PartitionPosition {
+                    partition: *part,
+                    start: *next,
+                    next: 0,
+                    frontier: 0,
+                });
+                e.next = *next;
+                e.frontier = frontier;
+            }
+        }
+        let done = positions.iter().all(|(p, o)| *o >= self.end.get(p).copied().unwrap_or(0))
             || (batch.records == 0 && batch.caught_up);
         if done {
             Progress::Done
         } else {
-            // Records of one partition arrive in logical-time order per record, and a
-            // record's frontier bounds what later records hold.
-            Progress::At { frontier: self.reader.frontier(), busy: true }
+            // A record's frontier bounds what later records of its partition hold.
+            Progress::At { frontier, busy: true }
         }
     }
 }
 
-/// Runs the dataflow over the log under `data_dir` from its earliest retained record to
-/// the end found at start, and returns the complete views.
+/// Runs the dataflow over the embedded log under `data_dir` from its earliest retained
+/// record to the end found at start, and returns the complete views.
 pub fn backfill_log(config: &Config, data_dir: &Path) -> Result<(Arc<Snapshot>, BackfillStats), String> {
-    let log = Log::open(log_options(config, data_dir)).map_err(|e| e.to_string())?;
-    let end = log.end_offsets();
-    let partitions = log.partitions() as usize;
-    let counters = Arc::new(Counters::default());
+    let mut c = config.clone();
+    c.kafka.brokers.clear();
+    let b = backfill(&c, data_dir, &StartAt::Earliest, &Until::End, ProgressOutput::None)?;
+    Ok((b.snapshot, b.stats))
+}
+
+/// Re-reads the event log from `from` to `until` into a fresh view state: the Kafka
+/// topic when `kafka.brokers` is set, else the embedded log under `data_dir`.
+pub fn backfill(
+    config: &Config,
+    data_dir: &Path,
+    from: &StartAt,
+    until: &Until,
+    progress: ProgressOutput,
+) -> Result<Backfilled, String> {
+    let workers = config.engine.workers;
+    let shared = Arc::new(KafkaShared::default());
     let params = Arc::new(Params::from_config(config));
+    let options =
+        RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(1), final_only: true };
     let started = Instant::now();
-    let (src_log, src_counters) = (log.clone(), counters.clone());
-    let src_end = Mutex::new(end.clone());
-    let running = start(
-        RunOptions {
-            workers: config.engine.workers,
-            params,
-            on_publish: None,
-            idle_park: Duration::from_millis(1),
-            final_only: true,
-        },
-        move |worker, peers| {
-            let mine: Vec<(u32, u64)> =
-                (0..partitions).filter(|p| p % peers == worker).map(|p| (p as u32, 0)).collect();
-            let end = src_end.lock().map(|e| e.clone()).unwrap_or_default();
-            Box::new(FiniteLogSource { reader: src_log.reader(&mine), end, counters: src_counters.clone() })
-                as Box<dyn Source>
-        },
-    )?;
-    let snapshots = running.snapshots.clone();
-    running.join()?;
-    let snap = snapshots.wait_complete();
-    let stats = BackfillStats {
-        records: counters.records.load(Ordering::Relaxed),
-        events: counters.events.load(Ordering::Relaxed),
-        bytes: counters.bytes.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
+    let (ranges, running) = if config.kafka.enabled() {
+        let opts = kafka_options(config);
+        let starts = kafka::resolve_start(&opts, from).map_err(|e| e.to_string())?;
+        let ends = match until {
+            Until::End => kafka::end_offsets(&opts),
+            Until::Time(t) => kafka::offsets_for_time(&opts, *t),
+        }
+        .map_err(|e| e.to_string())?;
+        let ranges = join_ranges(&starts, &ends);
+        let mut readers = Vec::new();
+        for w in 0..workers {
+            let mine: Vec<(u32, u64, Option<u64>)> = ranges
+                .iter()
+                .filter(|(p, _, _)| *p as usize % workers == w)
+                .map(|(p, s, e)| (*p, *s, Some(*e)))
+                .collect();
+            readers.push(Some(KafkaReader::new(opts.clone(), &mine, (w, workers), false).map_err(|e| e.to_string())?));
+        }
+        let readers = Mutex::new(readers);
+        let src_shared = shared.clone();
+        let end_map: BTreeMap<u32, u64> = ranges.iter().map(|(p, _, e)| (*p, *e)).collect();
+        let running = start(options, move |worker, _| {
+            match readers.lock().ok().and_then(|mut r| r.get_mut(worker).and_then(Option::take)) {
+                Some(reader) => Box::new(KafkaSource {
+                    worker,
+                    reader,
+                    shared: src_shared.clone(),
+                    startup_end: end_map.clone(),
+                    finite: true,
+                    caught_up: false,
+                }) as Box<dyn Source>,
+                None => Box::new(Done) as Box<dyn Source>,
+            }
+        })?;
+        (ranges, running)
+    } else {
+        let log = Log::open(log_options(config, data_dir)).map_err(|e| e.to_string())?;
+        let ends_now = log.end_offsets();
+        let retained = log.start_offsets();
+        let starts: Vec<(u32, u64)> = match from {
+            StartAt::Earliest => retained.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect(),
+            StartAt::Latest => ends_now.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect(),
+            StartAt::Time(t) => log
+                .offsets_for_time(*t)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .enumerate()
+                .map(|(p, o)| (p as u32, o))
+                .collect(),
+            StartAt::Offsets(list) => (0..ends_now.len() as u32)
+                .map(|p| (p, list.iter().find(|(q, _)| *q == p).map_or(retained[p as usize], |(_, o)| *o)))
+                .collect(),
+        };
+        let ends: Vec<(u32, u64)> = match until {
+            Until::End => ends_now.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect(),
+            Until::Time(t) => log
+                .offsets_for_time(*t)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .enumerate()
+                .map(|(p, o)| (p as u32, o))
+                .collect(),
+        };
+        let ranges = join_ranges(&starts, &ends);
+        if let Ok(mut p) = shared.positions.lock() {
+            for (part, s, _) in &ranges {
+                p.insert(*part, PartitionPosition { partition: *part, start: *s, next: *s, frontier: 0 });
+            }
+        }
+        let src_ranges = ranges.clone();
+        let src_shared = shared.clone();
+        let running = start(options, move |worker, peers| {
+            let mine: Vec<&(u32, u64, u64)> =
+                src_ranges.iter().filter(|(p, _, _)| *p as usize % peers == worker).collect();
+            if mine.is_empty() {
+                return Box::new(Done) as Box<dyn Source>;
+            }
+            let starts: Vec<(u32, u64)> = mine.iter().map(|(p, s, _)| (*p, *s)).collect();
+            Box::new(FiniteLogSource {
+                reader: log.reader(&starts),
+                end: mine.iter().map(|(p, _, e)| (*p, *e)).collect(),
+                shared: src_shared.clone(),
+            }) as Box<dyn Source>
+        })?;
+        (ranges, running)
     };
-    Ok((snap, stats))
+    let finished = Arc::new(AtomicBool::new(false));
+    let reporter = (progress != ProgressOutput::None).then(|| {
+        let (shared, ranges, finished) = (shared.clone(), ranges.clone(), finished.clone());
+        std::thread::spawn(move || report_progress(&shared, &ranges, &finished, progress, started))
+    });
+    let snapshots = running.snapshots.clone();
+    let joined = running.join();
+    finished.store(true, Ordering::SeqCst);
+    if let Some(r) = reporter {
+        let _ = r.join();
+    }
+    joined?;
+    let snapshot = snapshots.wait_complete();
+    let stats = BackfillStats {
+        records: shared.records.load(Ordering::Relaxed),
+        events: shared.events.load(Ordering::Relaxed),
+        bytes: shared.bytes.load(Ordering::Relaxed),
+        malformed: shared.garbage.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        ranges,
+    };
+    Ok(Backfilled { snapshot, snapshots, stats })
+}
+
+/// A worker without partitions.
+struct Done;
+
+impl Source for Done {
+    fn poll(&mut self, _out: &mut Vec<(u64, Envelope)>) -> Progress {
+        Progress::Done
+    }
+}
+
+/// `(partition, start, end)`; a start past the end reads nothing.
+fn join_ranges(starts: &[(u32, u64)], ends: &[(u32, u64)]) -> Vec<(u32, u64, u64)> {
+    starts
+        .iter()
+        .map(|(p, s)| {
+            let e = ends.iter().find(|(q, _)| q == p).map_or(*s, |(_, e)| *e);
+            (*p, *s, e.max(*s))
+        })
+        .collect()
+}
+
+fn report_progress(
+    shared: &KafkaShared,
+    ranges: &[(u32, u64, u64)],
+    finished: &AtomicBool,
+    mode: ProgressOutput,
+    started: Instant,
+) {
+    let total: u64 = ranges.iter().map(|(_, s, e)| e - s).sum();
+    let plan: Vec<String> = ranges.iter().map(|(p, s, e)| format!("{p}:{s}..{e}")).collect();
+    eprintln!("backfill: reading {total} records, offsets per partition {}", plan.join(" "));
+    let bar = (mode == ProgressOutput::Auto && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} backfill [{bar:30}] {pos}/{len} records, {msg}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut last = Instant::now();
+    loop {
+        let done = finished.load(Ordering::SeqCst);
+        let line = progress_line(shared, ranges, total, started);
+        match &bar {
+            Some(b) => {
+                b.set_position(line.read.min(total));
+                b.set_message(line.rate.clone());
+            }
+            None if done || last.elapsed() >= Duration::from_secs(1) => {
+                eprintln!("{}", line.text);
+                last = Instant::now();
+            }
+            None => {}
+        }
+        if done {
+            if let Some(b) = &bar {
+                b.finish_with_message(line.rate);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Line {
+    read: u64,
+    rate: String,
+    text: String,
+}
+
+fn progress_line(shared: &KafkaShared, ranges: &[(u32, u64, u64)], total: u64, started: Instant) -> Line {
+    let positions: BTreeMap<u32, u64> = shared.positions().iter().map(|p| (p.partition, p.next)).collect();
+    let mut read = 0;
+    let mut parts = Vec::new();
+    for (p, s, e) in ranges {
+        let at = positions.get(p).copied().unwrap_or(*s).clamp(*s, *e);
+        read += at - s;
+        parts.push(format!("{p}:{at}/{e}"));
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let events = shared.events.load(Ordering::Relaxed);
+    let mb = shared.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+    let eta = if read == 0 || read >= total { 0.0 } else { secs * (total - read) as f64 / read as f64 };
+    let rate = format!("{:.0} events/s, {:.1} MB/s", events as f64 / secs, mb / secs);
+    let pct = if total == 0 { 100.0 } else { 100.0 * read as f64 / total as f64 };
+    let text = format!(
+        "backfill: {read}/{total} records ({pct:.0}%), {events} events, {rate}, partitions {}, ETA {eta:.0}s",
+        parts.join(" ")
+    );
+    Line { read, rate, text }
+}
+
+/// Writes every view of `snapshot` to `dir/<view>.parquet`; returns (view, rows, path).
+pub fn write_parquet(snapshot: &Snapshot, dir: &Path) -> Result<Vec<(String, usize, std::path::PathBuf)>, String> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for (name, schema, batch) in &snapshot.tables {
+        let path = dir.join(format!("{name}.parquet"));
+        let file = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut w = ArrowWriter::try_new(file, schema.clone(), None)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        w.write(batch).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        w.close().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        out.push((name.to_string(), batch.num_rows(), path));
+    }
+    Ok(out)
+}
+
+/// The query API over a finished backfill: SQL and health; ingest and replay answer
+/// that this server only holds a backfill result.
+pub struct ReadOnly {
+    pub stats: BackfillStats,
+}
+
+const READ_ONLY: &str = "this server holds the result of a backfill and is read-only; send events to `sightflow serve`";
+
+impl sightflow_query::http::Backend for ReadOnly {
+    fn project(&self, _key: &str) -> Option<sightflow_query::http::ProjectPolicy> {
+        None
+    }
+
+    async fn track(
+        &self,
+        _project: String,
+        _content_type: Option<String>,
+        _batch_id: String,
+        _body: axum::body::Bytes,
+    ) -> Result<sightflow_query::http::TrackReport, sightflow_query::http::ApiError> {
+        Err(sightflow_query::http::ApiError::Forbidden(READ_ONLY.into()))
+    }
+
+    async fn import_rrweb(
+        &self,
+        _import: sightflow_query::http::RrwebImport,
+        _body: axum::body::Bytes,
+    ) -> Result<sightflow_query::http::TrackReport, sightflow_query::http::ApiError> {
+        Err(sightflow_query::http::ApiError::Forbidden(READ_ONLY.into()))
+    }
+
+    async fn replay(
+        &self,
+        _project: String,
+        _device: String,
+        _from_ts: i64,
+        _to_ts: i64,
+    ) -> Result<sightflow_query::http::Replay, sightflow_query::http::ApiError> {
+        Err(sightflow_query::http::ApiError::NotFound(READ_ONLY.into()))
+    }
+
+    fn health(&self) -> sightflow_query::http::Health {
+        let s = &self.stats;
+        sightflow_query::http::Health {
+            ready: true,
+            details: serde_json::json!({
+                "source": "backfill",
+                "records": s.records,
+                "events": s.events,
+                "malformed": s.malformed,
+                "partitions": s.ranges.iter().map(|(p, a, b)| serde_json::json!({"partition": p, "start": a, "end": b})).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        format!(
+            "# HELP sightflow_backfill_events Events read by the backfill.\n# TYPE sightflow_backfill_events gauge\nsightflow_backfill_events {}\n",
+            self.stats.events
+        )
+    }
 }

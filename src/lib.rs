@@ -6,4 +6,5 @@ pub mod backfill;
 pub mod batch;
 pub mod client;
 pub mod demo;
+pub mod kafka;
 pub mod serve;

@@ -32,6 +32,41 @@ enum Command {
     Serve(ServeArgs),
     /// Import a raw rrweb recording into a running server, in chunks.
     Import(ImportArgs),
+    /// Re-read the Kafka topic (or the embedded log) into fresh views, then write them
+    /// out as Parquet or serve them.
+    Backfill(BackfillArgs),
+}
+
+#[derive(clap::Args)]
+struct BackfillArgs {
+    /// Config file: with `kafka.brokers` set the topic is read, else the embedded log.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the embedded log lives [default: server.data_dir, ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// earliest | latest | an RFC 3339 time | partition:offset,...
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// end (the end when the backfill starts) | an RFC 3339 time.
+    #[arg(long, default_value = "end")]
+    until: String,
+    /// Write each view to DIR/<view>.parquet.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Serve the resulting views (SQL over HTTP, read-only) on this address.
+    #[arg(long)]
+    serve: Option<String>,
+    /// Progress output: a bar on a terminal and lines otherwise (auto), lines, or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Lines,
+    None,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +171,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query(args),
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
+        Command::Backfill(args) => backfill(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -291,6 +327,86 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await?;
         anyhow::Ok(())
     })?;
+    Ok(())
+}
+
+fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+    use sightflow::backfill::{self, ProgressOutput, Until};
+    let from: sightflow_config::StartAt = args.from.parse().map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let until: Until = args.until.parse().map_err(|e| anyhow::anyhow!("--until: {e}"))?;
+    if args.out.is_none() && args.serve.is_none() {
+        bail!("say what to do with the views: --out DIR (Parquet per view) and/or --serve ADDRESS");
+    }
+    let listen: Option<std::net::SocketAddr> = args
+        .serve
+        .as_deref()
+        .map(|a| a.parse().with_context(|| format!("--serve {a:?} is not an address like 127.0.0.1:8081")))
+        .transpose()?;
+    init_logs(LogFormat::Text);
+    let config = Config::from_file_and_env(args.config.as_deref())?;
+    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(&config.server.data_dir));
+    let progress = match args.progress {
+        ProgressArg::Auto => ProgressOutput::Auto,
+        ProgressArg::Lines => ProgressOutput::Lines,
+        ProgressArg::None => ProgressOutput::None,
+    };
+    let source = if config.kafka.enabled() {
+        format!("kafka topic {} on {}", config.kafka.topic, config.kafka.brokers)
+    } else {
+        format!("embedded log in {}", data_dir.display())
+    };
+    let done = backfill::backfill(&config, &data_dir, &from, &until, progress).map_err(anyhow::Error::msg)?;
+    let s = &done.stats;
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "backfilled {} events ({} records, {:.1} MB, {} malformed skipped) from the {source} in {:.2} s: {:.0} events/s",
+        s.events,
+        s.records,
+        s.bytes as f64 / 1e6,
+        s.malformed,
+        secs,
+        s.events as f64 / secs
+    );
+    if let Some(dir) = &args.out {
+        for (view, rows, path) in backfill::write_parquet(&done.snapshot, dir).map_err(anyhow::Error::msg)? {
+            println!("wrote {view}: {rows} rows to {}", path.display());
+        }
+    }
+    if let Some(listen) = listen {
+        let query_rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("query").enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let limits = sightflow_query::http::HttpLimits {
+            max_body_bytes: config.server.max_body_bytes,
+            query: sightflow_query::QueryLimits {
+                timeout: std::time::Duration::from_millis(config.query.timeout_ms),
+                memory_bytes: config.query.memory_bytes,
+                max_rows: config.query.max_rows,
+            },
+            max_wait: std::time::Duration::from_millis(config.query.max_wait_ms),
+            per_ip_per_s: 0.0,
+            tick_ms: config.engine.tick_ms,
+        };
+        let backend = std::sync::Arc::new(backfill::ReadOnly { stats: done.stats.clone() });
+        let state = std::sync::Arc::new(sightflow_query::http::AppState::new(
+            backend,
+            done.snapshots.clone(),
+            limits,
+            query_rt.handle().clone(),
+        ));
+        let router = sightflow_query::http::router(state);
+        rt.block_on(async move {
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            println!("serving the backfilled views on http://{}", listener.local_addr()?);
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+            anyhow::Ok(())
+        })?;
+    }
     Ok(())
 }
 

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use serde_json::json;
-use sightflow_config::{Config, Fsync};
+use sightflow_config::{Config, Fsync, StartAt};
 use sightflow_connectors::ingest::{self, Accepted, BodyError, BodyLimits, Decoded};
+use sightflow_connectors::kafka::{self, KafkaReader, KafkaSink, PartitionPosition};
 use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions, Reader};
 use sightflow_connectors::replay::{RawEvent, ReplayStore};
 use sightflow_connectors::rrweb::Decoder;
@@ -26,6 +27,8 @@ use sightflow_dataflows::{Progress, RunOptions, Running, Snapshots, Source, star
 use sightflow_operators::Params;
 use sightflow_proto::v1::Envelope;
 use sightflow_query::QueryLimits;
+
+use crate::kafka::{KafkaShared, KafkaSource, kafka_options};
 use sightflow_query::http::{
     self, ApiError, AppState, Backend, Health, HttpLimits, ProjectPolicy, Replay, RrwebImport, TrackReport,
 };
@@ -55,14 +58,27 @@ struct Progresses {
     caught_up_at: Mutex<BTreeMap<usize, u64>>,
 }
 
+/// Where accepted events go and where the dataflow reads them from.
+enum EventLog {
+    Embedded {
+        log: Log,
+        progress: Arc<Progresses>,
+    },
+    Kafka {
+        sink: Arc<KafkaSink>,
+        shared: Arc<KafkaShared>,
+        starts: Vec<(u32, u64)>,
+        high: Mutex<Vec<Option<(u64, u64)>>>,
+    },
+}
+
 /// The server state behind the HTTP API.
 pub struct Server {
     config: Arc<Config>,
-    log: Log,
+    log: EventLog,
     replay: ReplayStore,
     decoder: Mutex<Decoder>,
     metrics: Metrics,
-    progress: Arc<Progresses>,
     startup_end: Vec<u64>,
     workers: usize,
     snapshots: Snapshots,
@@ -150,25 +166,60 @@ impl Source for NoSource {
 }
 
 impl Server {
-    /// Opens the log and the replay store under `data_dir` and starts the dataflow.
+    /// Opens the event log (embedded, or Kafka when configured) and the replay store
+    /// under `data_dir` and starts the dataflow.
     pub fn start(config: Config, data_dir: &Path) -> Result<(Arc<Server>, Running), String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
-        let log = Log::open(log_options(&config, data_dir)).map_err(|e| e.to_string())?;
         let replay = ReplayStore::local(&data_dir.join("replay")).map_err(|e| e.to_string())?;
+        let checkpoint: Option<serde_json::Value> =
+            std::fs::read_to_string(data_dir.join("checkpoint.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let workers = config.engine.workers;
+        let params = Arc::new(Params::from_config(&config));
+        let (log, startup_end, engine, partitions) = if config.kafka.enabled() {
+            Self::start_kafka(&config, checkpoint.as_ref(), params)?
+        } else {
+            Self::start_embedded(&config, data_dir, checkpoint.as_ref(), params)?
+        };
+        let server = Arc::new(Server {
+            config: Arc::new(config),
+            log,
+            replay,
+            decoder: Mutex::new(Decoder::new()),
+            metrics: Metrics::default(),
+            startup_end,
+            workers: workers.min(partitions),
+            snapshots: engine.snapshots.clone(),
+            data_dir: data_dir.to_path_buf(),
+        });
+        server.write_checkpoint();
+        Ok((server, engine))
+    }
+
+    fn start_embedded(
+        config: &Config,
+        data_dir: &Path,
+        checkpoint: Option<&serde_json::Value>,
+        params: Arc<Params>,
+    ) -> Result<(EventLog, Vec<u64>, Running, usize), String> {
+        let log = Log::open(log_options(config, data_dir)).map_err(|e| e.to_string())?;
         let startup_end = log.end_offsets();
         let partitions = log.partitions() as usize;
         let progress = Arc::new(Progresses {
             positions: Mutex::new(log.start_offsets()),
             caught_up_at: Mutex::new(BTreeMap::new()),
         });
-        let workers = config.engine.workers;
-        if let Ok(text) = std::fs::read_to_string(data_dir.join("checkpoint.json")) {
-            tracing::info!(checkpoint = %text.trim(), "restarting: rebuilding the views from the log");
+        if let Some(c) = checkpoint {
+            tracing::info!(checkpoint = %c, "restarting: rebuilding the views from the log");
         }
-        let params = Arc::new(Params::from_config(&config));
         let (src_log, src_progress, src_end) = (log.clone(), progress.clone(), startup_end.clone());
         let engine = start(
-            RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(2), final_only: false },
+            RunOptions {
+                workers: config.engine.workers,
+                params,
+                on_publish: None,
+                idle_park: Duration::from_millis(2),
+                final_only: false,
+            },
             move |worker, peers| {
                 let mine: Vec<(u32, u64)> =
                     (0..partitions).filter(|p| p % peers == worker).map(|p| (p as u32, 0)).collect();
@@ -185,19 +236,73 @@ impl Server {
                 })
             },
         )?;
-        let server = Arc::new(Server {
-            config: Arc::new(config),
-            log,
-            replay,
-            decoder: Mutex::new(Decoder::new()),
-            metrics: Metrics::default(),
-            progress,
-            startup_end,
-            workers: workers.min(partitions),
-            snapshots: engine.snapshots.clone(),
-            data_dir: data_dir.to_path_buf(),
-        });
-        Ok((server, engine))
+        Ok((EventLog::Embedded { log, progress }, startup_end, engine, partitions))
+    }
+
+    /// Kafka: the view state starts at the offsets in the checkpoint (a restart re-reads
+    /// from there, so the views equal an uninterrupted run), or, the first time, at
+    /// `kafka.start`.
+    fn start_kafka(
+        config: &Config,
+        checkpoint: Option<&serde_json::Value>,
+        params: Arc<Params>,
+    ) -> Result<(EventLog, Vec<u64>, Running, usize), String> {
+        let opts = kafka_options(config);
+        let saved = checkpoint.and_then(|c| c.get("kafka")).filter(|k| k["topic"] == opts.topic.as_str());
+        let frontiers: Vec<u64> = saved
+            .and_then(|k| k["frontiers"].as_array())
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(0)).collect())
+            .unwrap_or_default();
+        let sink = KafkaSink::connect(opts.clone(), &frontiers).map_err(|e| e.to_string())?;
+        let mut starts: Vec<(u32, u64)> = match saved.and_then(|k| k["start"].as_array()) {
+            Some(list) => {
+                let s: Vec<(u32, u64)> =
+                    list.iter().enumerate().map(|(p, v)| (p as u32, v.as_u64().unwrap_or(0))).collect();
+                tracing::info!(topic = %opts.topic, start = ?s, "restarting: rebuilding the views from the checkpoint's start offsets");
+                s
+            }
+            None => {
+                let at: StartAt = config.kafka.start.parse().map_err(|e| format!("kafka.start: {e}"))?;
+                kafka::resolve_start(&opts, &at).map_err(|e| e.to_string())?
+            }
+        };
+        // Partitions added since the checkpoint are read from their beginning.
+        for p in starts.len() as u32..sink.partitions() {
+            starts.push((p, 0));
+        }
+        let ends = kafka::end_offsets(&opts).map_err(|e| e.to_string())?;
+        let startup_end: Vec<u64> = ends.iter().map(|(_, o)| *o).collect();
+        let partitions = starts.len();
+        let workers = config.engine.workers;
+        let shared = Arc::new(KafkaShared::default());
+        let mut readers = Vec::new();
+        for w in 0..workers {
+            let mine: Vec<(u32, u64, Option<u64>)> =
+                starts.iter().filter(|(p, _)| *p as usize % workers == w).map(|(p, o)| (*p, *o, None)).collect();
+            let reader = KafkaReader::new(opts.clone(), &mine, (w, workers), true).map_err(|e| e.to_string())?;
+            readers.push(Some(reader.with_in_flight(sink.in_flight())));
+        }
+        let readers = Mutex::new(readers);
+        let (src_shared, end_map) = (shared.clone(), ends.iter().copied().collect::<BTreeMap<u32, u64>>());
+        let engine = start(
+            RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(2), final_only: false },
+            move |worker, _peers| {
+                let reader = readers.lock().ok().and_then(|mut r| r.get_mut(worker).and_then(Option::take));
+                match reader {
+                    Some(reader) => Box::new(KafkaSource {
+                        worker,
+                        reader,
+                        shared: src_shared.clone(),
+                        startup_end: end_map.clone(),
+                        finite: false,
+                        caught_up: false,
+                    }) as Box<dyn Source>,
+                    None => Box::new(NoSource) as Box<dyn Source>,
+                }
+            },
+        )?;
+        let log = EventLog::Kafka { sink: Arc::new(sink), shared, starts, high: Mutex::new(Vec::new()) };
+        Ok((log, startup_end, engine, partitions))
     }
 
     /// The limits of the HTTP layer from the configuration.
@@ -246,11 +351,18 @@ impl Server {
                 .map_err(|e| ApiError::Unavailable(format!("cannot store replay data: {e}")))?;
             self.metrics.replay_bytes.fetch_add(n, Ordering::Relaxed);
         }
-        let this = self.clone();
-        let appended = tokio::task::spawn_blocking(move || this.log.append(&batch_id, envelopes, now_ms()))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Unavailable(format!("cannot append to the event log: {e}")))?;
+        let appended = match &self.log {
+            EventLog::Embedded { log, .. } => {
+                let log = log.clone();
+                tokio::task::spawn_blocking(move || log.append(&batch_id, envelopes, now_ms()))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .map_err(|e| ApiError::Unavailable(format!("cannot append to the event log: {e}")))?
+            }
+            EventLog::Kafka { sink, .. } => {
+                sink.append(&batch_id, envelopes, now_ms()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?
+            }
+        };
         let m = &self.metrics;
         m.accepted.fetch_add(appended.events as u64, Ordering::Relaxed);
         m.rejected.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
@@ -297,7 +409,8 @@ impl Server {
         Ok(())
     }
 
-    /// Runs retention every minute and writes the checkpoint every second.
+    /// Writes the checkpoint every second, runs retention every minute, and with Kafka
+    /// refreshes the partitions' watermarks every second and logs the lag every 10 s.
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -307,13 +420,36 @@ impl Server {
                 tick.tick().await;
                 n += 1;
                 this.write_checkpoint();
+                if let EventLog::Kafka { sink, .. } = &this.log {
+                    let s = sink.clone();
+                    let refresh = n.is_multiple_of(10);
+                    let marks = tokio::task::spawn_blocking(move || {
+                        if refresh && let Err(e) = s.refresh_partitions() {
+                            tracing::warn!(error = %e, "cannot refresh the topic's partitions");
+                        }
+                        s.watermarks()
+                    })
+                    .await
+                    .unwrap_or_default();
+                    if let EventLog::Kafka { high, .. } = &this.log
+                        && let Ok(mut h) = high.lock()
+                    {
+                        *h = marks;
+                    }
+                    if refresh {
+                        let details = this.partition_details();
+                        tracing::info!(partitions = %serde_json::Value::Array(details), "kafka positions");
+                    }
+                }
                 if n % 60 == 1 {
-                    let log = this.log.clone();
                     let now = now_ms();
-                    match tokio::task::spawn_blocking(move || log.enforce_retention(now)).await {
-                        Ok(Ok(d)) if d > 0 => tracing::info!(segments = d, "log retention deleted segments"),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "log retention failed"),
-                        _ => {}
+                    if let EventLog::Embedded { log, .. } = &this.log {
+                        let log = log.clone();
+                        match tokio::task::spawn_blocking(move || log.enforce_retention(now)).await {
+                            Ok(Ok(d)) if d > 0 => tracing::info!(segments = d, "log retention deleted segments"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "log retention failed"),
+                            _ => {}
+                        }
                     }
                     match this.replay.enforce_retention(now - this.config.replay.retention_ms).await {
                         Ok(d) if d > 0 => tracing::info!(chunks = d, "replay retention deleted chunks"),
@@ -326,17 +462,72 @@ impl Server {
     }
 
     fn write_checkpoint(&self) {
-        let positions = self.progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
-        let text = json!({
-            "positions": positions,
-            "frontiers": self.log.frontiers(),
-            "as_of": self.snapshots.latest().as_of,
-            "written_at_ms": now_ms(),
-        })
+        let as_of = self.snapshots.latest().as_of;
+        let text = match &self.log {
+            EventLog::Embedded { log, progress } => {
+                let positions = progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
+                json!({
+                    "positions": positions,
+                    "frontiers": log.frontiers(),
+                    "as_of": as_of,
+                    "written_at_ms": now_ms(),
+                })
+            }
+            EventLog::Kafka { sink, shared, starts, .. } => {
+                let pos: BTreeMap<u32, PartitionPosition> =
+                    shared.positions().into_iter().map(|p| (p.partition, p)).collect();
+                let get = |p: u32, f: fn(&PartitionPosition) -> u64, d: u64| pos.get(&p).map_or(d, f);
+                json!({
+                    "kafka": {
+                        "topic": sink.options().topic,
+                        "start": starts.iter().map(|(_, o)| *o).collect::<Vec<_>>(),
+                        "next": starts.iter().map(|(p, o)| get(*p, |x| x.next, *o)).collect::<Vec<_>>(),
+                        "frontiers": starts.iter().map(|(p, _)| get(*p, |x| x.frontier, 0)).collect::<Vec<_>>(),
+                    },
+                    "as_of": as_of,
+                    "written_at_ms": now_ms(),
+                })
+            }
+        }
         .to_string();
         let tmp = self.data_dir.join("checkpoint.json.tmp");
         if std::fs::write(&tmp, text).is_ok() {
             let _ = std::fs::rename(&tmp, self.data_dir.join("checkpoint.json"));
+        }
+    }
+
+    /// Position, end, lag and frontier of every partition.
+    fn partition_details(&self) -> Vec<serde_json::Value> {
+        match &self.log {
+            EventLog::Embedded { log, progress } => {
+                let positions = progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
+                let ends = log.end_offsets();
+                let frontiers = log.frontiers();
+                (0..ends.len())
+                    .map(|p| {
+                        let pos = positions.get(p).copied().unwrap_or(0);
+                        json!({"partition": p, "position": pos, "end": ends[p], "lag": ends[p].saturating_sub(pos), "frontier": frontiers[p]})
+                    })
+                    .collect()
+            }
+            EventLog::Kafka { shared, high, .. } => {
+                let high = high.lock().map(|h| h.clone()).unwrap_or_default();
+                shared
+                    .positions()
+                    .into_iter()
+                    .map(|p| {
+                        let end = high.get(p.partition as usize).copied().flatten().map(|(_, h)| h);
+                        json!({
+                            "partition": p.partition,
+                            "start": p.start,
+                            "position": p.next,
+                            "end": end,
+                            "lag": end.map(|e| e.saturating_sub(p.next)),
+                            "frontier": p.frontier,
+                        })
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -444,18 +635,27 @@ impl Backend for Api {
     }
 
     fn health(&self) -> Health {
-        let caught = self.progress.caught_up_at.lock().map(|c| c.clone()).unwrap_or_default();
+        let caught = match &self.log {
+            EventLog::Embedded { progress, .. } => progress.caught_up_at.lock().map(|c| c.clone()),
+            EventLog::Kafka { shared, .. } => shared.caught_up_at.lock().map(|c| c.clone()),
+        }
+        .unwrap_or_default();
         let as_of = self.snapshots.latest().as_of;
         let ready = caught.len() >= self.workers && caught.values().all(|f| as_of.saturating_add(1) >= *f);
-        let positions = self.progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
-        let ends = self.log.end_offsets();
-        let partitions: Vec<_> = (0..ends.len())
-            .map(|p| {
-                let pos = positions.get(p).copied().unwrap_or(0);
-                json!({"partition": p, "position": pos, "end": ends[p], "lag": ends[p].saturating_sub(pos), "frontier": self.log.frontiers()[p]})
-            })
-            .collect();
-        Health { ready, details: json!({ "startup_end": self.startup_end, "partitions": partitions }) }
+        let source = match &self.log {
+            EventLog::Embedded { .. } => json!("embedded log"),
+            EventLog::Kafka { sink, .. } => {
+                json!({"kafka": {"brokers": sink.options().brokers, "topic": sink.options().topic}})
+            }
+        };
+        Health {
+            ready,
+            details: json!({
+                "source": source,
+                "startup_end": self.startup_end,
+                "partitions": self.partition_details(),
+            }),
+        }
     }
 
     fn metrics(&self) -> String {
@@ -472,9 +672,35 @@ impl Backend for Api {
         ] {
             s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
         }
-        s.push_str("# HELP sightflow_log_bytes Bytes held by the event log.\n# TYPE sightflow_log_bytes gauge\n");
-        for (p, b) in self.log.bytes().iter().enumerate() {
-            s.push_str(&format!("sightflow_log_bytes{{partition=\"{p}\"}} {b}\n"));
+        match &self.log {
+            EventLog::Embedded { log, .. } => {
+                s.push_str(
+                    "# HELP sightflow_log_bytes Bytes held by the event log.\n# TYPE sightflow_log_bytes gauge\n",
+                );
+                for (p, b) in log.bytes().iter().enumerate() {
+                    s.push_str(&format!("sightflow_log_bytes{{partition=\"{p}\"}} {b}\n"));
+                }
+            }
+            EventLog::Kafka { shared, .. } => {
+                for (name, help, v) in [
+                    ("sightflow_kafka_records_total", "Kafka records read.", &shared.records),
+                    ("sightflow_kafka_malformed_total", "Kafka messages skipped as malformed.", &shared.garbage),
+                    ("sightflow_kafka_duplicates_total", "Retried batches read again and skipped.", &shared.duplicates),
+                ] {
+                    s.push_str(&format!(
+                        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                        v.load(Ordering::Relaxed)
+                    ));
+                }
+                s.push_str(
+                    "# HELP sightflow_kafka_lag Records behind the high watermark.\n# TYPE sightflow_kafka_lag gauge\n",
+                );
+                for d in self.partition_details() {
+                    if let Some(lag) = d["lag"].as_u64() {
+                        s.push_str(&format!("sightflow_kafka_lag{{partition=\"{}\"}} {lag}\n", d["partition"]));
+                    }
+                }
+            }
         }
         s
     }

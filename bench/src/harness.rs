@@ -110,6 +110,40 @@ pub fn write_log(config: &Config, dir: &Path, envelopes: &[Envelope]) -> anyhow:
     Ok(late)
 }
 
+/// Points `config` at a new topic on `brokers` (created with `partitions`).
+pub fn fresh_topic(config: &mut Config, brokers: &str, partitions: i32) -> anyhow::Result<()> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    config.kafka.brokers = brokers.to_string();
+    config.kafka.topic = format!("bench-{}-{nanos}", std::process::id());
+    let opts = sightflow::kafka::kafka_options(config);
+    sightflow_connectors::kafka::create_topic(&opts, partitions)?;
+    Ok(())
+}
+
+/// Writes envelopes to the configured Kafka topic as `serve` would: batches of 256, each
+/// at the wall-clock time of its first event, produced and acknowledged (pipelined, in
+/// order).
+pub fn write_kafka(config: &Config, envelopes: &[Envelope]) -> anyhow::Result<u64> {
+    let sink = sightflow_connectors::kafka::KafkaSink::connect(sightflow::kafka::kafka_options(config), &[])?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut late = 0;
+    rt.block_on(async {
+        for (w, window) in envelopes.chunks(256 * 64).enumerate() {
+            // Each append stamps and enqueues before its first await, so polling them
+            // in order keeps the log order.
+            let appends = window.chunks(256).enumerate().map(|(i, chunk)| {
+                let now = chunk.first().map_or(0, |e| e.ts);
+                sink.append(format!("gen-{w}-{i}"), chunk.to_vec(), now)
+            });
+            for r in futures::future::join_all(appends).await {
+                late += r?.clamped as u64;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(late)
+}
+
 /// Counts in the views that the generator planted.
 pub fn observed(snap: &Snapshot) -> anyhow::Result<Truth> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -159,7 +193,19 @@ pub struct BackfillFigure {
 pub fn backfill(config: &Config, dir: &Path, workers: usize, t: &Traffic) -> anyhow::Result<BackfillFigure> {
     let mut c = config.clone();
     c.engine.workers = workers;
-    let (snap, stats) = backfill_log(&c, dir).map_err(anyhow::Error::msg)?;
+    let (snap, stats) = if c.kafka.enabled() {
+        let b = sightflow::backfill::backfill(
+            &c,
+            dir,
+            &sightflow_config::StartAt::Earliest,
+            &sightflow::backfill::Until::End,
+            sightflow::backfill::ProgressOutput::None,
+        )
+        .map_err(anyhow::Error::msg)?;
+        (b.snapshot, b.stats)
+    } else {
+        backfill_log(&c, dir).map_err(anyhow::Error::msg)?
+    };
     anyhow::ensure!(
         stats.events == t.envelopes.len() as u64,
         "read {} of {} envelopes",

@@ -58,6 +58,10 @@ enum Command {
         workers: Vec<usize>,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Write the traffic to a fresh topic on this Kafka broker and backfill from it
+        /// instead of the embedded log.
+        #[arg(long)]
+        kafka: Option<String>,
     },
     /// Dataflow state and RSS per live and per closed session.
     Memory {
@@ -69,25 +73,7 @@ enum Command {
         workers: usize,
     },
     /// Freshness under live HTTP load: acknowledgement to visible in a snapshot.
-    Freshness {
-        /// Offered loads in events/s, e.g. 10000,50000,100000.
-        #[arg(long, value_delimiter = ',', default_value = "10000,50000,100000")]
-        rates: Vec<u64>,
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
-        #[arg(long, default_value_t = 4)]
-        senders: usize,
-        #[arg(long, default_value_t = 10)]
-        tick_ms: u64,
-        #[arg(long, default_value_t = 20)]
-        lateness_ms: u64,
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// What the senders post: `sdk` (compact SDK click and page-view events) or
-        /// `rrweb` (the generator's raw rrweb traffic, as it happens).
-        #[arg(long, default_value = "sdk")]
-        traffic: String,
-    },
+    Freshness(FreshnessArgs),
     /// Incremental update time against DuckDB and chdb recomputing the same views from
     /// Parquet after every batch (needs `pip install duckdb chdb`).
     Peers {
@@ -107,17 +93,47 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct FreshnessArgs {
+    /// Offered loads in events/s, e.g. 10000,50000,100000.
+    #[arg(long, value_delimiter = ',', default_value = "10000,50000,100000")]
+    rates: Vec<u64>,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    #[arg(long, default_value_t = 20)]
+    lateness_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// What the senders post: `sdk` (compact SDK click and page-view events) or
+    /// `rrweb` (the generator's raw rrweb traffic, as it happens).
+    #[arg(long, default_value = "sdk")]
+    traffic: String,
+    /// Run `serve` with this Kafka broker (a fresh topic) instead of the embedded log.
+    #[arg(long)]
+    kafka: Option<String>,
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Batch { replicas, workers, fixtures, runs } => batch_throughput(replicas, workers, &fixtures, runs),
         Command::Gen { devices, seed, out } => gen_files(devices, seed, &out),
-        Command::Backfill { devices, seed, workers, runs } => backfill(devices, seed, &workers, runs),
+        Command::Backfill { devices, seed, workers, runs, kafka } => {
+            backfill(devices, seed, &workers, runs, kafka.as_deref())
+        }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
         Command::Peers { devices, batches, seed } => peers(devices, batches, seed),
-        Command::Freshness { rates, seconds, senders, tick_ms, lateness_ms, workers, traffic } => {
-            anyhow::ensure!(traffic == "sdk" || traffic == "rrweb", "--traffic must be sdk or rrweb, got {traffic:?}");
-            freshness(&rates, seconds, senders, tick_ms, lateness_ms, workers, traffic == "rrweb")
+        Command::Freshness(args) => {
+            anyhow::ensure!(
+                args.traffic == "sdk" || args.traffic == "rrweb",
+                "--traffic must be sdk or rrweb, got {:?}",
+                args.traffic
+            );
+            freshness(&args)
         }
     }
 }
@@ -243,12 +259,25 @@ fn gen_files(devices: usize, seed: u64, out: &std::path::Path) -> anyhow::Result
     Ok(())
 }
 
-fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize) -> anyhow::Result<()> {
-    let config = Config::defaults();
+fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize, kafka: Option<&str>) -> anyhow::Result<()> {
+    let mut config = Config::defaults();
     let started = Instant::now();
     let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
     let dir = tempfile::tempdir()?;
-    let late = harness::write_log(&config, dir.path(), &t.envelopes)?;
+    let late = match kafka {
+        Some(brokers) => {
+            harness::fresh_topic(&mut config, brokers, 4)?;
+            let late = harness::write_kafka(&config, &t.envelopes)?;
+            println!(
+                "wrote the traffic to topic {} (4 partitions) on {brokers} in {:.1} s",
+                config.kafka.topic,
+                started.elapsed().as_secs_f64()
+            );
+            late
+        }
+        None => harness::write_log(&config, dir.path(), &t.envelopes)?,
+    };
+    let source = if kafka.is_some() { "Kafka (tansu, same machine)" } else { "the embedded log" };
     println!(
         "generated {devices} devices: {} rrweb events ({:.1} MB JSON) -> {} envelopes, {} analytic events, {:.1} MB protobuf, {late} late; in {:.1} s",
         t.truth.rrweb_events,
@@ -270,7 +299,7 @@ fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize) -> anyhow
         let f = best.expect("one run");
         let secs = f.stats.elapsed.as_secs_f64();
         println!(
-            "backfill from the embedded log, all views, {w} worker(s): {:.3} s = {:.0} envelopes/s, {:.0} analytic events/s, {:.1} MB/s of log (best of {runs}); views equal the planted truth",
+            "backfill from {source}, all views, {w} worker(s): {:.3} s = {:.0} envelopes/s, {:.0} analytic events/s, {:.1} MB/s of log (best of {runs}); views equal the planted truth",
             secs,
             f.stats.events as f64 / secs,
             f.events as f64 / secs,
@@ -279,8 +308,9 @@ fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize) -> anyhow
     }
     println!("  truth: {:?}", t.truth);
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- backfill --devices {devices} --seed {seed} --workers {} --runs {runs}",
-        workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
+        "  reproduce: cargo run --release -p sightflow-bench -- backfill --devices {devices} --seed {seed} --workers {} --runs {runs}{}",
+        workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
+        kafka.map(|k| format!(" --kafka {k}")).unwrap_or_default()
     );
     Ok(())
 }
@@ -349,15 +379,11 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn freshness(
-    rates: &[u64],
-    seconds: u64,
-    senders: usize,
-    tick_ms: u64,
-    lateness_ms: u64,
-    workers: usize,
-    rrweb: bool,
-) -> anyhow::Result<()> {
+fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
+    let FreshnessArgs { rates, seconds, senders, tick_ms, lateness_ms, workers, .. } = args;
+    let (seconds, senders, tick_ms, lateness_ms, workers) = (*seconds, *senders, *tick_ms, *lateness_ms, *workers);
+    let rrweb = args.traffic == "rrweb";
+    let kafka = args.kafka.as_deref();
     let mut config = Config::defaults();
     config.engine.tick_ms = tick_ms;
     config.engine.allowed_lateness_ms = lateness_ms;
@@ -365,10 +391,18 @@ fn freshness(
     config.engine.workers = workers;
     config.ingest.max_events_per_batch = 100_000;
     println!("machine: {}", machine());
+    if let Some(k) = kafka {
+        config.kafka.brokers = k.to_string();
+        config.kafka.produce_timeout_ms = 10_000;
+        println!("through Kafka at {k} (tansu on this machine), a fresh 4-partition topic per load");
+    }
     println!(
         "freshness over HTTP (serve in-process, fsync per batch, tick {tick_ms} ms, lateness {lateness_ms} ms, {workers} worker(s), {senders} senders, {seconds} s per load)"
     );
     for &rate in rates {
+        if let Some(k) = kafka {
+            harness::fresh_topic(&mut config, k, 4)?;
+        }
         let f = harness::freshness(&config, rate, seconds, senders, rrweb)?;
         println!(
             "  offered {:>7}/s: achieved {:>9.0}/s, {} requests ({} failed); ack->visible p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; p99 first third {:.1} ms, last third {:.1} ms; ack p99 {:.1} ms",
@@ -386,9 +420,10 @@ fn freshness(
         );
     }
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders} --tick-ms {tick_ms} --lateness-ms {lateness_ms} --workers {workers} --traffic {}",
+        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders} --tick-ms {tick_ms} --lateness-ms {lateness_ms} --workers {workers} --traffic {}{}",
         rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","),
-        if rrweb { "rrweb" } else { "sdk" }
+        if rrweb { "rrweb" } else { "sdk" },
+        kafka.map(|k| format!(" --kafka {k}")).unwrap_or_default()
     );
     Ok(())
 }

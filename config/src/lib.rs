@@ -64,6 +64,7 @@ pub struct Config {
     pub log: LogConfig,
     pub replay: Replay,
     pub query: QueryConfig,
+    pub kafka: KafkaConfig,
     #[serde(default)]
     pub projects: std::collections::BTreeMap<String, Project>,
 }
@@ -107,6 +108,85 @@ pub enum Fsync {
     Batch,
     Interval,
     Never,
+}
+
+/// Kafka as the event log (instead of the embedded one) when `brokers` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`; empty: use the embedded log.
+    pub brokers: String,
+    pub topic: String,
+    /// Where a fresh engine starts reading: see [`StartAt`].
+    pub start: String,
+    /// How long ingest waits for the broker's acknowledgement before answering 503.
+    pub produce_timeout_ms: u64,
+    /// Bound on the consumer's prefetched messages per worker (backpressure beyond it).
+    pub queue_max_kbytes: u64,
+    /// An idempotent producer (`enable.idempotence`); readers drop retried batches by
+    /// their batch id either way.
+    pub idempotence: bool,
+    /// Extra librdkafka properties for producer and consumers (for example
+    /// `"security.protocol" = "SSL"`).
+    #[serde(default)]
+    pub client: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Whether Kafka replaces the embedded log.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+}
+
+/// Where reading a topic (or the embedded log) starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest retained record of every partition.
+    Earliest,
+    /// Only what arrives from now on.
+    Latest,
+    /// The first record appended at or after this time (ms since the epoch).
+    Time(i64),
+    /// Explicit offsets per partition; partitions not named start at the earliest.
+    Offsets(Vec<(u32, u64)>),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+
+    /// `earliest`, `latest`, an RFC 3339 time (`2026-11-22T10:00:00Z`), or
+    /// `partition:offset,...` (`0:120,3:4`).
+    fn from_str(s: &str) -> Result<StartAt, String> {
+        let s = s.trim();
+        match s {
+            "earliest" => return Ok(StartAt::Earliest),
+            "latest" => return Ok(StartAt::Latest),
+            _ => {}
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(StartAt::Time(t.timestamp_millis()));
+        }
+        if s.contains(':')
+            && s.split(',').all(|p| p.split_once(':').is_some_and(|(a, b)| !a.contains('-') && !b.contains('T')))
+        {
+            let mut out = Vec::new();
+            for part in s.split(',') {
+                let (p, o) = part.split_once(':').unwrap_or_default();
+                let p: u32 = p.trim().parse().map_err(|_| format!("{part:?}: the partition {p:?} is not a number"))?;
+                let o: u64 = o.trim().parse().map_err(|_| format!("{part:?}: the offset {o:?} is not a number"))?;
+                if out.iter().any(|(q, _)| *q == p) {
+                    return Err(format!("partition {p} is named twice"));
+                }
+                out.push((p, o));
+            }
+            return Ok(StartAt::Offsets(out));
+        }
+        Err(format!(
+            "{s:?} is not a start position: expected earliest, latest, an RFC 3339 time like \
+             2026-11-22T10:00:00Z, or partition:offset pairs like 0:120,1:0"
+        ))
+    }
 }
 
 /// The replay store.
@@ -408,6 +488,32 @@ impl Config {
             return Err(ConfigError::value("log.segment_bytes", self.log.segment_bytes, "at least 4096"));
         }
         positive("log.fsync_interval_ms", self.log.fsync_interval_ms)?;
+        let k = &self.kafka;
+        if k.enabled() {
+            for b in k.brokers.split(',') {
+                let b = b.trim();
+                if b.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                    return Err(ConfigError::value(
+                        "kafka.brokers",
+                        format!("{b:?}"),
+                        "host:port pairs separated by commas",
+                    ));
+                }
+            }
+            if k.topic.is_empty()
+                || k.topic.len() > 249
+                || !k.topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(ConfigError::value(
+                    "kafka.topic",
+                    format!("{:?}", k.topic),
+                    "a topic name of ASCII letters, digits, '.', '_' and '-' (at most 249)",
+                ));
+            }
+            positive("kafka.produce_timeout_ms", k.produce_timeout_ms)?;
+            positive("kafka.queue_max_kbytes", k.queue_max_kbytes)?;
+        }
+        k.start.parse::<StartAt>().map_err(|m| ConfigError::Key { key: "kafka.start".into(), message: m })?;
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("ingest.max_events_per_batch", self.ingest.max_events_per_batch as u64)?;
         positive("query.timeout_ms", self.query.timeout_ms)?;
@@ -588,6 +694,21 @@ mod tests {
         );
         check_err("[server]\nlisten = \"everywhere\"\n", &["server.listen", "everywhere"]);
         check_err("[log]\nfsync = \"sometimes\"\n", &["log.fsync", "sometimes"]);
+    }
+
+    #[test]
+    fn kafka_settings_and_start_positions() {
+        assert!(!Config::defaults().kafka.enabled());
+        let c = Config::from_toml_str("[kafka]\nbrokers = \"127.0.0.1:9092\"\nstart = \"0:5,2:7\"\n").unwrap();
+        assert!(c.kafka.enabled());
+        assert_eq!(c.kafka.start.parse::<StartAt>(), Ok(StartAt::Offsets(vec![(0, 5), (2, 7)])));
+        assert_eq!("latest".parse::<StartAt>(), Ok(StartAt::Latest));
+        assert_eq!("2026-11-22T10:00:00Z".parse::<StartAt>(), Ok(StartAt::Time(1_795_341_600_000)));
+        assert!("0:5,0:6".parse::<StartAt>().unwrap_err().contains("partition 0 is named twice"));
+        assert!("x:5".parse::<StartAt>().unwrap_err().contains("partition \"x\""));
+        check_err("[kafka]\nstart = \"yesterday\"\n", &["kafka.start", "yesterday", "earliest"]);
+        check_err("[kafka]\nbrokers = \"localhost\"\n", &["kafka.brokers", "localhost", "host:port"]);
+        check_err("[kafka]\nbrokers = \"h:1\"\ntopic = \"a b\"\n", &["kafka.topic", "a b"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 pub mod files;
 pub mod ingest;
 pub mod json;
+pub mod kafka;
 pub mod log;
 pub mod replay;
 pub mod rrweb;

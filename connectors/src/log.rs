@@ -427,6 +427,28 @@ impl Log {
         }
     }
 
+    /// Per partition, the offset of the first record appended at or after `ms` (the end
+    /// when there is none).
+    pub fn offsets_for_time(&self, ms: i64) -> Result<Vec<u64>, LogError> {
+        let ends = self.end_offsets();
+        let mut out = Vec::with_capacity(ends.len());
+        for (p, end) in ends.iter().enumerate() {
+            let mut reader = self.reader(&[(p as u32, 0)]);
+            let c = &mut reader.cursors[0];
+            let mut found = *end;
+            while c.offset < *end {
+                let Some((record, _)) = read_next(&self.parts[p], c)? else { break };
+                if record.appended_at_ms >= ms {
+                    found = c.offset;
+                    break;
+                }
+                c.offset += 1;
+            }
+            out.push(found);
+        }
+        Ok(out)
+    }
+
     /// A reader of some partitions, each starting at an offset (clamped to what is
     /// retained).
     pub fn reader(&self, partitions: &[(u32, u64)]) -> Reader {
@@ -716,6 +738,21 @@ mod tests {
         assert_eq!(log.append("two", vec![ev("a", T + 5_000)], T).unwrap().duplicate_partitions, 1);
         log.append("three", vec![ev("a", T + 6_000)], T).unwrap();
         assert_eq!(read_all(&log).len(), 3);
+    }
+
+    #[test]
+    fn offsets_for_a_time_find_the_first_record_appended_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(opts(dir.path())).unwrap();
+        for i in 0..10 {
+            log.append(&format!("b{i}"), vec![ev("a", T + i * 50)], T + i * 1000).unwrap();
+        }
+        let p = log.partition_of("p", "a") as usize;
+        assert_eq!(log.offsets_for_time(T + 4000).unwrap()[p], 4);
+        assert_eq!(log.offsets_for_time(T + 3500).unwrap()[p], 4);
+        assert_eq!(log.offsets_for_time(0).unwrap()[p], 0);
+        assert_eq!(log.offsets_for_time(T + 99_000).unwrap()[p], 10, "past the last record: the end");
+        assert_eq!(log.offsets_for_time(T).unwrap()[1 - p], 0, "an empty partition: its end");
     }
 
     #[test]

@@ -1,0 +1,421 @@
+//! `sightflow serve` and `sightflow backfill` against a real Kafka-compatible broker
+//! (tansu with SQLite storage) on a free loopback port. `make test` installs tansu; set
+//! `TANSU` to use another binary.
+//!
+//! Shown here: recordings imported over HTTP through Kafka give the batch views, with two
+//! workers on four partitions and with one worker; garbage messages in the topic are
+//! counted and skipped; backfill from the earliest offset and from a timestamp, with its
+//! progress lines; a `kill -9` of the engine mid-stream; the broker stopped and started
+//! again while ingest goes on (503, then nothing acknowledged lost).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::Value;
+use sightflow::batch::{self, Input};
+use sightflow_config::Config;
+use sightflow_dataflows::Snapshot;
+
+fn tables() -> impl Iterator<Item = &'static str> {
+    sightflow_dataflows::TABLE_NAMES.iter().copied().filter(|t| *t != "sightflow_state")
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb")
+}
+
+fn recordings() -> Vec<(String, String)> {
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+    m["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["file"].as_str().unwrap().to_string(), r["device_id"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tansu() -> PathBuf {
+    if let Ok(t) = std::env::var("TANSU") {
+        return PathBuf::from(t);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join("tansu");
+        if p.exists() {
+            return p;
+        }
+    }
+    let home = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu");
+    assert!(home.exists(), "these tests need the tansu broker: run `make test` (it installs it) or set TANSU");
+    home
+}
+
+/// A tansu broker with SQLite storage in its own directory.
+struct Broker {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let dir = dir.join("broker");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = Broker { dir, port: free_port(), child: None };
+        b.up();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let url = format!("tcp://{}", self.addr());
+        let child = Command::new(tansu())
+            .current_dir(&self.dir)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu())
+            .args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker"])
+            .arg(format!("tcp://{}", self.addr()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "topic create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Writes raw messages (not sightflow records) to a partition.
+    fn produce_garbage(&self, topic: &str, partition: i32, values: &[&[u8]]) {
+        let p: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", self.addr()).set("acks", "all").create().unwrap();
+        for v in values {
+            p.send(BaseRecord::<(), [u8]>::to(topic).partition(partition).payload(v)).unwrap();
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+fn config(broker: &Broker, topic: &str, workers: usize, idempotence: bool) -> String {
+    format!(
+        "[engine]\nworkers = {workers}\nallowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n\
+         [kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\nproduce_timeout_ms = 2000\nidempotence = {idempotence}\n",
+        broker.addr()
+    )
+}
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path, port: u16, config: &str) -> ServerProcess {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("sightflow.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sightflow"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the server starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("listening on http://127.0.0.1:"), "unexpected first line {line:?}");
+        ServerProcess { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn wait_ready(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut r) = ureq::get(&format!("{}/health", self.url)).call()
+                && r.status() == 200
+            {
+                return serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+            }
+            assert!(Instant::now() < deadline, "the server did not get ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let mut r = ureq::get(&format!("{}/metrics", self.url)).call().unwrap();
+        let m = r.body_mut().read_to_string().unwrap();
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rows of a table on a server (as sorted JSON objects), once the views reach `min_as_of`.
+fn rows(url: &str, table: &str, min_as_of: u64) -> Vec<String> {
+    let body = serde_json::json!({"sql": format!("select * from {table}"), "min_as_of": min_as_of}).to_string();
+    let mut r =
+        ureq::post(&format!("{url}/api/v1/query")).content_type("application/json").send(body.as_str()).unwrap();
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let cols: Vec<String> = v["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let mut rows: Vec<String> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| Value::Object(cols.iter().cloned().zip(r.as_array().unwrap().iter().cloned()).collect()).to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn import(url: &str, file: &str, device: &str, chunk: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sightflow"))
+        .args(["import", "--url", url, "--project", "demo", "--device", device, "--chunk", &chunk.to_string()])
+        .args(["--retry-for", "90"])
+        .arg(fixtures().join(file))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn import_all(url: &str, files: &[(String, String)], chunk: usize) {
+    for (file, device) in files {
+        let out = import(url, file, device, chunk).wait_with_output().unwrap();
+        assert!(out.status.success(), "import of {file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn batch_rows(files: &[(String, String)]) -> Vec<(String, Vec<String>)> {
+    let inputs: Vec<Input> =
+        files.iter().map(|(f, d)| Input::Rrweb { path: fixtures().join(f), device: d.clone() }).collect();
+    let loaded = batch::load(&inputs, "demo", now_ms() as i64).unwrap();
+    let snap: Arc<Snapshot> = batch::run(&Config::defaults(), loaded.envelopes).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tables()
+        .map(|t| {
+            let r = rt
+                .block_on(sightflow_query::execute(&snap, &format!("select * from {t}"), &Default::default()))
+                .unwrap();
+            let mut rows: Vec<String> =
+                sightflow_query::format::rows_as_objects(&r).iter().map(|v| v.to_string()).collect();
+            rows.sort();
+            (t.to_string(), rows)
+        })
+        .collect()
+}
+
+fn assert_same_views(url: &str, files: &[(String, String)], min_as_of: u64, what: &str) {
+    for (table, want) in batch_rows(files) {
+        let got = rows(url, &table, min_as_of);
+        assert_eq!(got, want, "{table} differs between {what} and batch mode");
+    }
+}
+
+/// Runs `sightflow backfill ... --serve` and returns the process, its URL and the
+/// progress lines it printed.
+fn backfill(config_file: &Path, from: &str, out: &Path) -> (Child, String, String) {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sightflow"))
+        .args(["backfill", "--config"])
+        .arg(config_file)
+        .args(["--from", from, "--until", "end", "--progress", "lines", "--out"])
+        .arg(out)
+        .args(["--serve", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "backfill ended early: {printed}");
+        printed.push_str(&line);
+        if line.starts_with("serving the backfilled views") {
+            break;
+        }
+    }
+    let mut stderr = String::new();
+    // Progress lines come before the views are served; the rest of stderr is empty.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let last = line.contains("ETA 0s") && line.contains("(100%)");
+        stderr.push_str(&line);
+        if last {
+            break;
+        }
+    }
+    eprintln!("--- backfill --from {from} ---\n{stderr}{printed}");
+    (child, format!("http://127.0.0.1:{port}"), format!("{stderr}{printed}"))
+}
+
+#[test]
+fn kafka_ingest_two_workers_garbage_and_backfill() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("events", 4);
+    let files = recordings();
+    let (first, second) = files.split_at(4);
+
+    let two = ServerProcess::start(&dir.path().join("two"), free_port(), &config(&broker, "events", 2, true));
+    let health = two.wait_ready();
+    assert_eq!(health["details"]["partitions"].as_array().unwrap().len(), 4, "{health}");
+    import_all(&two.url, first, 40);
+    // Messages that are not sightflow records, between valid ones.
+    broker.produce_garbage("events", 0, &[b"not json", b"{\"type\": 3}"]);
+    broker.produce_garbage("events", 3, &[&[0xff, 0x00, 0x13]]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let split = chrono::DateTime::from_timestamp_millis(now_ms() as i64).unwrap().to_rfc3339();
+    std::thread::sleep(Duration::from_millis(100));
+    import_all(&two.url, second, 40);
+    assert_same_views(&two.url, &files, now_ms(), "Kafka with two workers");
+    assert_eq!(two.metric("sightflow_kafka_malformed_total"), 3);
+    let health = two.wait_ready();
+    for p in health["details"]["partitions"].as_array().unwrap() {
+        assert_eq!(p["lag"], 0, "caught up: {health}");
+    }
+
+    // One worker reading the same topic from the start gives the same views.
+    let one = ServerProcess::start(&dir.path().join("one"), free_port(), &config(&broker, "events", 1, true));
+    one.wait_ready();
+    assert_same_views(&one.url, &files, 0, "Kafka with one worker");
+    drop(one);
+
+    // Backfill from the earliest offset: exactly the live run's views.
+    let cfg = dir.path().join("two/sightflow.toml");
+    let (mut bf, url, log) = backfill(&cfg, "earliest", &dir.path().join("parquet"));
+    assert!(log.contains("backfill: ") && log.contains("partitions 0:"), "progress lines: {log}");
+    assert!(log.contains("3 malformed skipped"), "{log}");
+    for table in tables() {
+        assert_eq!(rows(&url, table, 0), rows(&two.url, table, 0), "{table}: backfill from earliest vs live");
+        assert!(dir.path().join(format!("parquet/{table}.parquet")).exists());
+    }
+    assert!(log.contains(&format!("wrote sessions: {} rows", rows(&two.url, "sessions", 0).len())), "{log}");
+    let _ = bf.kill();
+    let _ = bf.wait();
+
+    // From a timestamp: the views of the events appended from then on.
+    let (mut bf, url, _) = backfill(&cfg, &split, &dir.path().join("parquet-late"));
+    assert_same_views(&url, second, 0, "a backfill from a timestamp");
+    let _ = bf.kill();
+    let _ = bf.wait();
+}
+
+#[test]
+fn engine_killed_and_broker_down_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    broker.create_topic("events", 3);
+    let files: Vec<(String, String)> = recordings()
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("05") || f.starts_with("06") || f.starts_with("02"))
+        .collect();
+    // tansu 0.6 stops serving after the producer-epoch bump an idempotent producer does
+    // once a message timed out (as they do while the broker is down): this test runs
+    // without idempotence, and retried batches are dropped by their batch id on reading.
+    let cfg = config(&broker, "events", 1, false);
+    let port = free_port();
+    let server = ServerProcess::start(&dir.path().join("srv"), port, &cfg);
+    server.wait_ready();
+
+    // kill -9 mid-stream, with the importer retrying.
+    let mut importer = import(&server.url, &files[1].0, &files[1].1, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric("sightflow_events_accepted_total") < 20 {
+        assert!(Instant::now() < deadline, "the import did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill();
+    assert!(importer.try_wait().unwrap().is_none(), "the import was still running when the engine died");
+    std::thread::sleep(Duration::from_millis(300));
+    let server = ServerProcess::start(&dir.path().join("srv"), port, &cfg);
+    let out = importer.wait_with_output().unwrap();
+    assert!(out.status.success(), "the import finishes after the restart: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" retries"), "{}", String::from_utf8_lossy(&out.stdout));
+    server.wait_ready();
+    assert_same_views(&server.url, &files[1..2], now_ms(), "a restarted engine");
+
+    // Broker down: ingest answers 503 and acknowledges nothing.
+    broker.down();
+    let body = std::fs::read_to_string(fixtures().join(&files[0].0)).unwrap();
+    let first: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let chunk = serde_json::to_string(&first[..5]).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let r = agent
+        .post(&format!("{}/api/v1/projects/demo/devices/{}/rrweb", server.url, files[0].1))
+        .content_type("application/json")
+        .send(chunk.as_str())
+        .unwrap();
+    assert_eq!(r.status(), 503, "ingest while the broker is down");
+    // An importer keeps retrying while the broker is down; bring it back.
+    let importer = import(&server.url, &files[0].0, &files[0].1, 25);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.up();
+    let out = importer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the import finishes once the broker is back: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    import_all(&server.url, &files[2..], 40);
+    // The engine reconnected by itself: every acknowledged event is in the views.
+    assert_same_views(&server.url, &files, now_ms(), "the engine after the broker came back");
+}
