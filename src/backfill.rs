@@ -170,6 +170,7 @@ pub fn backfill(
                     startup_end: end_map.clone(),
                     finite: true,
                     caught_up: false,
+                    max_time: 0,
                 }) as Box<dyn Source>,
                 None => Box::new(Done) as Box<dyn Source>,
             }

@@ -62,6 +62,8 @@ pub struct KafkaSource {
     /// Finite readers finish at their end offsets.
     pub finite: bool,
     pub caught_up: bool,
+    /// The largest logical time read so far.
+    pub max_time: u64,
 }
 
 impl Source for KafkaSource {
@@ -75,6 +77,9 @@ impl Source for KafkaSource {
         s.duplicates.fetch_add(batch.duplicates as u64, Ordering::Relaxed);
         s.clamped.fetch_add(batch.clamped as u64, Ordering::Relaxed);
         let busy = batch.records + batch.garbage > 0;
+        if let Some(t) = batch.events.iter().map(|(t, _)| *t).max() {
+            self.max_time = self.max_time.max(t);
+        }
         out.extend(batch.events);
         let frontier = self.reader.frontier(now_ms());
         let positions = self.reader.positions();
@@ -87,8 +92,10 @@ impl Source for KafkaSource {
             && positions.iter().all(|p| p.next >= self.startup_end.get(&p.partition).copied().unwrap_or(0))
         {
             self.caught_up = true;
+            // Ready once the views reflect everything read up to the start-up end (but
+            // not waiting for events stamped in the future).
             if let Ok(mut c) = s.caught_up_at.lock() {
-                c.insert(self.worker, frontier);
+                c.insert(self.worker, frontier.max(self.max_time.saturating_add(1).min(now_ms().max(0) as u64)));
             }
         }
         if self.finite && self.reader.done() {

@@ -121,6 +121,8 @@ struct LogSource {
     progress: Arc<Progresses>,
     startup_end: Vec<u64>,
     caught_up: bool,
+    /// The largest logical time read so far.
+    max_time: u64,
 }
 
 impl Source for LogSource {
@@ -133,6 +135,9 @@ impl Source for LogSource {
             }
         };
         let busy = batch.records > 0;
+        if let Some(t) = batch.events.iter().map(|(t, _)| *t).max() {
+            self.max_time = self.max_time.max(t);
+        }
         out.extend(batch.events);
         if batch.caught_up {
             self.log.tick(now_ms());
@@ -148,8 +153,10 @@ impl Source for LogSource {
         let frontier = self.reader.frontier();
         if !self.caught_up && positions.iter().all(|(p, o)| *o >= self.startup_end[*p as usize]) {
             self.caught_up = true;
+            // Ready once the views reflect everything read up to the start-up end (but
+            // not waiting for events stamped in the future).
             if let Ok(mut c) = self.progress.caught_up_at.lock() {
-                c.insert(self.worker, frontier);
+                c.insert(self.worker, frontier.max(self.max_time.saturating_add(1).min(now_ms().max(0) as u64)));
             }
         }
         Progress::At { frontier, busy }
@@ -233,6 +240,7 @@ impl Server {
                     progress: src_progress.clone(),
                     startup_end: src_end.clone(),
                     caught_up: false,
+                    max_time: 0,
                 })
             },
         )?;
@@ -296,6 +304,7 @@ impl Server {
                         startup_end: end_map.clone(),
                         finite: false,
                         caught_up: false,
+                        max_time: 0,
                     }) as Box<dyn Source>,
                     None => Box::new(NoSource) as Box<dyn Source>,
                 }
