@@ -316,42 +316,49 @@ impl KafkaSink {
     ) -> Result<Appended, KafkaFailure> {
         let batch_id = batch_id.as_ref();
         let mut out = Appended::default();
-        let mut by_device: BTreeMap<(u32, String, String), Vec<Envelope>> = BTreeMap::new();
         let n = self.partitions();
-        for e in events {
-            let p = partition_of(&e.project, &e.device_id, n);
-            by_device.entry((p, e.project.clone(), e.device_id.clone())).or_default().push(e);
-        }
-        let mut pending = Vec::with_capacity(by_device.len());
+        let mut pending = Vec::new();
         {
             // Stamp and enqueue under the lock, so that records enter each partition in
             // the order of their frontiers.
             let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
-            for ((p, _project, device), events) in by_device {
+            // Events are stamped in the order they came (as the embedded log does), then
+            // grouped into one record per device.
+            let mut before: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut by_device: BTreeMap<(u32, String, String), Vec<Envelope>> = BTreeMap::new();
+            for mut e in events {
+                let p = partition_of(&e.project, &e.device_id, n);
                 let clock = &mut clocks[p as usize];
-                clock.advance_idle(now_ms.saturating_sub(self.opts.idle_timeout_ms as i64));
-                let mut kept = Vec::with_capacity(events.len());
-                for mut e in events {
-                    match clock.stamp(e.ts) {
-                        Stamp::OnTime(t) => {
-                            e.logical_time = t;
-                            kept.push(e);
-                        }
-                        Stamp::Clamped(t) => {
-                            e.logical_time = t;
-                            out.clamped += 1;
-                            kept.push(e);
-                        }
-                        Stamp::Dropped => out.dropped += 1,
+                before.entry(p).or_insert_with(|| {
+                    clock.advance_idle(now_ms.saturating_sub(self.opts.idle_timeout_ms as i64));
+                    clock.frontier()
+                });
+                match clock.stamp(e.ts) {
+                    Stamp::OnTime(t) => e.logical_time = t,
+                    Stamp::Clamped(t) => {
+                        e.logical_time = t;
+                        out.clamped += 1;
+                    }
+                    Stamp::Dropped => {
+                        out.dropped += 1;
+                        continue;
                     }
                 }
-                if kept.is_empty() {
-                    continue;
-                }
-                out.events += kept.len();
+                out.events += 1;
+                by_device.entry((p, e.project.clone(), e.device_id.clone())).or_default().push(e);
+            }
+            // Every record of this batch holds times at or after the partition frontier
+            // before it; only the partition's last record may announce the frontier after
+            // the whole batch.
+            let last_of: BTreeMap<u32, String> =
+                by_device.keys().map(|(p, project, device)| (*p, format!("{project}\u{0}{device}"))).collect();
+            for ((p, project, device), kept) in by_device {
+                let is_last = last_of.get(&p).is_some_and(|k| *k == format!("{project}\u{0}{device}"));
+                let frontier =
+                    if is_last { clocks[p as usize].frontier() } else { before.get(&p).copied().unwrap_or(0) };
                 let record = LogRecord {
                     events: kept,
-                    frontier: clock.frontier(),
+                    frontier,
                     batch_id: if batch_id.is_empty() { String::new() } else { format!("{batch_id}#{device}") },
                     appended_at_ms: now_ms,
                 };
@@ -592,6 +599,8 @@ pub struct KafkaReader {
     live: bool,
     last_error_log: Option<Instant>,
     last_refresh: Instant,
+    /// How often a live reader looks for added partitions.
+    refresh_every: Duration,
 }
 
 impl KafkaReader {
@@ -615,6 +624,7 @@ impl KafkaReader {
             live,
             last_error_log: None,
             last_refresh: Instant::now(),
+            refresh_every: Duration::from_secs(10),
         };
         reader.add(partitions)?;
         Ok(reader)
@@ -624,6 +634,12 @@ impl KafkaReader {
     /// margin of the whole produce timeout (for readers in the process that produces).
     pub fn with_in_flight(mut self, in_flight: InFlight) -> KafkaReader {
         self.in_flight = Some(in_flight);
+        self
+    }
+
+    /// How often a live reader looks for added partitions (10 s unless set).
+    pub fn refresh_every(mut self, every: Duration) -> KafkaReader {
+        self.refresh_every = every;
         self
     }
 
@@ -719,7 +735,7 @@ impl KafkaReader {
                 }
             }
         }
-        if self.live && self.last_refresh.elapsed() > Duration::from_secs(10) {
+        if self.live && self.last_refresh.elapsed() >= self.refresh_every {
             self.last_refresh = Instant::now();
             self.pick_up_new_partitions();
         }
@@ -818,6 +834,97 @@ mod tests {
         assert_eq!(f.floor(1, 12), None);
         f.failed(c);
         assert_eq!(f.floor(2, 0), None, "a failed message will not come");
+    }
+
+    fn ev(device: &str, ts: i64) -> Envelope {
+        Envelope { project: "demo".into(), device_id: device.into(), ts, ..Default::default() }
+    }
+
+    /// librdkafka's mock cluster: partitions a live reader was not given at start are
+    /// picked up; a retried batch is read once; times never go below the frontier.
+    #[test]
+    fn readers_pick_up_partitions_and_drop_retried_batches() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 4, 1).unwrap();
+        let opts = KafkaOptions {
+            brokers: mock.bootstrap_servers(),
+            topic: "t".into(),
+            produce_timeout: Duration::from_secs(10),
+            queue_max_kbytes: 1024,
+            idempotence: false,
+            client: BTreeMap::new(),
+            tick_ms: 100,
+            lateness_ms: 1000,
+            clamp_late: true,
+            idle_timeout_ms: 1000,
+        };
+        let sink = KafkaSink::connect(opts.clone(), &[]).unwrap();
+        assert_eq!(sink.partitions(), 4);
+        let t0 = 1_795_000_000_000;
+        let events: Vec<Envelope> = (0..40).map(|i| ev(&format!("d{i}"), t0 + i)).collect();
+        let a = futures::executor::block_on(sink.append("b1", events.clone(), t0)).unwrap();
+        assert_eq!(a.events, 40);
+        // The same batch again (a client retry after a lost answer).
+        futures::executor::block_on(sink.append("b1", events, t0)).unwrap();
+        // A reader that starts with partition 0 only picks up 1, 2 and 3.
+        let mut r = KafkaReader::new(opts, &[(0, 0, None)], (0, 1), true)
+            .unwrap()
+            .with_in_flight(sink.in_flight())
+            .refresh_every(Duration::ZERO);
+        let (mut got, mut dups) = (Vec::new(), 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < 40 && Instant::now() < deadline {
+            let b = r.read(100);
+            dups += b.duplicates;
+            got.extend(b.events);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.positions().iter().map(|p| p.next).sum::<u64>() < 80 && Instant::now() < deadline {
+            let b = r.read(100);
+            dups += b.duplicates;
+            got.extend(b.events);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(r.positions().len(), 4, "every partition is read");
+        assert_eq!(got.len(), 40, "each event once");
+        assert!(dups > 0, "the retried batch was seen and dropped");
+        assert!(got.iter().all(|(t, e)| *t == e.logical_time && *t >= tick_ceil(e.ts, 100)));
+    }
+
+    /// A batch spanning more than the allowed lateness, with devices interleaved, is
+    /// stamped in arrival order as the embedded log stamps it: nothing is late.
+    #[test]
+    fn a_long_batch_of_interleaved_devices_is_not_late() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let opts = KafkaOptions {
+            brokers: mock.bootstrap_servers(),
+            topic: "t".into(),
+            produce_timeout: Duration::from_secs(10),
+            queue_max_kbytes: 1024,
+            idempotence: true,
+            client: BTreeMap::new(),
+            tick_ms: 100,
+            lateness_ms: 1000,
+            clamp_late: true,
+            idle_timeout_ms: 1000,
+        };
+        let sink = KafkaSink::connect(opts.clone(), &[]).unwrap();
+        let t0 = 1_795_000_000_000;
+        let events: Vec<Envelope> = (0..50).map(|i| ev(if i % 2 == 0 { "x" } else { "y" }, t0 + i * 100)).collect();
+        let a = futures::executor::block_on(sink.append("b", events, t0)).unwrap();
+        assert_eq!((a.events, a.clamped), (50, 0));
+        let mut r = KafkaReader::new(opts, &[(0, 0, None)], (0, 1), false).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < 50 && Instant::now() < deadline {
+            let b = r.read(100);
+            assert_eq!(b.clamped, 0, "no time below the frontier of an earlier record");
+            got.extend(b.events);
+        }
+        assert_eq!(got.len(), 50);
+        assert!(got.iter().all(|(t, e)| *t == tick_ceil(e.ts, 100)));
     }
 
     #[test]
