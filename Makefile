@@ -27,7 +27,7 @@ run:
 	$(CARGO) run --release --bin sightflow -- serve --demo
 
 ## The whole benchmark suite in release mode (not part of `make test`; figures go to
-## bench/README.md). A small smoke pass of the generator and harness runs in `make test`.
+## bench/README.md). KAFKA=host:port adds the Kafka figures against that broker. A small smoke pass of the generator and harness runs in `make test`.
 bench:
 	$(CARGO) build --release -p sightflow-bench
 	./target/release/sightflow-bench batch --replicas 2000 --workers 1
@@ -37,3 +37,7 @@ bench:
 	./target/release/sightflow-bench peers --devices 2000 --batches 100
 	./target/release/sightflow-bench query --sessions 1000000
 	./target/release/sightflow-bench freshness --rates 10000,50000,100000
+	@if [ -n "$(KAFKA)" ]; then \
+	  ./target/release/sightflow-bench backfill --devices 2000 --workers 1,2 --runs 2 --kafka $(KAFKA); \
+	  ./target/release/sightflow-bench freshness --rates 10000,50000 --seconds 10 --kafka $(KAFKA); \
+	else echo "Kafka figures skipped: make bench KAFKA=127.0.0.1:19092 with a broker running"; fi

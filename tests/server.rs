@@ -181,6 +181,24 @@ fn imported_recordings_give_the_batch_views() {
     assert_same_views(&server, &files, now_ms());
     let sessions = server.rows("sessions", 0);
     assert_eq!(sessions.len(), 9, "eight recordings, one of them two sessions");
+    server.kill();
+
+    // `sightflow backfill` re-reads the embedded log into fresh views and writes them out.
+    let out = Command::new(env!("CARGO_BIN_EXE_sightflow"))
+        .args(["backfill", "--config"])
+        .arg(dir.path().join("sightflow.toml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--from", "earliest", "--progress", "lines", "--out"])
+        .arg(dir.path().join("views"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stderr}{stdout}");
+    assert!(out.status.success());
+    assert!(stdout.contains("from the embedded log") && stdout.contains("wrote sessions: 9 rows"), "{stdout}");
+    assert!(stderr.contains("backfill: reading") && stderr.contains("(100%)"), "{stderr}");
+    assert!(dir.path().join("views/heatmap_cells.parquet").exists());
 }
 
 #[test]
