@@ -203,26 +203,12 @@ impl Tables {
     }
 }
 
-thread_local! {
-    /// Strings already resolved on this thread (the publisher's): a snapshot resolves
-    /// each symbol of every row, and the global table's lock and a fresh `String` per
-    /// cell were most of the publisher's time.
-    static RESOLVED: std::cell::RefCell<HashMap<Sym, Arc<str>>> = std::cell::RefCell::new(HashMap::new());
+fn s(sym: Sym) -> String {
+    sym.as_string()
 }
 
-fn s(sym: Sym) -> Arc<str> {
-    RESOLVED.with(|c| {
-        if let Some(v) = c.borrow().get(&sym) {
-            return v.clone();
-        }
-        let v: Arc<str> = sym.resolve().unwrap_or_else(|| Arc::from(""));
-        c.borrow_mut().insert(sym, v.clone());
-        v
-    })
-}
-
-fn opt(sym: Sym) -> Option<Arc<str>> {
-    if sym.is_empty() { None } else { Some(s(sym)) }
+fn opt(sym: Sym) -> Option<String> {
+    if sym.is_empty() { None } else { Some(sym.as_string()) }
 }
 
 fn ts_field(name: &str) -> Field {
@@ -233,11 +219,11 @@ fn ts_array(v: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from_iter_values(v).with_timezone("UTC"))
 }
 
-fn str_array<S: AsRef<str>>(v: impl Iterator<Item = S>) -> ArrayRef {
+fn str_array(v: impl Iterator<Item = String>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(v))
 }
 
-fn opt_str_array<S: AsRef<str>>(v: impl Iterator<Item = Option<S>>) -> ArrayRef {
+fn opt_str_array(v: impl Iterator<Item = Option<String>>) -> ArrayRef {
     Arc::new(v.collect::<StringArray>())
 }
 
@@ -249,10 +235,9 @@ fn i32_array(v: impl Iterator<Item = i32>) -> ArrayRef {
     Arc::new(Int32Array::from_iter_values(v))
 }
 
-/// Rows of a multiset view, each repeated by its multiplicity, in a stable order
-/// (references are sorted: rows are up to ~200 bytes).
-fn expand<R: Ord>(m: &HashMap<R, isize>) -> Vec<&R> {
-    let mut v: Vec<&R> = m.iter().flat_map(|(r, n)| std::iter::repeat_n(r, (*n).max(0) as usize)).collect();
+/// Rows of a multiset view, each repeated by its multiplicity, in a stable order.
+fn expand<R: Copy + Ord>(m: &HashMap<R, isize>) -> Vec<R> {
+    let mut v: Vec<R> = m.iter().flat_map(|(r, n)| std::iter::repeat_n(*r, (*n).max(0) as usize)).collect();
     v.sort_unstable();
     v
 }
@@ -543,7 +528,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
         }
         11 => {
             // Every configured step of every (project, funnel) seen, zero counts included.
-            let mut by: BTreeMap<(Arc<str>, u32), BTreeMap<u32, i64>> = BTreeMap::new();
+            let mut by: BTreeMap<(String, u32), BTreeMap<u32, i64>> = BTreeMap::new();
             for f in t.session_funnels.keys() {
                 by.entry((s(f.project), f.funnel)).or_default();
             }
@@ -560,7 +545,7 @@ pub fn build_table(t: &Tables, index: usize, params: &Params) -> (SchemaRef, Rec
                     let n = counts.get(&step).copied().unwrap_or(0);
                     let rate = if first > 0 { n as f64 / first as f64 } else { 0.0 };
                     rows.push((
-                        project.to_string(),
+                        project.clone(),
                         spec.name.clone(),
                         step as i64,
                         spec.labels[step as usize - 1].clone(),
