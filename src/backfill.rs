@@ -180,29 +180,19 @@ pub fn backfill(
         let log = Log::open(log_options(config, data_dir)).map_err(|e| e.to_string())?;
         let ends_now = log.end_offsets();
         let retained = log.start_offsets();
+        let numbered = |v: &[u64]| -> Vec<(u32, u64)> { v.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect() };
+        let at_time = |t: i64| log.offsets_for_time(t).map(|v| numbered(&v)).map_err(|e| e.to_string());
         let starts: Vec<(u32, u64)> = match from {
-            StartAt::Earliest => retained.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect(),
-            StartAt::Latest => ends_now.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect(),
-            StartAt::Time(t) => log
-                .offsets_for_time(*t)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .enumerate()
-                .map(|(p, o)| (p as u32, o))
-                .collect(),
+            StartAt::Earliest => numbered(&retained),
+            StartAt::Latest => numbered(&ends_now),
+            StartAt::Time(t) => at_time(*t)?,
             StartAt::Offsets(list) => (0..ends_now.len() as u32)
                 .map(|p| (p, list.iter().find(|(q, _)| *q == p).map_or(retained[p as usize], |(_, o)| *o)))
                 .collect(),
         };
         let ends: Vec<(u32, u64)> = match until {
-            Until::End => ends_now.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect(),
-            Until::Time(t) => log
-                .offsets_for_time(*t)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .enumerate()
-                .map(|(p, o)| (p as u32, o))
-                .collect(),
+            Until::End => numbered(&ends_now),
+            Until::Time(t) => at_time(*t)?,
         };
         let ranges = join_ranges(&starts, &ends);
         if let Ok(mut p) = shared.positions.lock() {

@@ -8,44 +8,17 @@
 //! progress lines; a `kill -9` of the engine mid-stream; the broker stopped and started
 //! again while ingest goes on (503, then nothing acknowledged lost).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{assert_same_views, fixtures, free_port, now_ms, recordings, rows, tables};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
-use sightflow::batch::{self, Input};
-use sightflow_config::Config;
-use sightflow_dataflows::Snapshot;
-
-fn tables() -> impl Iterator<Item = &'static str> {
-    sightflow_dataflows::TABLE_NAMES.iter().copied().filter(|t| *t != "sightflow_state")
-}
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb")
-}
-
-fn recordings() -> Vec<(String, String)> {
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
-    m["recordings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["file"].as_str().unwrap().to_string(), r["device_id"].as_str().unwrap().to_string()))
-        .collect()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn tansu() -> PathBuf {
     if let Ok(t) = std::env::var("TANSU") {
@@ -203,64 +176,14 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Rows of a table on a server (as sorted JSON objects), once the views reach `min_as_of`.
-fn rows(url: &str, table: &str, min_as_of: u64) -> Vec<String> {
-    let body = serde_json::json!({"sql": format!("select * from {table}"), "min_as_of": min_as_of}).to_string();
-    let mut r =
-        ureq::post(&format!("{url}/api/v1/query")).content_type("application/json").send(body.as_str()).unwrap();
-    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    let cols: Vec<String> = v["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
-    let mut rows: Vec<String> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| Value::Object(cols.iter().cloned().zip(r.as_array().unwrap().iter().cloned()).collect()).to_string())
-        .collect();
-    rows.sort();
-    rows
-}
-
 fn import(url: &str, file: &str, device: &str, chunk: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sightflow"))
-        .args(["import", "--url", url, "--project", "demo", "--device", device, "--chunk", &chunk.to_string()])
-        .args(["--retry-for", "90"])
-        .arg(fixtures().join(file))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    common::import(url, file, device, chunk, 90)
 }
 
 fn import_all(url: &str, files: &[(String, String)], chunk: usize) {
     for (file, device) in files {
         let out = import(url, file, device, chunk).wait_with_output().unwrap();
         assert!(out.status.success(), "import of {file}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-fn batch_rows(files: &[(String, String)]) -> Vec<(String, Vec<String>)> {
-    let inputs: Vec<Input> =
-        files.iter().map(|(f, d)| Input::Rrweb { path: fixtures().join(f), device: d.clone() }).collect();
-    let loaded = batch::load(&inputs, "demo", now_ms() as i64).unwrap();
-    let snap: Arc<Snapshot> = batch::run(&Config::defaults(), loaded.envelopes).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    tables()
-        .map(|t| {
-            let r = rt
-                .block_on(sightflow_query::execute(&snap, &format!("select * from {t}"), &Default::default()))
-                .unwrap();
-            let mut rows: Vec<String> =
-                sightflow_query::format::rows_as_objects(&r).iter().map(|v| v.to_string()).collect();
-            rows.sort();
-            (t.to_string(), rows)
-        })
-        .collect()
-}
-
-fn assert_same_views(url: &str, files: &[(String, String)], min_as_of: u64, what: &str) {
-    for (table, want) in batch_rows(files) {
-        let got = rows(url, &table, min_as_of);
-        assert_eq!(got, want, "{table} differs between {what} and batch mode");
     }
 }
 

@@ -3,47 +3,17 @@
 //! files, also when the server is killed (`kill -9`) in the middle of an import and
 //! started again.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use sightflow::batch::{self, Input};
-use sightflow_config::Config;
-use sightflow_dataflows::Snapshot;
+use common::{free_port, now_ms, recordings};
 
 const CONFIG: &str =
     "[engine]\nallowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n[log]\npartitions = 3\n";
-
-/// Tables compared between the server and batch mode: every view (the state table
-/// describes the process, not the events).
-fn tables() -> impl Iterator<Item = &'static str> {
-    sightflow_dataflows::TABLE_NAMES.iter().copied().filter(|t| *t != "sightflow_state")
-}
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb")
-}
-
-fn recordings() -> Vec<(String, String)> {
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
-    m["recordings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["file"].as_str().unwrap().to_string(), r["device_id"].as_str().unwrap().to_string()))
-        .collect()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct ServerProcess {
     child: Child,
@@ -86,24 +56,7 @@ impl ServerProcess {
 
     /// Rows of a table (as JSON objects, sorted), once the views reach `min_as_of`.
     fn rows(&self, table: &str, min_as_of: u64) -> Vec<String> {
-        let body = serde_json::json!({"sql": format!("select * from {table}"), "min_as_of": min_as_of}).to_string();
-        let mut r = ureq::post(&format!("{}/api/v1/query", self.url))
-            .content_type("application/json")
-            .send(body.as_str())
-            .unwrap();
-        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-        let cols: Vec<String> =
-            v["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
-        let mut rows: Vec<String> = v["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                Value::Object(cols.iter().cloned().zip(r.as_array().unwrap().iter().cloned()).collect()).to_string()
-            })
-            .collect();
-        rows.sort();
-        rows
+        common::rows(&self.url, table, min_as_of)
     }
 
     fn kill(mut self) {
@@ -120,51 +73,11 @@ impl Drop for ServerProcess {
 }
 
 fn import(url: &str, file: &str, device: &str, chunk: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sightflow"))
-        .args([
-            "import",
-            "--url",
-            url,
-            "--project",
-            "demo",
-            "--device",
-            device,
-            "--chunk",
-            &chunk.to_string(),
-            "--retry-for",
-            "60",
-        ])
-        .arg(fixtures().join(file))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn batch_rows(files: &[(String, String)]) -> Vec<(String, Vec<String>)> {
-    let inputs: Vec<Input> =
-        files.iter().map(|(f, d)| Input::Rrweb { path: fixtures().join(f), device: d.clone() }).collect();
-    let loaded = batch::load(&inputs, "demo", now_ms() as i64).unwrap();
-    let snap: Arc<Snapshot> = batch::run(&Config::defaults(), loaded.envelopes).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    tables()
-        .map(|t| {
-            let r = rt
-                .block_on(sightflow_query::execute(&snap, &format!("select * from {t}"), &Default::default()))
-                .unwrap();
-            let mut rows: Vec<String> =
-                sightflow_query::format::rows_as_objects(&r).iter().map(|v| v.to_string()).collect();
-            rows.sort();
-            (t.to_string(), rows)
-        })
-        .collect()
+    common::import(url, file, device, chunk, 60)
 }
 
 fn assert_same_views(server: &ServerProcess, files: &[(String, String)], min_as_of: u64) {
-    for (table, want) in batch_rows(files) {
-        let got = server.rows(&table, min_as_of);
-        assert_eq!(got, want, "{table} differs between the server and batch mode");
-    }
+    common::assert_same_views(&server.url, files, min_as_of, "the server");
 }
 
 #[test]

@@ -836,6 +836,25 @@ mod tests {
         assert_eq!(f.floor(2, 0), None, "a failed message will not come");
     }
 
+    /// Options for topic "t" on a mock cluster: tick 100 ms, lateness 1 s.
+    fn mock_options<C: rdkafka::ClientContext>(
+        mock: &rdkafka::mocking::MockCluster<'_, C>,
+        idempotence: bool,
+    ) -> KafkaOptions {
+        KafkaOptions {
+            brokers: mock.bootstrap_servers(),
+            topic: "t".into(),
+            produce_timeout: Duration::from_secs(10),
+            queue_max_kbytes: 1024,
+            idempotence,
+            client: BTreeMap::new(),
+            tick_ms: 100,
+            lateness_ms: 1000,
+            clamp_late: true,
+            idle_timeout_ms: 1000,
+        }
+    }
+
     fn ev(device: &str, ts: i64) -> Envelope {
         Envelope { project: "demo".into(), device_id: device.into(), ts, ..Default::default() }
     }
@@ -846,18 +865,7 @@ mod tests {
     fn readers_pick_up_partitions_and_drop_retried_batches() {
         let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
         mock.create_topic("t", 4, 1).unwrap();
-        let opts = KafkaOptions {
-            brokers: mock.bootstrap_servers(),
-            topic: "t".into(),
-            produce_timeout: Duration::from_secs(10),
-            queue_max_kbytes: 1024,
-            idempotence: false,
-            client: BTreeMap::new(),
-            tick_ms: 100,
-            lateness_ms: 1000,
-            clamp_late: true,
-            idle_timeout_ms: 1000,
-        };
+        let opts = mock_options(&mock, false);
         let sink = KafkaSink::connect(opts.clone(), &[]).unwrap();
         assert_eq!(sink.partitions(), 4);
         let t0 = 1_795_000_000_000;
@@ -898,18 +906,7 @@ mod tests {
     fn a_long_batch_of_interleaved_devices_is_not_late() {
         let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
         mock.create_topic("t", 1, 1).unwrap();
-        let opts = KafkaOptions {
-            brokers: mock.bootstrap_servers(),
-            topic: "t".into(),
-            produce_timeout: Duration::from_secs(10),
-            queue_max_kbytes: 1024,
-            idempotence: true,
-            client: BTreeMap::new(),
-            tick_ms: 100,
-            lateness_ms: 1000,
-            clamp_late: true,
-            idle_timeout_ms: 1000,
-        };
+        let opts = mock_options(&mock, true);
         let sink = KafkaSink::connect(opts.clone(), &[]).unwrap();
         let t0 = 1_795_000_000_000;
         let events: Vec<Envelope> = (0..50).map(|i| ev(if i % 2 == 0 { "x" } else { "y" }, t0 + i * 100)).collect();

@@ -1,0 +1,97 @@
+//! Helpers shared by the end-to-end tests that run the `sightflow` binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use serde_json::Value;
+use sightflow::batch::{self, Input};
+use sightflow_config::Config;
+use sightflow_dataflows::Snapshot;
+
+/// Tables compared with batch mode: every view (the state table describes the process,
+/// not the events).
+pub fn tables() -> impl Iterator<Item = &'static str> {
+    sightflow_dataflows::TABLE_NAMES.iter().copied().filter(|t| *t != "sightflow_state")
+}
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb")
+}
+
+/// (file, device id) of every fixture recording.
+pub fn recordings() -> Vec<(String, String)> {
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+    m["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["file"].as_str().unwrap().to_string(), r["device_id"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Rows of a table on a server (as sorted JSON objects), once the views reach `min_as_of`.
+pub fn rows(url: &str, table: &str, min_as_of: u64) -> Vec<String> {
+    let body = serde_json::json!({"sql": format!("select * from {table}"), "min_as_of": min_as_of}).to_string();
+    let mut r =
+        ureq::post(&format!("{url}/api/v1/query")).content_type("application/json").send(body.as_str()).unwrap();
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let cols: Vec<String> = v["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let mut rows: Vec<String> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| Value::Object(cols.iter().cloned().zip(r.as_array().unwrap().iter().cloned()).collect()).to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `sightflow import` of a fixture recording, retrying for `retry_for_s`.
+pub fn import(url: &str, file: &str, device: &str, chunk: usize, retry_for_s: u64) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sightflow"))
+        .args(["import", "--url", url, "--project", "demo", "--device", device, "--chunk", &chunk.to_string()])
+        .args(["--retry-for", &retry_for_s.to_string()])
+        .arg(fixtures().join(file))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Every view computed by batch mode from the recordings, as sorted JSON rows.
+pub fn batch_rows(files: &[(String, String)]) -> Vec<(String, Vec<String>)> {
+    let inputs: Vec<Input> =
+        files.iter().map(|(f, d)| Input::Rrweb { path: fixtures().join(f), device: d.clone() }).collect();
+    let loaded = batch::load(&inputs, "demo", now_ms() as i64).unwrap();
+    let snap: Arc<Snapshot> = batch::run(&Config::defaults(), loaded.envelopes).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tables()
+        .map(|t| {
+            let r = rt
+                .block_on(sightflow_query::execute(&snap, &format!("select * from {t}"), &Default::default()))
+                .unwrap();
+            let mut rows: Vec<String> =
+                sightflow_query::format::rows_as_objects(&r).iter().map(|v| v.to_string()).collect();
+            rows.sort();
+            (t.to_string(), rows)
+        })
+        .collect()
+}
+
+/// Every view on the server at `url` equals batch mode over `files`.
+pub fn assert_same_views(url: &str, files: &[(String, String)], min_as_of: u64, what: &str) {
+    for (table, want) in batch_rows(files) {
+        let got = rows(url, &table, min_as_of);
+        assert_eq!(got, want, "{table} differs between {what} and batch mode");
+    }
+}
