@@ -253,8 +253,7 @@ impl Log {
 
     /// The partition of a device: its events stay in order there.
     pub fn partition_of(&self, project: &str, device: &str) -> u32 {
-        let h = xxhash_rust::xxh3::xxh3_64(format!("{project}\u{0}{device}").as_bytes());
-        (h % self.opts.partitions as u64) as u32
+        crate::kafka::partition_of(project, device, self.opts.partitions)
     }
 
     /// Appends a batch (stamping logical times), durably per the fsync policy, and
