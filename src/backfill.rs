@@ -340,14 +340,16 @@ pub fn write_parquet(snapshot: &Snapshot, dir: &Path) -> Result<Vec<(String, usi
     use datafusion::parquet::arrow::ArrowWriter;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut out = Vec::new();
-    for (name, schema, batch) in &snapshot.tables {
+    for (name, schema, batches) in &snapshot.tables {
         let path = dir.join(format!("{name}.parquet"));
         let file = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let mut w = ArrowWriter::try_new(file, schema.clone(), None)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        w.write(batch).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        for batch in batches {
+            w.write(batch).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
         w.close().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        out.push((name.to_string(), batch.num_rows(), path));
+        out.push((name.to_string(), batches.iter().map(|b| b.num_rows()).sum(), path));
     }
     Ok(out)
 }

@@ -375,7 +375,7 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
     let live_at = live_at.load(Ordering::Relaxed);
     let snap =
         running.snapshots.wait_for(live_at - 1, wait).map_err(|_| anyhow::anyhow!("views did not reach live_at"))?;
-    let live_sessions = snap.table("sessions").map_or(0, |b| b.num_rows() as u64);
+    let live_sessions = snap.num_rows("sessions").unwrap_or(0) as u64;
     let live_now = snap.table("sessions").map_or(0, |b| {
         b.column_by_name("is_live").map_or(0, |c| {
             c.as_any().downcast_ref::<datafusion::arrow::array::BooleanArray>().map_or(0, |a| a.true_count() as u64)
@@ -392,7 +392,7 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
     let snap = running.snapshots.wait_for(closed_at - 1, wait).map_err(|_| anyhow::anyhow!("views did not close"))?;
     let (closed_state, view_bytes, per_view_closed) = dataflow_state(&snap);
     let closed_rss = rss_bytes();
-    let sessions = snap.table("sessions").map_or(0, |b| b.num_rows() as u64);
+    let sessions = snap.num_rows("sessions").unwrap_or(0) as u64;
     anyhow::ensure!(sessions == live_sessions, "{sessions} sessions after closing, {live_sessions} while live");
     let truth = truth.lock().map(|t| t.clone()).unwrap_or_default();
     check_truth(&snap, &truth)?;

@@ -195,7 +195,7 @@ fn batch_throughput(replicas: usize, workers: usize, fixtures: &std::path::Path,
         let started = Instant::now();
         let snap = batch::run(&config, input).map_err(anyhow::Error::msg)?;
         times.push(started.elapsed().as_secs_f64());
-        sessions = snap.table("sessions").map_or(0, |b| b.num_rows());
+        sessions = snap.num_rows("sessions").unwrap_or(0);
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let best = times[0];
@@ -362,7 +362,7 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
     let mut config = Config::defaults();
     config.engine.workers = 2;
     let snap = batch::run(&config, envelopes).map_err(anyhow::Error::msg)?;
-    let rows = |t: &str| snap.table(t).map_or(0, |b| b.num_rows());
+    let rows = |t: &str| snap.num_rows(t).unwrap_or(0);
     println!("machine: {}", machine());
     println!(
         "views over {n} envelopes built in {:.1} s: {} sessions, {} rage bursts, {} heatmap cells, {} page views",

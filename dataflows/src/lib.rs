@@ -4,8 +4,9 @@
 //! Data enters through a [`run::Source`] per worker (envelopes with logical times and a
 //! frontier; the source never exposes Kafka or file types), is converted once into
 //! compact events ([`convert`]), flows through the views of
-//! `sightflow_operators::views`, and leaves as [`publish::Snapshot`]s: every view as one
-//! Arrow record batch, all at one `as_of`.
+//! `sightflow_operators::views`, and leaves as [`publish::Snapshot`]s: every view as a
+//! list of Arrow record batches kept up to date incrementally ([`tables`]), all at one
+//! `as_of`.
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -11,11 +11,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use sightflow_operators::Params;
 use sightflow_operators::stats::{StateSize, StateStats};
 
-use crate::tables::{TABLE_NAMES, Tables, Update, build_table, state_table};
+use crate::tables::{TABLE_NAMES, Tables, Update, state_table};
 
 /// All views at one logical time.
 #[derive(Clone, Debug)]
@@ -24,29 +25,41 @@ pub struct Snapshot {
     pub as_of: u64,
     /// The input has ended and everything was processed.
     pub complete: bool,
-    /// Tables by name, in `TABLE_NAMES` order.
-    pub tables: Vec<(&'static str, SchemaRef, RecordBatch)>,
+    /// Tables by name, in `TABLE_NAMES` order; each table is a list of batches (see
+    /// [`crate::tables`]), in no particular row order.
+    pub tables: Vec<(&'static str, SchemaRef, Vec<RecordBatch>)>,
     /// State held per view when the snapshot was taken.
     pub state: BTreeMap<String, StateSize>,
 }
 
 impl Snapshot {
     fn empty(params: &Params) -> Snapshot {
-        let t = Tables::default();
-        let mut tables: Vec<(&'static str, SchemaRef, RecordBatch)> = (0..14)
+        let mut t = Tables::default();
+        let mut tables: Vec<(&'static str, SchemaRef, Vec<RecordBatch>)> = (0..14)
             .map(|i| {
-                let (s, b) = build_table(&t, i, params);
+                let (s, b) = t.arrow(i, params);
                 (TABLE_NAMES[i], s, b)
             })
             .collect();
-        let (s, b) = state_table(&BTreeMap::new());
-        tables.push(("sightflow_state", s, b));
+        let b = state_table(&BTreeMap::new());
+        tables.push(("sightflow_state", b.schema(), vec![b]));
         Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new() }
     }
 
-    /// A table by name.
-    pub fn table(&self, name: &str) -> Option<&RecordBatch> {
-        self.tables.iter().find(|(n, _, _)| *n == name).map(|(_, _, b)| b)
+    /// A table's batches by name.
+    pub fn batches(&self, name: &str) -> Option<&[RecordBatch]> {
+        self.tables.iter().find(|(n, _, _)| *n == name).map(|(_, _, b)| b.as_slice())
+    }
+
+    /// A table by name as one batch (a copy: for tests and small tables).
+    pub fn table(&self, name: &str) -> Option<RecordBatch> {
+        let (_, schema, batches) = self.tables.iter().find(|(n, _, _)| *n == name)?;
+        Some(concat_batches(schema, batches).expect("a table's batches share its schema"))
+    }
+
+    /// Rows of a table.
+    pub fn num_rows(&self, name: &str) -> Option<usize> {
+        self.batches(name).map(|b| b.iter().map(|b| b.num_rows()).sum())
     }
 }
 
@@ -138,7 +151,6 @@ pub struct WorkerUpdate {
 pub struct Publisher {
     params: Arc<Params>,
     tables: Tables,
-    cache: Vec<Option<(SchemaRef, RecordBatch)>>,
     frontiers: Vec<Option<u64>>,
     pending: BTreeMap<u64, Vec<Update>>,
     published: u64,
@@ -163,7 +175,6 @@ impl Publisher {
         Publisher {
             params,
             tables: Tables::default(),
-            cache: vec![None; 14],
             frontiers: vec![Some(0); workers],
             pending: BTreeMap::new(),
             published: 0,
@@ -227,20 +238,17 @@ impl Publisher {
         if let Some(cb) = &mut self.on_publish {
             cb(as_of, self.complete, &self.tables);
         }
-        let dirty = self.tables.take_dirty();
+        // Each view builds only the rows changed since the last snapshot.
         let mut tables = Vec::with_capacity(15);
-        for (i, changed) in dirty.iter().enumerate() {
-            if *changed || self.cache[i].is_none() {
-                self.cache[i] = Some(build_table(&self.tables, i, &self.params));
-            }
-            let (s, b) = self.cache[i].clone().expect("built");
-            tables.push((TABLE_NAMES[i], s, b));
+        for (i, name) in TABLE_NAMES[..14].iter().enumerate() {
+            let (s, b) = self.tables.arrow(i, &self.params);
+            tables.push((*name, s, b));
         }
         let rows = self.tables.rows();
         self.stats.set("published_views", 0, rows, rows * 96);
         let state = self.stats.per_view();
-        let (s, b) = state_table(&state);
-        tables.push(("sightflow_state", s, b));
+        let b = state_table(&state);
+        tables.push(("sightflow_state", b.schema(), vec![b]));
         self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state });
     }
 }

@@ -563,15 +563,19 @@ async fn replay<B: Backend>(State(state): State<Arc<AppState<B>>>, Path(id): Pat
 fn find_session(snap: &Snapshot, id: &str) -> Option<(String, String, i64, i64)> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::TimestampMillisecondType;
-    let b = snap.table("sessions")?;
-    let col = |n: &str| b.column_by_name(n);
-    let ids = col("session_id")?.as_string::<i32>();
-    let row = (0..ids.len()).find(|&i| ids.value(i) == id)?;
-    let project = col("project")?.as_string::<i32>().value(row).to_string();
-    let device = col("device_id")?.as_string::<i32>().value(row).to_string();
-    let start = col("started_at")?.as_primitive::<TimestampMillisecondType>().value(row);
-    let end = col("ended_at")?.as_primitive::<TimestampMillisecondType>().value(row);
-    Some((project, device, start, end))
+    for b in snap.batches("sessions")? {
+        let col = |n: &str| b.column_by_name(n);
+        let ids = col("session_id")?.as_string::<i32>();
+        let Some(row) = (0..ids.len()).find(|&i| ids.value(i) == id) else {
+            continue;
+        };
+        let project = col("project")?.as_string::<i32>().value(row).to_string();
+        let device = col("device_id")?.as_string::<i32>().value(row).to_string();
+        let start = col("started_at")?.as_primitive::<TimestampMillisecondType>().value(row);
+        let end = col("ended_at")?.as_primitive::<TimestampMillisecondType>().value(row);
+        return Some((project, device, start, end));
+    }
+    None
 }
 
 async fn health<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {

@@ -64,9 +64,9 @@ pub fn context(snapshot: &Snapshot, limits: &QueryLimits) -> Result<SessionConte
         .map_err(|e| QueryError::Sql(e.to_string()))?;
     let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    for (name, schema, batch) in &snapshot.tables {
+    for (name, schema, batches) in &snapshot.tables {
         let table =
-            MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).map_err(|e| QueryError::Sql(e.to_string()))?;
+            MemTable::try_new(schema.clone(), vec![batches.clone()]).map_err(|e| QueryError::Sql(e.to_string()))?;
         ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Sql(e.to_string()))?;
     }
     Ok(ctx)
