@@ -43,20 +43,26 @@ struct Loc {
     len: u32,
 }
 
+/// A slot whose key's current rows are not in any segment (changed since the last
+/// snapshot, or showing no rows).
+const UNBUILT: u32 = u32::MAX;
+
 #[derive(Clone, Copy, Debug)]
 struct Held<R> {
     diff: R,
-    /// `None` while the key's current rows are not built yet (changed since the last
-    /// snapshot) or it shows no rows.
-    at: Option<Loc>,
+    /// Index of the key's [`Loc`] in `View::slots`: segments refer to rows by slot, so
+    /// moving rows between segments needs no hashing of keys.
+    slot: u32,
+    /// Listed in `View::changed`.
+    pending: bool,
 }
 
 /// An immutable batch of rows, some of which may have been replaced since.
-struct Segment<K> {
+struct Segment {
     batch: RecordBatch,
-    /// The keys built into `batch`, in row order; a key is live here while its `Loc`
-    /// points here.
-    keys: Vec<K>,
+    /// The slots built into `batch`, in row order; a slot's rows are live here while its
+    /// `Loc` points here.
+    slots: Vec<u32>,
     /// Runs of rows replaced since the segment was built.
     dead: Vec<(u32, u32)>,
     /// Rows still live.
@@ -65,14 +71,15 @@ struct Segment<K> {
     published: Option<Vec<RecordBatch>>,
 }
 
-impl<K> Segment<K> {
-    fn rows(&self) -> u32 {
-        self.batch.num_rows() as u32
+impl Segment {
+    fn new(batch: RecordBatch, slots: Vec<u32>) -> Segment {
+        let valid = batch.num_rows() as u32;
+        Segment { batch, slots, dead: Vec::new(), valid, published: None }
     }
 
     /// More dead rows than live ones, or cut into too many slices: keep only the live rows.
     fn needs_compaction(&self) -> bool {
-        !self.dead.is_empty() && (self.valid * 2 < self.rows() || self.dead.len() >= MAX_RUNS)
+        !self.dead.is_empty() && (self.valid * 2 < self.batch.num_rows() as u32 || self.dead.len() >= MAX_RUNS)
     }
 }
 
@@ -103,15 +110,19 @@ const MAX_RUNS: usize = 32;
 /// Segments are merged up to this many rows.
 const MAX_SEGMENT_ROWS: u32 = 1 << 15;
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One materialised view: its rows (key and accumulated difference) and their Arrow form
 /// (see the module documentation).
 pub struct View<K, R> {
-    held: HashMap<K, Held<R>>,
-    /// Keys changed since the last [`View::arrow`] (may repeat).
+    held: FastMap<K, Held<R>>,
+    slots: Vec<Loc>,
+    free_slots: Vec<u32>,
+    /// Keys changed since the last [`View::arrow`].
     changed: Vec<K>,
     dirty: bool,
     /// Segments by id; ids grow with the age of the newest rows a segment was made from.
-    segs: BTreeMap<u32, Segment<K>>,
+    segs: BTreeMap<u32, Segment>,
     next_seg: u32,
     arrow: Option<(SchemaRef, Vec<RecordBatch>)>,
     work: ViewWork,
@@ -133,7 +144,9 @@ pub struct ViewWork {
 impl<K, R> Default for View<K, R> {
     fn default() -> Self {
         View {
-            held: HashMap::new(),
+            held: FastMap::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             changed: Vec::new(),
             dirty: true,
             segs: BTreeMap::new(),
@@ -151,22 +164,37 @@ impl<K: Copy + Eq + Hash, R: Semigroup + Copy> View<K, R> {
         match self.held.entry(k) {
             Entry::Occupied(mut e) => {
                 let h = e.get_mut();
-                if let Some(at) = h.at.take() {
+                let at = &mut self.slots[h.slot as usize];
+                if at.seg != UNBUILT {
                     let seg = self.segs.get_mut(&at.seg).expect("a built key's segment exists");
                     seg.dead.push((at.start, at.len));
                     seg.valid -= at.len;
                     seg.published = None;
+                    at.seg = UNBUILT;
                 }
                 h.diff.plus_equals(&r);
                 if h.diff.is_zero() {
+                    self.free_slots.push(h.slot);
                     e.remove();
-                } else {
+                } else if !h.pending {
+                    h.pending = true;
                     self.changed.push(k);
                 }
             }
             Entry::Vacant(e) => {
                 if !r.is_zero() {
-                    e.insert(Held { diff: r, at: None });
+                    let unbuilt = Loc { seg: UNBUILT, start: 0, len: 0 };
+                    let slot = match self.free_slots.pop() {
+                        Some(s) => {
+                            self.slots[s as usize] = unbuilt;
+                            s
+                        }
+                        None => {
+                            self.slots.push(unbuilt);
+                            self.slots.len() as u32 - 1
+                        }
+                    };
+                    e.insert(Held { diff: r, slot, pending: true });
                     self.changed.push(k);
                 }
             }
@@ -223,42 +251,39 @@ impl<K: ViewRow> View<K, K::Diff> {
         (schema, batches)
     }
 
-    fn new_seg(&mut self) -> u32 {
-        let id = self.next_seg;
-        self.next_seg += 1;
-        id
-    }
-
     /// Builds the changed keys' rows into one new segment.
     fn build_changed(&mut self, params: &Params) {
-        let mut changed = std::mem::take(&mut self.changed);
-        changed.sort_unstable();
-        changed.dedup();
-        let rows: Vec<(K, K::Diff)> = changed
-            .iter()
-            .filter_map(|k| {
-                let h = self.held.get(k)?;
-                (h.at.is_none() && K::shown(&h.diff) > 0).then_some((*k, h.diff))
-            })
-            .collect();
-        changed.clear();
-        self.changed = changed;
+        let mut rows: Vec<(K, K::Diff)> = Vec::with_capacity(self.changed.len());
+        let mut slots = Vec::with_capacity(self.changed.len());
+        for k in self.changed.drain(..) {
+            // Keys gone since are not held any more.
+            let Some(h) = self.held.get_mut(&k) else {
+                continue;
+            };
+            if !h.pending {
+                continue;
+            }
+            h.pending = false;
+            if K::shown(&h.diff) > 0 {
+                rows.push((k, h.diff));
+                slots.push(h.slot);
+            }
+        }
         if rows.is_empty() {
             return;
         }
         let batch = K::build(&rows, params);
         self.work.built_rows += batch.num_rows() as u64;
-        let id = self.new_seg();
+        let id = self.next_seg;
+        self.next_seg += 1;
         let mut start = 0u32;
-        let mut keys = Vec::with_capacity(rows.len());
-        for (k, d) in &rows {
+        for ((_, d), slot) in rows.iter().zip(&slots) {
             let len = K::shown(d);
-            self.held.get_mut(k).expect("held").at = Some(Loc { seg: id, start, len });
-            keys.push(*k);
+            self.slots[*slot as usize] = Loc { seg: id, start, len };
             start += len;
         }
         debug_assert_eq!(start as usize, batch.num_rows());
-        self.segs.insert(id, Segment { batch, keys, dead: Vec::new(), valid: start, published: None });
+        self.segs.insert(id, Segment::new(batch, slots));
     }
 
     /// Drops empty segments, rewrites sparse or fragmented ones, and merges neighbours
@@ -269,10 +294,9 @@ impl<K: ViewRow> View<K, K::Diff> {
         let sparse: Vec<u32> = self.segs.iter().filter(|(_, s)| s.needs_compaction()).map(|(id, _)| *id).collect();
         for id in sparse {
             let seg = self.segs.remove(&id).expect("listed");
-            let (batch, keys) = live_rows(&mut self.held, id, seg, id, 0);
-            let valid = batch.num_rows() as u32;
-            self.work.copied_rows += valid as u64;
-            self.segs.insert(id, Segment { batch, keys, dead: Vec::new(), valid, published: None });
+            let (batch, slots) = live_rows(&mut self.slots, id, seg, id, 0);
+            self.work.copied_rows += batch.num_rows() as u64;
+            self.segs.insert(id, Segment::new(batch, slots));
         }
         loop {
             let sizes: Vec<(u32, u32)> = self.segs.iter().map(|(id, s)| (*id, s.valid)).collect();
@@ -286,34 +310,26 @@ impl<K: ViewRow> View<K, K::Diff> {
             let older = self.segs.remove(&a).expect("listed");
             let newer = self.segs.remove(&b).expect("listed");
             // The merged segment takes the older id, so segments stay in age order.
-            let (ba, mut keys) = live_rows(&mut self.held, a, older, a, 0);
-            let (bb, kb) = live_rows(&mut self.held, b, newer, a, ba.num_rows() as u32);
-            keys.extend(kb);
+            let (ba, mut slots) = live_rows(&mut self.slots, a, older, a, 0);
+            let (bb, sb) = live_rows(&mut self.slots, b, newer, a, ba.num_rows() as u32);
+            slots.extend(sb);
             let batch = concat_batches(&ba.schema(), [&ba, &bb]).expect("segments of one view share a schema");
-            let valid = batch.num_rows() as u32;
-            self.work.copied_rows += valid as u64;
-            self.segs.insert(a, Segment { batch, keys, dead: Vec::new(), valid, published: None });
+            self.work.copied_rows += batch.num_rows() as u64;
+            self.segs.insert(a, Segment::new(batch, slots));
         }
     }
 }
 
-/// The live rows of segment `id` as a dense batch and their keys; their locations move to
-/// segment `to`, starting at row `offset`.
-fn live_rows<K: Copy + Eq + Hash, R>(
-    held: &mut HashMap<K, Held<R>>,
-    id: u32,
-    seg: Segment<K>,
-    to: u32,
-    offset: u32,
-) -> (RecordBatch, Vec<K>) {
-    let Segment { batch, keys, dead, .. } = seg;
+/// The live rows of segment `id` as a dense batch and their slots; their locations move
+/// to segment `to`, starting at row `offset`.
+fn live_rows(locs: &mut [Loc], id: u32, seg: Segment, to: u32, offset: u32) -> (RecordBatch, Vec<u32>) {
+    let Segment { batch, slots, dead, .. } = seg;
     let mut indices: Vec<u32> = Vec::new();
-    let mut live = Vec::with_capacity(keys.len());
+    let mut live = Vec::with_capacity(slots.len());
     let mut next = offset;
-    for k in keys {
-        let Some(at) = held.get_mut(&k).and_then(|h| h.at.as_mut()) else {
-            continue;
-        };
+    for slot in slots {
+        let at = &mut locs[slot as usize];
+        // A slot listed here but pointing elsewhere was replaced (and maybe reused).
         if at.seg != id {
             continue;
         }
@@ -323,7 +339,7 @@ fn live_rows<K: Copy + Eq + Hash, R>(
         at.seg = to;
         at.start = next;
         next += at.len;
-        live.push(k);
+        live.push(slot);
     }
     let batch = if dead.is_empty() {
         batch

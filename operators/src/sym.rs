@@ -16,13 +16,36 @@ pub struct Sym(pub u64);
 
 const SHARDS: usize = 16;
 
+/// Symbols are already xxh3 hashes: the table uses them as they are (rotated, since the
+/// low bits choose the shard and would otherwise be the same for every key in it).
+#[derive(Default)]
+struct SymHasher(u64);
+
+impl std::hash::Hasher for SymHasher {
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type SymMap = HashMap<u64, Arc<str>, std::hash::BuildHasherDefault<SymHasher>>;
+
 struct Table {
-    shards: Vec<RwLock<HashMap<u64, Arc<str>>>>,
+    shards: Vec<RwLock<SymMap>>,
 }
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
-    TABLE.get_or_init(|| Table { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect() })
+    TABLE.get_or_init(|| Table { shards: (0..SHARDS).map(|_| RwLock::new(SymMap::default())).collect() })
 }
 
 impl Sym {
