@@ -10,13 +10,16 @@ clicks, dead clicks (no mutation, navigation, snapshot or input within 2500 ms, 
 within 100 ms, text fields never dead) and error clicks (an error within 1000 ms after
 the click, before the next page view). It is written once in SQL that both engines run.
 
-usage: peers.py DIR BATCHES ANSWERS.json
+usage: peers.py DIR FILES_AT ANSWERS.json
+
+FILES_AT lists (comma-separated) after how many of the exported files to recompute; the
+last one is where the answers are compared.
 """
 import json
 import sys
 import time
 
-DIR, BATCHES, ANSWERS = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+DIR, AT, ANSWERS = sys.argv[1], [int(n) for n in sys.argv[2].split(",")], sys.argv[3]
 
 VIEWS = """
 WITH ev AS (SELECT * FROM {src}),
@@ -43,7 +46,7 @@ SELECT
 
 
 def files(n):
-    return [f"{DIR}/events-{i:03}.parquet" for i in range(n)]
+    return [f"{DIR}/events-{i:04}.parquet" for i in range(n)]
 
 
 def duckdb_engine():
@@ -63,7 +66,7 @@ def chdb_engine():
     import chdb
 
     def run(n):
-        src = f"file('{DIR}/events-{{000..{n - 1:03}}}.parquet', Parquet)"
+        src = f"file('{DIR}/events-{{0000..{n - 1:04}}}.parquet', Parquet)"
         res = chdb.query(VIEWS.format(src=src), "JSON")
         row = json.loads(res.bytes())["data"][0]
         return {k: int(v or 0) for k, v in row.items()}
@@ -82,7 +85,7 @@ def main():
             continue
         times = []
         got = None
-        for n in range(1, BATCHES + 1):
+        for n in AT:
             started = time.perf_counter()
             got = run(n)
             times.append(time.perf_counter() - started)

@@ -79,8 +79,17 @@ enum Command {
     Peers {
         #[arg(long, default_value_t = 2000)]
         devices: usize,
+        /// Batches sightflow takes one at a time.
         #[arg(long, default_value_t = 10)]
         batches: usize,
+        /// Parquet files the batches are exported as (consecutive batches per file); the
+        /// peers recompute when a file is complete.
+        #[arg(long)]
+        files: Option<usize>,
+        /// How many of those file boundaries the peers recompute at (evenly spread, the
+        /// last one always): each recompute reads every file so far.
+        #[arg(long)]
+        points: Option<usize>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -126,7 +135,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
-        Command::Peers { devices, batches, seed } => peers(devices, batches, seed),
+        Command::Peers { devices, batches, files, points, seed } => {
+            let files = files.unwrap_or(batches).clamp(1, batches.max(1));
+            peers(devices, batches, files, points.unwrap_or(files).clamp(1, files), seed)
+        }
         Command::Freshness(args) => {
             anyhow::ensure!(
                 args.traffic == "sdk" || args.traffic == "rrweb",
@@ -428,49 +440,78 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn peers(devices: usize, batches: usize, seed: u64) -> anyhow::Result<()> {
+fn peers(devices: usize, batches: usize, files: usize, points: usize, seed: u64) -> anyhow::Result<()> {
     let config = Config::defaults();
-    let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
+    // Page snapshots do not reach the compared views: small ones keep generation quick.
+    let t = harness::traffic(&GenOptions { devices, seed, paragraphs: 8, ..Default::default() })?;
     let dir = tempfile::tempdir()?;
     let per = t.envelopes.len().div_ceil(batches.max(1));
     let parts: Vec<Vec<Envelope>> = t.envelopes.chunks(per).map(|c| c.to_vec()).collect();
-    for (i, p) in parts.iter().enumerate() {
-        harness::export_parquet(p, &dir.path().join(format!("events-{i:03}.parquet")))?;
+    // File f holds the batches up to (f + 1) * parts / files.
+    let ends: Vec<usize> = (1..=files).map(|f| f * parts.len() / files).collect();
+    let mut from = 0;
+    for (f, end) in ends.iter().enumerate() {
+        let events: Vec<Envelope> = parts[from..*end].iter().flatten().cloned().collect();
+        harness::export_parquet(&events, &dir.path().join(format!("events-{f:04}.parquet")))?;
+        from = *end;
     }
+    // The peers recompute after these many files (evenly spread, the last always).
+    let at: Vec<usize> = (1..=points).map(|p| (p * files).div_ceil(points)).collect();
     let (times, snap) = harness::incremental_updates(&config, &parts)?;
     let answers = harness::peer_answers(&snap)?;
     let answers_path = dir.path().join("answers.json");
     std::fs::write(&answers_path, answers.to_string())?;
     let ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    // The update at the end of the data, where the peers' recompute is compared: the
+    // mean over the last tenth of the batches (one batch alone is noisy).
+    let tail = &ms[ms.len() - ms.len().div_ceil(10)..];
+    let mut sorted = ms.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)];
     println!("machine: {}", machine());
     println!(
-        "peers: {} envelopes ({} analytic events) in {} batches of ~{per}; sightflow incremental update per batch: mean {:.1} ms, last {:.1} ms, max {:.1} ms",
+        "peers: {} envelopes ({} analytic events) in {} batches of ~{per} envelopes, exported as {files} Parquet files",
         t.envelopes.len(),
         t.events,
         parts.len(),
-        ms.iter().sum::<f64>() / ms.len().max(1) as f64,
-        ms.last().copied().unwrap_or(0.0),
-        ms.iter().cloned().fold(0.0, f64::max)
+    );
+    println!(
+        "  sightflow incremental update per batch: mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; last tenth of the batches mean {:.2} ms",
+        mean(&ms),
+        pct(0.5),
+        pct(0.99),
+        sorted.last().copied().unwrap_or(0.0),
+        mean(tail),
     );
     println!("  sightflow answers: {answers}");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/peers.py");
+    let at_list = at.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg(dir.path())
-        .arg(parts.len().to_string())
+        .arg(&at_list)
         .arg(&answers_path)
         .output()?;
-    let last = ms.last().copied().unwrap_or(0.0).max(0.001);
+    let base = mean(tail).max(0.001);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(v) => println!(
-                "  {}: recompute after the last batch {:.1} ms ({:.0}x sightflow's incremental update); answers {} sightflow's: {}",
-                v["engine"].as_str().unwrap_or("?"),
-                v["last_ms"].as_f64().unwrap_or(0.0),
-                v["last_ms"].as_f64().unwrap_or(0.0) / last,
-                if v["equal"].as_bool() == Some(true) { "equal" } else { "DIFFER from" },
-                v["answers"]
-            ),
+            Ok(v) => {
+                let curve: Vec<String> = at
+                    .iter()
+                    .zip(v["recompute_ms"].as_array().into_iter().flatten())
+                    .map(|(n, t)| format!("{}: {:.0} ms", ends[n - 1], t.as_f64().unwrap_or(0.0)))
+                    .collect();
+                println!(
+                    "  {}: recompute after the last batch {:.1} ms ({:.0}x sightflow's incremental update); after batch {}; answers {} sightflow's: {}",
+                    v["engine"].as_str().unwrap_or("?"),
+                    v["last_ms"].as_f64().unwrap_or(0.0),
+                    v["last_ms"].as_f64().unwrap_or(0.0) / base,
+                    curve.join(", "),
+                    if v["equal"].as_bool() == Some(true) { "equal" } else { "DIFFER from" },
+                    v["answers"]
+                )
+            }
             Err(_) => println!("  {line}"),
         }
     }
@@ -478,7 +519,7 @@ fn peers(devices: usize, batches: usize, seed: u64) -> anyhow::Result<()> {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     }
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- peers --devices {devices} --batches {batches} --seed {seed}"
+        "  reproduce: cargo run --release -p sightflow-bench -- peers --devices {devices} --batches {batches} --files {files} --points {points} --seed {seed}"
     );
     Ok(())
 }

@@ -287,8 +287,9 @@ impl<K: ViewRow> View<K, K::Diff> {
     }
 
     /// Drops empty segments, rewrites sparse or fragmented ones, and merges neighbours
-    /// until each segment is more than twice the size of the next newer one (or merging
-    /// would pass [`MAX_SEGMENT_ROWS`]), so a view of N rows has O(log N) small segments.
+    /// until each segment is bigger than the next newer one (or merging would pass
+    /// [`MAX_SEGMENT_ROWS`]): like a binary counter, a view of N rows has O(log N) small
+    /// segments and a row is copied O(log N) times.
     fn maintain(&mut self) {
         self.segs.retain(|_, s| s.valid > 0);
         let sparse: Vec<u32> = self.segs.iter().filter(|(_, s)| s.needs_compaction()).map(|(id, _)| *id).collect();
@@ -302,7 +303,7 @@ impl<K: ViewRow> View<K, K::Diff> {
             let sizes: Vec<(u32, u32)> = self.segs.iter().map(|(id, s)| (*id, s.valid)).collect();
             let Some(pair) = sizes.windows(2).find(|w| {
                 let (older, newer) = (w[0].1, w[1].1);
-                older <= 2 * newer && older + newer <= MAX_SEGMENT_ROWS
+                older <= newer && older + newer <= MAX_SEGMENT_ROWS
             }) else {
                 break;
             };
@@ -324,6 +325,17 @@ impl<K: ViewRow> View<K, K::Diff> {
 /// to segment `to`, starting at row `offset`.
 fn live_rows(locs: &mut [Loc], id: u32, seg: Segment, to: u32, offset: u32) -> (RecordBatch, Vec<u32>) {
     let Segment { batch, slots, dead, .. } = seg;
+    if dead.is_empty() {
+        // Every listed slot is live here and keeps its order: the rows stay as they are.
+        if to != id || offset != 0 {
+            for &slot in &slots {
+                let at = &mut locs[slot as usize];
+                at.seg = to;
+                at.start += offset;
+            }
+        }
+        return (batch, slots);
+    }
     let mut indices: Vec<u32> = Vec::new();
     let mut live = Vec::with_capacity(slots.len());
     let mut next = offset;
@@ -333,19 +345,13 @@ fn live_rows(locs: &mut [Loc], id: u32, seg: Segment, to: u32, offset: u32) -> (
         if at.seg != id {
             continue;
         }
-        if !dead.is_empty() {
-            indices.extend(at.start..at.start + at.len);
-        }
+        indices.extend(at.start..at.start + at.len);
         at.seg = to;
         at.start = next;
         next += at.len;
         live.push(slot);
     }
-    let batch = if dead.is_empty() {
-        batch
-    } else {
-        take_record_batch(&batch, &UInt32Array::from(indices)).expect("live row indices are in range")
-    };
+    let batch = take_record_batch(&batch, &UInt32Array::from(indices)).expect("live row indices are in range");
     (batch, live)
 }
 
