@@ -2,6 +2,7 @@
 //! query latency over large views. Each returns figures and checks the views against
 //! the generator's ground truth.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -238,6 +239,29 @@ pub fn rss_bytes() -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds (user + system) used so far by this process's threads, by thread name.
+pub fn thread_cpu() -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // The name is in parentheses and may hold spaces; the fields after it are fixed.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
 }
 
 fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
@@ -807,11 +831,12 @@ pub fn peer_answers(snap: &Snapshot) -> anyhow::Result<serde_json::Value> {
 
 /// Feeds `batches` (in event-time order) into a live dataflow one at a time and
 /// measures each incremental update: from handing the batch over until a snapshot
-/// covers it. Returns the update times and the complete final snapshot.
+/// covers it. Returns the update times, the complete final snapshot and the CPU seconds
+/// each thread used meanwhile.
 pub fn incremental_updates(
     config: &Config,
     batches: &[Vec<Envelope>],
-) -> anyhow::Result<(Vec<Duration>, Arc<Snapshot>)> {
+) -> anyhow::Result<(Vec<Duration>, Arc<Snapshot>, BTreeMap<String, f64>)> {
     let params = Arc::new(Params::from_config(config));
     let tick = params.tick;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -825,6 +850,7 @@ pub fn incremental_updates(
     )
     .map_err(anyhow::Error::msg)?;
     let mut times = Vec::new();
+    let cpu_before = thread_cpu();
     for b in batches {
         let items: Vec<(u64, Envelope)> = b.iter().map(|e| (tick_ceil_ms(e.ts, tick), e.clone())).collect();
         let frontier = items.iter().map(|(t, _)| *t).max().unwrap_or(0);
@@ -836,10 +862,14 @@ pub fn incremental_updates(
             .map_err(|_| anyhow::anyhow!("the views did not catch up"))?;
         times.push(started.elapsed());
     }
+    let mut cpu = thread_cpu();
+    for (name, secs) in cpu.iter_mut() {
+        *secs -= cpu_before.get(name).copied().unwrap_or(0.0);
+    }
     drop(tx);
     let snapshots = running.snapshots.clone();
     running.join().map_err(anyhow::Error::msg)?;
-    Ok((times, snapshots.wait_complete()))
+    Ok((times, snapshots.wait_complete(), cpu))
 }
 
 /// Generated rrweb traffic for the freshness benchmark, as `(event time, JSON event for

@@ -457,7 +457,7 @@ fn peers(devices: usize, batches: usize, files: usize, points: usize, seed: u64)
     }
     // The peers recompute after these many files (evenly spread, the last always).
     let at: Vec<usize> = (1..=points).map(|p| (p * files).div_ceil(points)).collect();
-    let (times, snap) = harness::incremental_updates(&config, &parts)?;
+    let (times, snap, cpu) = harness::incremental_updates(&config, &parts)?;
     let answers = harness::peer_answers(&snap)?;
     let answers_path = dir.path().join("answers.json");
     std::fs::write(&answers_path, answers.to_string())?;
@@ -484,15 +484,17 @@ fn peers(devices: usize, batches: usize, files: usize, points: usize, seed: u64)
         sorted.last().copied().unwrap_or(0.0),
         mean(tail),
     );
+    let per_batch = |thread: &str| cpu.get(thread).copied().unwrap_or(0.0) * 1000.0 / parts.len().max(1) as f64;
+    println!(
+        "  CPU per batch: timely worker {:.2} ms, publisher {:.2} ms (/proc/self/task, 10 ms resolution summed over the run)",
+        per_batch("timely:work-0"),
+        per_batch("publisher")
+    );
     println!("  sightflow answers: {answers}");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/peers.py");
     let at_list = at.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(dir.path())
-        .arg(&at_list)
-        .arg(&answers_path)
-        .output()?;
+    let out =
+        std::process::Command::new("python3").arg(&script).arg(dir.path()).arg(&at_list).arg(&answers_path).output()?;
     let base = mean(tail).max(0.001);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         match serde_json::from_str::<serde_json::Value>(line) {

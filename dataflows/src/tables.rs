@@ -14,12 +14,12 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt32Array, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use differential_dataflow::difference::Semigroup;
+use differential_dataflow::difference::{IsZero, Semigroup};
 use sightflow_operators::rows::*;
 use sightflow_operators::stats::StateSize;
 use sightflow_operators::{Params, Sym, Views};
@@ -33,6 +33,15 @@ pub trait ViewRow: Copy + Eq + Hash + Ord {
     fn shown(d: &Self::Diff) -> u32;
     /// The table of `rows`, each key repeated `shown` times, in the given order.
     fn build(rows: &[(Self, Self::Diff)], params: &Params) -> RecordBatch;
+    /// Views whose key shows as at most one row and whose difference is that row's
+    /// value (counts, aggregates) name their first value column: a changed value is
+    /// patched in place (the segment's value columns are rebuilt, its key columns
+    /// shared) instead of moving the row to a new segment.
+    const VALUES_FROM: Option<usize> = None;
+    /// The value columns (from `VALUES_FROM` on) of rows with these differences.
+    fn values(_diffs: &[Self::Diff]) -> Vec<ArrayRef> {
+        Vec::new()
+    }
 }
 
 /// Where a key's rows sit: a segment and a run of rows in it.
@@ -58,8 +67,12 @@ struct Held<R> {
 }
 
 /// An immutable batch of rows, some of which may have been replaced since.
-struct Segment {
+struct Segment<R> {
     batch: RecordBatch,
+    /// For views patched in place: each row's difference, row-aligned with `batch`.
+    diffs: Vec<R>,
+    /// `diffs` changed since the value columns were built.
+    patched: bool,
     /// The slots built into `batch`, in row order; a slot's rows are live here while its
     /// `Loc` points here.
     slots: Vec<u32>,
@@ -71,10 +84,10 @@ struct Segment {
     published: Option<Vec<RecordBatch>>,
 }
 
-impl Segment {
-    fn new(batch: RecordBatch, slots: Vec<u32>) -> Segment {
+impl<R> Segment<R> {
+    fn new(batch: RecordBatch, slots: Vec<u32>, diffs: Vec<R>) -> Segment<R> {
         let valid = batch.num_rows() as u32;
-        Segment { batch, slots, dead: Vec::new(), valid, published: None }
+        Segment { batch, diffs, patched: false, slots, dead: Vec::new(), valid, published: None }
     }
 
     /// More dead rows than live ones, or cut into too many slices: keep only the live rows.
@@ -122,7 +135,7 @@ pub struct View<K, R> {
     changed: Vec<K>,
     dirty: bool,
     /// Segments by id; ids grow with the age of the newest rows a segment was made from.
-    segs: BTreeMap<u32, Segment>,
+    segs: BTreeMap<u32, Segment<R>>,
     next_seg: u32,
     arrow: Option<(SchemaRef, Vec<RecordBatch>)>,
     work: ViewWork,
@@ -158,49 +171,6 @@ impl<K, R> Default for View<K, R> {
 }
 
 impl<K: Copy + Eq + Hash, R: Semigroup + Copy> View<K, R> {
-    /// Adds `r` to `k`; a key whose difference adds up to zero is gone.
-    pub fn add(&mut self, k: K, r: R) {
-        self.dirty = true;
-        match self.held.entry(k) {
-            Entry::Occupied(mut e) => {
-                let h = e.get_mut();
-                let at = &mut self.slots[h.slot as usize];
-                if at.seg != UNBUILT {
-                    let seg = self.segs.get_mut(&at.seg).expect("a built key's segment exists");
-                    seg.dead.push((at.start, at.len));
-                    seg.valid -= at.len;
-                    seg.published = None;
-                    at.seg = UNBUILT;
-                }
-                h.diff.plus_equals(&r);
-                if h.diff.is_zero() {
-                    self.free_slots.push(h.slot);
-                    e.remove();
-                } else if !h.pending {
-                    h.pending = true;
-                    self.changed.push(k);
-                }
-            }
-            Entry::Vacant(e) => {
-                if !r.is_zero() {
-                    let unbuilt = Loc { seg: UNBUILT, start: 0, len: 0 };
-                    let slot = match self.free_slots.pop() {
-                        Some(s) => {
-                            self.slots[s as usize] = unbuilt;
-                            s
-                        }
-                        None => {
-                            self.slots.push(unbuilt);
-                            self.slots.len() as u32 - 1
-                        }
-                    };
-                    e.insert(Held { diff: r, slot, pending: true });
-                    self.changed.push(k);
-                }
-            }
-        }
-    }
-
     /// Keys held.
     pub fn len(&self) -> usize {
         self.held.len()
@@ -229,6 +199,57 @@ impl<K: Copy + Eq + Hash, R: Semigroup + Copy> View<K, R> {
 }
 
 impl<K: ViewRow> View<K, K::Diff> {
+    /// Adds `r` to `k`; a key whose difference adds up to zero is gone.
+    pub fn add(&mut self, k: K, r: K::Diff) {
+        self.dirty = true;
+        match self.held.entry(k) {
+            Entry::Occupied(mut e) => {
+                let h = e.get_mut();
+                let at = &mut self.slots[h.slot as usize];
+                h.diff.plus_equals(&r);
+                if K::VALUES_FROM.is_some() && at.seg != UNBUILT && !h.diff.is_zero() && K::shown(&h.diff) == at.len {
+                    // Still one row: patch its value where it is.
+                    let seg = self.segs.get_mut(&at.seg).expect("a built key's segment exists");
+                    seg.diffs[at.start as usize] = h.diff;
+                    seg.patched = true;
+                    seg.published = None;
+                    return;
+                }
+                if at.seg != UNBUILT {
+                    let seg = self.segs.get_mut(&at.seg).expect("a built key's segment exists");
+                    seg.dead.push((at.start, at.len));
+                    seg.valid -= at.len;
+                    seg.published = None;
+                    at.seg = UNBUILT;
+                }
+                if h.diff.is_zero() {
+                    self.free_slots.push(h.slot);
+                    e.remove();
+                } else if !h.pending {
+                    h.pending = true;
+                    self.changed.push(k);
+                }
+            }
+            Entry::Vacant(e) => {
+                if !r.is_zero() {
+                    let unbuilt = Loc { seg: UNBUILT, start: 0, len: 0 };
+                    let slot = match self.free_slots.pop() {
+                        Some(s) => {
+                            self.slots[s as usize] = unbuilt;
+                            s
+                        }
+                        None => {
+                            self.slots.push(unbuilt);
+                            self.slots.len() as u32 - 1
+                        }
+                    };
+                    e.insert(Held { diff: r, slot, pending: true });
+                    self.changed.push(k);
+                }
+            }
+        }
+    }
+
     /// The view as Arrow batches (schema and live rows). Only rows changed since the
     /// last call are built; an unchanged view returns the same batches.
     pub fn arrow(&mut self, params: &Params) -> (SchemaRef, Vec<RecordBatch>) {
@@ -283,7 +304,8 @@ impl<K: ViewRow> View<K, K::Diff> {
             start += len;
         }
         debug_assert_eq!(start as usize, batch.num_rows());
-        self.segs.insert(id, Segment::new(batch, slots));
+        let diffs = if K::VALUES_FROM.is_some() { rows.iter().map(|(_, d)| *d).collect() } else { Vec::new() };
+        self.segs.insert(id, Segment::new(batch, slots, diffs));
     }
 
     /// Drops empty segments, rewrites sparse or fragmented ones, and merges neighbours
@@ -292,12 +314,20 @@ impl<K: ViewRow> View<K, K::Diff> {
     /// segments and a row is copied O(log N) times.
     fn maintain(&mut self) {
         self.segs.retain(|_, s| s.valid > 0);
+        if let Some(from) = K::VALUES_FROM {
+            for seg in self.segs.values_mut().filter(|s| s.patched) {
+                let mut cols = seg.batch.columns()[..from].to_vec();
+                cols.extend(K::values(&seg.diffs));
+                seg.batch = RecordBatch::try_new(seg.batch.schema(), cols).expect("value columns match the schema");
+                seg.patched = false;
+            }
+        }
         let sparse: Vec<u32> = self.segs.iter().filter(|(_, s)| s.needs_compaction()).map(|(id, _)| *id).collect();
         for id in sparse {
             let seg = self.segs.remove(&id).expect("listed");
-            let (batch, slots) = live_rows(&mut self.slots, id, seg, id, 0);
+            let (batch, slots, diffs) = live_rows(&mut self.slots, id, seg, id, 0);
             self.work.copied_rows += batch.num_rows() as u64;
-            self.segs.insert(id, Segment::new(batch, slots));
+            self.segs.insert(id, Segment::new(batch, slots, diffs));
         }
         loop {
             let sizes: Vec<(u32, u32)> = self.segs.iter().map(|(id, s)| (*id, s.valid)).collect();
@@ -311,20 +341,27 @@ impl<K: ViewRow> View<K, K::Diff> {
             let older = self.segs.remove(&a).expect("listed");
             let newer = self.segs.remove(&b).expect("listed");
             // The merged segment takes the older id, so segments stay in age order.
-            let (ba, mut slots) = live_rows(&mut self.slots, a, older, a, 0);
-            let (bb, sb) = live_rows(&mut self.slots, b, newer, a, ba.num_rows() as u32);
+            let (ba, mut slots, mut diffs) = live_rows(&mut self.slots, a, older, a, 0);
+            let (bb, sb, db) = live_rows(&mut self.slots, b, newer, a, ba.num_rows() as u32);
             slots.extend(sb);
+            diffs.extend(db);
             let batch = concat_batches(&ba.schema(), [&ba, &bb]).expect("segments of one view share a schema");
             self.work.copied_rows += batch.num_rows() as u64;
-            self.segs.insert(a, Segment::new(batch, slots));
+            self.segs.insert(a, Segment::new(batch, slots, diffs));
         }
     }
 }
 
 /// The live rows of segment `id` as a dense batch and their slots; their locations move
 /// to segment `to`, starting at row `offset`.
-fn live_rows(locs: &mut [Loc], id: u32, seg: Segment, to: u32, offset: u32) -> (RecordBatch, Vec<u32>) {
-    let Segment { batch, slots, dead, .. } = seg;
+fn live_rows<R: Copy>(
+    locs: &mut [Loc],
+    id: u32,
+    seg: Segment<R>,
+    to: u32,
+    offset: u32,
+) -> (RecordBatch, Vec<u32>, Vec<R>) {
+    let Segment { batch, slots, dead, diffs, .. } = seg;
     if dead.is_empty() {
         // Every listed slot is live here and keeps its order: the rows stay as they are.
         if to != id || offset != 0 {
@@ -334,10 +371,11 @@ fn live_rows(locs: &mut [Loc], id: u32, seg: Segment, to: u32, offset: u32) -> (
                 at.start += offset;
             }
         }
-        return (batch, slots);
+        return (batch, slots, diffs);
     }
     let mut indices: Vec<u32> = Vec::new();
     let mut live = Vec::with_capacity(slots.len());
+    let mut live_diffs = Vec::new();
     let mut next = offset;
     for slot in slots {
         let at = &mut locs[slot as usize];
@@ -346,13 +384,16 @@ fn live_rows(locs: &mut [Loc], id: u32, seg: Segment, to: u32, offset: u32) -> (
             continue;
         }
         indices.extend(at.start..at.start + at.len);
+        if !diffs.is_empty() {
+            live_diffs.extend_from_slice(&diffs[at.start as usize..(at.start + at.len) as usize]);
+        }
         at.seg = to;
         at.start = next;
         next += at.len;
         live.push(slot);
     }
     let batch = take_record_batch(&batch, &UInt32Array::from(indices)).expect("live row indices are in range");
-    (batch, live)
+    (batch, live, live_diffs)
 }
 
 /// One change to one view.
@@ -393,6 +434,22 @@ pub const TABLE_NAMES: &[&str] = &[
     "sightflow_state",
 ];
 
+fn add<K: Eq + Hash, R: Semigroup>(map: &mut HashMap<K, R>, k: K, r: R) {
+    match map.entry(k) {
+        Entry::Occupied(mut e) => {
+            e.get_mut().plus_equals(&r);
+            if e.get().is_zero() {
+                e.remove();
+            }
+        }
+        Entry::Vacant(e) => {
+            if !r.is_zero() {
+                e.insert(r);
+            }
+        }
+    }
+}
+
 /// Materialised state of every view.
 #[derive(Default)]
 pub struct Tables {
@@ -407,7 +464,8 @@ pub struct Tables {
     pub heatmap_cells: View<HeatRow, isize>,
     pub scroll_depth: View<DepthRow, isize>,
     pub session_funnels: View<FunnelRow, isize>,
-    pub funnel_steps: View<FunnelStepRow, isize>,
+    /// Raw step counts; published through `funnel_steps_table`.
+    pub funnel_steps: HashMap<FunnelStepRow, isize>,
     pub page_stats: View<PageKey, PageAgg>,
     pub errors: View<ErrKey, ErrAgg>,
     /// `funnel_steps` is small and derived (zero rows included), so it is rebuilt whole
@@ -434,7 +492,7 @@ impl Tables {
             }
             Update::FunnelStep(r, d) => {
                 self.funnel_table = None;
-                self.funnel_steps.add(r, d)
+                add(&mut self.funnel_steps, r, d)
             }
             Update::PageStat(k, a) => self.page_stats.add(k, a),
             Update::Error(k, a) => self.errors.add(k, a),
@@ -461,7 +519,7 @@ impl Tables {
 
     /// The views as ordered maps, for comparison with the batch reference.
     pub fn to_views(&self) -> Views {
-        fn c<K: Ord + Copy + Hash, R: Semigroup + Copy>(m: &View<K, R>) -> BTreeMap<K, R> {
+        fn c<K: ViewRow>(m: &View<K, K::Diff>) -> BTreeMap<K, K::Diff> {
             m.iter().map(|(k, r)| (*k, *r)).collect()
         }
         Views {
@@ -476,7 +534,7 @@ impl Tables {
             heatmap_cells: c(&self.heatmap_cells),
             scroll_depth: c(&self.scroll_depth),
             session_funnels: c(&self.session_funnels),
-            funnel_steps: c(&self.funnel_steps),
+            funnel_steps: self.funnel_steps.iter().map(|(k, r)| (*k, *r)).collect(),
             page_stats: c(&self.page_stats),
             errors: c(&self.errors),
         }
@@ -515,8 +573,40 @@ fn s(sym: Sym) -> String {
     sym.as_string()
 }
 
-fn opt(sym: Sym) -> Option<String> {
-    if sym.is_empty() { None } else { Some(sym.as_string()) }
+/// A column of symbols, resolved straight into the array's buffer.
+fn sym_array<R>(rows: &[R], f: impl Fn(&R) -> Sym) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+    for r in rows {
+        match f(r).resolve() {
+            Some(v) => b.append_value(&*v),
+            None => b.append_value(""),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// A nullable column of symbols: the empty symbol is null.
+fn opt_sym_array<R>(rows: &[R], f: impl Fn(&R) -> Sym) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+    for r in rows {
+        let sym = f(r);
+        match sym.resolve() {
+            Some(v) if !sym.is_empty() => b.append_value(&*v),
+            _ => b.append_null(),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// A column of session ids as [`session_id_string`] writes them.
+fn sid_array<R>(rows: &[R], f: impl Fn(&R) -> SessionId) -> ArrayRef {
+    use std::fmt::Write;
+    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+    for r in rows {
+        write!(b, "{:016x}", f(r)).expect("writing to a string builder");
+        b.append_value("");
+    }
+    Arc::new(b.finish())
 }
 
 fn ts_field(name: &str) -> Field {
@@ -527,12 +617,8 @@ fn ts_array(v: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from_iter_values(v).with_timezone("UTC"))
 }
 
-fn str_array(v: impl Iterator<Item = String>) -> ArrayRef {
+fn str_array<S: AsRef<str>>(v: impl Iterator<Item = S>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(v))
-}
-
-fn opt_str_array(v: impl Iterator<Item = Option<String>>) -> ArrayRef {
-    Arc::new(v.collect::<StringArray>())
 }
 
 fn i64_array(v: impl Iterator<Item = i64>) -> ArrayRef {
@@ -557,8 +643,11 @@ fn batch(fields: Vec<Field>, cols: Vec<ArrayRef>) -> RecordBatch {
     RecordBatch::try_new(schema, cols).expect("columns match their schema")
 }
 
-fn sid(id: SessionId) -> String {
-    session_id_string(id)
+/// The table of a view patched in place: its key columns, then [`ViewRow::values`].
+fn keyed_batch<K: ViewRow>(fields: Vec<Field>, mut cols: Vec<ArrayRef>, rows: &[(K, K::Diff)]) -> RecordBatch {
+    let diffs: Vec<K::Diff> = rows.iter().map(|(_, d)| *d).collect();
+    cols.extend(K::values(&diffs));
+    batch(fields, cols)
 }
 
 fn f(n: &str, d: DataType) -> Field {
@@ -605,9 +694,9 @@ impl ViewRow for SessionRow {
                 f("tabs", Int64),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.device))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.device),
                 ts_array(rows.iter().map(|r| r.started_at)),
                 ts_array(rows.iter().map(|r| r.ended_at)),
                 i64_array(rows.iter().map(|r| r.ended_at - r.started_at)),
@@ -619,12 +708,12 @@ impl ViewRow for SessionRow {
                 i64_array(rows.iter().map(|r| r.dead_clicks as i64)),
                 i64_array(rows.iter().map(|r| r.error_clicks as i64)),
                 i64_array(rows.iter().map(|r| r.errors as i64)),
-                opt_str_array(rows.iter().map(|r| opt(r.entry_url))),
-                opt_str_array(rows.iter().map(|r| opt(r.exit_url))),
-                opt_str_array(rows.iter().map(|r| opt(r.browser))),
-                opt_str_array(rows.iter().map(|r| opt(r.os))),
-                opt_str_array(rows.iter().map(|r| opt(r.device_type))),
-                opt_str_array(rows.iter().map(|r| opt(r.country))),
+                opt_sym_array(&rows, |r| r.entry_url),
+                opt_sym_array(&rows, |r| r.exit_url),
+                opt_sym_array(&rows, |r| r.browser),
+                opt_sym_array(&rows, |r| r.os),
+                opt_sym_array(&rows, |r| r.device_type),
+                opt_sym_array(&rows, |r| r.country),
                 i64_array(rows.iter().map(|r| r.quick_backs as i64)),
                 i64_array(rows.iter().map(|r| r.excessive_scrolls as i64)),
                 i64_array(rows.iter().map(|r| r.thrashed_cursors as i64)),
@@ -658,11 +747,11 @@ impl ViewRow for PageViewRow {
                 f("clicks", Int64),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.device))),
-                str_array(rows.iter().map(|r| s(r.tab))),
-                str_array(rows.iter().map(|r| s(r.url))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.device),
+                sym_array(&rows, |r| r.tab),
+                sym_array(&rows, |r| r.url),
                 ts_array(rows.iter().map(|r| r.ts)),
                 i64_array(rows.iter().map(|r| r.duration_ms)),
                 i32_array(rows.iter().map(|r| r.max_scroll_y)),
@@ -696,14 +785,14 @@ impl ViewRow for RageRow {
                 ts_field("end_ts"),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.url))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.url),
                 ts_array(rows.iter().map(|r| r.ts)),
                 i32_array(rows.iter().map(|r| r.x)),
                 i32_array(rows.iter().map(|r| r.y)),
                 i64_array(rows.iter().map(|r| r.clicks as i64)),
-                str_array(rows.iter().map(|r| s(r.selector))),
+                sym_array(&rows, |r| r.selector),
                 ts_array(rows.iter().map(|r| r.end_ts)),
             ],
         )
@@ -730,14 +819,14 @@ impl ViewRow for DeadRow {
                 f("tag", Utf8),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.url))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.url),
                 ts_array(rows.iter().map(|r| r.ts)),
                 i32_array(rows.iter().map(|r| r.x)),
                 i32_array(rows.iter().map(|r| r.y)),
-                str_array(rows.iter().map(|r| s(r.selector))),
-                str_array(rows.iter().map(|r| s(r.tag))),
+                sym_array(&rows, |r| r.selector),
+                sym_array(&rows, |r| r.tag),
             ],
         )
     }
@@ -764,12 +853,12 @@ impl ViewRow for ErrorClickRow {
                 ts_field("error_ts"),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.url))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.url),
                 ts_array(rows.iter().map(|r| r.ts)),
-                str_array(rows.iter().map(|r| s(r.selector))),
-                str_array(rows.iter().map(|r| s(r.message))),
+                sym_array(&rows, |r| r.selector),
+                sym_array(&rows, |r| r.message),
                 i32_array(rows.iter().map(|r| r.x)),
                 i32_array(rows.iter().map(|r| r.y)),
                 ts_array(rows.iter().map(|r| r.error_ts)),
@@ -796,12 +885,12 @@ impl ViewRow for QuickBackRow {
                 f("from_url", Utf8),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.url))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.url),
                 ts_array(rows.iter().map(|r| r.ts)),
                 i64_array(rows.iter().map(|r| r.dwell_ms)),
-                str_array(rows.iter().map(|r| s(r.from_url))),
+                sym_array(&rows, |r| r.from_url),
             ],
         )
     }
@@ -825,9 +914,9 @@ impl ViewRow for EpisodeRow {
                 ts_field("end_ts"),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.url))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.url),
                 ts_array(rows.iter().map(|r| r.ts)),
                 i64_array(rows.iter().map(|r| r.reversals as i64)),
                 ts_array(rows.iter().map(|r| r.end_ts)),
@@ -843,7 +932,7 @@ impl ViewRow for HeatRow {
     }
     fn build(rows: &[(HeatRow, isize)], _params: &Params) -> RecordBatch {
         use DataType::*;
-        batch(
+        keyed_batch(
             vec![
                 f("project", Utf8),
                 f("url", Utf8),
@@ -854,15 +943,19 @@ impl ViewRow for HeatRow {
                 f("count", Int64),
             ],
             vec![
-                str_array(rows.iter().map(|r| s(r.0.project))),
-                str_array(rows.iter().map(|r| s(r.0.url))),
-                str_array(rows.iter().map(|r| r.0.kind.as_str().to_string())),
+                sym_array(rows, |r| r.0.project),
+                sym_array(rows, |r| r.0.url),
+                str_array(rows.iter().map(|r| r.0.kind.as_str())),
                 i32_array(rows.iter().map(|r| r.0.viewport_bucket as i32)),
                 i32_array(rows.iter().map(|r| r.0.cell_x)),
                 i32_array(rows.iter().map(|r| r.0.cell_y)),
-                i64_array(rows.iter().map(|r| r.1 as i64)),
             ],
+            rows,
         )
+    }
+    const VALUES_FROM: Option<usize> = Some(6);
+    fn values(diffs: &[isize]) -> Vec<ArrayRef> {
+        vec![i64_array(diffs.iter().map(|d| *d as i64))]
     }
 }
 
@@ -873,15 +966,19 @@ impl ViewRow for DepthRow {
     }
     fn build(rows: &[(DepthRow, isize)], _params: &Params) -> RecordBatch {
         use DataType::*;
-        batch(
+        keyed_batch(
             vec![f("project", Utf8), f("url", Utf8), f("depth_pct", Int32), f("sessions", Int64)],
             vec![
-                str_array(rows.iter().map(|r| s(r.0.project))),
-                str_array(rows.iter().map(|r| s(r.0.url))),
+                sym_array(rows, |r| r.0.project),
+                sym_array(rows, |r| r.0.url),
                 i32_array(rows.iter().map(|r| r.0.depth_pct as i32)),
-                i64_array(rows.iter().map(|r| r.1 as i64)),
             ],
+            rows,
         )
+    }
+    const VALUES_FROM: Option<usize> = Some(3);
+    fn values(diffs: &[isize]) -> Vec<ArrayRef> {
+        vec![i64_array(diffs.iter().map(|d| *d as i64))]
     }
 }
 
@@ -903,9 +1000,9 @@ impl ViewRow for FunnelRow {
                 f("steps_reached", Int64),
             ],
             vec![
-                str_array(rows.iter().map(|r| sid(r.session))),
-                str_array(rows.iter().map(|r| s(r.project))),
-                str_array(rows.iter().map(|r| s(r.device))),
+                sid_array(&rows, |r| r.session),
+                sym_array(&rows, |r| r.project),
+                sym_array(&rows, |r| r.device),
                 str_array(rows.iter().map(|r| name(r.funnel))),
                 i64_array(rows.iter().map(|r| r.steps as i64)),
             ],
@@ -920,7 +1017,7 @@ fn funnel_steps_table(t: &Tables, params: &Params) -> RecordBatch {
     for f in t.session_funnels.keys() {
         by.entry((s(f.project), f.funnel)).or_default();
     }
-    for (r, n) in t.funnel_steps.iter() {
+    for (r, n) in &t.funnel_steps {
         *by.entry((s(r.project), r.funnel)).or_default().entry(r.step).or_insert(0) += *n as i64;
     }
     let mut rows: Vec<(String, String, i64, String, i64, f64)> = Vec::new();
@@ -969,7 +1066,7 @@ impl ViewRow for PageKey {
     }
     fn build(rows: &[(PageKey, PageAgg)], _params: &Params) -> RecordBatch {
         use DataType::*;
-        batch(
+        keyed_batch(
             vec![
                 f("project", Utf8),
                 f("url", Utf8),
@@ -980,19 +1077,22 @@ impl ViewRow for PageKey {
                 f("bounces", Int64),
                 f("total_time_ms", Int64),
             ],
-            vec![
-                str_array(rows.iter().map(|r| s(r.0.project))),
-                str_array(rows.iter().map(|r| s(r.0.url))),
-                i64_array(rows.iter().map(|r| r.1.views)),
-                i64_array(rows.iter().map(|r| r.1.visitors)),
-                Arc::new(Float64Array::from_iter_values(
-                    rows.iter().map(|r| r.1.duration_ms as f64 / r.1.views.max(1) as f64),
-                )),
-                i64_array(rows.iter().map(|r| r.1.exits)),
-                i64_array(rows.iter().map(|r| r.1.bounces)),
-                i64_array(rows.iter().map(|r| r.1.duration_ms)),
-            ],
+            vec![sym_array(rows, |r| r.0.project), sym_array(rows, |r| r.0.url)],
+            rows,
         )
+    }
+    const VALUES_FROM: Option<usize> = Some(2);
+    fn values(diffs: &[PageAgg]) -> Vec<ArrayRef> {
+        vec![
+            i64_array(diffs.iter().map(|a| a.views)),
+            i64_array(diffs.iter().map(|a| a.visitors)),
+            Arc::new(Float64Array::from_iter_values(
+                diffs.iter().map(|a| a.duration_ms as f64 / a.views.max(1) as f64),
+            )),
+            i64_array(diffs.iter().map(|a| a.exits)),
+            i64_array(diffs.iter().map(|a| a.bounces)),
+            i64_array(diffs.iter().map(|a| a.duration_ms)),
+        ]
     }
 }
 
@@ -1003,7 +1103,7 @@ impl ViewRow for ErrKey {
     }
     fn build(rows: &[(ErrKey, ErrAgg)], _params: &Params) -> RecordBatch {
         use DataType::*;
-        batch(
+        keyed_batch(
             vec![
                 f("project", Utf8),
                 f("fingerprint", Utf8),
@@ -1014,15 +1114,21 @@ impl ViewRow for ErrKey {
                 ts_field("last_seen"),
             ],
             vec![
-                str_array(rows.iter().map(|r| s(r.0.project))),
+                sym_array(rows, |r| r.0.project),
                 str_array(rows.iter().map(|r| format!("{:016x}", r.0.fingerprint))),
-                str_array(rows.iter().map(|r| s(r.1.first_message))),
-                i64_array(rows.iter().map(|r| r.1.occurrences)),
-                i64_array(rows.iter().map(|r| r.1.sessions)),
-                ts_array(rows.iter().map(|r| r.1.first_ts)),
-                ts_array(rows.iter().map(|r| r.1.last_ts)),
             ],
+            rows,
         )
+    }
+    const VALUES_FROM: Option<usize> = Some(2);
+    fn values(diffs: &[ErrAgg]) -> Vec<ArrayRef> {
+        vec![
+            sym_array(diffs, |a| a.first_message),
+            i64_array(diffs.iter().map(|a| a.occurrences)),
+            i64_array(diffs.iter().map(|a| a.sessions)),
+            ts_array(diffs.iter().map(|a| a.first_ts)),
+            ts_array(diffs.iter().map(|a| a.last_ts)),
+        ]
     }
 }
 
@@ -1071,7 +1177,7 @@ mod tests {
     /// The view built from scratch: what the segments must add up to.
     fn from_scratch<K: ViewRow>(v: &View<K, K::Diff>, params: &Params) -> Vec<String> {
         let mut all: Vec<(K, K::Diff)> = v.iter().map(|(k, d)| (*k, *d)).filter(|(_, d)| K::shown(d) > 0).collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all.sort_unstable_by_key(|a| a.0);
         rows_of(&[K::build(&all, params)])
     }
 
@@ -1082,7 +1188,7 @@ mod tests {
             device: Sym::new(&format!("d{}", id % 97)),
             started_at: id as i64,
             ended_at: id as i64 + events as i64,
-            is_live: events % 3 != 0,
+            is_live: !events.is_multiple_of(3),
             page_views: 1,
             events,
             clicks: events / 2,
@@ -1113,7 +1219,7 @@ mod tests {
             // Mostly updates of recent sessions, some new ones, some closed for good,
             // now and then a duplicate row (multiplicity 2) and its retraction.
             for _ in 0..rng.random_range(0..60) {
-                let id = rng.random_range(0..(round as u64 * 20 + 50));
+                let id = rng.random_range(0..(round * 20 + 50));
                 match current.get(&id).copied() {
                     Some(e) if rng.random_bool(0.1) => {
                         v.add(session(id, e), -1);
@@ -1205,5 +1311,68 @@ mod tests {
         assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), n as usize / 2);
         assert!(v.work().segments <= 2 * (n as usize / 2 / MAX_SEGMENT_ROWS as usize) + 8, "{:?}", v.work());
         assert_eq!(rows_of(&b), from_scratch(&v, &params));
+    }
+
+    fn cell(i: u32) -> HeatRow {
+        HeatRow {
+            project: Sym::new("p"),
+            url: Sym::new(&format!("/page/{}", i % 7)),
+            kind: HeatKind::Click,
+            viewport_bucket: 1,
+            cell_x: (i / 7) as i32,
+            cell_y: 0,
+        }
+    }
+
+    #[test]
+    fn counts_are_patched_in_place() {
+        let params = params();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut v: View<HeatRow, isize> = View::default();
+        for i in 0..20_000 {
+            v.add(cell(i), 1);
+        }
+        v.arrow(&params);
+        let before = v.work();
+        // Counts of existing cells change: no row is built or moved.
+        for _ in 0..50 {
+            for _ in 0..500 {
+                v.add(cell(rng.random_range(0..20_000)), 1);
+            }
+            let (_, b) = v.arrow(&params);
+            assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
+        }
+        let w = v.work();
+        assert_eq!((w.built_rows, w.copied_rows), (before.built_rows, before.copied_rows), "{w:?}");
+        assert_eq!(rows_of(&v.arrow(&params).1), from_scratch(&v, &params));
+        // Cells that go to zero leave; new ones come; counts keep changing.
+        for round in 0..100 {
+            for _ in 0..200 {
+                let c = cell(rng.random_range(0..25_000));
+                let n = v.get(&c).copied().unwrap_or(0);
+                v.add(c, if n > 0 && rng.random_bool(0.3) { -n } else { 1 });
+            }
+            let (_, b) = v.arrow(&params);
+            assert_eq!(rows_of(&b), from_scratch(&v, &params), "round {round}");
+        }
+    }
+
+    #[test]
+    fn aggregates_keep_up_under_churn() {
+        let params = params();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut v: View<PageKey, PageAgg> = View::default();
+        for round in 0..200 {
+            for _ in 0..50 {
+                let key = PageKey { project: Sym::new("p"), url: Sym::new(&format!("/u{}", rng.random_range(0..400))) };
+                let views = match v.get(&key) {
+                    Some(a) if a.views > 0 && rng.random_bool(0.2) => -a.views,
+                    _ => 1,
+                };
+                v.add(key, PageAgg { views, duration_ms: 7 * views, exits: 0, bounces: 0, visitors: 1 });
+            }
+            let (_, b) = v.arrow(&params);
+            assert_eq!(rows_of(&b), from_scratch(&v, &params), "round {round}");
+        }
     }
 }

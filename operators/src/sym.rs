@@ -70,7 +70,8 @@ impl Sym {
     /// The string behind the symbol; `None` only for symbols never interned here.
     pub fn resolve(self) -> Option<Arc<str>> {
         if self.0 == 0 {
-            return Some(Arc::from(""));
+            static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+            return Some(EMPTY.get_or_init(|| Arc::from("")).clone());
         }
         let shard = &table().shards[(self.0 as usize) % SHARDS];
         shard.read().ok().and_then(|m| m.get(&self.0).cloned())
