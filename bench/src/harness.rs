@@ -804,15 +804,17 @@ struct ChannelSource {
 }
 
 impl Source for ChannelSource {
+    // Never blocks: a source that waited here would hold the worker between the steps
+    // that carry a batch through the dataflow (the worker parks by itself when idle).
     fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        match self.rx.recv_timeout(Duration::from_millis(1)) {
+        match self.rx.try_recv() {
             Ok((items, frontier)) => {
                 out.extend(items);
                 self.frontier = self.frontier.max(frontier);
                 Progress::At { frontier: self.frontier, busy: true }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Progress::At { frontier: self.frontier, busy: false },
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Progress::Done,
+            Err(std::sync::mpsc::TryRecvError::Empty) => Progress::At { frontier: self.frontier, busy: false },
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Progress::Done,
         }
     }
 }
