@@ -1113,10 +1113,7 @@ impl ViewRow for ErrKey {
                 ts_field("first_seen"),
                 ts_field("last_seen"),
             ],
-            vec![
-                sym_array(rows, |r| r.0.project),
-                str_array(rows.iter().map(|r| format!("{:016x}", r.0.fingerprint))),
-            ],
+            vec![sym_array(rows, |r| r.0.project), str_array(rows.iter().map(|r| format!("{:016x}", r.0.fingerprint)))],
             rows,
         )
     }

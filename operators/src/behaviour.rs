@@ -181,7 +181,7 @@ pub fn behaviour<'s>(
                     let mut evs = by_device.remove(&key).unwrap_or_default();
                     evs.sort_unstable_by_key(|(t, e)| (*t, e.order_key()));
                     let dev = devices.entry(key).or_insert_with(|| Device::new(key));
-                    bytes = bytes.saturating_sub(dev.bytes());
+                    bytes = bytes.saturating_sub(dev.heap_bytes());
                     let mut i = 0;
                     let mut cur: Option<u64> = None;
                     loop {
@@ -220,7 +220,7 @@ pub fn behaviour<'s>(
                     } else {
                         let last = if fold { 0 } else { cur.unwrap_or(max_t) };
                         dev.flush(p, emits.entry(last).or_default());
-                        bytes += dev.bytes();
+                        bytes += dev.heap_bytes();
                         let d = dev.next_deadline(p);
                         if d != u64::MAX && scheduled.get(&key) != Some(&d) {
                             scheduled.insert(key, d);
@@ -251,7 +251,23 @@ pub fn behaviour<'s>(
                     ship(&mut s_err_occ, &c[13], t, emit.err_occ);
                     ship(&mut s_err_sessions, &c[14], t, emit.err_sessions);
                 }
-                stats.set("behaviour", worker, devices.len(), bytes + stash_bytes(&stash));
+                // Closed sessions leave the tables: give their slots back once they are
+                // mostly empty.
+                if devices.capacity() > 4 * devices.len() + 1024 {
+                    devices.shrink_to_fit();
+                }
+                if scheduled.capacity() > 4 * scheduled.len() + 1024 {
+                    scheduled.shrink_to_fit();
+                }
+                if deadlines.capacity() > 4 * deadlines.len() + 1024 {
+                    deadlines.shrink_to_fit();
+                }
+                // The tables count at their capacity (a slot and a control byte each).
+                let tables = devices.capacity() * (std::mem::size_of::<(DeviceKey, Device)>() + 1)
+                    + scheduled.capacity() * (std::mem::size_of::<(DeviceKey, u64)>() + 1)
+                    + deadlines.capacity() * std::mem::size_of::<Reverse<(u64, DeviceKey)>>();
+                stats.set("behaviour", worker, devices.len(), bytes + tables);
+                stats.set("behaviour_input", worker, stash.len(), stash_bytes(&stash));
                 // The heap only needs live entries; rebuild it when stale ones dominate.
                 if deadlines.len() > 4 * scheduled.len() + 1024 {
                     deadlines = scheduled.iter().map(|(k, d)| Reverse((*d, *k))).collect();

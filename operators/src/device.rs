@@ -173,8 +173,9 @@ impl Episodes {
         })
     }
 
-    fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.recent.capacity() * 8
+    /// Heap bytes (the struct itself is counted where it is held).
+    fn heap_bytes(&self) -> usize {
+        self.recent.capacity() * 8
     }
 }
 
@@ -220,11 +221,13 @@ struct Page {
     scroll_hist: VecDeque<(i64, i32, i32)>,
     scroll_base: (i32, i32),
     scroll_nodes: Vec<ScrollNode>,
-    scroll_eps: Episodes,
+    /// Made at the page's first scroll direction change (most pages have none).
+    scroll_eps: Option<Box<Episodes>>,
     /// The last mouse position's x and time: a reversal happens at the turning point.
     last_x: Option<(i32, i64)>,
     last_dx: i8,
-    thrash_eps: Episodes,
+    /// Made at the page's first mouse reversal.
+    thrash_eps: Option<Box<Episodes>>,
     burst: Option<Burst>,
     burst_emitted: Option<RageRow>,
     row_emitted: Option<PageViewRow>,
@@ -252,10 +255,10 @@ impl Page {
             scroll_hist: VecDeque::new(),
             scroll_base: (0, 0),
             scroll_nodes: Vec::new(),
-            scroll_eps: Episodes::default(),
+            scroll_eps: None,
             last_x: None,
             last_dx: 0,
-            thrash_eps: Episodes::default(),
+            thrash_eps: None,
             burst: None,
             burst_emitted: None,
             row_emitted: None,
@@ -273,6 +276,10 @@ impl Page {
             } else {
                 break;
             }
+        }
+        // A burst of scrolling leaves a big buffer behind: give it back.
+        if self.scroll_hist.capacity() > 4 * self.scroll_hist.len() + 8 {
+            self.scroll_hist.shrink_to(2 * self.scroll_hist.len() + 4);
         }
         self.scroll_hist.push_back((eff, x, y));
     }
@@ -294,12 +301,14 @@ impl Page {
         self.last - self.start
     }
 
-    fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.scroll_hist.capacity() * 16
+    /// Heap bytes (the struct itself is counted where it is held).
+    fn heap_bytes(&self) -> usize {
+        self.scroll_hist.capacity() * std::mem::size_of::<(i64, i32, i32)>()
             + self.scroll_nodes.capacity() * std::mem::size_of::<ScrollNode>()
-            + self.scroll_eps.bytes()
-            + self.thrash_eps.bytes()
+            + [&self.scroll_eps, &self.thrash_eps]
+                .iter()
+                .map(|e| e.as_ref().map_or(0, |e| std::mem::size_of::<Episodes>() + e.heap_bytes()))
+                .sum::<usize>()
     }
 }
 
@@ -334,10 +343,9 @@ struct Tab {
 }
 
 impl Tab {
-    fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.page.as_ref().map_or(0, |p| p.bytes())
-            + self.clicks.capacity() * std::mem::size_of::<PendingClick>()
+    /// Heap bytes (the struct itself is counted where it is held).
+    fn heap_bytes(&self) -> usize {
+        self.page.as_ref().map_or(0, |p| p.heap_bytes()) + self.clicks.capacity() * std::mem::size_of::<PendingClick>()
     }
 }
 
@@ -383,7 +391,7 @@ pub struct Device {
     last_eff: i64,
     /// Logical time of the latest event.
     last_t: u64,
-    session: Option<Session>,
+    session: Option<Box<Session>>,
 }
 
 fn sq(x: i64) -> i64 {
@@ -442,18 +450,17 @@ impl Device {
         d
     }
 
-    /// Approximate bytes of state held.
-    pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.session.as_ref().map_or(0, |s| {
-                std::mem::size_of::<Session>()
-                    + s.tabs.iter().map(|t| t.bytes()).sum::<usize>()
-                    + s.funnels
-                        .iter()
-                        .map(|f| std::mem::size_of::<Funnel>() + f.best_start.capacity() * 16)
-                        .sum::<usize>()
-                    + s.depth.capacity() * std::mem::size_of::<Depth>()
-            })
+    /// Heap bytes of state held: the session and everything it owns, each counted
+    /// once at its allocated capacity (the `Device` itself is counted by its holder).
+    pub fn heap_bytes(&self) -> usize {
+        self.session.as_ref().map_or(0, |s| {
+            std::mem::size_of::<Session>()
+                + s.tabs.capacity() * std::mem::size_of::<Tab>()
+                + s.tabs.iter().map(|t| t.heap_bytes()).sum::<usize>()
+                + s.funnels.capacity() * std::mem::size_of::<Funnel>()
+                + s.funnels.iter().map(|f| f.best_start.capacity() * std::mem::size_of::<Option<i64>>()).sum::<usize>()
+                + s.depth.capacity() * std::mem::size_of::<Depth>()
+        })
     }
 
     /// Processes due deadlines up to and including `now`.
@@ -499,6 +506,9 @@ impl Device {
         let tab_index = match s.tabs.iter().position(|tb| tb.tab == ev.tab) {
             Some(i) => i,
             None => {
+                // Tabs are big and few: grow one at a time (a Vec's first allocation
+                // would otherwise hold four).
+                s.tabs.reserve_exact(1);
                 s.tabs.push(Tab {
                     tab: ev.tab,
                     seen: false,
@@ -549,6 +559,9 @@ impl Device {
             while let Some(c) = tab.clicks.front() {
                 if (c.judged || c.exempt) && eff - c.eff > p.error_window {
                     tab.clicks.pop_front();
+                    if tab.clicks.capacity() > 4 * tab.clicks.len() + 4 {
+                        tab.clicks.shrink_to(2 * tab.clicks.len() + 2);
+                    }
                 } else {
                     break;
                 }
@@ -677,7 +690,7 @@ impl Device {
                     };
                     let ctx = RowCtx { session: s.row.session, project: key.project, url: page.url };
                     if change
-                        && page.scroll_eps.change(
+                        && page.scroll_eps.get_or_insert_default().change(
                             eff,
                             p.scroll_changes,
                             p.scroll_window,
@@ -699,7 +712,7 @@ impl Device {
                             let ctx = RowCtx { session: s.row.session, project, url: page.url };
                             if page.last_dx != 0
                                 && dir != page.last_dx
-                                && page.thrash_eps.change(
+                                && page.thrash_eps.get_or_insert_default().change(
                                     turn,
                                     p.thrash_reversals,
                                     p.thrash_window,
@@ -835,7 +848,7 @@ impl Device {
         row.is_live = t < close;
         let funnels =
             p.funnels.iter().map(|f| Funnel { best_start: vec![None; f.steps.len()], emitted: None }).collect();
-        self.session = Some(Session {
+        self.session = Some(Box::new(Session {
             row,
             emitted: None,
             next_midnight,
@@ -845,7 +858,7 @@ impl Device {
             depth: Vec::new(),
             exit: None,
             bounce: None,
-        });
+        }));
     }
 
     fn page_view(&mut self, tab_index: usize, eff: i64, pv: &PageView, p: &Params, out: &mut Emit) {
@@ -1022,10 +1035,14 @@ fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: 
     let rage = rage_row(page, session, project, p.rage_min);
     replace(&mut out.rage_clicks, &mut page.burst_emitted, rage);
     let ctx = RowCtx { session, project, url: page.url };
-    let xs = page.scroll_eps.row(ctx);
-    replace(&mut out.excessive_scrolls, &mut page.scroll_eps.emitted, xs);
-    let th = page.thrash_eps.row(ctx);
-    replace(&mut out.thrashed_cursors, &mut page.thrash_eps.emitted, th);
+    if let Some(eps) = page.scroll_eps.as_mut() {
+        let xs = eps.row(ctx);
+        replace(&mut out.excessive_scrolls, &mut eps.emitted, xs);
+    }
+    if let Some(eps) = page.thrash_eps.as_mut() {
+        let th = eps.row(ctx);
+        replace(&mut out.thrashed_cursors, &mut eps.emitted, th);
+    }
     if !page.counted {
         return;
     }
@@ -1055,6 +1072,7 @@ fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: 
     let entry = match depth.iter_mut().position(|d| d.url == page.url && d.bucket == bucket) {
         Some(i) => &mut depth[i],
         None => {
+            depth.reserve_exact(1);
             depth.push(Depth { url: page.url, bucket, deepest: 0, page_height: 0, bands: 0, emitted: None });
             depth.last_mut().expect("pushed")
         }
@@ -1090,4 +1108,33 @@ fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: 
 /// Deepest visible y as observed by scroll depth: rounded down to a cell.
 pub fn depth_round(deepest: i32, cell: i32) -> u32 {
     (deepest.max(0) / cell * cell) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Devices sit inline in the behaviour operator's hash map, whose slots are allocated
+    /// ahead of use: a device without a session must stay small (the session is boxed).
+    /// `--nocapture` prints the sizes the state accounting works with.
+    #[test]
+    fn idle_devices_are_small() {
+        use std::mem::size_of;
+        assert!(size_of::<Device>() <= 64, "Device is {} bytes", size_of::<Device>());
+        println!(
+            "Device {} Session {} SessionRow {} Tab {} Page {} Episodes {} PendingClick {} Funnel {} Depth {} PageViewRow {} RageRow {} Burst {}",
+            size_of::<Device>(),
+            size_of::<Session>(),
+            size_of::<SessionRow>(),
+            size_of::<Tab>(),
+            size_of::<Page>(),
+            size_of::<Episodes>(),
+            size_of::<PendingClick>(),
+            size_of::<Funnel>(),
+            size_of::<Depth>(),
+            size_of::<PageViewRow>(),
+            size_of::<RageRow>(),
+            size_of::<Burst>(),
+        );
+    }
 }
