@@ -34,9 +34,9 @@ bench:
 	./target/release/sightflow-bench batch --replicas 2000 --workers 2
 	./target/release/sightflow-bench backfill --devices 2000 --workers 1,2
 	./target/release/sightflow-bench memory --devices 10000
-	./target/release/sightflow-bench peers --devices 2000 --batches 100
+	./target/release/sightflow-bench peers --devices 7700 --batches 1000 --files 100 --points 5
 	./target/release/sightflow-bench query --sessions 1000000
-	./target/release/sightflow-bench freshness --rates 10000,50000,100000
+	./target/release/sightflow-bench freshness --rates 10000,50000,100000 --seconds 20 --senders 4 --tick-ms 10 --lateness-ms 20 --workers 1
 	@if [ -n "$(KAFKA)" ]; then \
 	  ./target/release/sightflow-bench backfill --devices 2000 --workers 1,2 --runs 2 --kafka $(KAFKA); \
 	  ./target/release/sightflow-bench freshness --rates 10000,50000 --seconds 10 --kafka $(KAFKA); \
