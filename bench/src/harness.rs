@@ -831,14 +831,20 @@ pub fn peer_answers(snap: &Snapshot) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// What [`incremental_updates`] measured.
+pub struct Updates {
+    /// Each batch's update time.
+    pub times: Vec<Duration>,
+    /// The complete final snapshot.
+    pub snapshot: Arc<Snapshot>,
+    /// CPU seconds each thread used meanwhile, by thread name.
+    pub cpu: BTreeMap<String, f64>,
+}
+
 /// Feeds `batches` (in event-time order) into a live dataflow one at a time and
 /// measures each incremental update: from handing the batch over until a snapshot
-/// covers it. Returns the update times, the complete final snapshot and the CPU seconds
-/// each thread used meanwhile.
-pub fn incremental_updates(
-    config: &Config,
-    batches: &[Vec<Envelope>],
-) -> anyhow::Result<(Vec<Duration>, Arc<Snapshot>, BTreeMap<String, f64>)> {
+/// covers it.
+pub fn incremental_updates(config: &Config, batches: &[Vec<Envelope>]) -> anyhow::Result<Updates> {
     let params = Arc::new(Params::from_config(config));
     let tick = params.tick;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -871,7 +877,7 @@ pub fn incremental_updates(
     drop(tx);
     let snapshots = running.snapshots.clone();
     running.join().map_err(anyhow::Error::msg)?;
-    Ok((times, snapshots.wait_complete(), cpu))
+    Ok(Updates { times, snapshot: snapshots.wait_complete(), cpu })
 }
 
 /// Generated rrweb traffic for the freshness benchmark, as `(event time, JSON event for

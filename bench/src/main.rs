@@ -457,7 +457,7 @@ fn peers(devices: usize, batches: usize, files: usize, points: usize, seed: u64)
     }
     // The peers recompute after these many files (evenly spread, the last always).
     let at: Vec<usize> = (1..=points).map(|p| (p * files).div_ceil(points)).collect();
-    let (times, snap, cpu) = harness::incremental_updates(&config, &parts)?;
+    let harness::Updates { times, snapshot: snap, cpu } = harness::incremental_updates(&config, &parts)?;
     let answers = harness::peer_answers(&snap)?;
     let answers_path = dir.path().join("answers.json");
     std::fs::write(&answers_path, answers.to_string())?;
