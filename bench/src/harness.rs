@@ -359,7 +359,9 @@ impl Source for StreamSource {
 /// Streams generated traffic into a live dataflow, holds the frontier just after its
 /// last event (every session live), then moves it past the session gap and the state
 /// grace (every session closed) and reads the state sizes at both points. Sessions
-/// start in chunks of `chunk` devices, 15 s apart, so all are live at the end.
+/// start in chunks of `chunk` devices, 15 ms apart per device, so all are live at the
+/// end; a chunk's recordings are generated as JSON at once, so it sets the generator's
+/// memory.
 pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Result<MemoryFigure> {
     let params = Arc::new(Params::from_config(config));
     let tick = params.tick;
@@ -372,7 +374,8 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
     let feeder = Mutex::new(Some(Feeder {
         opts: opts.clone(),
         chunk: chunk.max(1),
-        span: 15_000,
+        // 1,000 session starts per 15 s, whatever the chunk.
+        span: 15 * chunk.max(1) as i64,
         next: 0,
         decoder: Decoder::new(),
         tick,

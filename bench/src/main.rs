@@ -334,7 +334,7 @@ fn memory(devices: usize, seed: u64, workers: usize) -> anyhow::Result<()> {
     // Small snapshots: their size does not reach the dataflow (they go to the replay
     // store), and generating 100k devices stays fast.
     let opts = GenOptions { devices, seed, paragraphs: 8, ..Default::default() };
-    let m = harness::memory(&config, &opts, 1000)?;
+    let m = harness::memory(&config, &opts, 200)?;
     let per = |b: u64| b as f64 / m.sessions.max(1) as f64;
     println!("machine: {}", machine());
     println!(

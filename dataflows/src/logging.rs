@@ -2,7 +2,9 @@
 //!
 //! Arrangements are named after the view they serve (`scroll_depth`, `page_stats
 //! visitors`, ...). Differential logs every batch that enters, merges or leaves a trace;
-//! summing those per operator gives the records each arrangement holds.
+//! summing those per operator gives the records each arrangement holds, and bytes are
+//! estimated from them. The distinct arrangements behind `page_stats` and `errors` are
+//! measured from their batches instead (`sightflow_operators::views::MeasuredTrace`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::VecCollection;
 use sightflow_operators::stats::StateStats;
@@ -158,9 +158,10 @@ where
         let stop_worker = stop_workers.clone();
         crate::logging::attach(worker, stats.clone());
         let probe = ProbeHandle::new();
-        let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
+        let (mut input, mut cap, measured) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), events) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Event>>>();
-            let views = build_views(events, params.clone(), stats.clone(), per_time);
+            let mut views = build_views(events, params.clone(), stats.clone(), per_time);
+            let measured = std::mem::take(&mut views.measured);
             let streams: Vec<Stream<'_, u64, Vec<(u64, Update)>>> = vec![
                 tag(views.sessions, Update::Session),
                 tag(views.page_views, Update::PageView),
@@ -188,8 +189,15 @@ where
                     last = Some(f);
                 }
             });
-            (input, cap)
+            (input, cap, measured)
         });
+        let measure = |stats: &StateStats| {
+            for m in &measured {
+                let size = m.size();
+                stats.set(m.view, index, size.records, size.bytes);
+            }
+        };
+        let mut measured_at = Instant::now();
         crate::logging::names_known(worker);
         let mut source = make_source(index, peers);
         let mut items: Vec<(u64, Envelope)> = Vec::new();
@@ -218,6 +226,10 @@ where
                         cap.downgrade(&frontier);
                     }
                     worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(idle) });
+                    if measured_at.elapsed() >= MEASURE_EVERY {
+                        measure(&stats);
+                        measured_at = Instant::now();
+                    }
                 }
                 Progress::Done => break,
             }
@@ -230,10 +242,14 @@ where
         while !probe.done() {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
+        measure(&stats);
     })
     .map_err(|e| format!("cannot start dataflow workers: {e}"))?;
     Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher), stop })
 }
+
+/// How often the measured arrangements are sized.
+const MEASURE_EVERY: Duration = Duration::from_millis(20);
 
 /// Maps a view collection to tagged updates.
 fn tag<'s, D, R>(c: VecCollection<'s, u64, D, R>, f: fn(D, R) -> Update) -> Stream<'s, u64, Vec<(u64, Update)>>

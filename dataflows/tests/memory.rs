@@ -81,7 +81,7 @@ impl Source for Sessions {
     }
 }
 
-fn run(total: usize) -> (StateSize, usize, usize) {
+fn run(total: usize) -> (StateSize, usize, usize, StateSize) {
     let cfg = Config::from_toml_str("[session]\nidle_gap_ms = 20000\n[engine]\nstate_grace_ms = 4000\n").unwrap();
     let params = Arc::new(Params::from_config(&cfg));
     let stats_slot = Arc::new(Mutex::new(None));
@@ -105,13 +105,13 @@ fn run(total: usize) -> (StateSize, usize, usize) {
     assert_eq!(stats.per_view()["behaviour"].records, 0, "all device state is released at the end");
     let peak = *peak.lock().unwrap();
     let arranged = *arranged.lock().unwrap();
-    (peak, sessions, arranged)
+    (peak, sessions, arranged, stats.per_view()["page_stats"])
 }
 
 #[test]
 fn state_stays_bounded_as_sessions_end() {
-    let (small, n_small, _) = run(200);
-    let (large, n_large, arranged) = run(1_000);
+    let (small, n_small, _, _) = run(200);
+    let (large, n_large, arranged, visitors) = run(1_000);
     // Distinct visitors are view state, attributed to page_stats (and they do grow).
     assert!(arranged > 200, "page_stats arrangement records seen: {arranged}");
     assert_eq!((n_small, n_large), (200, 1_000));
@@ -119,4 +119,8 @@ fn state_stays_bounded_as_sessions_end() {
     assert!(large.records <= 8, "peak devices held: {}", large.records);
     assert!(large.records <= small.records + 2, "state grew with sessions: {small:?} -> {large:?}");
     assert!(large.bytes <= small.bytes * 2 + 16_384, "state bytes grew with sessions: {small:?} -> {large:?}");
+    // The visitors arrangement is measured from its batches: one (url, device) record per
+    // device, each at least its 24-byte key and a 4-byte offset, and not many times that.
+    assert_eq!(visitors.records, 1_000, "{visitors:?}");
+    assert!((28_000..=100_000).contains(&visitors.bytes), "{visitors:?}");
 }

@@ -129,7 +129,6 @@ pub fn behaviour<'s>(
         let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
         let mut devices: HashMap<DeviceKey, Device> = HashMap::new();
         let mut deadlines: BinaryHeap<Reverse<(u64, DeviceKey)>> = BinaryHeap::new();
-        let mut scheduled: HashMap<DeviceKey, u64> = HashMap::new();
         let mut bytes: usize = 0;
         let params = Rc::new(params);
         move |frontiers| {
@@ -165,8 +164,10 @@ pub fn behaviour<'s>(
                         break;
                     }
                     deadlines.pop();
-                    if scheduled.get(&key) == Some(&d) {
-                        scheduled.remove(&key);
+                    if let Some(dev) = devices.get_mut(&key)
+                        && dev.scheduled == d
+                    {
+                        dev.scheduled = u64::MAX;
                         by_device.entry(key).or_default();
                     }
                 }
@@ -216,14 +217,13 @@ pub fn behaviour<'s>(
                     let evicted = dev.is_empty();
                     if evicted {
                         devices.remove(&key);
-                        scheduled.remove(&key);
                     } else {
                         let last = if fold { 0 } else { cur.unwrap_or(max_t) };
                         dev.flush(p, emits.entry(last).or_default());
                         bytes += dev.heap_bytes();
                         let d = dev.next_deadline(p);
-                        if d != u64::MAX && scheduled.get(&key) != Some(&d) {
-                            scheduled.insert(key, d);
+                        if d != u64::MAX && dev.scheduled != d {
+                            dev.scheduled = d;
                             deadlines.push(Reverse((d, key)));
                         }
                     }
@@ -256,21 +256,21 @@ pub fn behaviour<'s>(
                 if devices.capacity() > 4 * devices.len() + 1024 {
                     devices.shrink_to_fit();
                 }
-                if scheduled.capacity() > 4 * scheduled.len() + 1024 {
-                    scheduled.shrink_to_fit();
-                }
                 if deadlines.capacity() > 4 * deadlines.len() + 1024 {
                     deadlines.shrink_to_fit();
                 }
                 // The tables count at their capacity (a slot and a control byte each).
                 let tables = devices.capacity() * (std::mem::size_of::<(DeviceKey, Device)>() + 1)
-                    + scheduled.capacity() * (std::mem::size_of::<(DeviceKey, u64)>() + 1)
                     + deadlines.capacity() * std::mem::size_of::<Reverse<(u64, DeviceKey)>>();
                 stats.set("behaviour", worker, devices.len(), bytes + tables);
                 stats.set("behaviour_input", worker, stash.len(), stash_bytes(&stash));
                 // The heap only needs live entries; rebuild it when stale ones dominate.
-                if deadlines.len() > 4 * scheduled.len() + 1024 {
-                    deadlines = scheduled.iter().map(|(k, d)| Reverse((*d, *k))).collect();
+                if deadlines.len() > 2 * devices.len() + 1024 {
+                    deadlines = devices
+                        .iter()
+                        .filter(|(_, d)| d.scheduled != u64::MAX)
+                        .map(|(k, d)| Reverse((d.scheduled, *k)))
+                        .collect();
                 }
             }
             // Hold capabilities at the earliest time anything may still be emitted.

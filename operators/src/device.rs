@@ -92,6 +92,93 @@ fn replace<R: Copy + PartialEq>(out: &mut Vec<(R, isize)>, emitted: &mut Option<
     }
 }
 
+/// A row held in emitted form only by the part of it that can change while its state is
+/// held; the rest is the same in the row built from that state now.
+trait Kept: Copy + PartialEq {
+    type Part: Copy + PartialEq;
+    fn part(&self) -> Self::Part;
+    /// `self` with `part` put back: the row as emitted.
+    fn with(self, part: Self::Part) -> Self;
+}
+
+/// [`replace`] for a [`Kept`] row. `now` is the row built from the state as it is,
+/// whether or not it is shown; it exists whenever a part is held.
+fn replace_kept<R: Kept>(out: &mut Vec<(R, isize)>, emitted: &mut Option<R::Part>, now: Option<R>, shown: bool) {
+    let current = now.filter(|_| shown);
+    let part = current.as_ref().map(R::part);
+    if *emitted != part {
+        if let Some(old) = emitted.take() {
+            let now = now.expect("an emitted row's state is held");
+            out.push((now.with(old), -1));
+        }
+        if let Some(new) = current {
+            out.push((new, 1));
+        }
+        *emitted = part;
+    }
+}
+
+impl Kept for PageViewRow {
+    /// Duration, scroll, viewport and clicks.
+    type Part = (i64, i32, i32, u32, u32, u32);
+    fn part(&self) -> Self::Part {
+        (
+            self.duration_ms,
+            self.max_scroll_y,
+            self.deepest_visible_y,
+            self.viewport_width,
+            self.viewport_height,
+            self.clicks,
+        )
+    }
+    fn with(self, p: Self::Part) -> Self {
+        let (duration_ms, max_scroll_y, deepest_visible_y, viewport_width, viewport_height, clicks) = p;
+        PageViewRow { duration_ms, max_scroll_y, deepest_visible_y, viewport_width, viewport_height, clicks, ..self }
+    }
+}
+
+impl Kept for RageRow {
+    /// A burst grows at its end.
+    type Part = (i64, u32);
+    fn part(&self) -> Self::Part {
+        (self.end_ts, self.clicks)
+    }
+    fn with(self, (end_ts, clicks): Self::Part) -> Self {
+        RageRow { end_ts, clicks, ..self }
+    }
+}
+
+impl Kept for EpisodeRow {
+    /// An episode grows at its end.
+    type Part = (i64, u32);
+    fn part(&self) -> Self::Part {
+        (self.end_ts, self.reversals)
+    }
+    fn with(self, (end_ts, reversals): Self::Part) -> Self {
+        EpisodeRow { end_ts, reversals, ..self }
+    }
+}
+
+impl Kept for DepthObs {
+    type Part = (u32, u32);
+    fn part(&self) -> Self::Part {
+        (self.deepest, self.page_height)
+    }
+    fn with(self, (deepest, page_height): Self::Part) -> Self {
+        DepthObs { deepest, page_height, ..self }
+    }
+}
+
+impl Kept for FunnelRow {
+    type Part = u32;
+    fn part(&self) -> Self::Part {
+        self.steps
+    }
+    fn with(self, steps: Self::Part) -> Self {
+        FunnelRow { steps, ..self }
+    }
+}
+
 /// What rows of a page are stamped with.
 #[derive(Clone, Copy, Debug)]
 struct RowCtx {
@@ -109,7 +196,7 @@ struct Episodes {
     /// Index of the next change.
     index: u64,
     current: Option<Episode>,
-    emitted: Option<EpisodeRow>,
+    emitted: Option<(i64, u32)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,7 +233,7 @@ impl Episodes {
                 }
                 _ => {
                     let done = self.row(ctx);
-                    replace(out, &mut self.emitted, done);
+                    replace_kept(out, &mut self.emitted, done, true);
                     self.emitted = None;
                     self.current = Some(Episode { start: first, end: at, count: min, last_index: j });
                     started = true;
@@ -229,9 +316,8 @@ struct Page {
     /// Made at the page's first mouse reversal.
     thrash_eps: Option<Box<Episodes>>,
     burst: Option<Burst>,
-    burst_emitted: Option<RageRow>,
-    row_emitted: Option<PageViewRow>,
-    duration_emitted: i64,
+    burst_emitted: Option<(i64, u32)>,
+    row_emitted: Option<<PageViewRow as Kept>::Part>,
 }
 
 impl Page {
@@ -262,13 +348,19 @@ impl Page {
             burst: None,
             burst_emitted: None,
             row_emitted: None,
-            duration_emitted: 0,
         }
     }
 
     fn record_scroll(&mut self, eff: i64, x: i32, y: i32) {
         self.doc_x = x;
         self.doc_y = y;
+        self.forget_scrolls(eff);
+        self.scroll_hist.push_back((eff, x, y));
+    }
+
+    /// Drops scroll positions no mouse position at or after `eff` can be placed with
+    /// (every later event has an effective time of at least `eff`).
+    fn forget_scrolls(&mut self, eff: i64) {
         while let Some(&(t, bx, by)) = self.scroll_hist.front() {
             if t < eff - MAX_MOVE_OFFSET_MS as i64 {
                 self.scroll_base = (bx, by);
@@ -278,10 +370,10 @@ impl Page {
             }
         }
         // A burst of scrolling leaves a big buffer behind: give it back.
-        if self.scroll_hist.capacity() > 4 * self.scroll_hist.len() + 8 {
-            self.scroll_hist.shrink_to(2 * self.scroll_hist.len() + 4);
+        let len = self.scroll_hist.len();
+        if self.scroll_hist.capacity() > 2 * len + 4 {
+            self.scroll_hist.shrink_to(len + len / 2 + 2);
         }
-        self.scroll_hist.push_back((eff, x, y));
     }
 
     /// Document scroll offset at time `at` (not later than the newest entry).
@@ -351,9 +443,14 @@ impl Tab {
 
 #[derive(Clone, Debug)]
 struct Funnel {
-    /// For each step, the latest start time of a chain that reached it.
-    best_start: Vec<Option<i64>>,
-    emitted: Option<FunnelRow>,
+    /// For each step, the latest start time of a chain that reached it (`NONE` when no
+    /// chain has).
+    best_start: Box<[i64]>,
+    emitted: Option<u32>,
+}
+
+impl Funnel {
+    const NONE: i64 = i64::MIN;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -363,7 +460,7 @@ struct Depth {
     deepest: i32,
     page_height: u32,
     bands: u32,
-    emitted: Option<DepthObs>,
+    emitted: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Debug)]
@@ -392,6 +489,8 @@ pub struct Device {
     /// Logical time of the latest event.
     last_t: u64,
     session: Option<Box<Session>>,
+    /// The deadline the operator has queued a wake-up for (`u64::MAX`: none).
+    pub scheduled: u64,
 }
 
 fn sq(x: i64) -> i64 {
@@ -404,7 +503,7 @@ fn sign(x: i32) -> i8 {
 
 impl Device {
     pub fn new(key: DeviceKey) -> Device {
-        Device { key, last_eff: i64::MIN, last_t: 0, session: None }
+        Device { key, last_eff: i64::MIN, last_t: 0, session: None, scheduled: u64::MAX }
     }
 
     pub fn key(&self) -> DeviceKey {
@@ -458,7 +557,7 @@ impl Device {
                 + s.tabs.capacity() * std::mem::size_of::<Tab>()
                 + s.tabs.iter().map(|t| t.heap_bytes()).sum::<usize>()
                 + s.funnels.capacity() * std::mem::size_of::<Funnel>()
-                + s.funnels.iter().map(|f| f.best_start.capacity() * std::mem::size_of::<Option<i64>>()).sum::<usize>()
+                + s.funnels.iter().map(|f| f.best_start.len() * std::mem::size_of::<i64>()).sum::<usize>()
                 + s.depth.capacity() * std::mem::size_of::<Depth>()
         })
     }
@@ -559,8 +658,9 @@ impl Device {
             while let Some(c) = tab.clicks.front() {
                 if (c.judged || c.exempt) && eff - c.eff > p.error_window {
                     tab.clicks.pop_front();
-                    if tab.clicks.capacity() > 4 * tab.clicks.len() + 4 {
-                        tab.clicks.shrink_to(2 * tab.clicks.len() + 2);
+                    let len = tab.clicks.len();
+                    if tab.clicks.capacity() > 2 * len + 2 {
+                        tab.clicks.shrink_to(len + len / 2 + 1);
                     }
                 } else {
                     break;
@@ -568,6 +668,7 @@ impl Device {
             }
             if let Some(page) = &mut tab.page {
                 page.last = eff;
+                page.forget_scrolls(eff);
             }
         }
 
@@ -630,8 +731,9 @@ impl Device {
                         }
                     } else {
                         // The previous burst is final: emit its last form and forget it.
-                        let done = rage_row(page, session, project, p.rage_min);
-                        replace(&mut out.rage_clicks, &mut page.burst_emitted, done);
+                        let done = rage_row(page, session, project);
+                        let shown = page.burst.is_some_and(|b| b.count >= p.rage_min);
+                        replace_kept(&mut out.rage_clicks, &mut page.burst_emitted, done, shown);
                         page.burst_emitted = None;
                         page.burst = Some(Burst {
                             first_eff: eff,
@@ -645,6 +747,10 @@ impl Device {
                             s.row.rage_clicks += 1;
                         }
                     }
+                }
+                // Grow by half (a deque's first allocation would hold four).
+                if tab.clicks.len() == tab.clicks.capacity() {
+                    tab.clicks.reserve_exact(tab.clicks.len() / 2 + 1);
                 }
                 tab.clicks.push_back(PendingClick {
                     eff,
@@ -684,6 +790,7 @@ impl Device {
                             change
                         }
                         None => {
+                            page.scroll_nodes.reserve_exact(1);
                             page.scroll_nodes.push(ScrollNode { node, y, dir: 0 });
                             false
                         }
@@ -846,8 +953,11 @@ impl Device {
         };
         let close = close_at(&row, next_midnight, p);
         row.is_live = t < close;
-        let funnels =
-            p.funnels.iter().map(|f| Funnel { best_start: vec![None; f.steps.len()], emitted: None }).collect();
+        let funnels = p
+            .funnels
+            .iter()
+            .map(|f| Funnel { best_start: vec![Funnel::NONE; f.steps.len()].into(), emitted: None })
+            .collect();
         self.session = Some(Box::new(Session {
             row,
             emitted: None,
@@ -945,11 +1055,12 @@ impl Device {
                     continue;
                 }
                 if k == 0 {
-                    f.best_start[0] = Some(eff);
-                } else if let Some(start) = f.best_start[k - 1]
-                    && eff - start <= spec.window
-                {
-                    f.best_start[k] = Some(f.best_start[k].map_or(start, |b| b.max(start)));
+                    f.best_start[0] = eff;
+                } else {
+                    let start = f.best_start[k - 1];
+                    if start != Funnel::NONE && eff - start <= spec.window {
+                        f.best_start[k] = f.best_start[k].max(start);
+                    }
                 }
             }
         }
@@ -966,9 +1077,10 @@ impl Device {
             }
         }
         for (i, (spec, f)) in p.funnels.iter().zip(s.funnels.iter_mut()).enumerate() {
-            let steps = (0..spec.steps.len()).rev().find(|k| f.best_start[*k].is_some()).map_or(0, |k| k as u32 + 1);
+            let steps =
+                (0..spec.steps.len()).rev().find(|k| f.best_start[*k] != Funnel::NONE).map_or(0, |k| k as u32 + 1);
             let row = FunnelRow { session, project: key.project, device: key.device, funnel: i as u32, steps };
-            replace(&mut out.funnels, &mut f.emitted, Some(row));
+            replace_kept(&mut out.funnels, &mut f.emitted, Some(row), true);
         }
         replace(&mut out.sessions, &mut s.emitted, Some(s.row));
     }
@@ -1016,8 +1128,9 @@ fn judge(c: &mut PendingClick, row: &mut SessionRow, key: DeviceKey, out: &mut E
     }
 }
 
-fn rage_row(page: &Page, session: SessionId, project: Sym, min: u32) -> Option<RageRow> {
-    page.burst.filter(|b| b.count >= min).map(|b| RageRow {
+/// The page's current burst as a row (shown once it has the minimum clicks).
+fn rage_row(page: &Page, session: SessionId, project: Sym) -> Option<RageRow> {
+    page.burst.map(|b| RageRow {
         session,
         project,
         url: page.url,
@@ -1032,16 +1145,17 @@ fn rage_row(page: &Page, session: SessionId, project: Sym, min: u32) -> Option<R
 
 fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: DeviceKey, p: &Params, out: &mut Emit) {
     let project = key.project;
-    let rage = rage_row(page, session, project, p.rage_min);
-    replace(&mut out.rage_clicks, &mut page.burst_emitted, rage);
+    let rage = rage_row(page, session, project);
+    let shown = page.burst.is_some_and(|b| b.count >= p.rage_min);
+    replace_kept(&mut out.rage_clicks, &mut page.burst_emitted, rage, shown);
     let ctx = RowCtx { session, project, url: page.url };
     if let Some(eps) = page.scroll_eps.as_mut() {
         let xs = eps.row(ctx);
-        replace(&mut out.excessive_scrolls, &mut eps.emitted, xs);
+        replace_kept(&mut out.excessive_scrolls, &mut eps.emitted, xs, true);
     }
     if let Some(eps) = page.thrash_eps.as_mut() {
         let th = eps.row(ctx);
-        replace(&mut out.thrashed_cursors, &mut eps.emitted, th);
+        replace_kept(&mut out.thrashed_cursors, &mut eps.emitted, th, true);
     }
     if !page.counted {
         return;
@@ -1060,12 +1174,12 @@ fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: 
         viewport_height: page.height,
         clicks: page.clicks,
     };
-    replace(&mut out.page_views, &mut page.row_emitted, Some(row));
-    let d = page.duration() - page.duration_emitted;
+    // Page stats hold the duration the emitted row shows.
+    let d = page.duration() - page.row_emitted.map_or(0, |r| r.0);
     if d != 0 {
         out.page(PageKey { project, url: page.url }, |a| a.duration_ms += d);
-        page.duration_emitted = page.duration();
     }
+    replace_kept(&mut out.page_views, &mut page.row_emitted, Some(row), true);
     // Session-level depth per (url, viewport bucket at the page's start).
     let bucket = p.viewport_bucket(page.start_width);
     let deepest = page.deepest.max(0);
@@ -1102,7 +1216,7 @@ fn flush_page(page: &mut Page, depth: &mut Vec<Depth>, session: SessionId, key: 
         deepest: depth_round(entry.deepest, p.cell),
         page_height: entry.page_height,
     };
-    replace(&mut out.depth, &mut entry.emitted, Some(obs));
+    replace_kept(&mut out.depth, &mut entry.emitted, Some(obs), true);
 }
 
 /// Deepest visible y as observed by scroll depth: rounded down to a cell.

@@ -11,7 +11,11 @@ use std::sync::Arc;
 use differential_dataflow::VecCollection;
 use differential_dataflow::difference::Multiply;
 use differential_dataflow::operators::ThresholdTotal;
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::TraceReader;
+use differential_dataflow::trace::implementations::KeySpine;
 use timely::dataflow::Stream;
+use timely::progress::frontier::AntichainRef;
 
 use crate::behaviour::behaviour;
 use crate::event::Event;
@@ -36,6 +40,48 @@ pub struct ViewCollections<'s> {
     pub funnel_steps: VecCollection<'s, u64, FunnelStepRow>,
     pub page_stats: VecCollection<'s, u64, PageKey, PageAgg>,
     pub errors: VecCollection<'s, u64, ErrKey, ErrAgg>,
+    /// The arrangements whose bytes are measured rather than estimated from logs.
+    pub measured: Vec<MeasuredTrace>,
+}
+
+/// A read handle on an arrangement that measures the bytes its batches hold. It never
+/// holds back compaction or merging.
+pub struct MeasuredTrace {
+    /// The view the state is attributed to.
+    pub view: &'static str,
+    measure: Box<dyn Fn() -> crate::stats::StateSize>,
+}
+
+impl MeasuredTrace {
+    fn new<K: differential_dataflow::ExchangeData>(
+        view: &'static str,
+        mut trace: TraceAgent<KeySpine<K, u64, isize>>,
+    ) -> MeasuredTrace {
+        trace.set_logical_compaction(AntichainRef::new(&[]));
+        trace.set_physical_compaction(AntichainRef::new(&[]));
+        let measure = move || {
+            let mut size = crate::stats::StateSize::default();
+            trace.map_spans(|span| {
+                if let Some(batch) = &span.inner {
+                    let st = &batch.storage;
+                    size.records += batch.updates;
+                    size.bytes += st.keys.capacity() * std::mem::size_of::<K>()
+                        + st.upds.offs.smol.capacity() * 4
+                        + st.upds.offs.chonk.capacity() * 8
+                        + st.upds.times.capacity() * 8
+                        + st.upds.diffs.capacity() * 8;
+                }
+            });
+            size
+        };
+        MeasuredTrace { view, measure: Box::new(measure) }
+    }
+
+    /// Records and bytes held now: each batch's containers at their capacity (shared
+    /// batches once per holder; a merge in progress counts its inputs, not its output).
+    pub fn size(&self) -> crate::stats::StateSize {
+        (self.measure)()
+    }
 }
 
 impl Multiply<isize> for PageAgg {
@@ -119,16 +165,18 @@ pub fn build_views<'s>(
         });
     let funnel_steps = session_steps.concat(device_steps);
 
-    // Arrangements are named "<view> <purpose>" so their size is attributed to the view.
-    let visitors =
-        b.visitors.arrange_by_self_named("page_stats visitors").distinct_total().explode(|v| {
-            Some((PageKey { project: v.project, url: v.url }, PageAgg { visitors: 1, ..Default::default() }))
-        });
+    // Arrangements the logs attribute are named "<view> <purpose>"; these two are
+    // measured from their batches instead, so their names do not start with a view.
+    let visitors = b.visitors.arrange_by_self_named("distinct visitors of page_stats");
+    let visitors_trace = MeasuredTrace::new("page_stats", visitors.trace.clone());
+    let visitors = visitors
+        .distinct_total()
+        .explode(|v| Some((PageKey { project: v.project, url: v.url }, PageAgg { visitors: 1, ..Default::default() })));
     let page_stats = b.page_agg.concat(visitors);
 
-    let err_sessions = b
-        .err_sessions
-        .arrange_by_self_named("errors sessions")
+    let err_sessions = b.err_sessions.arrange_by_self_named("distinct sessions of errors");
+    let err_trace = MeasuredTrace::new("errors", err_sessions.trace.clone());
+    let err_sessions = err_sessions
         .distinct_total()
         .explode(|e| Some((ErrKey { project: e.project, fingerprint: e.fingerprint }, ErrAgg::sessions(1))));
     let errors = b.err_occ.concat(err_sessions);
@@ -148,6 +196,7 @@ pub fn build_views<'s>(
         funnel_steps,
         page_stats,
         errors,
+        measured: vec![visitors_trace, err_trace],
     }
 }
 
