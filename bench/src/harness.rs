@@ -188,12 +188,15 @@ pub struct BackfillFigure {
     pub workers: usize,
     pub stats: BackfillStats,
     pub events: u64,
+    /// CPU seconds the process used during the backfill (every thread, exited ones too).
+    pub cpu: f64,
 }
 
 /// Backfills the log under `dir` with `workers` workers and checks the views.
 pub fn backfill(config: &Config, dir: &Path, workers: usize, t: &Traffic) -> anyhow::Result<BackfillFigure> {
     let mut c = config.clone();
     c.engine.workers = workers;
+    let cpu0 = process_cpu();
     let (snap, stats) = if c.kafka.enabled() {
         let b = sightflow::backfill::backfill(
             &c,
@@ -207,6 +210,7 @@ pub fn backfill(config: &Config, dir: &Path, workers: usize, t: &Traffic) -> any
     } else {
         backfill_log(&c, dir).map_err(anyhow::Error::msg)?
     };
+    let cpu = process_cpu() - cpu0;
     anyhow::ensure!(
         stats.events == t.envelopes.len() as u64,
         "read {} of {} envelopes",
@@ -214,7 +218,7 @@ pub fn backfill(config: &Config, dir: &Path, workers: usize, t: &Traffic) -> any
         t.envelopes.len()
     );
     check_truth(&snap, &t.truth)?;
-    Ok(BackfillFigure { workers, stats, events: t.events })
+    Ok(BackfillFigure { workers, stats, events: t.events, cpu })
 }
 
 /// State and memory with every session live, then with every session closed.
@@ -239,6 +243,19 @@ pub fn rss_bytes() -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds (user + system) used so far by the whole process, exited threads included.
+pub fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// CPU seconds (user + system) used so far by this process's threads, by thread name.

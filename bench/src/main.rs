@@ -302,8 +302,10 @@ fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize, kafka: Op
     println!("machine: {}", machine());
     for &w in workers {
         let mut best: Option<harness::BackfillFigure> = None;
+        let mut cpus = Vec::new();
         for _ in 0..runs.max(1) {
             let f = harness::backfill(&config, dir.path(), w, &t)?;
+            cpus.push(f.cpu);
             if best.as_ref().is_none_or(|b| f.stats.elapsed < b.stats.elapsed) {
                 best = Some(f);
             }
@@ -316,6 +318,13 @@ fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize, kafka: Op
             f.stats.events as f64 / secs,
             f.events as f64 / secs,
             f.stats.bytes as f64 / 1e6 / secs,
+        );
+        // Wall time on a shared VM varies run to run; CPU time is the steadier A/B figure.
+        cpus.sort_by(f64::total_cmp);
+        println!(
+            "  CPU per run (all threads: workers, publisher, log reader), least first: {} s; {:.0} analytic events per CPU second (least CPU)",
+            cpus.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(", "),
+            f.events as f64 / cpus[0].max(0.01),
         );
     }
     println!("  truth: {:?}", t.truth);

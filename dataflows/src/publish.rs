@@ -214,10 +214,14 @@ impl Publisher {
             self.complete = true;
             let as_of = self.max_time.max(self.published.saturating_sub(1));
             self.publish(as_of);
-        } else if least > self.published && !self.final_only {
+        } else if least > self.published {
+            // Changes are applied as the frontier passes them, so a one-shot build's
+            // tables grow alongside the dataflow rather than all at its end.
             self.apply_before(least);
             self.published = least;
-            self.publish(least - 1);
+            if !self.final_only {
+                self.publish(least - 1);
+            }
         }
     }
 

@@ -10,7 +10,7 @@
 //! earlier one, so a device emits at most one update per row per tick.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -21,6 +21,7 @@ use timely::dataflow::channels::pushers;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use crate::FastMap;
 use crate::device::{Device, Emit};
 use crate::event::{DeviceKey, Event};
 use crate::params::Params;
@@ -127,7 +128,7 @@ pub fn behaviour<'s>(
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<u64>>> = Some(caps);
         let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
-        let mut devices: HashMap<DeviceKey, Device> = HashMap::new();
+        let mut devices: FastMap<DeviceKey, Device> = FastMap::default();
         let mut deadlines: BinaryHeap<Reverse<(u64, DeviceKey)>> = BinaryHeap::new();
         let mut bytes: usize = 0;
         let params = Rc::new(params);
@@ -146,7 +147,7 @@ pub fn behaviour<'s>(
             {
                 let p: &Params = &params;
                 // Gather this round's events per device, in processing order.
-                let mut by_device: HashMap<DeviceKey, Vec<(u64, Event)>> = HashMap::new();
+                let mut by_device: FastMap<DeviceKey, Vec<(u64, Event)>> = FastMap::default();
                 let mut max_t = c[0].time().to_owned();
                 while let Some((&t, _)) = stash.first_key_value() {
                     if !done(t) {

@@ -23,7 +23,7 @@
 //! The batch reference ([`crate::reference`]) states the same definitions without any of
 //! this machinery.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::event::{DOCUMENT_NODE, DeviceKey, Event, Kind, MAX_MOVE_OFFSET_MS, PageView, tick_after, tick_ceil};
 use crate::params::{Params, StepMatcher, glob_match, selector_match};
@@ -41,10 +41,10 @@ pub struct Emit {
     pub quick_backs: Vec<(QuickBackRow, isize)>,
     pub excessive_scrolls: Vec<(EpisodeRow, isize)>,
     pub thrashed_cursors: Vec<(EpisodeRow, isize)>,
-    pub heat: HashMap<HeatRow, isize>,
+    pub heat: crate::FastMap<HeatRow, isize>,
     pub depth: Vec<(DepthObs, isize)>,
     pub funnels: Vec<(FunnelRow, isize)>,
-    pub page_agg: HashMap<PageKey, PageAgg>,
+    pub page_agg: crate::FastMap<PageKey, PageAgg>,
     pub visitors: Vec<(PageVisitor, isize)>,
     pub err_occ: Vec<(ErrKey, ErrAgg)>,
     pub err_sessions: Vec<(ErrSession, isize)>,
@@ -1235,6 +1235,10 @@ mod tests {
     fn idle_devices_are_small() {
         use std::mem::size_of;
         assert!(size_of::<Device>() <= 64, "Device is {} bytes", size_of::<Device>());
+        // Emitted rows are kept as their changing part only: a page holds no full row copy.
+        assert!(size_of::<Page>() <= 288, "Page is {} bytes", size_of::<Page>());
+        assert!(size_of::<Depth>() <= 40, "Depth is {} bytes", size_of::<Depth>());
+        assert!(size_of::<Funnel>() <= 24, "Funnel is {} bytes", size_of::<Funnel>());
         println!(
             "Device {} Session {} SessionRow {} Tab {} Page {} Episodes {} PendingClick {} Funnel {} Depth {} PageViewRow {} RageRow {} Burst {}",
             size_of::<Device>(),
