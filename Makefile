@@ -34,6 +34,7 @@ bench:
 	./target/release/sightflow-bench batch --replicas 2000 --workers 2
 	./target/release/sightflow-bench backfill --devices 2000 --workers 1,2
 	./target/release/sightflow-bench memory --devices 10000
+	./target/release/sightflow-bench memory --devices 100000
 	./target/release/sightflow-bench peers --devices 7700 --batches 1000 --files 100 --points 5
 	./target/release/sightflow-bench query --sessions 1000000
 	./target/release/sightflow-bench freshness --rates 10000,50000,100000 --seconds 20 --senders 4 --tick-ms 10 --lateness-ms 20 --workers 1
