@@ -245,38 +245,32 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// CPU seconds (user + system) used so far by the whole process, exited threads included.
-pub fn process_cpu() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+/// The name and CPU seconds (user + system) of a `/proc/.../stat` file's task.
+fn stat_cpu(path: &Path) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The name is in parentheses and may hold spaces; the fields after it are fixed.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    Some((stat[open + 1..close].to_string(), (ticks(11) + ticks(12)) / 100.0))
 }
 
-/// CPU seconds (user + system) used so far by this process's threads, by thread name.
+/// CPU seconds used so far by the whole process, exited threads included.
+pub fn process_cpu() -> f64 {
+    stat_cpu(Path::new("/proc/self/stat")).map_or(0.0, |(_, cpu)| cpu)
+}
+
+/// CPU seconds used so far by this process's threads, by thread name.
 pub fn thread_cpu() -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
     for t in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        // The name is in parentheses and may hold spaces; the fields after it are fixed.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_string();
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+        if let Some((name, cpu)) = stat_cpu(&t.path().join("stat")) {
+            *out.entry(name).or_insert(0.0) += cpu;
+        }
     }
     out
 }
