@@ -20,6 +20,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use differential_dataflow::difference::{IsZero, Semigroup};
+use sightflow_operators::FastMap;
 use sightflow_operators::rows::*;
 use sightflow_operators::stats::StateSize;
 use sightflow_operators::{Params, Sym, Views};
@@ -122,8 +123,6 @@ fn slices(batch: &RecordBatch, dead: &[(u32, u32)]) -> Vec<RecordBatch> {
 const MAX_RUNS: usize = 32;
 /// Segments are merged up to this many rows.
 const MAX_SEGMENT_ROWS: u32 = 1 << 15;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One materialised view: its rows (key and accumulated difference) and their Arrow form
 /// (see the module documentation).

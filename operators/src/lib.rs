@@ -39,10 +39,11 @@ pub mod views;
 
 pub use event::{DeviceKey, Event, Kind};
 
+pub use params::Params;
+pub use rows::Views;
+pub use sym::Sym;
+
 /// The hash map of the hot paths: foldhash with a fixed seed (the keys are symbols and
 /// rows the engine made itself, so no flooding defence is needed, and iteration order is
 /// the same run to run).
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
-pub use params::Params;
-pub use rows::Views;
-pub use sym::Sym;

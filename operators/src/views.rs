@@ -68,8 +68,8 @@ impl MeasuredTrace {
                     size.bytes += st.keys.capacity() * std::mem::size_of::<K>()
                         + st.upds.offs.smol.capacity() * 4
                         + st.upds.offs.chonk.capacity() * 8
-                        + st.upds.times.capacity() * 8
-                        + st.upds.diffs.capacity() * 8;
+                        + st.upds.times.capacity() * std::mem::size_of::<u64>()
+                        + st.upds.diffs.capacity() * std::mem::size_of::<isize>();
                 }
             });
             size
