@@ -367,12 +367,17 @@ impl sightflow_query::http::Backend for ReadOnly {
         None
     }
 
+    fn origin_allowed_anywhere(&self, _origin: &str) -> bool {
+        false
+    }
+
     async fn track(
         &self,
         _project: String,
         _content_type: Option<String>,
         _batch_id: String,
         _body: axum::body::Bytes,
+        _admit: sightflow_query::http::Admit,
     ) -> Result<sightflow_query::http::TrackReport, sightflow_query::http::ApiError> {
         Err(sightflow_query::http::ApiError::Forbidden(READ_ONLY.into()))
     }
@@ -381,24 +386,37 @@ impl sightflow_query::http::Backend for ReadOnly {
         &self,
         _import: sightflow_query::http::RrwebImport,
         _body: axum::body::Bytes,
+        _admit: sightflow_query::http::Admit,
     ) -> Result<sightflow_query::http::TrackReport, sightflow_query::http::ApiError> {
         Err(sightflow_query::http::ApiError::Forbidden(READ_ONLY.into()))
     }
 
-    async fn replay(
+    async fn replay_chunks(
         &self,
         _project: String,
         _device: String,
         _from_ts: i64,
         _to_ts: i64,
-    ) -> Result<sightflow_query::http::Replay, sightflow_query::http::ApiError> {
+    ) -> Result<Vec<sightflow_query::http::ReplayChunk>, sightflow_query::http::ApiError> {
         Err(sightflow_query::http::ApiError::NotFound(READ_ONLY.into()))
+    }
+
+    async fn replay_chunk(
+        &self,
+        _project: String,
+        _device: String,
+        _chunk: sightflow_query::http::ReplayChunk,
+        _from_ts: i64,
+        _to_ts: i64,
+    ) -> Result<Vec<String>, String> {
+        Err(READ_ONLY.into())
     }
 
     fn health(&self) -> sightflow_query::http::Health {
         let s = &self.stats;
         sightflow_query::http::Health {
             ready: true,
+            failures: Vec::new(),
             details: serde_json::json!({
                 "source": "backfill",
                 "records": s.records,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sightflow_config::Config;
 use sightflow_connectors::files::{self, Rejection};
 use sightflow_connectors::json::Defaults;
-use sightflow_connectors::rrweb::Decoder;
+use sightflow_connectors::rrweb::Decoders;
 use sightflow_connectors::validate::Limits;
 use sightflow_dataflows::{RunOptions, Snapshot, VecSource, start};
 use sightflow_operators::Params;
@@ -17,8 +17,9 @@ use sightflow_proto::v1::Envelope;
 /// One input file.
 #[derive(Clone, Debug)]
 pub enum Input {
-    /// A raw rrweb recording (JSON array) of one tab of `device`.
-    Rrweb { path: PathBuf, device: String },
+    /// A raw rrweb recording (JSON array) of one tab of `device` (`tab` empty: the
+    /// device id).
+    Rrweb { path: PathBuf, device: String, tab: String },
     /// Newline-delimited JSON events.
     Events { path: PathBuf },
 }
@@ -31,23 +32,42 @@ pub struct Loaded {
     pub rejected: Vec<(String, Rejection)>,
 }
 
+/// The tab of each of `devices`' recordings: `tabs[i]` when given, else the device id
+/// when the device has one recording, else `device/n` for its n-th (so that two
+/// recordings of one device are two tabs, not one).
+pub fn tabs_for(devices: &[String], tabs: &[String]) -> Vec<String> {
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if let Some(t) = tabs.get(i).filter(|t| !t.is_empty()) {
+                return t.clone();
+            }
+            let total = devices.iter().filter(|x| *x == d).count();
+            let nth = devices[..i].iter().filter(|x| *x == d).count();
+            if total == 1 { d.clone() } else { format!("{d}/{nth}") }
+        })
+        .collect()
+}
+
 /// Reads and decodes every input.
 pub fn load(inputs: &[Input], project: &str, now_ms: i64) -> Result<Loaded, String> {
     let limits = Limits::any_age(now_ms);
-    let mut decoder = Decoder::new();
+    let decoders = Decoders::default();
     let mut loaded = Loaded::default();
     for input in inputs {
         let (path, import) = match input {
-            Input::Rrweb { path, device } => {
+            Input::Rrweb { path, device, tab } => {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let import = files::read_rrweb(&text, project, device, device, &limits, &mut decoder, None)
+                let tab = if tab.is_empty() { device } else { tab };
+                let import = files::read_rrweb(&text, project, device, tab, &limits, &decoders, None)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 (path, import)
             }
             Input::Events { path } => {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 let defaults = Defaults { project: project.to_string(), device_id: String::new() };
-                (path, files::read_ndjson(&text, &defaults, &limits, &mut decoder))
+                (path, files::read_ndjson(&text, &defaults, &limits, &decoders))
             }
         };
         let name = path.display().to_string();

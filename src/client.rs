@@ -21,6 +21,9 @@ pub struct ImportSummary {
     pub rejected: Vec<(usize, String)>,
     pub late: usize,
     pub retries: usize,
+    /// Read your writes: the views reflect every imported event once they reach this
+    /// `as_of` (query with `min_as_of` set to it).
+    pub min_as_of: Option<u64>,
 }
 
 /// Posts a raw rrweb recording in chunks of `chunk` events. Each chunk carries its
@@ -36,7 +39,7 @@ pub fn import(
     chunk: usize,
     retry_for: Duration,
 ) -> Result<ImportSummary, String> {
-    let parts = split_json_array(text)?;
+    let parts = split_json_array(text, usize::MAX).map_err(|e| e.to_string())?;
     let mut summary = ImportSummary::default();
     let mut valid: Vec<(usize, &str)> = Vec::new();
     for (i, p) in parts.into_iter().enumerate() {
@@ -98,6 +101,9 @@ pub fn import(
         summary.chunks += 1;
         summary.accepted += report["accepted"].as_u64().unwrap_or(0) as usize;
         summary.late += report["late"].as_u64().unwrap_or(0) as usize;
+        if let Some(t) = report["min_as_of"].as_u64() {
+            summary.min_as_of = Some(summary.min_as_of.unwrap_or(0).max(t));
+        }
         if let Some(rej) = report["rejected"].as_array() {
             for r in rej {
                 let i = r["index"].as_u64().unwrap_or(0) as usize;
@@ -108,6 +114,19 @@ pub fn import(
     }
     summary.rejected.sort();
     Ok(summary)
+}
+
+/// Waits until the server's views reach `as_of` (an import's `min_as_of`), asking again
+/// while the server answers that they have not yet, for up to `wait_for`.
+pub fn wait_visible(url: &str, as_of: u64, wait_for: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        match query(url, "select 1", Some(as_of), "application/json") {
+            Ok(_) => return Ok(()),
+            Err(e) if e.contains("server answered 504") && started.elapsed() < wait_for => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Runs SQL on a server; `accept` picks the answer's format.

@@ -38,7 +38,7 @@ pub fn spawn(server: Arc<Server>, every: Duration) {
 /// Replays one recording as a live visit: event times shifted to start now, sent in
 /// half-second batches as their time comes.
 async fn visit(server: Arc<Server>, rec: &'static str, device: String) {
-    let Ok(parts) = split_json_array(rec) else { return };
+    let Ok(parts) = split_json_array(rec, usize::MAX) else { return };
     let mut events: Vec<serde_json::Value> =
         parts.into_iter().filter_map(|p| p.ok()).filter_map(|p| serde_json::from_str(p).ok()).collect();
     let Some(first) = events.first().and_then(|e| e["timestamp"].as_i64()) else { return };

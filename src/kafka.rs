@@ -28,6 +28,7 @@ pub fn kafka_options(config: &Config) -> KafkaOptions {
         lateness_ms: config.engine.allowed_lateness_ms,
         clamp_late: config.engine.late_policy == sightflow_config::LatePolicy::Clamp,
         idle_timeout_ms: config.engine.idle_timeout_ms,
+        max_skew_ms: config.engine.clock_skew_ms(),
     }
 }
 

@@ -114,6 +114,9 @@ struct ImportArgs {
     /// How long to keep retrying when the server is unreachable or overloaded (s).
     #[arg(long, default_value_t = 60)]
     retry_for: u64,
+    /// Wait until the views reflect every imported event before exiting.
+    #[arg(long)]
+    wait: bool,
     /// The recording: a JSON array of rrweb events.
     file: PathBuf,
 }
@@ -154,6 +157,10 @@ struct QueryArgs {
     /// Device id of the corresponding --rrweb file.
     #[arg(long)]
     device: Vec<String>,
+    /// Tab id of the corresponding --rrweb file [default: the device id, or device/N
+    /// when a device has several files: each file is its own tab].
+    #[arg(long)]
+    tab: Vec<String>,
     /// Newline-delimited JSON events.
     #[arg(long)]
     events: Vec<PathBuf>,
@@ -184,7 +191,7 @@ fn main() -> ExitCode {
 
 fn config_check(file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::from_file_and_env(file.as_deref())?;
-    print!("{}", config.to_toml());
+    print!("{}", config.to_toml_redacted());
     Ok(())
 }
 
@@ -254,11 +261,16 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
     if args.rrweb.is_empty() && args.events.is_empty() {
         bail!("no input: give --rrweb FILE --device ID and/or --events FILE");
     }
+    if args.tab.len() > args.rrweb.len() {
+        bail!("{} --tab values for {} --rrweb files: give at most one per file", args.tab.len(), args.rrweb.len());
+    }
+    let tabs = batch::tabs_for(&args.device, &args.tab);
     let mut inputs: Vec<Input> = args
         .rrweb
         .iter()
         .zip(&args.device)
-        .map(|(path, device)| Input::Rrweb { path: path.clone(), device: device.clone() })
+        .zip(tabs)
+        .map(|((path, device), tab)| Input::Rrweb { path: path.clone(), device: device.clone(), tab })
         .collect();
     inputs.extend(args.events.iter().map(|path| Input::Events { path: path.clone() }));
     let loaded = batch::load(&inputs, &args.project, now_ms()).map_err(anyhow::Error::msg)?;
@@ -304,12 +316,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("--listen {:?} is not an address like 127.0.0.1:8080", config.server.listen))?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(&config.server.data_dir));
-    let query_rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("query").enable_all().build()?;
+    sightflow::serve::raise_open_files_limit(config.server.max_connections);
+    // The read side's blocking work runs here, apart from ingest's threads. It outlives
+    // the serving runtime and is dropped outside any async context.
+    let read_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(16)
+        .thread_name("read")
+        .enable_all()
+        .build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("http").enable_all().build()?;
-    rt.block_on(async move {
-        let started =
-            sightflow::serve::build(config, &data_dir, query_rt.handle().clone()).map_err(anyhow::Error::msg)?;
+    let read = read_rt.handle().clone();
+    let served = rt.block_on(async move {
+        // A file-size limit (a full disk, a quota) must fail writes, not kill the process.
+        let _xfsz = sightflow::serve::survive_file_size_limit();
+        let options = sightflow::serve::serve_options(&config);
+        let started = sightflow::serve::build(config, &data_dir, read).map_err(anyhow::Error::msg)?;
         started.server.spawn_maintenance();
         if args.demo {
             sightflow::demo::spawn(started.server.clone(), std::time::Duration::from_secs(4));
@@ -319,14 +341,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, data_dir = %data_dir.display(), demo = args.demo, "sightflow listening");
         println!("sightflow listening on http://{local}");
-        axum::serve(listener, started.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down");
-            })
-            .await?;
-        anyhow::Ok(())
-    })?;
+        sightflow_query::server::serve(listener, started.router.clone(), options, async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
+        anyhow::Ok(started)
+    });
+    drop(rt);
+    read_rt.shutdown_background();
+    // The engine stops here, outside the runtimes.
+    drop(served?);
     Ok(())
 }
 
@@ -373,37 +398,21 @@ fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(listen) = listen {
-        let query_rt =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("query").enable_all().build()?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let limits = sightflow_query::http::HttpLimits {
-            max_body_bytes: config.server.max_body_bytes,
-            query: sightflow_query::QueryLimits {
-                timeout: std::time::Duration::from_millis(config.query.timeout_ms),
-                memory_bytes: config.query.memory_bytes,
-                max_rows: config.query.max_rows,
-            },
-            max_wait: std::time::Duration::from_millis(config.query.max_wait_ms),
-            per_ip_per_s: 0.0,
-            tick_ms: config.engine.tick_ms,
-        };
+        let mut limits = sightflow::serve::http_limits(&config);
+        limits.per_ip_per_s = 0.0;
         let backend = std::sync::Arc::new(backfill::ReadOnly { stats: done.stats.clone() });
-        let state = std::sync::Arc::new(sightflow_query::http::AppState::new(
-            backend,
-            done.snapshots.clone(),
-            limits,
-            query_rt.handle().clone(),
-        ));
+        let state = std::sync::Arc::new(sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits));
         let router = sightflow_query::http::router(state);
+        let options = sightflow::serve::serve_options(&config);
         rt.block_on(async move {
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             println!("serving the backfilled views on http://{}", listener.local_addr()?);
-            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            sightflow_query::server::serve(listener, router, options, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
             anyhow::Ok(())
         })?;
     }
@@ -426,12 +435,20 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         eprintln!("warning: {}: event {i}: {reason}", args.file.display());
     }
     println!(
-        "imported {} events in {} chunks ({} late, {} rejected, {} retries)",
+        "imported {} events in {} chunks ({} late, {} rejected, {} retries){}",
         summary.accepted,
         summary.chunks,
         summary.late,
         summary.rejected.len(),
-        summary.retries
+        summary.retries,
+        summary.min_as_of.map(|t| format!("; visible from as_of {t} (query with min_as_of {t})")).unwrap_or_default()
     );
+    if args.wait
+        && let Some(t) = summary.min_as_of
+    {
+        sightflow::client::wait_visible(&args.url, t, std::time::Duration::from_secs(args.retry_for))
+            .map_err(anyhow::Error::msg)?;
+        println!("the views reflect the import (as_of >= {t})");
+    }
     Ok(())
 }

@@ -18,10 +18,11 @@ use axum::body::Bytes;
 use serde_json::json;
 use sightflow_config::{Config, Fsync, StartAt};
 use sightflow_connectors::ingest::{self, Accepted, BodyError, BodyLimits, Decoded};
+use sightflow_connectors::json::Sizes;
 use sightflow_connectors::kafka::{self, KafkaReader, KafkaSink, PartitionPosition};
 use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions, Reader};
-use sightflow_connectors::replay::{RawEvent, ReplayStore};
-use sightflow_connectors::rrweb::Decoder;
+use sightflow_connectors::replay::{ChunkRef, RawEvent, ReplayStore};
+use sightflow_connectors::rrweb::{DecoderLimits, Decoders, Note};
 use sightflow_connectors::validate::Limits;
 use sightflow_dataflows::{Progress, RunOptions, Running, Snapshots, Source, start};
 use sightflow_operators::Params;
@@ -30,7 +31,7 @@ use sightflow_query::QueryLimits;
 
 use crate::kafka::{KafkaShared, KafkaSource, kafka_options};
 use sightflow_query::http::{
-    self, ApiError, AppState, Backend, Health, HttpLimits, ProjectPolicy, Replay, RrwebImport, TrackReport,
+    self, Admit, ApiError, AppState, Backend, Health, HttpLimits, ProjectPolicy, ReplayChunk, RrwebImport, TrackReport,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -47,6 +48,12 @@ struct Metrics {
     dropped: AtomicU64,
     duplicates: AtomicU64,
     replay_bytes: AtomicU64,
+    /// Events dated past the server clock plus the allowed skew.
+    future: AtomicU64,
+    /// Raw rrweb events not stored for replay (the per-tab quota).
+    not_stored: AtomicU64,
+    /// Raw rrweb events the views could not fully use, per [`Note::ALL`].
+    unanalysed: [AtomicU64; Note::ALL.len()],
 }
 
 /// Where the dataflow is in the log, shared between its sources and `/health`.
@@ -56,6 +63,8 @@ struct Progresses {
     positions: Mutex<Vec<u64>>,
     /// Per worker: the frontier at which it reached the log's start-up end.
     caught_up_at: Mutex<BTreeMap<usize, u64>>,
+    /// Why a worker cannot read on (a corrupt record), per worker.
+    read_failures: Mutex<BTreeMap<usize, String>>,
 }
 
 /// Where accepted events go and where the dataflow reads them from.
@@ -76,13 +85,16 @@ enum EventLog {
 pub struct Server {
     config: Arc<Config>,
     log: EventLog,
-    replay: ReplayStore,
-    decoder: Mutex<Decoder>,
+    replay: Arc<ReplayStore>,
+    decoders: Decoders,
     metrics: Metrics,
     startup_end: Vec<u64>,
     workers: usize,
     snapshots: Snapshots,
     data_dir: PathBuf,
+    /// Blocking reads of the read side (replay chunks) run on this runtime's threads,
+    /// apart from the ones ingest uses.
+    read_rt: tokio::runtime::Handle,
 }
 
 /// A started server: the router to serve, and the engine behind it.
@@ -110,7 +122,12 @@ pub(crate) fn log_options(config: &Config, dir: &Path) -> LogOptions {
         lateness_ms: config.engine.allowed_lateness_ms,
         clamp_late: config.engine.late_policy == sightflow_config::LatePolicy::Clamp,
         idle_timeout_ms: config.engine.idle_timeout_ms,
+        max_skew_ms: config.engine.clock_skew_ms(),
     }
+}
+
+pub(crate) fn fsync_policy(config: &Config) -> FsyncPolicy {
+    log_options(config, Path::new("")).fsync
 }
 
 /// One worker's share of the log.
@@ -130,10 +147,21 @@ impl Source for LogSource {
         let batch = match self.reader.read(256) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the event log");
+                // Reported once per failure and shown by /health; retried (a repair may
+                // make the record readable), without spinning.
+                let reason = e.to_string();
+                if let Ok(mut f) = self.progress.read_failures.lock()
+                    && f.get(&self.worker) != Some(&reason)
+                {
+                    tracing::error!(worker = self.worker, error = %reason, "cannot read the event log");
+                    f.insert(self.worker, reason);
+                }
                 return Progress::At { frontier: self.reader.frontier(), busy: false };
             }
         };
+        if let Ok(mut f) = self.progress.read_failures.lock() {
+            f.remove(&self.worker);
+        }
         let busy = batch.records > 0;
         if let Some(t) = batch.events.iter().map(|(t, _)| *t).max() {
             self.max_time = self.max_time.max(t);
@@ -175,9 +203,13 @@ impl Source for NoSource {
 impl Server {
     /// Opens the event log (embedded, or Kafka when configured) and the replay store
     /// under `data_dir` and starts the dataflow.
-    pub fn start(config: Config, data_dir: &Path) -> Result<(Arc<Server>, Running), String> {
+    pub fn start(
+        config: Config,
+        data_dir: &Path,
+        read_rt: tokio::runtime::Handle,
+    ) -> Result<(Arc<Server>, Running), String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
-        let replay = ReplayStore::local(&data_dir.join("replay")).map_err(|e| e.to_string())?;
+        let replay = ReplayStore::local(&data_dir.join("replay"), fsync_policy(&config)).map_err(|e| e.to_string())?;
         let checkpoint: Option<serde_json::Value> =
             std::fs::read_to_string(data_dir.join("checkpoint.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
         let workers = config.engine.workers;
@@ -187,11 +219,22 @@ impl Server {
         } else {
             Self::start_embedded(&config, data_dir, checkpoint.as_ref(), params)?
         };
+        let ig = &config.ingest;
+        let decoders = Decoders::new(
+            16,
+            DecoderLimits {
+                max_nodes_per_tab: ig.max_nodes_per_tab,
+                max_nodes_total: ig.max_nodes_total,
+                max_tabs: 50_000,
+                max_payload_bytes: 8192,
+            },
+        );
         let server = Arc::new(Server {
             config: Arc::new(config),
             log,
-            replay,
-            decoder: Mutex::new(Decoder::new()),
+            replay: Arc::new(replay),
+            decoders,
+            read_rt,
             metrics: Metrics::default(),
             startup_end,
             workers: workers.min(partitions),
@@ -214,6 +257,7 @@ impl Server {
         let progress = Arc::new(Progresses {
             positions: Mutex::new(log.start_offsets()),
             caught_up_at: Mutex::new(BTreeMap::new()),
+            read_failures: Mutex::new(BTreeMap::new()),
         });
         if let Some(c) = checkpoint {
             tracing::info!(checkpoint = %c, "restarting: rebuilding the views from the log");
@@ -316,49 +360,82 @@ impl Server {
 
     /// The limits of the HTTP layer from the configuration.
     pub fn http_limits(&self) -> HttpLimits {
-        let c = &self.config;
-        HttpLimits {
-            max_body_bytes: c.server.max_body_bytes,
-            query: QueryLimits {
-                timeout: Duration::from_millis(c.query.timeout_ms),
-                memory_bytes: c.query.memory_bytes,
-                max_rows: c.query.max_rows,
-            },
-            max_wait: Duration::from_millis(c.query.max_wait_ms),
-            per_ip_per_s: c.server.per_ip_requests_per_s,
-            tick_ms: c.engine.tick_ms,
-        }
+        http_limits(&self.config)
     }
 
     fn body_limits(&self) -> BodyLimits {
+        let ig = &self.config.ingest;
         BodyLimits {
-            max_decompressed_bytes: self.config.ingest.max_decompressed_bytes,
-            max_events: self.config.ingest.max_events_per_batch,
+            max_decompressed_bytes: ig.max_decompressed_bytes,
+            max_events: ig.max_events_per_batch,
+            sizes: Sizes { max_event_bytes: ig.max_event_bytes, max_rrweb_event_bytes: ig.max_rrweb_event_bytes },
         }
     }
 
-    /// Writes raw rrweb events to the replay store (one chunk per tab), then appends the
-    /// analytic events to the log.
-    async fn commit(self: &Arc<Self>, batch_id: String, decoded: Decoded) -> Result<TrackReport, ApiError> {
+    /// Charges the request's events to its project's rate, writes raw rrweb events to the
+    /// replay store (one chunk per tab, within each tab's quota), then appends the
+    /// analytic events to the log. Nothing is acknowledged unless all of it succeeded.
+    async fn commit(
+        self: &Arc<Self>,
+        batch_id: String,
+        decoded: Decoded,
+        admit: Admit,
+    ) -> Result<TrackReport, ApiError> {
+        admit(decoded.accepted.len())?;
+        let quota = self.config.ingest.max_replay_bytes_per_tab;
         let mut by_tab: BTreeMap<(String, String, String), Vec<RawEvent>> = BTreeMap::new();
         let mut envelopes = Vec::with_capacity(decoded.accepted.len());
-        for Accepted { envelope, raw_rrweb } in decoded.accepted {
+        let mut unanalysed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut not_stored = Vec::new();
+        for Accepted { envelope, raw_rrweb, note, index } in decoded.accepted {
+            if let Some(n) = note {
+                *unanalysed.entry(n.label().to_string()).or_default() += 1;
+                if let Some(i) = Note::ALL.iter().position(|x| *x == n) {
+                    self.metrics.unanalysed[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
             if let Some(json) = raw_rrweb {
                 let tab = if envelope.tab_id.is_empty() { envelope.device_id.clone() } else { envelope.tab_id.clone() };
-                by_tab
-                    .entry((envelope.project.clone(), envelope.device_id.clone(), tab.clone()))
-                    .or_default()
-                    .push(RawEvent { tab, seq: envelope.seq, ts: envelope.ts, json });
+                let fits = self.decoders.shard(&envelope.project, &envelope.device_id).charge_replay(
+                    &envelope.project,
+                    &envelope.device_id,
+                    &tab,
+                    json.len() as u64,
+                    quota,
+                );
+                if fits {
+                    by_tab
+                        .entry((envelope.project.clone(), envelope.device_id.clone(), tab.clone()))
+                        .or_default()
+                        .push(RawEvent { tab, seq: envelope.seq, ts: envelope.ts, json });
+                } else {
+                    self.metrics.not_stored.fetch_add(1, Ordering::Relaxed);
+                    not_stored.push(http::RejectedEvent {
+                        index,
+                        reason: format!(
+                            "not stored for replay: the tab's replay data exceeds {quota} bytes (ingest.max_replay_bytes_per_tab); the event still counts in the views"
+                        ),
+                    });
+                }
             }
             envelopes.push(envelope);
         }
-        for ((project, device, tab), events) in by_tab {
-            let n = self
-                .replay
-                .write(&project, &device, &tab, &events)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("cannot store replay data: {e}")))?;
-            self.metrics.replay_bytes.fetch_add(n, Ordering::Relaxed);
+        if !by_tab.is_empty() {
+            let (store, batch) = (self.replay.clone(), (!batch_id.is_empty()).then(|| batch_id.clone()));
+            let written = tokio::task::spawn_blocking(move || {
+                let mut n = 0;
+                for ((project, device, tab), events) in by_tab {
+                    n += store.write(&project, &device, &tab, batch.as_deref(), &events)?;
+                }
+                Ok::<u64, sightflow_connectors::replay::ReplayError>(n)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot store replay data");
+                ApiError::Unavailable(format!("cannot store replay data: {e}"))
+            })?;
+            self.metrics.replay_bytes.fetch_add(written, Ordering::Relaxed);
         }
         let appended = match &self.log {
             EventLog::Embedded { log, .. } => {
@@ -377,6 +454,7 @@ impl Server {
         m.rejected.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
         m.late.fetch_add(appended.clamped as u64, Ordering::Relaxed);
         m.dropped.fetch_add(appended.dropped as u64, Ordering::Relaxed);
+        m.future.fetch_add(appended.future as u64, Ordering::Relaxed);
         let duplicate = appended.duplicate_partitions > 0 && appended.events == 0;
         if duplicate {
             m.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -391,29 +469,31 @@ impl Server {
             late: appended.clamped,
             dropped: appended.dropped,
             duplicate,
+            min_as_of: (appended.events > 0).then_some(appended.visible_at),
+            unanalysed,
+            not_stored,
         })
     }
 
     /// After a restart a tab has no node map: replay its stored events through the
     /// decoder so clicks keep their targets.
     async fn restore_tab(&self, project: &str, device: &str, tab: &str) -> Result<(), ApiError> {
-        let known = self.decoder.lock().map(|d| d.knows(project, device, tab)).unwrap_or(false);
-        if known {
+        if self.decoders.shard(project, device).knows(project, device, tab) {
             return Ok(());
         }
-        let events = self
-            .replay
-            .read_tab(project, device, tab)
+        let (store, p, d, t) = (self.replay.clone(), project.to_string(), device.to_string(), tab.to_string());
+        let (events, skipped) = self
+            .read_rt
+            .spawn_blocking(move || store.read_tab(&p, &d, &t))
             .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Unavailable(format!("cannot read replay data: {e}")))?;
-        if events.is_empty() {
-            return Ok(());
+        for e in skipped {
+            tracing::warn!(error = %e, "a replay chunk is unreadable; the node map is rebuilt without it");
         }
-        let mut dec = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dec = self.decoders.shard(project, device);
         for e in events {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.json) {
-                let _ = dec.decode(project, device, tab, e.seq, &v);
-            }
+            let _ = dec.decode(project, device, tab, e.seq, &e.json);
         }
         Ok(())
     }
@@ -460,11 +540,16 @@ impl Server {
                             _ => {}
                         }
                     }
-                    match this.replay.enforce_retention(now - this.config.replay.retention_ms).await {
-                        Ok(d) if d > 0 => tracing::info!(chunks = d, "replay retention deleted chunks"),
-                        Err(e) => tracing::warn!(error = %e, "replay retention failed"),
+                    let (store, before) = (this.replay.clone(), now - this.config.replay.retention_ms);
+                    match this.read_rt.spawn_blocking(move || store.enforce_retention(before)).await {
+                        Ok(Ok(d)) if d > 0 => tracing::info!(chunks = d, "replay retention deleted chunks"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "replay retention failed"),
                         _ => {}
                     }
+                }
+                let store = this.replay.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync_pending()).await {
+                    tracing::error!(error = %e, "cannot sync replay chunks");
                 }
             }
         });
@@ -542,8 +627,36 @@ impl Server {
 
     /// Imports a raw rrweb recording without HTTP (the demo traffic).
     pub async fn import_local(self: &Arc<Self>, import: RrwebImport, body: Bytes) -> Result<TrackReport, ApiError> {
-        Api(self.clone()).import_rrweb(import, body).await
+        Api(self.clone()).import_rrweb(import, body, Box::new(|_| Ok(()))).await
     }
+}
+
+/// A chunk's id for the HTTP layer: its path in the store.
+fn chunk_id(c: &ChunkRef) -> String {
+    c.path.clone()
+}
+
+/// The chunk an id names (`project/device/tab/name` of hex hashes and a chunk name).
+fn parse_chunk_id(id: &str, raw_bytes: u64, stored_bytes: u64) -> Option<ChunkRef> {
+    let parts: Vec<&str> = id.split('/').collect();
+    let [p, d, t, name] = parts.as_slice() else { return None };
+    if ![p, d, t].iter().all(|x| x.len() == 16 && x.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return None;
+    }
+    let mut it = name.strip_suffix(".gz")?.split('-');
+    let (first_ts, last_ts, first_seq) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    if name.contains("..") || name.contains('\\') {
+        return None;
+    }
+    Some(ChunkRef {
+        path: id.to_string(),
+        tab_hash: t.to_string(),
+        first_ts,
+        last_ts,
+        first_seq,
+        raw_bytes,
+        stored_bytes,
+    })
 }
 
 fn body_error(e: BodyError) -> ApiError {
@@ -572,12 +685,17 @@ impl Backend for Api {
             .map(|p| ProjectPolicy { allowed_origins: p.allowed_origins.clone(), rate_limit_per_s: p.rate_limit_per_s })
     }
 
+    fn origin_allowed_anywhere(&self, origin: &str) -> bool {
+        self.config.projects.values().any(|p| http::origin_allowed(origin, &p.allowed_origins))
+    }
+
     async fn track(
         &self,
         project: String,
         content_type: Option<String>,
         batch_id: String,
         body: Bytes,
+        admit: Admit,
     ) -> Result<TrackReport, ApiError> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
@@ -585,34 +703,49 @@ impl Backend for Api {
             let now = now_ms();
             let limits = Limits::around(now, this.config.ingest.max_past_ms, this.config.ingest.max_future_ms);
             let defaults = sightflow_connectors::json::Defaults { project: project.clone(), device_id: String::new() };
-            let mut dec = this.decoder.lock().unwrap_or_else(|e| e.into_inner());
-            ingest::decode_track(&body, content_type.as_deref(), &defaults, &this.body_limits(), &limits, &mut dec)
-                .and_then(|d| match &d.project {
-                    Some(p) if *p != project => {
-                        Err(BodyError::Json(format!("the body is for project {p:?}, the key is {project:?}")))
-                    }
-                    _ => Ok(d),
-                })
+            ingest::decode_track(
+                &body,
+                content_type.as_deref(),
+                &defaults,
+                &this.body_limits(),
+                &limits,
+                &this.decoders,
+            )
+            .and_then(|d| match &d.project {
+                Some(p) if *p != project => {
+                    Err(BodyError::Json(format!("the body is for project {p:?}, the key is {project:?}")))
+                }
+                _ => Ok(d),
+            })
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(body_error)?;
-        self.commit(batch_id, decoded).await
+        self.commit(batch_id, decoded, admit).await
     }
 
-    async fn import_rrweb(&self, import: RrwebImport, body: Bytes) -> Result<TrackReport, ApiError> {
+    async fn import_rrweb(&self, import: RrwebImport, body: Bytes, admit: Admit) -> Result<TrackReport, ApiError> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         if import.device.trim().is_empty() {
             return Err(ApiError::BadRequest("the device id is empty".into()));
+        }
+        let id_limits = Limits::any_age(now_ms());
+        for (what, v) in [("device id", &import.device), ("tab id", &import.tab)] {
+            if v.len() > id_limits.max_id_len || v.chars().any(char::is_control) {
+                return Err(ApiError::BadRequest(format!(
+                    "the {what} must be at most {} bytes without control characters",
+                    id_limits.max_id_len
+                )));
+            }
         }
         if import.seq_start > 0 {
             self.restore_tab(&import.project, &import.device, &import.tab).await?;
         }
         let this = self.clone();
+        let batch_id = import.batch_id.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             // Recordings of any age are accepted; old ones are late data.
             let limits = Limits::any_age(now_ms());
-            let mut dec = this.decoder.lock().unwrap_or_else(|e| e.into_inner());
             ingest::decode_rrweb(
                 &body,
                 &import.project,
@@ -621,26 +754,57 @@ impl Backend for Api {
                 import.seq_start,
                 &this.body_limits(),
                 &limits,
-                &mut dec,
+                &this.decoders,
             )
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(body_error)?;
-        self.commit(import.batch_id, decoded).await
+        self.commit(batch_id, decoded, admit).await
     }
 
-    async fn replay(&self, project: String, device: String, from_ts: i64, to_ts: i64) -> Result<Replay, ApiError> {
-        let (events, stats) = self
-            .replay
-            .read_range(&project, &device, from_ts, to_ts)
+    async fn replay_chunks(
+        &self,
+        project: String,
+        device: String,
+        from_ts: i64,
+        to_ts: i64,
+    ) -> Result<Vec<ReplayChunk>, ApiError> {
+        let store = self.replay.clone();
+        let chunks = self
+            .read_rt
+            .spawn_blocking(move || store.chunks(&project, &device, from_ts, to_ts))
             .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Unavailable(format!("replay store: {e}")))?;
-        // A retried request may have stored a chunk twice: keep each (tab, seq) once.
-        let mut seen = std::collections::HashSet::new();
-        let events: Vec<String> =
-            events.into_iter().filter(|e| seen.insert((e.tab.clone(), e.seq))).map(|e| e.json).collect();
-        Ok(Replay { events, stored_bytes: stats.stored_bytes, raw_bytes: stats.raw_bytes })
+        Ok(chunks
+            .into_iter()
+            .map(|c| ReplayChunk { raw_bytes: c.raw_bytes, stored_bytes: c.stored_bytes, id: chunk_id(&c) })
+            .collect())
+    }
+
+    async fn replay_chunk(
+        &self,
+        project: String,
+        device: String,
+        chunk: ReplayChunk,
+        from_ts: i64,
+        to_ts: i64,
+    ) -> Result<Vec<String>, String> {
+        let store = self.replay.clone();
+        let Some(c) = parse_chunk_id(&chunk.id, chunk.raw_bytes, chunk.stored_bytes) else {
+            return Err(format!("{:?} is not a chunk of this store", chunk.id));
+        };
+        let events = self
+            .read_rt
+            .spawn_blocking(move || store.read_chunk(&c, &project, &device))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut events: Vec<RawEvent> = events.into_iter().filter(|e| e.ts >= from_ts && e.ts <= to_ts).collect();
+        // In time order within the chunk; equal times keep the order they were sent in.
+        events.sort_by_key(|e| e.ts);
+        Ok(events.into_iter().map(|e| e.json).collect())
     }
 
     fn health(&self) -> Health {
@@ -657,8 +821,18 @@ impl Backend for Api {
                 json!({"kafka": {"brokers": sink.options().brokers, "topic": sink.options().topic}})
             }
         };
+        let mut failures = Vec::new();
+        if let EventLog::Embedded { log, progress } = &self.log {
+            for f in log.failures() {
+                failures.push(format!("event log partition {}: {}", f.partition, f.reason));
+            }
+            if let Ok(r) = progress.read_failures.lock() {
+                failures.extend(r.iter().map(|(w, why)| format!("worker {w} cannot read the event log: {why}")));
+            }
+        }
         Health {
             ready,
+            failures,
             details: json!({
                 "source": source,
                 "startup_end": self.startup_end,
@@ -678,9 +852,24 @@ impl Backend for Api {
             ("sightflow_events_dropped_total", "Late events dropped.", &m.dropped),
             ("sightflow_duplicate_batches_total", "Retried batches already appended.", &m.duplicates),
             ("sightflow_replay_stored_bytes_total", "Compressed replay bytes written.", &m.replay_bytes),
+            ("sightflow_events_future_total", "Events dated past the server clock plus the allowed skew.", &m.future),
+            ("sightflow_replay_not_stored_total", "Raw rrweb events over their tab's replay quota.", &m.not_stored),
         ] {
             s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
         }
+        s.push_str("# HELP sightflow_rrweb_unanalysed_total Raw rrweb events kept for replay that the views could not fully use.\n# TYPE sightflow_rrweb_unanalysed_total counter\n");
+        for (note, v) in Note::ALL.iter().zip(&m.unanalysed) {
+            s.push_str(&format!(
+                "sightflow_rrweb_unanalysed_total{{reason=\"{}\"}} {}\n",
+                note.label(),
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        let (nodes, tabs) = self.decoders.size();
+        s.push_str(&format!(
+            "# HELP sightflow_decoder_nodes DOM nodes remembered for click targets.\n# TYPE sightflow_decoder_nodes gauge\nsightflow_decoder_nodes {nodes}\n\
+             # HELP sightflow_decoder_tabs Tabs with a node map.\n# TYPE sightflow_decoder_tabs gauge\nsightflow_decoder_tabs {tabs}\n"
+        ));
         match &self.log {
             EventLog::Embedded { log, .. } => {
                 s.push_str(
@@ -689,6 +878,14 @@ impl Backend for Api {
                 for (p, b) in log.bytes().iter().enumerate() {
                     s.push_str(&format!("sightflow_log_bytes{{partition=\"{p}\"}} {b}\n"));
                 }
+                s.push_str(&format!(
+                    "# HELP sightflow_log_write_errors_total Failed writes to the event log.\n# TYPE sightflow_log_write_errors_total counter\nsightflow_log_write_errors_total {}\n",
+                    log.write_errors()
+                ));
+                let failing = log.failures().len();
+                s.push_str(&format!(
+                    "# HELP sightflow_log_failing_partitions Partitions refusing appends until a write succeeds.\n# TYPE sightflow_log_failing_partitions gauge\nsightflow_log_failing_partitions {failing}\n"
+                ));
             }
             EventLog::Kafka { shared, .. } => {
                 for (name, help, v) in [
@@ -716,14 +913,64 @@ impl Backend for Api {
 }
 
 /// Starts everything and returns the router (not yet listening).
-pub fn build(config: Config, data_dir: &Path, query_runtime: tokio::runtime::Handle) -> Result<Started, String> {
-    let (server, engine) = Server::start(config, data_dir)?;
-    let state = Arc::new(AppState::new(
-        Arc::new(Api(server.clone())),
-        engine.snapshots.clone(),
-        server.http_limits(),
-        query_runtime,
-    ));
+/// Raises the soft limit on open files towards the hard one, so that `max_connections`
+/// connections, the log and the replay store fit.
+pub fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let want = (max_connections as u64).saturating_mul(2).saturating_add(1024);
+    if lim.current.is_some_and(|c| c < want) {
+        let new = lim.maximum.map_or(want, |m| m.min(want));
+        if let Err(e) = setrlimit(Resource::Nofile, Rlimit { current: Some(new), maximum: lim.maximum }) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
+    }
+}
+
+/// Catches SIGXFSZ, whose default action kills the process when a file-size limit
+/// (`ulimit -f`, a quota) is reached: the write then fails with an error the log handles
+/// like a full disk. Keep the returned handle alive.
+pub fn survive_file_size_limit() -> Option<tokio::signal::unix::Signal> {
+    let kind = tokio::signal::unix::SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
+    tokio::signal::unix::signal(kind).ok()
+}
+
+/// The limits of the HTTP layer from a configuration.
+pub fn http_limits(c: &Config) -> HttpLimits {
+    HttpLimits {
+        max_body_bytes: c.server.max_body_bytes,
+        body_timeout: Duration::from_millis(c.server.body_timeout_ms),
+        query: QueryLimits {
+            timeout: Duration::from_millis(c.query.timeout_ms),
+            memory_bytes: c.query.memory_bytes,
+            max_rows: c.query.max_rows,
+            max_sql_bytes: c.query.max_sql_bytes,
+            max_result_bytes: c.query.max_result_bytes,
+        },
+        query_threads: c.query.concurrency,
+        query_queue: c.query.queue,
+        max_wait: Duration::from_millis(c.query.max_wait_ms),
+        max_waiters: c.query.max_waiters,
+        per_ip_per_s: c.server.per_ip_requests_per_s,
+        trusted_proxies: c.server.trusted_proxies.iter().filter_map(|p| sightflow_config::parse_cidr(p).ok()).collect(),
+        tick_ms: c.engine.tick_ms,
+        max_page_bytes: c.replay.max_page_bytes,
+    }
+}
+
+/// How `serve` bounds its connections, from a configuration.
+pub fn serve_options(c: &Config) -> sightflow_query::server::ServeOptions {
+    sightflow_query::server::ServeOptions {
+        header_timeout: Duration::from_millis(c.server.header_timeout_ms),
+        max_connections: c.server.max_connections,
+    }
+}
+
+/// Starts everything and returns the router (not yet listening). `read_runtime` runs
+/// the read side's blocking work (replay chunks), apart from ingest's.
+pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Handle) -> Result<Started, String> {
+    let (server, engine) = Server::start(config, data_dir, read_runtime)?;
+    let state = Arc::new(AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits()));
     let router = http::router(state);
     Ok(Started { router, snapshots: engine.snapshots.clone(), server, engine })
 }

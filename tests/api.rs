@@ -27,14 +27,54 @@ impl Drop for Api {
 }
 
 fn api(extra: &str) -> Api {
+    api_with(extra, &[])
+}
+
+/// An API over a config; `sections` replaces keys of the default test sections
+/// (`("server", "max_body_bytes = 1")`).
+fn api_with(extra: &str, sections: &[(&str, &str)]) -> Api {
     let dir = tempfile::tempdir().unwrap();
+    let section = |name: &str, default: &str| {
+        let mut body = default.to_string();
+        for (s, kv) in sections {
+            if *s == name {
+                body.push_str(kv);
+                body.push('\n');
+            }
+        }
+        format!("[{name}]\n{body}")
+    };
     let text = format!(
-        "[engine]\nallowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n[log]\npartitions = 2\n[server]\nmax_body_bytes = 200000\n[ingest]\nmax_decompressed_bytes = 1000000\nmax_events_per_batch = 1000\n[query]\ntimeout_ms = 1500\n{extra}"
+        "{}{}{}{}{}{}{extra}",
+        section("engine", "allowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n"),
+        section("log", "partitions = 2\n"),
+        section("server", "max_body_bytes = 200000\n"),
+        section("ingest", "max_decompressed_bytes = 1000000\nmax_events_per_batch = 1000\n"),
+        section("query", "timeout_ms = 1500\n"),
+        section("replay", ""),
     );
-    let config = Config::from_toml_str(&text).unwrap();
+    let config = Config::from_toml_str(&dedupe_keys(&text)).unwrap();
     let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let started = build(config, dir.path(), query_rt.handle().clone()).unwrap();
     Api { started, _dir: dir, query_rt: Some(query_rt) }
+}
+
+/// Keeps the last value of a key repeated within a section (so that tests can override
+/// the defaults above).
+fn dedupe_keys(text: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some((k, _)) = line.split_once(" = ")
+            && !line.starts_with('[')
+        {
+            let start = out.iter().rposition(|l| l.starts_with('[')).map_or(0, |i| i + 1);
+            if let Some(i) = out[start..].iter().position(|l| l.split_once(" = ").is_some_and(|(k2, _)| k2 == k)) {
+                out.remove(start + i);
+            }
+        }
+        out.push(line.to_string());
+    }
+    out.join("\n") + "\n"
 }
 
 struct Reply {
@@ -307,10 +347,12 @@ async fn rrweb_import_feeds_views_and_replay_returns_the_recording() {
     assert_eq!(r.status, StatusCode::OK);
     let got: Value = r.json();
     let want: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(got, want, "the replay is the recording, in order");
+    assert_eq!(got["events"], want, "the replay is the recording, in order");
+    assert_eq!(got["skipped"], json!([]));
+    assert_eq!(got["next_cursor"], Value::Null);
     let stored: u64 = r.headers["x-replay-stored-bytes"].to_str().unwrap().parse().unwrap();
     let raw: u64 = r.headers["x-replay-raw-bytes"].to_str().unwrap().parse().unwrap();
-    assert!(stored > 0 && stored * 3 < raw, "compression: {stored} of {raw} bytes");
+    assert!(stored > 0 && stored * 2 < raw, "compression: {stored} of {raw} bytes");
     eprintln!("replay of 04-error.json: {raw} raw bytes stored in {stored} ({:.1}x)", raw as f64 / stored as f64);
     let r = a.call(Request::get("/api/v1/sessions/0000000000000000/replay").body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -320,4 +362,412 @@ async fn rrweb_import_feeds_views_and_replay_returns_the_recording() {
     assert_eq!(r.json()["status"], "ready");
     let m = a.call(Request::get("/metrics").body(Body::empty()).unwrap()).await.text();
     assert!(m.contains("sightflow_events_accepted_total 31") && m.contains("sightflow_events_late_total 31"), "{m}");
+}
+
+fn rrweb_event(ts: i64, body: Value) -> Value {
+    let mut e = body;
+    e["timestamp"] = json!(ts);
+    e
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+/// A session's replay events, following `next_cursor` over every page.
+async fn replay_all(a: &Api, device: &str, max_bytes: Option<u64>) -> (Vec<Value>, usize, Vec<Value>) {
+    let rows = a.rows(&format!("select session_id from sessions where device_id = '{device}'")).await;
+    let id = rows[0][0].as_str().unwrap().to_string();
+    let (mut events, mut pages, mut skipped) = (Vec::new(), 0, Vec::new());
+    let mut cursor = Some(0u64);
+    while let Some(c) = cursor {
+        let q = max_bytes.map(|m| format!("&max_bytes={m}")).unwrap_or_default();
+        let r = a.call(get(&format!("/api/v1/sessions/{id}/replay?cursor={c}{q}"))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        events.extend(v["events"].as_array().unwrap().iter().cloned());
+        skipped.extend(v["skipped"].as_array().unwrap().iter().cloned());
+        cursor = v["next_cursor"].as_u64();
+        pages += 1;
+        assert!(pages < 1000);
+    }
+    (events, pages, skipped)
+}
+
+/// Events from any recorder replay whole: rrweb 2.x Asset events, a Meta without href
+/// and a click without coordinates are kept (and counted as what the views could not
+/// use), not rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rrweb_from_any_recorder_is_kept_whole() {
+    let a = api("");
+    let t = now_ms();
+    let events = json!([
+        rrweb_event(t, json!({"type": 4, "data": {"href": "", "width": 800, "height": 600}})),
+        rrweb_event(t + 1, json!({"type": 7, "data": {"url": "blob:http://x/1", "payload": {"rr_type": "Blob"}}})),
+        rrweb_event(t + 2, json!({"type": 3, "data": {"source": 2, "type": 2, "id": 5}})),
+        rrweb_event(t + 3, json!({"type": 99, "data": {}})),
+    ]);
+    let r = a.post("/api/v1/projects/demo/devices/any/rrweb", "application/json", events.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let rep = r.json();
+    assert_eq!(rep["accepted"], 4, "{rep}");
+    assert_eq!(rep["unanalysed"], json!({"meta_without_href": 1, "click_without_position": 1, "unknown_type": 1}));
+    let rows = a.rows("select page_views, clicks from sessions where device_id = 'any'").await;
+    assert_eq!(rows, vec![json!([1, 1])], "a page view with an unknown URL, a click without a position");
+    let cells = a.rows("select count(*) from heatmap_cells where kind = 'click'").await;
+    assert_eq!(cells, vec![json!([0])], "no position, no heat");
+    let (replayed, _, _) = replay_all(&a, "any", None).await;
+    assert_eq!(Value::Array(replayed), events);
+    let m = a.call(get("/metrics")).await.text();
+    assert!(m.contains("sightflow_rrweb_unanalysed_total{reason=\"unknown_type\"} 1"), "{m}");
+}
+
+/// Sequence numbers that repeat (two imports without `seq_start`, two `/track` requests)
+/// lose nothing in the replay; a retried batch is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_keeps_events_whose_sequence_numbers_repeat() {
+    let a = api("");
+    let t = now_ms() - 60_000;
+    let meta = rrweb_event(t, json!({"type": 4, "data": {"href": "http://x.test/", "width": 800, "height": 600}}));
+    let scroll = |dt: i64| rrweb_event(t + dt, json!({"type": 3, "data": {"source": 3, "id": 1, "x": 0, "y": dt}}));
+    for chunk in [json!([meta, scroll(100)]), json!([scroll(200), scroll(300)])] {
+        let r = a.post("/api/v1/projects/demo/devices/seq/rrweb", "application/json", chunk.to_string()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    for dt in [400, 500] {
+        let body = json!({"device_id": "seq", "events": [{"type": "rrweb", "tab_id": "seq", "event": scroll(dt)}]});
+        let r = a
+            .call(
+                Request::post("/api/v1/track?key=demo")
+                    .header("x-batch-id", format!("b{dt}"))
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        // The client's retry of the same batch is stored once.
+        let again = a
+            .call(
+                Request::post("/api/v1/track?key=demo")
+                    .header("x-batch-id", format!("b{dt}"))
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(again.json()["duplicate"], true, "{}", again.text());
+    }
+    let (events, _, _) = replay_all(&a, "seq", None).await;
+    let ys: Vec<i64> = events.iter().filter_map(|e| e["data"]["y"].as_i64()).collect();
+    assert_eq!(ys, vec![100, 200, 300, 400, 500]);
+}
+
+/// A long session comes in pages of at most `max_bytes`; an unreadable chunk is named
+/// and the rest is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_is_paged_and_survives_an_unreadable_chunk() {
+    let a = api("");
+    let t = now_ms() - 120_000;
+    let mut chunks = Vec::new();
+    chunks.push(json!([rrweb_event(
+        t,
+        json!({"type": 4, "data": {"href": "http://x.test/", "width": 800, "height": 600}})
+    )]));
+    for k in 1..=20 {
+        chunks.push(json!([rrweb_event(
+            t + k * 100,
+            json!({"type": 3, "data": {"source": 3, "id": 1, "x": 0, "y": k, "pad": "p".repeat(2000)}})
+        )]));
+    }
+    for (i, c) in chunks.iter().enumerate() {
+        let r = a
+            .post(&format!("/api/v1/projects/demo/devices/long/rrweb?seq_start={i}"), "application/json", c.to_string())
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let (events, pages, skipped) = replay_all(&a, "long", Some(5_000)).await;
+    assert_eq!(events.len(), 21);
+    assert!(pages >= 5, "{pages} pages of at most 5000 bytes");
+    assert!(skipped.is_empty());
+    // Corrupt one chunk on disk.
+    let mut files = Vec::new();
+    let mut stack = vec![a._dir.path().join("replay")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    std::fs::write(&files[3], b"\x1f\x8bgarbage").unwrap();
+    let (events, _, skipped) = replay_all(&a, "long", None).await;
+    assert_eq!(events.len(), 20, "everything but the broken chunk");
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0]["reason"].as_str().unwrap().contains("unreadable"), "{skipped:?}");
+}
+
+/// Raw rrweb is bounded per event and per tab: too large an event is rejected by name,
+/// and past the tab's quota events still count but are not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_rrweb_is_bounded_per_event_and_per_tab() {
+    let a = api_with("", &[("ingest", "max_rrweb_event_bytes = 20000\nmax_replay_bytes_per_tab = 30000")]);
+    let t = now_ms();
+    let big = rrweb_event(t, json!({"type": 3, "data": {"source": 5, "id": 3, "text": "x".repeat(25_000)}}));
+    let r = a.post("/api/v1/projects/demo/devices/big/rrweb", "application/json", json!([big]).to_string()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.json()["rejected"][0]["reason"].as_str().unwrap().contains("at most 20000"), "{}", r.text());
+    let ok = |i: i64| rrweb_event(t + i, json!({"type": 3, "data": {"source": 5, "id": 3, "text": "x".repeat(9_000)}}));
+    let r = a
+        .post(
+            "/api/v1/projects/demo/devices/big/rrweb",
+            "application/json",
+            json!([ok(1), ok(2), ok(3), ok(4)]).to_string(),
+        )
+        .await;
+    let rep = r.json();
+    assert_eq!(rep["accepted"], 4, "{rep}");
+    assert_eq!(rep["not_stored"].as_array().map(Vec::len), Some(1), "{rep}");
+    assert!(rep["not_stored"][0]["reason"].as_str().unwrap().contains("max_replay_bytes_per_tab"), "{rep}");
+}
+
+/// A client's batch id is its own project's and device's: another project (or device)
+/// reusing it loses nothing. Ids are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ids_are_scoped_and_bounded() {
+    let a = api("[projects.a]\nallowed_origins = []\n[projects.b]\nallowed_origins = []\n");
+    let send = |key: &'static str, device: &'static str, id: String| {
+        let body = json!({"device_id": device, "events": [now_event("activity", device, json!({}))]}).to_string();
+        Request::post(format!("/api/v1/track?key={key}")).header("x-batch-id", id).body(Body::from(body)).unwrap()
+    };
+    assert_eq!(a.call(send("a", "d", "1".into())).await.json()["accepted"], 1);
+    let r = a.call(send("b", "d", "1".into())).await;
+    assert_eq!((r.json()["accepted"].clone(), r.json()["duplicate"].clone()), (json!(1), json!(false)), "{}", r.text());
+    let r = a.call(send("a", "e", "1".into())).await;
+    assert_eq!(r.json()["accepted"], 1, "another device: {}", r.text());
+    assert_eq!(a.call(send("a", "d", "1".into())).await.json()["duplicate"], true);
+    let r = a.call(send("a", "d", "x".repeat(200_000))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["error"].as_str().unwrap().contains("at most 128"), "{}", r.text());
+}
+
+/// The per-project limit is charged per event; a 429 or 413 carries CORS headers so a
+/// browser can read Retry-After; a preflight with the key in a header is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_count_events_and_answer_browsers() {
+    let a = api("[projects.demo]\nallowed_origins = [\"https://shop.test\"]\nrate_limit_per_s = 10\n");
+    let post = |n: usize| {
+        let events: Vec<Value> = (0..n).map(|_| now_event("activity", "d", json!({}))).collect();
+        Request::post("/api/v1/track")
+            .header("x-sightflow-key", "demo")
+            .header("origin", "https://shop.test")
+            .body(Body::from(Value::Array(events).to_string()))
+            .unwrap()
+    };
+    let r = a.call(post(400)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("400 events"), "{}", r.text());
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.test");
+    assert_eq!(a.call(post(8)).await.status, StatusCode::OK);
+    let r = a.call(post(8)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.test");
+    assert!(r.headers[header::ACCESS_CONTROL_EXPOSE_HEADERS].to_str().unwrap().contains("retry-after"));
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    let pre = Request::options("/api/v1/track")
+        .header("origin", "https://shop.test")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "x-sightflow-key")
+        .body(Body::empty())
+        .unwrap();
+    let r = a.call(pre).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.headers[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap().contains("x-sightflow-key"));
+    let pre = Request::options("/api/v1/track").header("origin", "https://evil.test").body(Body::empty()).unwrap();
+    assert_eq!(a.call(pre).await.status, StatusCode::FORBIDDEN);
+}
+
+/// A made-up X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_strangers_does_not_bypass_the_ip_limit() {
+    let a = api_with("", &[("server", "per_ip_requests_per_s = 1")]);
+    let body = json!([now_event("activity", "d", json!({}))]).to_string();
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let r = a
+            .call(
+                Request::post("/api/v1/track?key=demo")
+                    .header("x-forwarded-for", format!("203.0.113.{i}"))
+                    .body(Body::from(body.clone()))
+                    .unwrap(),
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, vec![200, 429, 429]);
+}
+
+/// axum's own rejections and unknown routes answer the JSON error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json() {
+    let a = api("");
+    for (req, status) in [
+        (Request::post("/api/v1/projects/demo/devices/d/rrweb?seq_start=many").body(Body::from("[]")).unwrap(), 400),
+        (get("/api/v1/nope"), 404),
+        (get("/api/v1/track"), 405),
+        (Request::post("/api/v1/query").header("content-type", "application/json").body(Body::from("{")).unwrap(), 400),
+        (get("/api/v1/sessions/x/replay?cursor=-1"), 400),
+    ] {
+        let uri = req.uri().to_string();
+        let r = a.call(req).await;
+        assert_eq!(r.status.as_u16(), status, "{uri}: {}", r.text());
+        assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{uri}: {}", r.text());
+    }
+}
+
+/// CSV cells that a spreadsheet would run as formulas are neutralised; numbers are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_answers_are_safe_for_spreadsheets() {
+    let a = api("");
+    let r = a
+        .call(
+            Request::post("/api/v1/query")
+                .header("accept", "text/csv")
+                .body(Body::from(
+                    json!({"sql": "select '=HYPERLINK(1)' as a, '+1' as b, '@x' as c, -5 as n, 'ok' as d"}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.text(), "a,b,c,n,d\n'=HYPERLINK(1),'+1,'@x,-5,ok\n");
+}
+
+/// One event dated a day ahead neither holds the frontier up nor hides later events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dated_event_does_not_hide_live_traffic() {
+    let a = api_with("", &[("engine", "allowed_lateness_ms = 1000\nmax_clock_skew_ms = 500")]);
+    let body =
+        json!([{"type": "page_view", "device_id": "f", "ts": now_ms() + 23 * 3_600_000, "url": "http://x.test/"}]);
+    let r = a.post("/api/v1/track?key=demo", "application/json", body.to_string()).await;
+    assert_eq!(r.json()["accepted"], 1, "{}", r.text());
+    let first = r.json()["min_as_of"].as_u64().unwrap();
+    assert!(first < now_ms() as u64 + 5_000, "stamped near the server clock, not a day ahead");
+    let body = json!([now_event("page_view", "g", json!({"url": "http://x.test/"}))]);
+    let r = a.post("/api/v1/track?key=demo", "application/json", body.to_string()).await;
+    assert_eq!((r.json()["accepted"].clone(), r.json()["late"].clone()), (json!(1), json!(0)), "{}", r.text());
+    let token = r.json()["min_as_of"].as_u64().unwrap().max(first);
+    let started = std::time::Instant::now();
+    let r = a.query("select device_id from sessions order by device_id", Some(token as i64)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["rows"], json!([["f"], ["g"]]));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let m = a.call(get("/metrics")).await.text();
+    assert!(m.contains("sightflow_events_future_total 1"), "{m}");
+}
+
+/// An old recording is late data: the ingest answer's `min_as_of` is when it is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_answer_says_when_late_events_are_visible() {
+    let a = api("");
+    // Let the frontier move past the recording's time first.
+    a.rows("select 1").await;
+    let r = a.post("/api/v1/projects/demo/devices/old/rrweb", "application/json", recording("02-rage.json")).await;
+    let token = r.json()["min_as_of"].as_u64().expect("a token");
+    assert_eq!(r.headers["x-sightflow-as-of"].to_str().unwrap(), token.to_string());
+    let r = a.query("select clicks from sessions where device_id = 'old'", Some(token as i64)).await;
+    assert_eq!(r.json()["rows"], json!([[8]]), "visible at the token");
+}
+
+/// Bounds on SQL: deep expressions are answered or refused (never a crash), expansive
+/// functions are refused at once, and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sql_is_refused_and_the_server_keeps_answering() {
+    // Debug builds plan a 1000-term chain in about a second; leave room so that it is
+    // not counted as a runaway when other tests share the CPU.
+    let a = api_with("", &[("query", "timeout_ms = 30000")]);
+    for sql in [
+        format!("select {}", vec!["1"; 1000].join("+")),
+        format!("select {}", vec!["true"; 1000].join(" and ")),
+        format!("select {}", vec!["'a'"; 1000].join(" || ")),
+        vec!["select 1 as x"; 1000].join(" union all "),
+    ] {
+        let r = a.query(&sql, None).await;
+        assert!(matches!(r.status.as_u16(), 200 | 400 | 408), "{}: {}", &sql[..30], r.text());
+    }
+    let started = std::time::Instant::now();
+    for sql in [
+        "select levenshtein(repeat('a', 90000), repeat('b', 90000))",
+        "select cardinality(range(1, 300000000))",
+        "select length(repeat('x', 2000000000))",
+    ] {
+        let r = a.query(sql, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{sql}: {}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().contains("at most"), "{}", r.text());
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "refused before running: {:?}", started.elapsed());
+    let r = a.query(&"x".repeat(70_000), None).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    let r = a.query("select 1", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+/// Requests waiting for a far `min_as_of` hold no thread: ingest goes on, and beyond the
+/// waiter limit the server answers 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_queries_do_not_starve_ingest() {
+    let a = api_with("", &[("query", "max_waiters = 600\nmax_wait_ms = 20000")]);
+    let far = now_ms() + 3_600_000;
+    let mut waiters = Vec::new();
+    for _ in 0..600 {
+        let router = a.started.router.clone();
+        let req = Request::post("/api/v1/query")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"sql": "select 1", "min_as_of": far}).to_string()))
+            .unwrap();
+        waiters.push(tokio::spawn(async move { router.oneshot(req).await.map(|r| r.status()) }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let body = json!([now_event("activity", "w", json!({}))]).to_string();
+    let r = a.post("/api/v1/track?key=demo", "application/json", body).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(1), "ingest waited {:?}", started.elapsed());
+    let r = a.query("select 1", Some(far)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    let r = a.query("select 1", None).await;
+    assert_eq!(r.status, StatusCode::OK, "queries without a wait still run");
+    for w in waiters {
+        w.abort();
+    }
+}
+
+/// Bodies are bounded before they are parsed: a small gzip that expands to a huge
+/// array is refused by its event count, quickly; every text field is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_bounded_before_they_are_parsed() {
+    let a = api_with("", &[("ingest", "max_decompressed_bytes = 60000000")]);
+    let huge = format!("{{\"events\": [{}0]}}", "0,".repeat(25_000_000));
+    let body = gzip(huge.as_bytes());
+    drop(huge);
+    let started = std::time::Instant::now();
+    let r = a.post("/api/v1/track?key=demo", "text/plain", body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("25000001 events, at most 1000"), "{}", r.text());
+    eprintln!("a 25M-element array refused in {:?}", started.elapsed());
+    let mb = "x".repeat(10_000);
+    for (field, kind, extra) in [
+        ("country", "page_view", json!({"url": "http://x.test/", "country": mb})),
+        ("title", "page_view", json!({"url": "http://x.test/", "title": mb})),
+        ("tag", "click", json!({"x": 1, "y": 1, "tag": mb})),
+        ("fingerprint", "error", json!({"message": "m", "fingerprint": mb})),
+        ("name", "custom", json!({"name": mb})),
+    ] {
+        let body = json!([now_event(kind, "d", extra)]).to_string();
+        let r = a.post("/api/v1/track?key=demo", "application/json", gzip(body.as_bytes())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{field}: {}", r.text());
+        let reason = r.json()["rejected"][0]["reason"].as_str().unwrap().to_string();
+        assert!(reason.contains("at most"), "{field}: {reason}");
+    }
 }

@@ -62,11 +62,14 @@ fn query_prints_csv_and_tables() {
 #[test]
 fn bad_input_is_reported_by_position_and_the_rest_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    // A recording with a malformed event (scroll without y) in position 2, cut off in its last event.
+    // A recording with an event that is not an rrweb event (no type) in position 2 and a
+    // scroll without y (well-formed: kept, counted as activity) in position 3, cut off in
+    // its last event.
     let text = std::fs::read_to_string(fixture("03-dead.json")).unwrap();
     let events: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
     let mut parts: Vec<String> = events.iter().map(|e| e.to_string()).collect();
-    parts.insert(2, r#"{"type": 3, "timestamp": 1795342072700, "data": {"source": 3, "id": 1}}"#.into());
+    parts.insert(2, r#"{"timestamp": 1795342072700, "data": {"source": 3, "id": 1}}"#.into());
+    parts.insert(3, r#"{"type": 3, "timestamp": 1795342072700, "data": {"source": 3, "id": 1}}"#.into());
     let n = parts.len();
     let mut broken = format!("[{}", parts.join(","));
     broken.truncate(broken.len() - 20);
@@ -87,7 +90,8 @@ fn bad_input_is_reported_by_position_and_the_rest_is_kept() {
         .arg(&events_file)
         .args(["--sql", "select device_id, page_views, clicks from sessions order by device_id", "--format", "json"]));
     assert!(ok, "bad events do not fail the run: {err}");
-    assert!(err.contains("event 2: rrweb type 3 event has no numeric `data.y`"), "{err}");
+    assert!(err.contains("event 2: rrweb event has no integer `type`"), "{err}");
+    assert!(!err.contains("broken.json: event 3:"), "a well-formed event is kept: {err}");
     assert!(err.contains(&format!("event {}: truncated", n - 1)), "{err}");
     assert!(err.contains("event 1: `device_id` is missing"), "{err}");
     assert!(err.contains("event 2: `ts` 12 is outside the accepted range"), "{err}");
@@ -102,6 +106,55 @@ fn bad_input_is_reported_by_position_and_the_rest_is_kept() {
             {"device_id": "e1", "page_views": 1, "clicks": 0},
         ])
     );
+}
+
+#[test]
+fn two_recordings_of_one_device_are_two_tabs() {
+    let q = "select count(*) as bursts, sum(clicks) as clicks from rage_clicks";
+    let (ok, one, err) = run(bin()
+        .args(["query", "--rrweb"])
+        .arg(fixture("02-rage.json"))
+        .args(["--device", "d", "--sql", q, "--format", "csv"]));
+    assert!(ok, "{err}");
+    let (ok, two, err) = run(bin()
+        .args(["query", "--rrweb"])
+        .arg(fixture("02-rage.json"))
+        .args(["--device", "d", "--rrweb"])
+        .arg(fixture("02-rage.json"))
+        .args(["--device", "d", "--sql", q, "--format", "csv"]));
+    assert!(ok, "{err}");
+    let n: Vec<u64> = one.lines().nth(1).unwrap().split(',').map(|x| x.parse().unwrap()).collect();
+    // Each file is its own tab, so each has its own burst with its own clicks; merged
+    // into one tab, the copies' clicks would interleave into one burst.
+    assert_eq!(two, format!("bursts,clicks\n{},{}\n", 2 * n[0], 2 * n[1]));
+    let (ok, _, err) = run(bin()
+        .args(["query", "--rrweb"])
+        .arg(fixture("02-rage.json"))
+        .args(["--device", "d", "--tab", "a", "--tab", "b", "--sql", "select 1"]));
+    assert!(!ok && err.contains("--tab"), "{err}");
+}
+
+#[test]
+fn deeply_nested_sql_is_answered_or_refused_never_a_crash() {
+    for (sql, want) in [
+        (format!("select {}", vec!["1"; 1000].join("+")), Some("1000")),
+        (format!("select {}", vec!["true"; 1000].join(" and ")), Some("true")),
+        (format!("select {}", vec!["'a'"; 1000].join(" || ")), None),
+        (vec!["select 1 as x"; 1000].join(" union all "), None),
+        (format!("select {}1{}", "(".repeat(5000), ")".repeat(5000)), None),
+    ] {
+        let (ok, out, err) = run(bin()
+            .args(["query", "--rrweb"])
+            .arg(fixture("01-calm.json"))
+            .args(["--device", "d", "--format", "csv", "--sql", &sql]));
+        assert!(!err.contains("overflow") && !err.contains("panicked"), "{}: {err}", &sql[..40]);
+        if let Some(w) = want {
+            assert!(ok, "{err}");
+            assert_eq!(out.lines().nth(1), Some(w), "{out}");
+        } else {
+            assert!(ok || err.contains("query failed"), "{err}");
+        }
+    }
 }
 
 #[test]
@@ -140,6 +193,33 @@ fn config_check_prints_the_effective_config_or_names_the_bad_key() {
     let (ok, _, err) = run(bin().args(["config", "check"]).arg(&good).env("SIGHTFLOW__ENGINE__TICK_MS", "0"));
     assert!(!ok);
     assert!(err.contains("engine.tick_ms"), "{err}");
+    // Secrets are not printed.
+    let secret = write(
+        dir.path(),
+        "kafka.toml",
+        "[kafka.client]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"ops\"\n",
+    );
+    let (ok, out, err) = run(bin().args(["config", "check"]).arg(&secret));
+    assert!(ok, "{err}");
+    assert!(!out.contains("hunter2") && out.contains("<redacted>") && out.contains("ops"), "{out}");
+}
+
+#[test]
+fn serve_with_an_unreachable_broker_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = write(dir.path(), "k.toml", &format!("[kafka]\nbrokers = \"127.0.0.1:{port}\"\n"));
+    let started = std::time::Instant::now();
+    let (ok, _, err) = run(bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "error"));
+    assert!(!ok);
+    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{err}");
+    assert!(err.contains("error: kafka") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
 
 #[test]

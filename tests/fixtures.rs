@@ -45,7 +45,7 @@ fn ints(rows: &[Value], col: &str) -> Vec<i64> {
 fn check_recording(rec: &Value) {
     let file = rec["file"].as_str().unwrap();
     let device = rec["device_id"].as_str().unwrap();
-    let snap = run(&[Input::Rrweb { path: fixtures().join(file), device: device.into() }], 1);
+    let snap = run(&[Input::Rrweb { path: fixtures().join(file), device: device.into(), tab: String::new() }], 1);
     let exp = &rec["expected"];
     let ctx = |what: &str| format!("{file}: {what}");
 
@@ -195,6 +195,7 @@ fn all_recordings_together_with_two_workers_give_the_same_views() {
         .map(|r| Input::Rrweb {
             path: fixtures().join(r["file"].as_str().unwrap()),
             device: r["device_id"].as_str().unwrap().into(),
+            tab: String::new(),
         })
         .collect();
     let one = run(&inputs, 1);

@@ -49,9 +49,9 @@ pub fn traffic(opts: &GenOptions) -> anyhow::Result<Traffic> {
             let tab = format!("{device}-tab");
             for (seq, e) in events.iter().enumerate() {
                 let env = decoder
-                    .decode("bench", &device, &tab, seq as u64, e)
+                    .decode("bench", &device, &tab, seq as u64, &e.to_string())
                     .map_err(|err| anyhow::anyhow!("generated event {seq} of {device} does not decode: {err}"))?;
-                envelopes.push(env);
+                envelopes.push(env.envelope);
             }
             decoder.forget("bench", &device, &tab);
         }
@@ -100,6 +100,7 @@ pub fn write_log(config: &Config, dir: &Path, envelopes: &[Envelope]) -> anyhow:
         lateness_ms: config.engine.allowed_lateness_ms,
         clamp_late: true,
         idle_timeout_ms: config.engine.idle_timeout_ms,
+        max_skew_ms: config.engine.clock_skew_ms(),
     })?;
     let mut late = 0;
     // As a live run appends: small batches, at the wall-clock time of their events.
@@ -330,7 +331,8 @@ impl Feeder {
             let device = format!("{}-{}", r.device, self.next + i);
             let tab = format!("{device}-tab");
             for (seq, e) in r.events.iter().enumerate() {
-                if let Ok(env) = self.decoder.decode("bench", &device, &tab, seq as u64, e) {
+                if let Ok(d) = self.decoder.decode("bench", &device, &tab, seq as u64, &e.to_string()) {
+                    let env = d.envelope;
                     self.max_ts = self.max_ts.max(env.ts);
                     batch.push((tick_ceil_ms(env.ts, self.tick), env));
                 }
@@ -497,7 +499,7 @@ pub fn query_latency(snap: &Snapshot, runs: usize) -> anyhow::Result<Vec<(String
 pub fn light_sessions(sessions: usize, start_ms: i64) -> anyhow::Result<Vec<Envelope>> {
     use serde_json::json;
     let defaults = sightflow_connectors::json::Defaults { project: "bench".into(), device_id: String::new() };
-    let mut decoder = Decoder::new();
+    let decoders = sightflow_connectors::rrweb::Decoders::default();
     let mut out = Vec::with_capacity(sessions * 6);
     let paths = ["/", "/pricing", "/signup", "/thanks"];
     let widths = [390, 1280, 1440, 1024];
@@ -525,9 +527,11 @@ pub fn light_sessions(sessions: usize, start_ms: i64) -> anyhow::Result<Vec<Enve
             }
         }
         for (n, e) in events.iter().enumerate() {
+            let text = e.to_string();
             out.push(
-                sightflow_connectors::json::decode_event(e, &defaults, n as u64, &mut decoder)
-                    .map_err(|err| anyhow::anyhow!("light event {n} of {device}: {err}"))?,
+                sightflow_connectors::json::decode_event(&text, &defaults, n as u64, &decoders, &Default::default())
+                    .map_err(|err| anyhow::anyhow!("light event {n} of {device}: {err}"))?
+                    .envelope,
             );
         }
     }

@@ -157,7 +157,7 @@ fn recordings(dir: &std::path::Path) -> anyhow::Result<Vec<Envelope>> {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if name.ends_with(".json") && name != "manifest.json" {
-            inputs.push(Input::Rrweb { device: name.trim_end_matches(".json").to_string(), path });
+            inputs.push(Input::Rrweb { device: name.trim_end_matches(".json").to_string(), path, tab: String::new() });
         }
     }
     inputs.sort_by_key(|i| match i {

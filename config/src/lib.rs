@@ -77,6 +77,15 @@ pub struct Server {
     pub data_dir: String,
     pub max_body_bytes: usize,
     pub per_ip_requests_per_s: f64,
+    /// A client must send its request headers within this long (ms).
+    pub header_timeout_ms: u64,
+    /// ... and its whole request body within this long (ms).
+    pub body_timeout_ms: u64,
+    /// Open connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Peers (IP addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Limits on ingested events.
@@ -87,6 +96,18 @@ pub struct Ingest {
     pub max_events_per_batch: usize,
     pub max_past_ms: i64,
     pub max_future_ms: i64,
+    /// Largest SDK event (not raw rrweb) in JSON.
+    pub max_event_bytes: usize,
+    /// Largest raw rrweb event in JSON (a FullSnapshot is the big one).
+    pub max_rrweb_event_bytes: usize,
+    /// Raw rrweb bytes stored for replay per tab while the tab is known; beyond it the
+    /// events still count in the views but are not stored.
+    pub max_replay_bytes_per_tab: u64,
+    /// DOM nodes remembered per tab (to give clicks their target).
+    pub max_nodes_per_tab: usize,
+    /// DOM nodes remembered over all tabs; the least recently used tabs are forgotten
+    /// beyond it.
+    pub max_nodes_total: usize,
 }
 
 /// The embedded event log.
@@ -194,6 +215,8 @@ impl std::str::FromStr for StartAt {
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     pub retention_ms: i64,
+    /// Raw bytes of rrweb events in one replay answer; longer sessions are paged.
+    pub max_page_bytes: u64,
 }
 
 /// Limits on SQL queries.
@@ -204,6 +227,16 @@ pub struct QueryConfig {
     pub memory_bytes: usize,
     pub max_rows: usize,
     pub max_wait_ms: u64,
+    /// Longest SQL text.
+    pub max_sql_bytes: usize,
+    /// Largest answer (Arrow bytes of the result).
+    pub max_result_bytes: usize,
+    /// Queries executed at once (each on its own low-priority thread).
+    pub concurrency: usize,
+    /// Queries waiting for a slot; more are refused with 503.
+    pub queue: usize,
+    /// Requests waiting for `min_as_of` at once; more are refused with 503.
+    pub max_waiters: usize,
 }
 
 /// One project key.
@@ -227,6 +260,18 @@ pub struct Engine {
     pub idle_timeout_ms: u64,
     pub state_grace_ms: u64,
     pub late_verdict_ms: u64,
+    /// An event dated after the server clock plus this (ms) counts as if it were dated
+    /// then: it neither moves the frontier nor gets a logical time beyond it. Used as at
+    /// most `allowed_lateness_ms` (see [`Engine::clock_skew_ms`]).
+    pub max_clock_skew_ms: u64,
+}
+
+impl Engine {
+    /// The skew allowance in effect: never more than the allowed lateness, so that an
+    /// event dated ahead never makes present events late.
+    pub fn clock_skew_ms(&self) -> u64 {
+        self.max_clock_skew_ms.min(self.allowed_lateness_ms)
+    }
 }
 
 /// What happens to events older than the frontier.
@@ -517,6 +562,39 @@ impl Config {
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("ingest.max_events_per_batch", self.ingest.max_events_per_batch as u64)?;
         positive("query.timeout_ms", self.query.timeout_ms)?;
+        let q = &self.query;
+        positive("query.max_sql_bytes", q.max_sql_bytes as u64)?;
+        positive("query.max_result_bytes", q.max_result_bytes as u64)?;
+        positive("query.concurrency", q.concurrency as u64)?;
+        if q.concurrency > 64 {
+            return Err(ConfigError::value("query.concurrency", q.concurrency, "at most 64"));
+        }
+        positive("query.max_waiters", q.max_waiters as u64)?;
+        let sv = &self.server;
+        positive("server.header_timeout_ms", sv.header_timeout_ms)?;
+        positive("server.body_timeout_ms", sv.body_timeout_ms)?;
+        positive("server.max_connections", sv.max_connections as u64)?;
+        for (i, p) in sv.trusted_proxies.iter().enumerate() {
+            parse_cidr(p).map_err(|why| {
+                ConfigError::value(
+                    &format!("server.trusted_proxies[{i}]"),
+                    format!("{p:?}"),
+                    &format!("an IP address or CIDR block such as \"10.0.0.0/8\" ({why})"),
+                )
+            })?;
+        }
+        let ig = &self.ingest;
+        positive("ingest.max_event_bytes", ig.max_event_bytes as u64)?;
+        positive("ingest.max_rrweb_event_bytes", ig.max_rrweb_event_bytes as u64)?;
+        positive("ingest.max_nodes_per_tab", ig.max_nodes_per_tab as u64)?;
+        if ig.max_nodes_total < ig.max_nodes_per_tab {
+            return Err(ConfigError::value(
+                "ingest.max_nodes_total",
+                ig.max_nodes_total,
+                "at least ingest.max_nodes_per_tab",
+            ));
+        }
+        positive("replay.max_page_bytes", self.replay.max_page_bytes)?;
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::value(
                 "server.listen",
@@ -591,9 +669,71 @@ impl Config {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// The effective configuration as TOML with secrets replaced by `"<redacted>"`: the
+    /// values of Kafka client properties that hold passwords, keys or tokens. This is
+    /// what may be printed or logged.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut c = self.clone();
+        for (k, v) in c.kafka.client.iter_mut() {
+            if is_secret_key(k) {
+                *v = "<redacted>".into();
+            }
+        }
+        toml::to_string_pretty(&c).expect("config serialises")
+    }
+
     /// The configured session time zone.
     pub fn time_zone(&self) -> chrono_tz::Tz {
         self.session.time_zone.parse().unwrap_or(chrono_tz::UTC)
+    }
+}
+
+/// Whether a client property names a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, `sasl.jaas.config`, ...).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "jaas", "credential", ".key.pem", "private"].iter().any(|n| k.contains(n))
+        || k.ends_with(".key")
+}
+
+/// Parses an IP address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`) into the
+/// network address and prefix length.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        None => max,
+        Some(b) => b
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("/{b} is not a prefix length up to {max}"))?,
+    };
+    Ok((ip, bits))
+}
+
+/// Whether `ip` lies in the block `(net, bits)` from [`parse_cidr`].
+pub fn cidr_contains(net: (std::net::IpAddr, u8), ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match (net.0, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = if net.1 == 0 { 0 } else { u32::MAX << (32 - net.1 as u32) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = if net.1 == 0 { 0 } else { u128::MAX << (128 - net.1 as u32) };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
     }
 }
 
@@ -753,6 +893,24 @@ mod tests {
         let env = vec![("SIGHTFLOW__ENGINE__WORKRS".to_string(), "2".to_string())];
         let err = Config::load(None, env).unwrap_err().to_string();
         assert!(err.contains("workrs"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_proxies_checked() {
+        let c = Config::from_toml_str(
+            "[kafka.client]\n\"sasl.password\" = \"hunter2\"\n\"ssl.key.password\" = \"k\"\n\"security.protocol\" = \"SASL_SSL\"\n",
+        )
+        .unwrap();
+        let text = c.to_toml_redacted();
+        assert!(!text.contains("hunter2") && !text.contains("\"k\""), "{text}");
+        assert!(text.contains("SASL_SSL"));
+        check_err("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", &["server.trusted_proxies[0]", "/33"]);
+        check_err("[server]\ntrusted_proxies = [\"proxy\"]\n", &["server.trusted_proxies[0]", "proxy"]);
+        let net = parse_cidr("10.1.0.0/16").unwrap();
+        assert!(cidr_contains(net, "10.1.2.3".parse().unwrap()));
+        assert!(!cidr_contains(net, "10.2.0.1".parse().unwrap()));
+        assert!(cidr_contains(parse_cidr("127.0.0.1").unwrap(), "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(cidr_contains(parse_cidr("fd00::/8").unwrap(), "fd12::1".parse().unwrap()));
     }
 
     #[test]

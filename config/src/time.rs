@@ -69,6 +69,15 @@ impl Clock {
     /// Assigns the logical time of an event with event time `ts` and advances the
     /// frontier.
     pub fn stamp(&mut self, ts: i64) -> Stamp {
+        self.stamp_capped(ts, i64::MAX)
+    }
+
+    /// Like [`Clock::stamp`] for an event that may be dated in the future: an event time
+    /// past `cap` (the server clock plus the allowed skew) counts as `cap`, so it can
+    /// neither move the frontier nor get a logical time past what the wall clock allows.
+    /// The event keeps its own `ts`; only its effect on time is capped.
+    pub fn stamp_capped(&mut self, ts: i64, cap: i64) -> Stamp {
+        let ts = ts.min(cap);
         let t = tick_ceil(ts, self.tick);
         let stamp = if t >= self.frontier {
             Stamp::OnTime(t)
@@ -125,5 +134,16 @@ mod tests {
         assert_eq!(d.stamp(8_000), Stamp::Dropped);
         d.advance_idle(20_000);
         assert_eq!(d.frontier(), 19_000);
+    }
+
+    #[test]
+    fn a_future_event_moves_time_only_as_far_as_the_cap() {
+        let mut c = Clock::new(100, 1000, true);
+        let now = 1_000_000;
+        // A day ahead of the server clock: counted as the cap.
+        assert_eq!(c.stamp_capped(now + 86_400_000, now + 60_000), Stamp::OnTime(now as u64 + 60_000));
+        assert_eq!(c.frontier(), now as u64 + 59_000);
+        // So the next present event is not late by a day, only by the skew.
+        assert_eq!(c.stamp_capped(now + 59_500, now + 60_000), Stamp::OnTime(now as u64 + 59_500));
     }
 }

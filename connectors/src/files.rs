@@ -3,11 +3,10 @@
 //! A malformed event, or a file cut off in the middle, costs only the events that are
 //! bad: each is reported with its position, and the rest is imported.
 
-use serde_json::Value;
 use sightflow_proto::v1::Envelope;
 
-use crate::json::{Defaults, decode_event};
-use crate::rrweb::Decoder;
+use crate::json::{Defaults, Sizes, decode_event};
+use crate::rrweb::Decoders;
 use crate::validate::{Limits, validate};
 
 /// An event that was not accepted, and why.
@@ -31,21 +30,43 @@ pub struct Import {
     pub rejected: Vec<Rejection>,
 }
 
+/// Why an input is not a JSON array of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitError {
+    Syntax(String),
+    /// More elements than allowed (the count).
+    TooMany(usize),
+}
+
+impl std::fmt::Display for SplitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitError::Syntax(m) => f.write_str(m),
+            SplitError::TooMany(n) => write!(f, "the array has {n} elements, more than allowed"),
+        }
+    }
+}
+
 /// Splits a JSON array into the text of its elements without parsing them, so one
 /// bad element does not hide the others. A truncated array yields its complete
-/// elements and an error for the cut-off one.
-pub fn split_json_array(text: &str) -> Result<Vec<Result<&str, String>>, String> {
+/// elements and an error for the cut-off one. More than `max` elements is an error
+/// (counted without keeping them).
+pub fn split_json_array(text: &str, max: usize) -> Result<Vec<Result<&str, String>>, SplitError> {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() && bytes[i].is_ascii_whitespace() {
         i += 1;
     }
     if i == bytes.len() {
-        return Err("the input is empty; expected a JSON array of events".into());
+        return Err(SplitError::Syntax("the input is empty; expected a JSON array of events".into()));
     }
     if bytes[i] != b'[' {
-        return Err(format!("expected a JSON array of events, found {:?} at byte {i}", bytes[i] as char));
+        return Err(SplitError::Syntax(format!(
+            "expected a JSON array of events, found {:?} at byte {i}",
+            text[i..].chars().next().unwrap_or(' ')
+        )));
     }
+    let mut count = 0usize;
     i += 1;
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
@@ -77,20 +98,36 @@ pub fn split_json_array(text: &str) -> Result<Vec<Result<&str, String>>, String>
             b'}' | b']' if depth > 0 => depth -= 1,
             b']' => {
                 if let Some(s) = start.take() {
-                    out.push(Ok(text[s..i].trim_end()));
+                    count += 1;
+                    if count <= max {
+                        out.push(Ok(text[s..i].trim_end()));
+                    }
+                }
+                if count > max {
+                    return Err(SplitError::TooMany(count));
                 }
                 return Ok(out);
             }
-            b',' if depth == 0 => match start.take() {
-                Some(s) => out.push(Ok(text[s..i].trim_end())),
-                None => out.push(Err("empty element".into())),
-            },
+            b',' if depth == 0 => {
+                count += 1;
+                if count <= max {
+                    match start.take() {
+                        Some(s) => out.push(Ok(text[s..i].trim_end())),
+                        None => out.push(Err("empty element".into())),
+                    }
+                } else {
+                    start = None;
+                }
+            }
             c if c.is_ascii_whitespace() => {}
             _ => {
                 start.get_or_insert(i);
             }
         }
         i += 1;
+    }
+    if count >= max {
+        return Err(SplitError::TooMany(count + 1));
     }
     if start.is_some() || depth > 0 {
         out.push(Err(format!("truncated: the input ends inside this event (at byte {})", bytes.len())));
@@ -108,15 +145,14 @@ pub fn read_rrweb(
     device: &str,
     tab: &str,
     limits: &Limits,
-    decoder: &mut Decoder,
+    decoders: &Decoders,
     mut raw: Option<&mut Vec<(u64, String)>>,
 ) -> Result<Import, String> {
     let mut import = Import::default();
     let tab = if tab.is_empty() { device } else { tab };
-    for (index, element) in split_json_array(text)?.into_iter().enumerate() {
+    for (index, element) in split_json_array(text, usize::MAX).map_err(|e| e.to_string())?.into_iter().enumerate() {
         let result = element.and_then(|s| {
-            let v: Value = serde_json::from_str(s).map_err(|e| format!("invalid JSON: {e}"))?;
-            let env = decoder.decode(project, device, tab, index as u64, &v).map_err(|e| e.reason)?;
+            let env = decoders.decode(project, device, tab, index as u64, s).map_err(|e| e.reason)?.envelope;
             validate(&env, limits)?;
             if let Some(raw) = raw.as_deref_mut() {
                 raw.push((index as u64, s.to_string()));
@@ -132,15 +168,16 @@ pub fn read_rrweb(
 }
 
 /// Reads newline-delimited JSON events (the JSON event format, one per line).
-pub fn read_ndjson(text: &str, defaults: &Defaults, limits: &Limits, decoder: &mut Decoder) -> Import {
+pub fn read_ndjson(text: &str, defaults: &Defaults, limits: &Limits, decoders: &Decoders) -> Import {
     let mut import = Import::default();
+    let sizes = Sizes { max_event_bytes: usize::MAX, max_rrweb_event_bytes: usize::MAX };
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        let result = serde_json::from_str::<Value>(line).map_err(|e| format!("invalid JSON: {e}")).and_then(|v| {
-            let env = decode_event(&v, defaults, i as u64, decoder)?;
+        let result = decode_event(line, defaults, i as u64, decoders, &sizes).and_then(|d| {
+            let env = d.envelope;
             validate(&env, limits)?;
             Ok(env)
         });
@@ -158,17 +195,21 @@ mod tests {
 
     #[test]
     fn arrays_split_into_elements() {
-        let parts = split_json_array(r#" [ {"a": "x,]"}, [1, 2], 3 ] "#).unwrap();
+        let parts = split_json_array(r#" [ {"a": "x,]"}, [1, 2], 3 ] "#, 10).unwrap();
         assert_eq!(parts, vec![Ok(r#"{"a": "x,]"}"#), Ok("[1, 2]"), Ok("3")]);
-        assert_eq!(split_json_array("[]").unwrap(), vec![]);
+        assert_eq!(split_json_array("[]", 10).unwrap(), vec![]);
+        assert_eq!(split_json_array("[1, 2, 3, 4]", 3).unwrap_err(), SplitError::TooMany(4));
+        assert_eq!(split_json_array("[1, 2, 3, 4", 3).unwrap_err(), SplitError::TooMany(4));
+        assert_eq!(split_json_array("[1, 2, 3]", 3).unwrap().len(), 3);
+        assert!(split_json_array("é", 3).is_err());
     }
 
     #[test]
     fn truncated_arrays_keep_complete_elements() {
-        let parts = split_json_array(r#"[{"a": 1}, {"b": [1, 2"#).unwrap();
+        let parts = split_json_array(r#"[{"a": 1}, {"b": [1, 2"#, 10).unwrap();
         assert_eq!(parts[0], Ok(r#"{"a": 1}"#));
         assert!(parts[1].as_ref().unwrap_err().contains("truncated"));
-        assert!(split_json_array("{}").unwrap_err().contains("JSON array"));
-        assert!(split_json_array("  ").unwrap_err().contains("empty"));
+        assert!(split_json_array("{}", 10).unwrap_err().to_string().contains("JSON array"));
+        assert!(split_json_array("  ", 10).unwrap_err().to_string().contains("empty"));
     }
 }

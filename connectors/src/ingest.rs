@@ -4,13 +4,14 @@
 use std::io::Read;
 
 use prost::Message;
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use sightflow_proto::v1::Envelope;
 use sightflow_proto::v1::envelope::Kind;
-use sightflow_proto::v1::{Batch, Envelope};
 
-use crate::files::{Rejection, split_json_array};
-use crate::json::{Defaults, decode_event};
-use crate::rrweb::Decoder;
+use crate::files::{Rejection, SplitError, split_json_array};
+use crate::json::{Defaults, Sizes, decode_event};
+use crate::rrweb::{Decoders, Note};
 use crate::validate::{Limits, validate};
 
 /// Bounds on one request.
@@ -20,6 +21,8 @@ pub struct BodyLimits {
     pub max_decompressed_bytes: usize,
     /// Most events in one batch.
     pub max_events: usize,
+    /// Largest single event.
+    pub sizes: Sizes,
 }
 
 /// Why a whole body was refused.
@@ -46,6 +49,10 @@ pub enum BodyError {
 pub struct Accepted {
     pub envelope: Envelope,
     pub raw_rrweb: Option<String>,
+    /// What the views could not use of a raw rrweb event (it is still stored).
+    pub note: Option<Note>,
+    /// Position in the request.
+    pub index: usize,
 }
 
 /// A decoded batch: what was accepted and what was not, by position.
@@ -88,6 +95,158 @@ fn utf8(body: &[u8]) -> Result<&str, BodyError> {
     std::str::from_utf8(body).map_err(|e| BodyError::Utf8(e.valid_up_to()))
 }
 
+/// A JSON batch with its events left as raw text: `{"project", "device_id", "events":
+/// [...]}` or a bare array. More than `max` events is an error, found without keeping
+/// (or parsing) the surplus.
+struct JsonBatch<'a> {
+    project: Option<String>,
+    device_id: Option<String>,
+    events: Vec<&'a RawValue>,
+}
+
+struct BatchSeed {
+    max: usize,
+}
+
+struct EventsSeed<'v, 'a> {
+    max: usize,
+    out: &'v mut Vec<&'a RawValue>,
+}
+
+impl<'de> DeserializeSeed<'de> for EventsSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventsSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+        while self.out.len() < self.max {
+            match s.next_element::<&'de RawValue>()? {
+                Some(e) => self.out.push(e),
+                None => return Ok(()),
+            }
+        }
+        let mut n = self.max;
+        while s.next_element::<IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        if n > self.max {
+            return Err(serde::de::Error::custom(TooMany(n)));
+        }
+        Ok(())
+    }
+}
+
+/// The marker of a too-long events array inside a serde error.
+struct TooMany(usize);
+
+impl std::fmt::Display for TooMany {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\u{1}too many events: {}\u{1}", self.0)
+    }
+}
+
+fn too_many(msg: &str) -> Option<usize> {
+    let rest = msg.split("\u{1}too many events: ").nth(1)?;
+    rest.split('\u{1}').next()?.parse().ok()
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed {
+    type Value = JsonBatch<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<JsonBatch<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed {
+    type Value = JsonBatch<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with `events` or an array of events")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, s: A) -> Result<JsonBatch<'de>, A::Error> {
+        let mut events = Vec::new();
+        EventsSeed { max: self.max, out: &mut events }.visit_seq(s)?;
+        Ok(JsonBatch { project: None, device_id: None, events })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<JsonBatch<'de>, A::Error> {
+        let mut b = JsonBatch { project: None, device_id: None, events: Vec::new() };
+        let mut seen_events = false;
+        while let Some(k) = m.next_key::<String>()? {
+            match k.as_str() {
+                "project" => b.project = m.next_value::<Option<String>>()?,
+                "device_id" => b.device_id = m.next_value::<Option<String>>()?,
+                "events" => {
+                    seen_events = true;
+                    m.next_value_seed(EventsSeed { max: self.max, out: &mut b.events })?
+                }
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !seen_events {
+            return Err(serde::de::Error::custom("a batch object needs an `events` array"));
+        }
+        Ok(b)
+    }
+}
+
+fn json_batch(text: &str, max: usize) -> Result<JsonBatch<'_>, BodyError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let batch = BatchSeed { max }.deserialize(&mut de).and_then(|b| de.end().map(|()| b));
+    batch.map_err(|e| {
+        let msg = e.to_string();
+        match too_many(&msg) {
+            Some(n) => BodyError::TooManyEvents { n, max },
+            None => BodyError::Json(msg),
+        }
+    })
+}
+
+/// Decodes a protobuf `Batch` one event at a time, refusing more than `max` events
+/// before decoding the surplus.
+fn protobuf_batch(mut body: &[u8], max: usize) -> Result<(String, Vec<Envelope>), BodyError> {
+    use prost::encoding::{WireType, decode_key, decode_varint, skip_field};
+    let err = |e: prost::DecodeError| BodyError::Protobuf(e.to_string());
+    let mut project = String::new();
+    let mut events = Vec::new();
+    let mut n = 0usize;
+    while !body.is_empty() {
+        let (tag, wire) = decode_key(&mut body).map_err(err)?;
+        match (tag, wire) {
+            (1 | 2, WireType::LengthDelimited) => {
+                let len = decode_varint(&mut body).map_err(err)? as usize;
+                if len > body.len() {
+                    return Err(BodyError::Protobuf("a field runs past the end of the body".into()));
+                }
+                let (field, rest) = body.split_at(len);
+                body = rest;
+                if tag == 1 {
+                    project = String::from_utf8(field.to_vec())
+                        .map_err(|_| BodyError::Protobuf("`project` is not UTF-8".into()))?;
+                } else {
+                    n += 1;
+                    if n <= max {
+                        events.push(Envelope::decode(field).map_err(err)?);
+                    }
+                }
+            }
+            (1 | 2, _) => return Err(BodyError::Protobuf(format!("field {tag} has the wrong wire type"))),
+            _ => skip_field(wire, tag, &mut body, prost::encoding::DecodeContext::default()).map_err(err)?,
+        }
+    }
+    if n > max {
+        return Err(BodyError::TooManyEvents { n, max });
+    }
+    Ok((project, events))
+}
+
 /// Decodes a `/track` body: a JSON batch `{"project", "device_id", "tab_id", "events": [...]}`
 /// (or a bare array of events), or a protobuf `Batch`. `defaults.project` is the key the
 /// request was authorised for; the identity fields of the body fill in what events omit.
@@ -97,7 +256,7 @@ pub fn decode_track(
     defaults: &Defaults,
     limits: &BodyLimits,
     event_limits: &Limits,
-    decoder: &mut Decoder,
+    decoders: &Decoders,
 ) -> Result<Decoded, BodyError> {
     let body = decompress(body, limits.max_decompressed_bytes)?;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
@@ -105,14 +264,11 @@ pub fn decode_track(
     }
     let mut out = Decoded::default();
     if is_protobuf(content_type) {
-        let batch = Batch::decode(&body[..]).map_err(|e| BodyError::Protobuf(e.to_string()))?;
-        if batch.events.len() > limits.max_events {
-            return Err(BodyError::TooManyEvents { n: batch.events.len(), max: limits.max_events });
+        let (project, events) = protobuf_batch(&body, limits.max_events)?;
+        if !project.is_empty() {
+            out.project = Some(project);
         }
-        if !batch.project.is_empty() {
-            out.project = Some(batch.project.clone());
-        }
-        for (index, mut e) in batch.events.into_iter().enumerate() {
+        for (index, mut e) in events.into_iter().enumerate() {
             if e.project.is_empty() {
                 e.project = defaults.project.clone();
             }
@@ -120,17 +276,22 @@ pub fn decode_track(
                 Some(Kind::Rrweb(raw)) => String::from_utf8(raw.json)
                     .map_err(|_| "rrweb event JSON is not valid UTF-8".to_string())
                     .and_then(|json| {
-                        let v: Value =
-                            serde_json::from_str(&json).map_err(|err| format!("invalid rrweb JSON: {err}"))?;
+                        if json.len() > limits.sizes.max_rrweb_event_bytes {
+                            return Err(format!(
+                                "the rrweb event is {} bytes of JSON, at most {} allowed",
+                                json.len(),
+                                limits.sizes.max_rrweb_event_bytes
+                            ));
+                        }
                         let tab = if e.tab_id.is_empty() { e.device_id.clone() } else { e.tab_id.clone() };
-                        let env = decoder
-                            .decode(&e.project, &e.device_id, &tab, e.seq, &v)
+                        let d = decoders
+                            .decode(&e.project, &e.device_id, &tab, e.seq, &json)
                             .map_err(|err| format!("rrweb event: {err}"))?;
-                        Ok(Accepted { envelope: env, raw_rrweb: Some(json) })
+                        Ok(Accepted { envelope: d.envelope, raw_rrweb: Some(json), note: d.note, index: 0 })
                     }),
                 kind => {
                     e.kind = kind;
-                    Ok(Accepted { envelope: e, raw_rrweb: None })
+                    Ok(Accepted { envelope: e, raw_rrweb: None, note: None, index: 0 })
                 }
             };
             push(&mut out, index, result, &defaults.project, event_limits);
@@ -138,34 +299,19 @@ pub fn decode_track(
         return Ok(out);
     }
     let text = utf8(&body)?;
-    let v: Value = serde_json::from_str(text).map_err(|e| BodyError::Json(e.to_string()))?;
+    let batch = json_batch(text, limits.max_events)?;
     let mut defaults = defaults.clone();
-    let events = match v {
-        Value::Array(a) => a,
-        Value::Object(mut o) => {
-            if let Some(p) = o.get("project").and_then(Value::as_str) {
-                out.project = Some(p.to_string());
-            }
-            if let Some(d) = o.get("device_id").and_then(Value::as_str) {
-                defaults.device_id = d.to_string();
-            }
-            match o.remove("events") {
-                Some(Value::Array(a)) => a,
-                Some(_) => return Err(BodyError::Json("`events` must be an array".into())),
-                None => return Err(BodyError::Json("a batch object needs an `events` array".into())),
-            }
-        }
-        _ => return Err(BodyError::Json("expected an object with `events` or an array of events".into())),
-    };
-    if events.len() > limits.max_events {
-        return Err(BodyError::TooManyEvents { n: events.len(), max: limits.max_events });
+    out.project = batch.project;
+    if let Some(d) = batch.device_id {
+        defaults.device_id = d;
     }
-    for (index, ev) in events.iter().enumerate() {
-        let raw = (ev.get("type").and_then(Value::as_str) == Some("rrweb"))
-            .then(|| ev.get("event").map(|x| x.to_string()))
-            .flatten();
-        let result =
-            decode_event(ev, &defaults, index as u64, decoder).map(|envelope| Accepted { envelope, raw_rrweb: raw });
+    for (index, ev) in batch.events.iter().enumerate() {
+        let result = decode_event(ev.get(), &defaults, index as u64, decoders, &limits.sizes).map(|d| Accepted {
+            envelope: d.envelope,
+            raw_rrweb: d.rrweb.map(str::to_string),
+            note: d.note,
+            index: 0,
+        });
         push(&mut out, index, result, &defaults.project, event_limits);
     }
     Ok(out)
@@ -183,7 +329,10 @@ fn push(out: &mut Decoded, index: usize, result: Result<Accepted, String>, proje
         Ok(a)
     });
     match checked {
-        Ok(a) => out.accepted.push(a),
+        Ok(mut a) => {
+            a.index = index;
+            out.accepted.push(a)
+        }
         Err(reason) => out.rejected.push(Rejection { index, reason }),
     }
 }
@@ -199,20 +348,23 @@ pub fn decode_rrweb(
     seq_start: u64,
     limits: &BodyLimits,
     event_limits: &Limits,
-    decoder: &mut Decoder,
+    decoders: &Decoders,
 ) -> Result<Decoded, BodyError> {
     let body = decompress(body, limits.max_decompressed_bytes)?;
     let text = utf8(&body)?;
-    let parts = split_json_array(text).map_err(BodyError::Json)?;
-    if parts.len() > limits.max_events {
-        return Err(BodyError::TooManyEvents { n: parts.len(), max: limits.max_events });
-    }
+    let parts = split_json_array(text, limits.max_events).map_err(|e| match e {
+        SplitError::TooMany(n) => BodyError::TooManyEvents { n, max: limits.max_events },
+        SplitError::Syntax(m) => BodyError::Json(m),
+    })?;
     let mut out = Decoded { project: Some(project.to_string()), ..Default::default() };
+    let max = limits.sizes.max_rrweb_event_bytes;
     for (index, part) in parts.into_iter().enumerate() {
         let result = part.and_then(|raw| {
-            let v: Value = serde_json::from_str(raw).map_err(|e| format!("invalid JSON: {e}"))?;
-            let env = decoder.decode(project, device, tab, seq_start + index as u64, &v).map_err(|e| e.reason)?;
-            Ok(Accepted { envelope: env, raw_rrweb: Some(raw.to_string()) })
+            if raw.len() > max {
+                return Err(format!("the rrweb event is {} bytes of JSON, at most {max} allowed", raw.len()));
+            }
+            let d = decoders.decode(project, device, tab, seq_start + index as u64, raw).map_err(|e| e.reason)?;
+            Ok(Accepted { envelope: d.envelope, raw_rrweb: Some(raw.to_string()), note: d.note, index: 0 })
         });
         push(&mut out, index, result, project, event_limits);
     }
@@ -224,8 +376,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    use sightflow_proto::v1::Batch;
+
     fn limits() -> (BodyLimits, Limits) {
-        (BodyLimits { max_decompressed_bytes: 1 << 20, max_events: 100 }, Limits::any_age(1_800_000_000_000))
+        (
+            BodyLimits { max_decompressed_bytes: 1 << 20, max_events: 100, sizes: Sizes::default() },
+            Limits::any_age(1_800_000_000_000),
+        )
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -237,7 +394,7 @@ mod tests {
     fn track(body: &[u8], ct: Option<&str>) -> Result<Decoded, BodyError> {
         let (b, l) = limits();
         let d = Defaults { project: "demo".into(), device_id: String::new() };
-        decode_track(body, ct, &d, &b, &l, &mut Decoder::new())
+        decode_track(body, ct, &d, &b, &l, &Decoders::default())
     }
 
     #[test]
@@ -273,6 +430,17 @@ mod tests {
         assert!(matches!(track(b"\x08\x96\x01", Some("application/x-protobuf")).unwrap_err(), BodyError::Protobuf(_)));
         let many = format!("[{}]", vec![r#"{"type":"activity","device_id":"d","ts":1795342000000}"#; 101].join(","));
         assert_eq!(track(many.as_bytes(), None).unwrap_err(), BodyError::TooManyEvents { n: 101, max: 100 });
+        let many = format!("{{\"events\": [{}]}}", vec!["0"; 250_000].join(","));
+        assert_eq!(track(&gzip(many.as_bytes()), None).unwrap_err(), BodyError::TooManyEvents { n: 250_000, max: 100 });
+        let batch = Batch { project: String::new(), events: vec![Envelope::default(); 101] };
+        assert_eq!(
+            track(&batch.encode_to_vec(), Some("application/x-protobuf")).unwrap_err(),
+            BodyError::TooManyEvents { n: 101, max: 100 }
+        );
+        assert!(matches!(track(b"[1] x", None).unwrap_err(), BodyError::Json(_)));
+        assert!(
+            matches!(track(b"{\"device_id\": \"d\"}", None).unwrap_err(), BodyError::Json(m) if m.contains("`events`"))
+        );
     }
 
     #[test]
@@ -303,7 +471,7 @@ mod tests {
     fn rrweb_imports_keep_raw_text() {
         let (b, l) = limits();
         let body = br#"[{"type": 4, "timestamp": 1795342038402, "data": {"href": "http://x.test/", "width": 800, "height": 600}}, {"type": 99, "timestamp": 1}]"#;
-        let d = decode_rrweb(body, "demo", "d1", "d1", 10, &b, &l, &mut Decoder::new()).unwrap();
+        let d = decode_rrweb(body, "demo", "d1", "d1", 10, &b, &l, &Decoders::default()).unwrap();
         assert_eq!(d.accepted.len(), 1);
         assert_eq!(d.accepted[0].envelope.seq, 10);
         assert!(d.accepted[0].raw_rrweb.as_deref().unwrap().starts_with(r#"{"type": 4"#));

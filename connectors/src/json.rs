@@ -16,6 +16,7 @@
 //! (name, properties), `activity` (name), and `rrweb` (event: a raw rrweb event, decoded
 //! with the tab's node map; `ts` defaults to its timestamp).
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::{
@@ -23,7 +24,7 @@ use sightflow_proto::v1::{
     PointerType, Position, Scroll, TouchMove, ViewportResize,
 };
 
-use crate::rrweb::Decoder;
+use crate::rrweb::{Decoders, Note};
 
 /// Identity that events may leave out.
 #[derive(Clone, Debug, Default)]
@@ -126,10 +127,84 @@ fn positions(f: &Fields<'_>) -> Result<Vec<Position>, String> {
         .collect()
 }
 
-/// Decodes one JSON event; `index` is its position (the default sequence number).
-pub fn decode_event(v: &Value, defaults: &Defaults, index: u64, rrweb: &mut Decoder) -> Result<Envelope, String> {
-    let obj = v.as_object().ok_or_else(|| format!("an event must be a JSON object, got {}", kind_name(v)))?;
-    let f = Fields { obj };
+/// Size bounds on one event, checked before it is parsed.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    /// Largest SDK event (any type but `rrweb`), in JSON bytes.
+    pub max_event_bytes: usize,
+    /// Largest raw rrweb event (the `event` of type `rrweb`), in JSON bytes.
+    pub max_rrweb_event_bytes: usize,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes { max_event_bytes: 64 << 10, max_rrweb_event_bytes: 16 << 20 }
+    }
+}
+
+/// One decoded JSON event.
+#[derive(Debug, Clone)]
+pub struct DecodedEvent<'a> {
+    pub envelope: Envelope,
+    /// The raw rrweb event's text, for type `rrweb` (kept for replay).
+    pub rrweb: Option<&'a str>,
+    /// What the views could not use of a raw rrweb event.
+    pub note: Option<Note>,
+}
+
+/// Decodes one JSON event from its text; `index` is its position (the default sequence
+/// number). Events are bounded by `sizes` before they are parsed, and only an SDK event
+/// (small) is parsed into a JSON tree; a raw rrweb event goes to the rrweb decoder as
+/// text.
+pub fn decode_event<'a>(
+    text: &'a str,
+    defaults: &Defaults,
+    index: u64,
+    decoders: &Decoders,
+    sizes: &Sizes,
+) -> Result<DecodedEvent<'a>, String> {
+    let t = text.trim_start();
+    if !t.starts_with('{') {
+        let got = match t.bytes().next() {
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            Some(b'-' | b'0'..=b'9') => "a number",
+            _ => "no JSON value",
+        };
+        return Err(format!("an event must be a JSON object, got {got}"));
+    }
+    if text.len() > sizes.max_rrweb_event_bytes.max(sizes.max_event_bytes) {
+        return Err(format!(
+            "the event is {} bytes of JSON, at most {} allowed",
+            text.len(),
+            sizes.max_rrweb_event_bytes.max(sizes.max_event_bytes)
+        ));
+    }
+    // The fields as raw text: nothing is built yet.
+    let fields: Vec<(String, &'a RawValue)> =
+        serde_json::from_str::<RawMap<'a>>(text).map_err(|e| format!("invalid JSON: {e}"))?.0;
+    let is_rrweb = fields.iter().any(|(k, v)| k == "type" && v.get() == "\"rrweb\"");
+    let mut event: Option<&'a RawValue> = None;
+    let mut small = 0usize;
+    let mut obj = Map::new();
+    for (k, v) in fields {
+        if is_rrweb && k == "event" {
+            event = Some(v);
+            continue;
+        }
+        small += k.len() + v.get().len();
+        if small > sizes.max_event_bytes {
+            return Err(format!(
+                "the event has more than {max} bytes of JSON{}, at most {max} allowed",
+                if is_rrweb { " besides its `event`" } else { "" },
+                max = sizes.max_event_bytes,
+            ));
+        }
+        obj.insert(k, serde_json::from_str(v.get()).map_err(|e| format!("invalid JSON: {e}"))?);
+    }
+    let f = Fields { obj: &obj };
     let ty = f.str("type")?.ok_or("field `type` is required")?;
     let project = f.str("project")?.unwrap_or(&defaults.project).to_string();
     let device_id = f.str("device_id")?.unwrap_or(&defaults.device_id).to_string();
@@ -139,18 +214,69 @@ pub fn decode_event(v: &Value, defaults: &Defaults, index: u64, rrweb: &mut Deco
         Some(s) => return Err(format!("field `seq` must not be negative, got {s}")),
         None => index,
     };
-    if ty == "rrweb" {
-        let event = f.get("event").ok_or("field `event` is required for type rrweb")?;
-        let tab = if tab_id.is_empty() { device_id.clone() } else { tab_id };
-        let mut env = rrweb.decode(&project, &device_id, &tab, seq, event).map_err(|e| format!("rrweb event: {e}"))?;
-        if let Some(ts) = f.int("ts")? {
-            env.ts = ts;
+    if is_rrweb {
+        let event = event.ok_or("field `event` is required for type rrweb")?.get();
+        if event.len() > sizes.max_rrweb_event_bytes {
+            return Err(format!(
+                "the rrweb event is {} bytes of JSON, at most {} allowed",
+                event.len(),
+                sizes.max_rrweb_event_bytes
+            ));
         }
-        return Ok(env);
+        let tab = if tab_id.is_empty() { device_id.clone() } else { tab_id };
+        let d = decoders.decode(&project, &device_id, &tab, seq, event).map_err(|e| format!("rrweb event: {e}"))?;
+        let mut envelope = d.envelope;
+        if let Some(ts) = f.int("ts")? {
+            envelope.ts = ts;
+        }
+        return Ok(DecodedEvent { envelope, rrweb: Some(event), note: d.note });
     }
+    if text.len() > sizes.max_event_bytes {
+        return Err(format!("the event is {} bytes of JSON, at most {} allowed", text.len(), sizes.max_event_bytes));
+    }
+    let envelope = decode_sdk(&f, ty, project, device_id, tab_id, seq)?;
+    Ok(DecodedEvent { envelope, rrweb: None, note: None })
+}
+
+/// An object's fields as raw JSON texts, in order.
+struct RawMap<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for RawMap<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawMap<'de>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawMap<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<RawMap<'de>, A::Error> {
+                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
+                    if out.iter().any(|(o, _)| *o == k) {
+                        return Err(serde::de::Error::custom(format!("field `{k}` is given twice")));
+                    }
+                    out.push((k, v));
+                }
+                Ok(RawMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// An SDK event (every type but `rrweb`).
+fn decode_sdk(
+    f: &Fields<'_>,
+    ty: &str,
+    project: String,
+    device_id: String,
+    tab_id: String,
+    seq: u64,
+) -> Result<Envelope, String> {
     let ts = f.need_int("ts")?;
     let url = f.string("url")?;
     let kind = match ty {
+        "page_view" if url.is_empty() => return Err("a page view needs a `url`".into()),
         "page_view" => Kind::PageView(PageView {
             url: url.clone(),
             referrer: f.string("referrer")?,
@@ -179,6 +305,7 @@ pub fn decode_event(v: &Value, defaults: &Defaults, index: u64, rrweb: &mut Deco
                     return Err(format!("field `pointer` must be mouse, touch or pen, got {other:?}"));
                 }
             },
+            no_position: false,
         }),
         "scroll" => {
             Kind::Scroll(Scroll { node: f.u32_or("node", 1)?, x: f.int("x")?.unwrap_or(0) as i32, y: f.i32("y")? })
@@ -232,7 +359,8 @@ mod tests {
 
     fn check(v: Value, expect: Result<(), &str>) {
         let d = Defaults { project: "p".into(), device_id: String::new() };
-        let got = decode_event(&v, &d, 0, &mut Decoder::new());
+        let text = v.to_string();
+        let got = decode_event(&text, &d, 0, &Decoders::default(), &Sizes::default());
         match (got, expect) {
             (Ok(_), Ok(())) => {}
             (Err(e), Err(needle)) => {
@@ -250,7 +378,20 @@ mod tests {
             Err("field `x` must be an integer, got a string"),
         );
         check(json!({"type": "click", "device_id": "d", "ts": 1, "y": 2}), Err("field `x` is required"));
-        check(json!({"type": "page_view", "device_id": "d", "ts": 1, "viewport_width": -5}), Err("viewport_width"));
+        check(
+            json!({"type": "page_view", "device_id": "d", "ts": 1, "url": "/", "viewport_width": -5}),
+            Err("viewport_width"),
+        );
+        check(json!({"type": "page_view", "device_id": "d", "ts": 1}), Err("needs a `url`"));
+        check(
+            json!({"type": "click", "device_id": "d", "ts": 1, "x": 1, "y": 2, "pad": "x".repeat(70_000)}),
+            Err("65536"),
+        );
+        check(
+            json!({"type": "rrweb", "device_id": "d", "event": {"type": 3, "timestamp": 5, "data": {"source": 5, "id": 1, "text": "x".repeat(70_000)}}}),
+            Ok(()),
+        );
+        check(json!({"type": "rrweb", "device_id": "d", "event": {"type": 7, "timestamp": 5, "data": {}}}), Ok(()));
         check(json!({"type": "warp", "device_id": "d", "ts": 1}), Err("unknown event type \"warp\""));
         check(json!({"device_id": "d", "ts": 1}), Err("field `type` is required"));
         check(
@@ -265,6 +406,7 @@ mod tests {
             json!({"type": "rrweb", "device_id": "d", "event": {"type": 4, "timestamp": 5, "data": {"href": "http://x/"}}}),
             Ok(()),
         );
-        check(json!([1]), Err("must be a JSON object"));
+        check(json!([1]), Err("must be a JSON object, got an array"));
+        check(json!(5), Err("must be a JSON object, got a number"));
     }
 }

@@ -56,6 +56,8 @@ pub struct KafkaOptions {
     pub lateness_ms: u64,
     pub clamp_late: bool,
     pub idle_timeout_ms: u64,
+    /// Event times past the server clock plus this count as that.
+    pub max_skew_ms: u64,
 }
 
 /// What can go wrong talking to the broker.
@@ -325,6 +327,7 @@ impl KafkaSink {
             // Events are stamped in the order they came (as the embedded log does), then
             // grouped into one record per device.
             let mut before: BTreeMap<u32, u64> = BTreeMap::new();
+            let cap = now_ms.saturating_add(self.opts.max_skew_ms as i64);
             let mut by_device: BTreeMap<(u32, String, String), Vec<Envelope>> = BTreeMap::new();
             for mut e in events {
                 let p = partition_of(&e.project, &e.device_id, n);
@@ -333,7 +336,10 @@ impl KafkaSink {
                     clock.advance_idle(now_ms.saturating_sub(self.opts.idle_timeout_ms as i64));
                     clock.frontier()
                 });
-                match clock.stamp(e.ts) {
+                if e.ts > cap {
+                    out.future += 1;
+                }
+                match clock.stamp_capped(e.ts, cap) {
                     Stamp::OnTime(t) => e.logical_time = t,
                     Stamp::Clamped(t) => {
                         e.logical_time = t;
@@ -345,6 +351,7 @@ impl KafkaSink {
                     }
                 }
                 out.events += 1;
+                out.visible_at = out.visible_at.max(e.logical_time);
                 by_device.entry((p, e.project.clone(), e.device_id.clone())).or_default().push(e);
             }
             // Every record of this batch holds times at or after the partition frontier
@@ -359,7 +366,11 @@ impl KafkaSink {
                 let record = LogRecord {
                     events: kept,
                     frontier,
-                    batch_id: if batch_id.is_empty() { String::new() } else { format!("{batch_id}#{device}") },
+                    batch_id: if batch_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{:032x}", crate::log::batch_key(&project, &device, batch_id))
+                    },
                     appended_at_ms: now_ms,
                 };
                 let least = record.events.iter().map(|e| e.logical_time).min().unwrap_or(record.frontier);
@@ -852,6 +863,7 @@ mod tests {
             lateness_ms: 1000,
             clamp_late: true,
             idle_timeout_ms: 1000,
+            max_skew_ms: 60_000,
         }
     }
 
@@ -938,6 +950,7 @@ mod tests {
             lateness_ms: 1000,
             clamp_late: true,
             idle_timeout_ms: 1000,
+            max_skew_ms: 60_000,
         })
         .unwrap();
         for d in 0..50 {

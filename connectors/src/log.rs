@@ -10,12 +10,15 @@
 //!
 //! Durability: a record is acknowledged after it is written and, with
 //! [`FsyncPolicy::EveryBatch`], synced. On open, a torn record at the end of a segment
-//! (a crash mid-write) is cut off: it was never acknowledged. Retried batches carry the
-//! same batch id and are appended once per partition.
+//! (a crash mid-write) is cut off: it was never acknowledged. A write that fails (a full
+//! disk) leaves the partition *broken*: nothing more is appended, so nothing more is
+//! acknowledged, until the torn bytes have been cut off again; readers only ever read
+//! committed records, and re-read from disk after such a repair. Retried batches carry
+//! the same batch id and are appended once per (project, device).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -55,6 +58,9 @@ pub struct LogOptions {
     pub clamp_late: bool,
     /// An idle partition's frontier follows the wall clock after this long.
     pub idle_timeout_ms: u64,
+    /// Event times past the server clock plus this count as that (see
+    /// [`Clock::stamp_capped`]).
+    pub max_skew_ms: u64,
 }
 
 /// Everything that can go wrong with the log.
@@ -64,6 +70,11 @@ pub enum LogError {
     Io { path: String, source: std::io::Error },
     #[error("log record at {path} offset {offset} is corrupt: {reason}")]
     Corrupt { path: String, offset: u64, reason: String },
+    #[error(
+        "partition {partition} of the event log cannot be written ({reason}); nothing is accepted \
+         on it until the write succeeds again"
+    )]
+    Broken { partition: u32, reason: String },
 }
 
 fn io(path: &Path, source: std::io::Error) -> LogError {
@@ -78,8 +89,73 @@ pub struct Appended {
     pub clamped: usize,
     /// Late events dropped (the `drop` policy).
     pub dropped: usize,
-    /// Partitions that already held this batch (a retry) and were skipped.
+    /// Devices whose share of this batch was already appended (a retry) and skipped.
     pub duplicate_partitions: usize,
+    /// Events of the batch skipped as already appended.
+    pub duplicate_events: usize,
+    /// The largest logical time given to an accepted event (0 when none): a snapshot
+    /// with `as_of` at or past it reflects every event of the batch.
+    pub visible_at: u64,
+    /// Events dated past the server clock plus the allowed skew (their effect on time
+    /// was capped).
+    pub future: usize,
+}
+
+impl Appended {
+    fn add(&mut self, o: Appended) {
+        self.events += o.events;
+        self.clamped += o.clamped;
+        self.dropped += o.dropped;
+        self.duplicate_partitions += o.duplicate_partitions;
+        self.duplicate_events += o.duplicate_events;
+        self.visible_at = self.visible_at.max(o.visible_at);
+        self.future += o.future;
+    }
+}
+
+/// File operations of the log that tests can make fail, to show that a failed write
+/// (a full disk) loses nothing acknowledged.
+mod faults {
+    use std::fs::File;
+    use std::io::Write;
+
+    #[cfg(test)]
+    thread_local! {
+        /// Bytes the next writes may still write before they fail (`None`: no limit),
+        /// and whether truncation fails too.
+        pub static BUDGET: std::cell::Cell<(Option<usize>, bool)> = const { std::cell::Cell::new((None, false)) };
+    }
+
+    #[cfg(test)]
+    fn disk_full() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device (injected)")
+    }
+
+    pub fn write_all(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let (Some(left), t) = BUDGET.get() {
+            if left < buf.len() {
+                // A partial write, as a full disk leaves it.
+                f.write_all(&buf[..left])?;
+                BUDGET.set((Some(0), t));
+                return Err(disk_full());
+            }
+            BUDGET.set((Some(left - buf.len()), t));
+        }
+        f.write_all(buf)
+    }
+
+    pub fn sync(f: &File) -> std::io::Result<()> {
+        f.sync_data()
+    }
+
+    pub fn truncate(f: &File, len: u64) -> std::io::Result<()> {
+        #[cfg(test)]
+        if BUDGET.get().1 {
+            return Err(disk_full());
+        }
+        f.set_len(len)
+    }
 }
 
 #[derive(Debug)]
@@ -98,11 +174,14 @@ struct Partition {
     segments: Vec<Segment>,
     file: File,
     clock: Clock,
-    /// Recent batch ids, for idempotent retries.
-    recent: HashSet<String>,
-    recent_order: VecDeque<String>,
+    /// Recent batch keys (see [`batch_key`]), for idempotent retries.
+    recent: HashSet<u128>,
+    recent_order: VecDeque<u128>,
     unsynced: bool,
     last_append: Instant,
+    /// Set when a write failed and the segment may end in a torn record: nothing is
+    /// appended until [`Log::repair`] has cut it off.
+    broken: Option<String>,
 }
 
 const RECENT_BATCHES: usize = 100_000;
@@ -113,6 +192,47 @@ struct Shared {
     partition: Mutex<Partition>,
     end: AtomicU64,
     frontier: AtomicU64,
+    /// Bumped whenever bytes past the committed end were cut off: readers then drop
+    /// what they buffered of the active segment.
+    epoch: AtomicU64,
+}
+
+/// A failing partition, as `/health` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub partition: u32,
+    pub reason: String,
+}
+
+/// The key a batch is deduplicated by: the same batch id from another project or
+/// another device is another batch.
+pub fn batch_key(project: &str, device: &str, batch_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(format!("{project}\u{0}{device}\u{0}{batch_id}").as_bytes())
+}
+
+/// The key of a stored record's batch id (written as 32 hex digits; any other text is
+/// hashed, as older logs wrote plain ids).
+fn stored_key(batch_id: &str) -> u128 {
+    if batch_id.len() == 32
+        && let Ok(k) = u128::from_str_radix(batch_id, 16)
+    {
+        return k;
+    }
+    xxhash_rust::xxh3::xxh3_128(batch_id.as_bytes())
+}
+
+/// Longest batch id accepted (bytes).
+pub const MAX_BATCH_ID_BYTES: usize = 128;
+
+/// Checks a client's batch id: at most [`MAX_BATCH_ID_BYTES`] of printable ASCII.
+pub fn check_batch_id(id: &str) -> Result<(), String> {
+    if id.len() > MAX_BATCH_ID_BYTES {
+        return Err(format!("the batch id is {} bytes long, at most {MAX_BATCH_ID_BYTES} allowed", id.len()));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the batch id may hold only printable ASCII characters (no spaces)".into());
+    }
+    Ok(())
 }
 
 /// The log: append from ingest, read from the dataflow.
@@ -121,6 +241,7 @@ pub struct Log {
     opts: Arc<LogOptions>,
     parts: Arc<Vec<Shared>>,
     appended: Arc<(Mutex<u64>, Condvar)>,
+    write_errors: Arc<AtomicU64>,
 }
 
 fn segment_name(base: u64) -> String {
@@ -185,7 +306,7 @@ impl Log {
                 for r in &records {
                     frontier = frontier.max(r.frontier);
                     if !r.batch_id.is_empty() {
-                        recent_order.push_back(r.batch_id.clone());
+                        recent_order.push_back(stored_key(&r.batch_id));
                         if recent_order.len() > RECENT_BATCHES {
                             recent_order.pop_front();
                         }
@@ -213,13 +334,19 @@ impl Log {
                     recent_order,
                     unsynced: false,
                     last_append: Instant::now(),
+                    broken: None,
                 }),
                 end: AtomicU64::new(end),
                 frontier: AtomicU64::new(frontier),
+                epoch: AtomicU64::new(0),
             });
         }
-        let log =
-            Log { opts: Arc::new(opts), parts: Arc::new(parts), appended: Arc::new((Mutex::new(0), Condvar::new())) };
+        let log = Log {
+            opts: Arc::new(opts),
+            parts: Arc::new(parts),
+            appended: Arc::new((Mutex::new(0), Condvar::new())),
+            write_errors: Arc::new(AtomicU64::new(0)),
+        };
         if let FsyncPolicy::Interval(every) = log.opts.fsync {
             let weak = Arc::downgrade(&log.parts);
             std::thread::Builder::new()
@@ -229,9 +356,15 @@ impl Log {
                         for s in parts.iter() {
                             if let Ok(mut p) = s.partition.lock()
                                 && p.unsynced
+                                && p.broken.is_none()
                             {
-                                let _ = p.file.sync_data();
-                                p.unsynced = false;
+                                match p.file.sync_data() {
+                                    Ok(()) => p.unsynced = false,
+                                    Err(e) => {
+                                        tracing::error!(dir = %p.dir.display(), error = %e, "cannot sync the event log");
+                                        p.broken = Some(format!("sync failed: {e}"));
+                                    }
+                                }
                             }
                         }
                         drop(parts);
@@ -257,13 +390,17 @@ impl Log {
     }
 
     /// Appends a batch (stamping logical times), durably per the fsync policy, and
-    /// returns what happened. `batch_id` makes retries idempotent (empty: none).
+    /// returns what happened. `batch_id` makes retries idempotent (empty: none): each
+    /// device's share of a batch is one record, kept once per (project, device, batch id).
+    /// A batch's records in one partition are written with one write, so they are
+    /// appended all or none.
     pub fn append(&self, batch_id: &str, events: Vec<Envelope>, now_ms: i64) -> Result<Appended, LogError> {
         let mut by_part: Vec<Vec<Envelope>> = vec![Vec::new(); self.opts.partitions as usize];
         for e in events {
             let p = self.partition_of(&e.project, &e.device_id);
             by_part[p as usize].push(e);
         }
+        let cap = now_ms.saturating_add(self.opts.max_skew_ms as i64);
         let mut out = Appended::default();
         for (p, events) in by_part.into_iter().enumerate() {
             if events.is_empty() {
@@ -271,47 +408,88 @@ impl Log {
             }
             let shared = &self.parts[p];
             let mut part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
-            let key = format!("{batch_id}#{p}");
-            if !batch_id.is_empty() && part.recent.contains(&key) {
-                out.duplicate_partitions += 1;
-                continue;
-            }
-            part.clock.advance_idle(now_ms.saturating_sub(self.opts.idle_timeout_ms as i64));
-            let mut kept = Vec::with_capacity(events.len());
-            for mut e in events {
-                match part.clock.stamp(e.ts) {
-                    Stamp::OnTime(t) => {
-                        e.logical_time = t;
-                        kept.push(e);
-                    }
+            self.repair(p as u32, shared, &mut part)?;
+            // One record per device, in the order the devices first appear.
+            let mut slot: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+            let mut keys: Vec<Option<u128>> = Vec::new();
+            let mut duplicate: Vec<bool> = Vec::new();
+            let device_of: Vec<usize> = events
+                .iter()
+                .map(|e| {
+                    *slot.entry((e.project.as_str(), e.device_id.as_str())).or_insert_with(|| {
+                        let key = (!batch_id.is_empty()).then(|| batch_key(&e.project, &e.device_id, batch_id));
+                        duplicate.push(key.is_some_and(|k| part.recent.contains(&k)));
+                        keys.push(key);
+                        keys.len() - 1
+                    })
+                })
+                .collect();
+            drop(slot);
+            let mut clock = part.clock.clone();
+            clock.advance_idle(now_ms.saturating_sub(self.opts.idle_timeout_ms as i64));
+            let before = clock.frontier();
+            let mut kept: Vec<Vec<Envelope>> = vec![Vec::new(); keys.len()];
+            let mut stats = Appended::default();
+            // Stamped in arrival order, as they came, then grouped per device.
+            for (mut e, d) in events.into_iter().zip(device_of) {
+                if duplicate[d] {
+                    stats.duplicate_events += 1;
+                    continue;
+                }
+                if e.ts > cap {
+                    stats.future += 1;
+                }
+                match clock.stamp_capped(e.ts, cap) {
+                    Stamp::OnTime(t) => e.logical_time = t,
                     Stamp::Clamped(t) => {
                         e.logical_time = t;
-                        out.clamped += 1;
-                        kept.push(e);
+                        stats.clamped += 1;
                     }
-                    Stamp::Dropped => out.dropped += 1,
+                    Stamp::Dropped => {
+                        stats.dropped += 1;
+                        continue;
+                    }
                 }
+                stats.visible_at = stats.visible_at.max(e.logical_time);
+                stats.events += 1;
+                kept[d].push(e);
             }
-            out.events += kept.len();
-            let record = LogRecord {
-                events: kept,
-                frontier: part.clock.frontier(),
-                batch_id: if batch_id.is_empty() { String::new() } else { key.clone() },
-                appended_at_ms: now_ms,
-            };
-            self.write_record(&mut part, &record)?;
-            if !batch_id.is_empty() {
-                part.recent.insert(key.clone());
-                part.recent_order.push_back(key);
-                if part.recent_order.len() > RECENT_BATCHES
-                    && let Some(old) = part.recent_order.pop_front()
-                {
-                    part.recent.remove(&old);
+            stats.duplicate_partitions = duplicate.iter().filter(|d| **d).count();
+            let fresh: Vec<usize> = (0..keys.len()).filter(|d| !duplicate[*d]).collect();
+            if fresh.is_empty() {
+                out.add(stats);
+                continue;
+            }
+            // Only the last record may announce the frontier after the whole batch: the
+            // others hold times at or after the frontier before it.
+            let records: Vec<LogRecord> = fresh
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| LogRecord {
+                    events: std::mem::take(&mut kept[d]),
+                    frontier: if i + 1 == fresh.len() { clock.frontier() } else { before },
+                    batch_id: keys[d].map(|k| format!("{k:032x}")).unwrap_or_default(),
+                    appended_at_ms: now_ms,
+                })
+                .collect();
+            self.write_records(p as u32, shared, &mut part, &records)?;
+            // Committed: only now do the clock and the dedupe keys move.
+            part.clock = clock;
+            for &d in &fresh {
+                if let Some(k) = keys[d] {
+                    part.recent.insert(k);
+                    part.recent_order.push_back(k);
+                    if part.recent_order.len() > RECENT_BATCHES
+                        && let Some(old) = part.recent_order.pop_front()
+                    {
+                        part.recent.remove(&old);
+                    }
                 }
             }
             let end = part.segments.last().map_or(0, |s| s.base + s.records);
             shared.end.store(end, Ordering::Release);
-            shared.frontier.store(record.frontier, Ordering::Release);
+            shared.frontier.store(part.clock.frontier(), Ordering::Release);
+            out.add(stats);
         }
         let (lock, cvar) = &*self.appended;
         if let Ok(mut n) = lock.lock() {
@@ -321,27 +499,95 @@ impl Log {
         Ok(out)
     }
 
-    fn write_record(&self, part: &mut Partition, record: &LogRecord) -> Result<(), LogError> {
-        let payload = record.encode_to_vec();
-        let mut buf = Vec::with_capacity(payload.len() + 8);
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        buf.extend_from_slice(&payload);
+    /// Writes records (one write, synced per the policy). On failure the partition is
+    /// left broken: its segment may end in a torn record, which [`Log::repair`] cuts off
+    /// before anything else is appended.
+    fn write_records(
+        &self,
+        partition: u32,
+        shared: &Shared,
+        part: &mut Partition,
+        records: &[LogRecord],
+    ) -> Result<(), LogError> {
+        let mut buf = Vec::new();
+        for record in records {
+            let payload = record.encode_to_vec();
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            buf.extend_from_slice(&payload);
+        }
         if part.segments.last().is_some_and(|s| s.bytes > 0 && s.bytes + buf.len() as u64 > self.opts.segment_bytes) {
-            self.roll(part)?;
+            self.roll(part).map_err(|e| self.fail(partition, shared, part, e))?;
         }
         let path = part.segments.last().expect("segment").path.clone();
-        part.file.write_all(&buf).map_err(|e| io(&path, e))?;
-        match self.opts.fsync {
-            FsyncPolicy::EveryBatch => part.file.sync_data().map_err(|e| io(&path, e))?,
-            _ => part.unsynced = true,
+        let written = faults::write_all(&mut part.file, &buf).and_then(|()| match self.opts.fsync {
+            FsyncPolicy::EveryBatch => faults::sync(&part.file),
+            _ => Ok(()),
+        });
+        if let Err(e) = written {
+            return Err(self.fail(partition, shared, part, io(&path, e)));
+        }
+        if self.opts.fsync != FsyncPolicy::EveryBatch {
+            part.unsynced = true;
         }
         let seg = part.segments.last_mut().expect("segment");
         seg.bytes += buf.len() as u64;
-        seg.records += 1;
-        seg.newest_ms = record.appended_at_ms;
+        seg.records += records.len() as u64;
+        seg.newest_ms = records.last().map_or(seg.newest_ms, |r| r.appended_at_ms);
         part.last_append = Instant::now();
         Ok(())
+    }
+
+    /// Marks a partition broken after a failed write, tries to repair it at once, and
+    /// returns the error to answer with (nothing of this append is acknowledged).
+    fn fail(&self, partition: u32, shared: &Shared, part: &mut Partition, e: LogError) -> LogError {
+        tracing::error!(partition, error = %e, "cannot write the event log; refusing appends until it can");
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        part.broken = Some(e.to_string());
+        let _ = self.repair(partition, shared, part);
+        e
+    }
+
+    /// Cuts a broken partition's active segment back to its committed records, so that
+    /// the next record starts where the last acknowledged one ended. Fails (and the
+    /// partition stays broken) while the disk refuses.
+    fn repair(&self, partition: u32, shared: &Shared, part: &mut Partition) -> Result<(), LogError> {
+        let Some(reason) = part.broken.clone() else { return Ok(()) };
+        let seg = part.segments.last().expect("segment");
+        let (path, good) = (seg.path.clone(), seg.bytes);
+        let fixed = faults::truncate(&part.file, good).and_then(|()| part.file.sync_all());
+        match fixed {
+            Ok(()) => {
+                part.broken = None;
+                part.unsynced = false;
+                // Readers drop anything they buffered past the committed end.
+                shared.epoch.fetch_add(1, Ordering::AcqRel);
+                tracing::warn!(partition, path = %path.display(), bytes = good, "event log repaired: the torn tail was cut off");
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("{reason}; the repair failed too: {e}");
+                part.broken = Some(reason.clone());
+                Err(LogError::Broken { partition, reason })
+            }
+        }
+    }
+
+    /// Partitions that cannot be written now, and why.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.parts
+            .iter()
+            .enumerate()
+            .filter_map(|(p, s)| {
+                let part = s.partition.lock().unwrap_or_else(|e| e.into_inner());
+                part.broken.clone().map(|reason| Failure { partition: p as u32, reason })
+            })
+            .collect()
+    }
+
+    /// Failed writes since the log was opened.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
     }
 
     fn roll(&self, part: &mut Partition) -> Result<(), LogError> {
@@ -462,6 +708,7 @@ impl Log {
                     segment_base: u64::MAX,
                     position: 0,
                     frontier: 0,
+                    epoch: 0,
                 })
                 .collect(),
         }
@@ -478,6 +725,8 @@ struct Cursor {
     position: u64,
     /// Frontier of the last record read.
     frontier: u64,
+    /// The partition's repair epoch when the open segment was last positioned.
+    epoch: u64,
 }
 
 /// Reads records of some partitions in order.
@@ -554,6 +803,15 @@ impl Reader {
 
 /// Reads the record at the cursor, opening the right segment when needed.
 fn read_next(shared: &Shared, c: &mut Cursor) -> Result<Option<(LogRecord, usize)>, LogError> {
+    let epoch = shared.epoch.load(Ordering::Acquire);
+    if epoch != c.epoch {
+        // Bytes past the committed end were cut off since this cursor last read: what it
+        // buffered of them is stale (seeking drops a BufReader's buffer).
+        c.epoch = epoch;
+        if let Some(f) = c.file.as_mut() {
+            f.seek(SeekFrom::Start(c.position)).map_err(|e| io(Path::new("log segment"), e))?;
+        }
+    }
     loop {
         if c.file.is_none() {
             // Find the segment holding `c.offset` (or the first retained one after it).
@@ -643,6 +901,7 @@ mod tests {
     use super::*;
     use sightflow_proto::v1::Activity;
     use sightflow_proto::v1::envelope::Kind;
+    use std::io::Write;
 
     fn opts(dir: &Path) -> LogOptions {
         LogOptions {
@@ -656,6 +915,7 @@ mod tests {
             lateness_ms: 1000,
             clamp_late: true,
             idle_timeout_ms: 1000,
+            max_skew_ms: 500,
         }
     }
 
@@ -691,7 +951,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(opts(dir.path())).unwrap();
         for i in 0..30 {
-            log.append(&format!("b{i}"), vec![ev("a", T + i * 50), ev("b", T + i * 50 + 1)], T).unwrap();
+            log.append(&format!("b{i}"), vec![ev("a", T + i * 50), ev("b", T + i * 50 + 1)], T + i * 50 + 1).unwrap();
         }
         let got = read_all(&log);
         assert_eq!(got.len(), 60);
@@ -722,7 +982,7 @@ mod tests {
             let log = Log::open(opts(dir.path())).unwrap();
             p = log.partition_of("p", "a");
             log.append("one", vec![ev("a", T)], T).unwrap();
-            log.append("two", vec![ev("a", T + 5_000)], T).unwrap();
+            log.append("two", vec![ev("a", T + 5_000)], T + 5_000).unwrap();
         }
         // A crash in the middle of writing a third record.
         let seg =
@@ -734,8 +994,8 @@ mod tests {
         assert_eq!(log.end_offsets()[p as usize], 2);
         assert_eq!(log.frontiers()[p as usize], sightflow_config::time::tick_ceil(T + 4_000, 100));
         // A retried batch is not appended again; a new one is.
-        assert_eq!(log.append("two", vec![ev("a", T + 5_000)], T).unwrap().duplicate_partitions, 1);
-        log.append("three", vec![ev("a", T + 6_000)], T).unwrap();
+        assert_eq!(log.append("two", vec![ev("a", T + 5_000)], T + 5_000).unwrap().duplicate_partitions, 1);
+        log.append("three", vec![ev("a", T + 6_000)], T + 6_000).unwrap();
         assert_eq!(read_all(&log).len(), 3);
     }
 
@@ -784,5 +1044,113 @@ mod tests {
         let mut r = log.reader(&[(0, 0)]);
         let b = r.read(100).unwrap();
         assert_eq!(b.records as u64, 20 - log.start_offsets()[0]);
+    }
+
+    fn ev_in(project: &str, device: &str, ts: i64) -> Envelope {
+        Envelope { project: project.into(), ..ev(device, ts) }
+    }
+
+    /// The disk fills in the middle of a record, then refuses even the repair, then
+    /// frees up: nothing is acknowledged while broken, the reader never stalls on the
+    /// torn bytes it may have buffered, and every acknowledged event is read back, live
+    /// and after reopening.
+    #[test]
+    fn a_full_disk_loses_nothing_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.partitions = 1;
+        o.segment_bytes = 1 << 20;
+        let log = Log::open(o.clone()).unwrap();
+        let mut reader = log.reader(&[(0, 0)]);
+        let mut acked = Vec::new();
+        for i in 0..5 {
+            log.append(&format!("a{i}"), vec![ev("a", T + i)], T).unwrap();
+            acked.push(T + i);
+        }
+        assert_eq!(reader.read(100).unwrap().events.len(), 5);
+        // 20 bytes left: the next record is torn.
+        faults::BUDGET.set((Some(20), true));
+        let e = log.append("b0", vec![ev("a", T + 10)], T).unwrap_err();
+        assert!(e.to_string().contains("no space left"), "{e}");
+        assert_eq!(log.failures().len(), 1);
+        // Still full, and the torn tail cannot be cut: refused, not acknowledged.
+        let e = log.append("b1", vec![ev("a", T + 11)], T).unwrap_err();
+        assert!(matches!(e, LogError::Broken { partition: 0, .. }), "{e}");
+        assert_eq!(reader.read(100).unwrap().events.len(), 0, "nothing committed to read");
+        assert_eq!(log.end_offsets(), vec![5]);
+        // Space again: the next append repairs first, then is acknowledged.
+        faults::BUDGET.set((None, false));
+        log.append("b2", vec![ev("a", T + 12)], T).unwrap();
+        acked.push(T + 12);
+        assert!(log.failures().is_empty());
+        assert_eq!(log.write_errors(), 1);
+        let b = reader.read(100).unwrap();
+        assert_eq!(b.events.iter().map(|(_, e)| e.ts).collect::<Vec<_>>(), vec![T + 12]);
+        // The retry of a refused batch is a new batch (it was never appended).
+        log.append("b0", vec![ev("a", T + 10)], T).unwrap();
+        acked.push(T + 10);
+        let got: Vec<i64> = read_all(&log).into_iter().map(|(_, _, ts)| ts).collect();
+        let mut want = acked.clone();
+        want.sort();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, want);
+        drop(reader);
+        drop(log);
+        let log = Log::open(o).unwrap();
+        let mut again: Vec<i64> = read_all(&log).into_iter().map(|(_, _, ts)| ts).collect();
+        again.sort();
+        assert_eq!(again, want, "after reopening");
+    }
+
+    /// A reader that buffered the torn bytes of a failed write reads the record written
+    /// over them after the repair, not the stale bytes.
+    #[test]
+    fn readers_drop_torn_bytes_they_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.partitions = 1;
+        o.segment_bytes = 1 << 20;
+        let log = Log::open(o).unwrap();
+        let mut reader = log.reader(&[(0, 0)]);
+        log.append("", vec![ev("a", T)], T).unwrap();
+        faults::BUDGET.set((Some(30), false));
+        assert!(log.append("", vec![ev("a", T + 1)], T).is_err());
+        faults::BUDGET.set((None, false));
+        // The reader reads the committed record; its buffer may hold the torn bytes.
+        assert_eq!(reader.read(10).unwrap().events.len(), 1);
+        log.append("", vec![ev("zzzz", T + 2)], T).unwrap();
+        let b = reader.read(10).unwrap();
+        assert_eq!(b.events.len(), 1);
+        assert_eq!(b.events[0].1.device_id, "zzzz");
+    }
+
+    #[test]
+    fn batch_ids_are_scoped_by_project_and_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(opts(dir.path())).unwrap();
+        assert_eq!(log.append("1", vec![ev_in("p", "a", T)], T).unwrap().events, 1);
+        let b = log.append("1", vec![ev_in("q", "a", T)], T).unwrap();
+        assert_eq!((b.events, b.duplicate_partitions), (1, 0), "another project's batch 1");
+        let c = log.append("1", vec![ev_in("p", "b", T)], T).unwrap();
+        assert_eq!((c.events, c.duplicate_partitions), (1, 0), "another device's batch 1");
+        // A retry of a batch of two devices where one device's share is a repeat.
+        let d = log.append("1", vec![ev_in("p", "a", T), ev_in("p", "c", T)], T).unwrap();
+        assert_eq!((d.events, d.duplicate_events), (1, 1));
+        assert_eq!(read_all(&log).len(), 4);
+        assert!(check_batch_id(&"x".repeat(MAX_BATCH_ID_BYTES + 1)).unwrap_err().contains("at most 128"));
+        assert!(check_batch_id("a b").is_err());
+        assert!(check_batch_id("0b1f-22").is_ok());
+    }
+
+    #[test]
+    fn a_far_future_event_does_not_hide_later_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(opts(dir.path())).unwrap();
+        let a = log.append("", vec![ev("a", T + 23 * 3_600_000)], T).unwrap();
+        assert_eq!(a.future, 1);
+        assert_eq!(a.visible_at, T as u64 + 500, "stamped at the cap, not a day ahead");
+        let b = log.append("", vec![ev("a", T + 1_000)], T + 1_000).unwrap();
+        assert_eq!((b.clamped, b.visible_at), (0, T as u64 + 1_000), "a present event is on time");
     }
 }

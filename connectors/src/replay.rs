@@ -1,18 +1,24 @@
-//! The replay store: raw rrweb events, kept verbatim as gzip-compressed chunks in an
-//! object store (a local directory by default), read back in order for the player.
+//! The replay store: raw rrweb events, kept verbatim as gzip-compressed chunks in a
+//! local directory, read back chunk by chunk for the player.
 //!
-//! Layout: `replay/{project}/{device}/{tab}/{first_ts}-{last_ts}-{first_seq}.gz`, where
-//! the path segments are hex hashes of the identifiers (so any device id is a safe path)
-//! and each chunk's first line names them. A line is `seq \t ts \t event-json`. The
-//! dataflow never reads this: sessions only tell which device and time range to fetch.
+//! Layout: `{dir}/{project}/{device}/{tab}/{first_ts}-{last_ts}-{first_seq}-{raw_bytes}-{tag}.gz`,
+//! where the directory names are hex hashes of the identifiers (so any device id is a
+//! safe path), `raw_bytes` is the chunk's uncompressed size (so a reader can page a long
+//! session without opening its chunks) and `tag` names the write: a retried batch (same
+//! batch id) writes the same chunk again rather than a second copy. Each chunk's first
+//! line names its project, device and tab, and is checked on reading; then one line per
+//! event, `seq \t ts \t event-json`. The dataflow never reads this: sessions only tell
+//! which device and time range to fetch.
+//!
+//! Durability follows the log's fsync policy: with [`FsyncPolicy::EveryBatch`] a chunk
+//! and its directory are synced before the write returns (before the ingest answer).
 
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use futures::TryStreamExt;
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use crate::log::FsyncPolicy;
 
 /// One stored raw event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,20 +32,29 @@ pub struct RawEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("replay store: {0}")]
-    Store(#[from] object_store::Error),
+    #[error("replay store: cannot {what} {path}: {source}")]
+    Io { what: &'static str, path: String, source: std::io::Error },
     #[error("replay chunk {path} is unreadable: {reason}")]
     Chunk { path: String, reason: String },
 }
 
-/// What reading a session back cost and saved.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReplayStats {
-    pub chunks: usize,
-    /// Compressed bytes read.
-    pub stored_bytes: u64,
-    /// Uncompressed bytes of the chunks.
+fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> ReplayError + 'p {
+    move |source| ReplayError::Io { what, path: path.display().to_string(), source }
+}
+
+/// One stored chunk, as listed (nothing read yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// Path relative to the store.
+    pub path: String,
+    pub tab_hash: String,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub first_seq: u64,
+    /// Uncompressed bytes (from the name).
     pub raw_bytes: u64,
+    /// Compressed bytes on disk.
+    pub stored_bytes: u64,
 }
 
 fn h(s: &str) -> String {
@@ -47,34 +62,51 @@ fn h(s: &str) -> String {
 }
 
 /// The replay store.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ReplayStore {
-    store: Arc<dyn ObjectStore>,
+    dir: PathBuf,
+    fsync: FsyncPolicy,
+    /// Chunks written but not yet synced (the interval policy).
+    unsynced: Mutex<Vec<PathBuf>>,
+    writes: AtomicU64,
+}
+
+/// Parses `{first_ts}-{last_ts}-{first_seq}-{raw_bytes}-{tag}.gz`.
+fn parse_name(name: &str) -> Option<(i64, i64, u64, u64)> {
+    let mut it = name.strip_suffix(".gz")?.split('-');
+    let first = it.next()?.parse().ok()?;
+    let last = it.next()?.parse().ok()?;
+    let seq = it.next()?.parse().ok()?;
+    let raw = it.next()?.parse().ok()?;
+    Some((first, last, seq, raw))
 }
 
 impl ReplayStore {
-    pub fn new(store: Arc<dyn ObjectStore>) -> ReplayStore {
-        ReplayStore { store }
-    }
-
     /// A store in a local directory (created if missing).
-    pub fn local(dir: &std::path::Path) -> Result<ReplayStore, ReplayError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ReplayError::Chunk { path: dir.display().to_string(), reason: e.to_string() })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-        Ok(ReplayStore::new(Arc::new(fs)))
+    pub fn local(dir: &Path, fsync: FsyncPolicy) -> Result<ReplayStore, ReplayError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        Ok(ReplayStore { dir: dir.to_path_buf(), fsync, unsynced: Mutex::new(Vec::new()), writes: AtomicU64::new(0) })
     }
 
-    fn device_prefix(project: &str, device: &str) -> StorePath {
-        StorePath::from(format!("replay/{}/{}", h(project), h(device)))
+    fn device_dir(&self, project: &str, device: &str) -> PathBuf {
+        self.dir.join(h(project)).join(h(device))
     }
 
-    /// Writes one chunk of a tab's events (already in order). Returns the compressed size.
-    pub async fn write(&self, project: &str, device: &str, tab: &str, events: &[RawEvent]) -> Result<u64, ReplayError> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(0) };
+    /// Writes one chunk of a tab's events (in order). `batch` names the ingest batch
+    /// (its batch id and the device), so that a retry replaces the chunk instead of
+    /// adding a copy; without one every write is its own chunk. Returns the compressed
+    /// size.
+    pub fn write(
+        &self,
+        project: &str,
+        device: &str,
+        tab: &str,
+        batch: Option<&str>,
+        events: &[RawEvent],
+    ) -> Result<u64, ReplayError> {
+        let Some(first) = events.first() else { return Ok(0) };
         let first_ts = events.iter().map(|e| e.ts).min().unwrap_or(first.ts);
-        let last_ts = events.iter().map(|e| e.ts).max().unwrap_or(last.ts);
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let last_ts = events.iter().map(|e| e.ts).max().unwrap_or(first.ts);
         let header = serde_json::json!({"project": project, "device": device, "tab": tab});
         let mut text = header.to_string();
         text.push('\n');
@@ -85,115 +117,210 @@ impl ReplayStore {
             text.push_str(e.json.trim());
             text.push('\n');
         }
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let chunk_err = |e: std::io::Error| ReplayError::Chunk { path: "new chunk".into(), reason: e.to_string() };
         enc.write_all(text.as_bytes()).map_err(chunk_err)?;
         let bytes = enc.finish().map_err(chunk_err)?;
-        let path = StorePath::from(format!(
-            "replay/{}/{}/{}/{:016}-{:016}-{:010}.gz",
-            h(project),
-            h(device),
-            h(tab),
+        let tag = match batch {
+            Some(b) => h(&format!("{b}\u{0}{tab}")),
+            None => {
+                let n = self.writes.fetch_add(1, Ordering::Relaxed);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                format!("u{:x}{:x}{:x}", nanos, std::process::id(), n)
+            }
+        };
+        let dir = self.device_dir(project, device).join(h(tab));
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let name = format!(
+            "{:016}-{:016}-{:010}-{:012}-{tag}.gz",
             first_ts.max(0),
             last_ts.max(0),
-            first.seq
-        ));
-        let n = bytes.len() as u64;
-        self.store.put(&path, PutPayload::from(Bytes::from(bytes))).await?;
-        Ok(n)
+            first.seq.min(9_999_999_999),
+            text.len()
+        );
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            if self.fsync == FsyncPolicy::EveryBatch {
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            if self.fsync == FsyncPolicy::EveryBatch {
+                std::fs::File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ReplayError::Io { what: "write", path: path.display().to_string(), source: e });
+        }
+        if let FsyncPolicy::Interval(_) = self.fsync
+            && let Ok(mut u) = self.unsynced.lock()
+        {
+            u.push(path);
+        }
+        Ok(bytes.len() as u64)
     }
 
-    async fn read_chunk(&self, path: &StorePath, stats: &mut ReplayStats) -> Result<Vec<RawEvent>, ReplayError> {
-        let data = self.store.get(path).await?.bytes().await?;
-        stats.chunks += 1;
-        stats.stored_bytes += data.len() as u64;
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&data[..])
-            .read_to_string(&mut text)
-            .map_err(|e| ReplayError::Chunk { path: path.to_string(), reason: e.to_string() })?;
-        stats.raw_bytes += text.len() as u64;
-        let mut lines = text.lines();
-        let header: serde_json::Value = lines
-            .next()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .ok_or_else(|| ReplayError::Chunk { path: path.to_string(), reason: "missing header".into() })?;
-        let tab = header["tab"].as_str().unwrap_or("").to_string();
+    /// Syncs the chunks written since the last call (the interval policy).
+    pub fn sync_pending(&self) -> Result<usize, ReplayError> {
+        let paths = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut dirs = std::collections::BTreeSet::new();
+        for p in &paths {
+            if let Ok(f) = std::fs::File::open(p) {
+                f.sync_all().map_err(io("sync", p))?;
+            }
+            if let Some(d) = p.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for d in dirs {
+            std::fs::File::open(&d).and_then(|f| f.sync_all()).map_err(io("sync", &d))?;
+        }
+        Ok(paths.len())
+    }
+
+    /// Chunks of one device whose time range overlaps `[from, to]`, in time order (then
+    /// tab and sequence number).
+    pub fn chunks(&self, project: &str, device: &str, from: i64, to: i64) -> Result<Vec<ChunkRef>, ReplayError> {
+        let dir = self.device_dir(project, device);
         let mut out = Vec::new();
-        for line in lines {
+        let tabs = match std::fs::read_dir(&dir) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        for tab in tabs.flatten() {
+            let tab_hash = tab.file_name().to_string_lossy().to_string();
+            self.list_tab(&dir, &tab_hash, from, to, &mut out)?;
+        }
+        out.sort_by(|a, b| {
+            (a.first_ts, &a.tab_hash, a.first_seq, &a.path).cmp(&(b.first_ts, &b.tab_hash, b.first_seq, &b.path))
+        });
+        Ok(out)
+    }
+
+    fn list_tab(
+        &self,
+        device_dir: &Path,
+        tab_hash: &str,
+        from: i64,
+        to: i64,
+        out: &mut Vec<ChunkRef>,
+    ) -> Result<(), ReplayError> {
+        let dir = device_dir.join(tab_hash);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some((first_ts, last_ts, first_seq, raw_bytes)) = parse_name(&name) else { continue };
+            if last_ts < from || first_ts > to {
+                continue;
+            }
+            let stored_bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
+            let rel = e.path().strip_prefix(&self.dir).map(|p| p.display().to_string()).unwrap_or(name);
+            out.push(ChunkRef {
+                path: rel,
+                tab_hash: tab_hash.to_string(),
+                first_ts,
+                last_ts,
+                first_seq,
+                raw_bytes,
+                stored_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads one chunk's events (in the order written), checking that its header names
+    /// this project and device.
+    pub fn read_chunk(&self, chunk: &ChunkRef, project: &str, device: &str) -> Result<Vec<RawEvent>, ReplayError> {
+        let path = self.dir.join(&chunk.path);
+        let bad = |reason: String| ReplayError::Chunk { path: chunk.path.clone(), reason };
+        let data = std::fs::read(&path).map_err(io("read", &path))?;
+        let mut text = String::with_capacity(chunk.raw_bytes.min(64 << 20) as usize);
+        flate2::read::GzDecoder::new(&data[..]).read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
+        let mut lines = text.lines();
+        let header: serde_json::Value =
+            lines.next().and_then(|l| serde_json::from_str(l).ok()).ok_or_else(|| bad("missing header".into()))?;
+        if header["project"] != project || header["device"] != device {
+            return Err(bad(format!(
+                "its header names project {} and device {}, not {project:?} and {device:?}",
+                header["project"], header["device"]
+            )));
+        }
+        let tab = header["tab"].as_str().ok_or_else(|| bad("its header names no tab".into()))?.to_string();
+        if h(&tab) != chunk.tab_hash {
+            return Err(bad(format!("its header names tab {tab:?}, which is not the tab it is stored under")));
+        }
+        let mut out = Vec::new();
+        for (i, line) in lines.enumerate() {
             let mut parts = line.splitn(3, '\t');
             let (Some(seq), Some(ts), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(ReplayError::Chunk { path: path.to_string(), reason: "malformed line".into() });
+                return Err(bad(format!("line {} is malformed", i + 2)));
             };
-            out.push(RawEvent {
-                tab: tab.clone(),
-                seq: seq.parse().unwrap_or(0),
-                ts: ts.parse().unwrap_or(0),
-                json: json.to_string(),
-            });
+            let (Ok(seq), Ok(ts)) = (seq.parse(), ts.parse()) else {
+                return Err(bad(format!("line {} has no sequence number and time", i + 2)));
+            };
+            out.push(RawEvent { tab: tab.clone(), seq, ts, json: json.to_string() });
         }
         Ok(out)
     }
 
-    /// Chunk paths of a device whose time range overlaps `[from, to]`.
-    async fn chunks(&self, prefix: &StorePath, from: i64, to: i64) -> Result<Vec<StorePath>, ReplayError> {
-        let metas: Vec<_> = self.store.list(Some(prefix)).try_collect().await?;
-        let mut paths: Vec<StorePath> = metas
-            .into_iter()
-            .map(|m| m.location)
-            .filter(|p| {
-                let name = p.filename().unwrap_or("");
-                let mut it = name.trim_end_matches(".gz").split('-');
-                let first = it.next().and_then(|s| s.parse::<i64>().ok()).unwrap_or(i64::MIN);
-                let last = it.next().and_then(|s| s.parse::<i64>().ok()).unwrap_or(i64::MAX);
-                last >= from && first <= to
-            })
-            .collect();
-        paths.sort();
-        Ok(paths)
-    }
-
-    /// Every stored event of a device with `from <= ts <= to`, in time order (then tab
-    /// and sequence number).
-    pub async fn read_range(
+    /// Every stored event of one tab, in sequence order (to rebuild its node map).
+    /// Unreadable chunks are skipped and returned.
+    pub fn read_tab(
         &self,
         project: &str,
         device: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<(Vec<RawEvent>, ReplayStats), ReplayError> {
-        let mut stats = ReplayStats::default();
+        tab: &str,
+    ) -> Result<(Vec<RawEvent>, Vec<ReplayError>), ReplayError> {
+        let mut chunks = Vec::new();
+        self.list_tab(&self.device_dir(project, device), &h(tab), i64::MIN, i64::MAX, &mut chunks)?;
+        chunks.sort_by(|a, b| (a.first_seq, a.first_ts, &a.path).cmp(&(b.first_seq, b.first_ts, &b.path)));
         let mut events = Vec::new();
-        for path in self.chunks(&Self::device_prefix(project, device), from, to).await? {
-            events.extend(self.read_chunk(&path, &mut stats).await?.into_iter().filter(|e| e.ts >= from && e.ts <= to));
-        }
-        events.sort_by(|a, b| (a.ts, &a.tab, a.seq).cmp(&(b.ts, &b.tab, b.seq)));
-        Ok((events, stats))
-    }
-
-    /// Every stored event of one tab, in sequence order (to rebuild its node map).
-    pub async fn read_tab(&self, project: &str, device: &str, tab: &str) -> Result<Vec<RawEvent>, ReplayError> {
-        let prefix = StorePath::from(format!("replay/{}/{}/{}", h(project), h(device), h(tab)));
-        let mut stats = ReplayStats::default();
-        let mut events = Vec::new();
-        for path in self.chunks(&prefix, i64::MIN, i64::MAX).await? {
-            events.extend(self.read_chunk(&path, &mut stats).await?);
+        let mut skipped = Vec::new();
+        for c in &chunks {
+            match self.read_chunk(c, project, device) {
+                Ok(e) => events.extend(e),
+                Err(e) => skipped.push(e),
+            }
         }
         events.sort_by_key(|e| e.seq);
-        Ok(events)
+        Ok((events, skipped))
     }
 
     /// Deletes chunks whose newest event is older than `before_ts`. Returns how many.
-    pub async fn enforce_retention(&self, before_ts: i64) -> Result<usize, ReplayError> {
-        let metas: Vec<_> = self.store.list(Some(&StorePath::from("replay"))).try_collect().await?;
+    pub fn enforce_retention(&self, before_ts: i64) -> Result<usize, ReplayError> {
         let mut deleted = 0;
-        for m in metas {
-            let name = m.location.filename().unwrap_or("").to_string();
-            let last = name.split('-').nth(1).and_then(|s| s.parse::<i64>().ok()).unwrap_or(i64::MAX);
-            if last < before_ts {
-                self.store.delete(&m.location).await?;
-                deleted += 1;
+        let walk = |d: &Path| std::fs::read_dir(d).map(|r| r.flatten().map(|e| e.path()).collect::<Vec<_>>());
+        for project in walk(&self.dir).map_err(io("list", &self.dir))? {
+            for device in walk(&project).unwrap_or_default() {
+                for tab in walk(&device).unwrap_or_default() {
+                    for chunk in walk(&tab).unwrap_or_default() {
+                        let name = chunk.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                        if parse_name(&name).is_some_and(|(_, last, _, _)| last < before_ts) {
+                            std::fs::remove_file(&chunk).map_err(io("delete", &chunk))?;
+                            deleted += 1;
+                        }
+                    }
+                }
             }
         }
         Ok(deleted)
+    }
+
+    /// Where the store keeps its chunks.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -210,20 +337,60 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn chunks_round_trip_in_order() {
+    fn read(store: &ReplayStore, device: &str, from: i64, to: i64) -> (Vec<RawEvent>, usize) {
+        let chunks = store.chunks("p", device, from, to).unwrap();
+        let mut out = Vec::new();
+        for c in &chunks {
+            out.extend(store.read_chunk(c, "p", device).unwrap().into_iter().filter(|e| e.ts >= from && e.ts <= to));
+        }
+        out.sort_by_key(|e| e.ts);
+        (out, chunks.len())
+    }
+
+    #[test]
+    fn chunks_round_trip_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ReplayStore::local(dir.path()).unwrap();
-        store.write("p", "dev/1", "t1", &[ev("t1", 0, 100), ev("t1", 1, 300)]).await.unwrap();
-        store.write("p", "dev/1", "t2", &[ev("t2", 0, 200)]).await.unwrap();
-        store.write("p", "dev/1", "t1", &[ev("t1", 2, 5_000)]).await.unwrap();
-        store.write("p", "other", "t1", &[ev("t1", 0, 150)]).await.unwrap();
-        let (got, stats) = store.read_range("p", "dev/1", 0, 1_000).await.unwrap();
+        let store = ReplayStore::local(dir.path(), FsyncPolicy::EveryBatch).unwrap();
+        store.write("p", "dev/1", "t1", None, &[ev("t1", 0, 100), ev("t1", 1, 300)]).unwrap();
+        store.write("p", "dev/1", "t2", None, &[ev("t2", 0, 200)]).unwrap();
+        store.write("p", "dev/1", "t1", None, &[ev("t1", 2, 5_000)]).unwrap();
+        store.write("p", "other", "t1", None, &[ev("t1", 0, 150)]).unwrap();
+        let (got, chunks) = read(&store, "dev/1", 0, 1_000);
         assert_eq!(got, vec![ev("t1", 0, 100), ev("t2", 0, 200), ev("t1", 1, 300)]);
-        assert_eq!(stats.chunks, 2, "the chunk after the range is not read");
-        assert!(stats.raw_bytes > 0 && stats.stored_bytes > 0);
-        assert_eq!(store.read_tab("p", "dev/1", "t1").await.unwrap().len(), 3);
-        assert_eq!(store.enforce_retention(1_000).await.unwrap(), 3);
-        assert_eq!(store.read_tab("p", "dev/1", "t1").await.unwrap(), vec![ev("t1", 2, 5_000)]);
+        assert_eq!(chunks, 2, "the chunk after the range is not listed");
+        assert!(store.chunks("p", "dev/1", 0, 1_000).unwrap().iter().all(|c| c.raw_bytes > 0 && c.stored_bytes > 0));
+        assert_eq!(store.read_tab("p", "dev/1", "t1").unwrap().0.len(), 3);
+        assert_eq!(store.enforce_retention(1_000).unwrap(), 3);
+        assert_eq!(store.read_tab("p", "dev/1", "t1").unwrap().0, vec![ev("t1", 2, 5_000)]);
+    }
+
+    #[test]
+    fn a_retried_batch_replaces_its_chunk_and_repeated_seqs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReplayStore::local(dir.path(), FsyncPolicy::Never).unwrap();
+        store.write("p", "d", "t", Some("b1"), &[ev("t", 0, 100)]).unwrap();
+        store.write("p", "d", "t", Some("b1"), &[ev("t", 0, 100)]).unwrap();
+        // Two imports that both start at sequence number 0 are two chunks.
+        store.write("p", "d", "t", None, &[ev("t", 0, 100), ev("t", 1, 101)]).unwrap();
+        store.write("p", "d", "t", None, &[ev("t", 0, 100), ev("t", 1, 101)]).unwrap();
+        assert_eq!(read(&store, "d", 0, 1_000).0.len(), 5);
+    }
+
+    #[test]
+    fn an_unreadable_or_misplaced_chunk_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReplayStore::local(dir.path(), FsyncPolicy::Never).unwrap();
+        store.write("p", "d", "t", None, &[ev("t", 0, 100)]).unwrap();
+        store.write("p", "d", "t", None, &[ev("t", 1, 200)]).unwrap();
+        let chunks = store.chunks("p", "d", 0, 1_000).unwrap();
+        std::fs::write(dir.path().join(&chunks[0].path), b"not gzip").unwrap();
+        let e = store.read_chunk(&chunks[0], "p", "d").unwrap_err();
+        assert!(e.to_string().contains(&chunks[0].path), "{e}");
+        assert_eq!(store.read_chunk(&chunks[1], "p", "d").unwrap().len(), 1);
+        // A chunk copied under another device is refused by its header.
+        let e = store.read_chunk(&chunks[1], "p", "intruder").unwrap_err();
+        assert!(e.to_string().contains("header"), "{e}");
+        let (events, skipped) = store.read_tab("p", "d", "t").unwrap();
+        assert_eq!((events.len(), skipped.len()), (1, 1));
     }
 }

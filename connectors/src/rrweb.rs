@@ -7,17 +7,31 @@
 //! IncrementalSnapshot events, errors from the console plugin (`rrweb/console@1`, level
 //! `error`, message starting `Uncaught`) and from Custom events tagged `error`, and other
 //! Custom events become custom events.
+//!
+//! Every well-formed rrweb event (a JSON object with an integer `type` and a numeric
+//! `timestamp`) decodes, so that it is stored for replay: what the views cannot use
+//! (a type they do not know, a Meta without `href`, a click without coordinates, fields
+//! missing) is still an envelope, with a [`Note`] that names the reason, counted by the
+//! caller. Only text that is not such an event is a [`DecodeError`].
+//!
+//! Events are read with typed serde visitors that never build a JSON tree: a snapshot's
+//! nodes go straight into the node map, whose size is bounded per tab and over all
+//! tabs ([`DecoderLimits`]), so memory follows what is kept, not what was sent.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::{
     Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove, PageView, PointerType,
     Position, Scroll, TouchMove, ViewportResize,
 };
 
-/// Why one rrweb event could not be decoded.
+/// Why a text is not an rrweb event at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct DecodeError {
@@ -28,94 +42,145 @@ fn bad(reason: impl Into<String>) -> DecodeError {
     DecodeError { reason: reason.into() }
 }
 
-/// What the node map remembers of one DOM node.
+/// What the views could not use of a well-formed rrweb event (it is still stored for
+/// replay and counted as activity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Note {
+    /// An event type the views do not know (rrweb 2.x Asset events, later types).
+    UnknownType,
+    /// A Meta event without `href`: a page view with an unknown URL.
+    MetaWithoutHref,
+    /// A click without `x`/`y`: a click, without heat cells or a rage burst.
+    ClickWithoutPosition,
+    /// Fields the event's kind needs are missing or have the wrong type.
+    Incomplete,
+    /// The tab's node map is full: later nodes are not remembered (clicks on them get
+    /// no target).
+    NodeLimit,
+    /// A Custom event's payload was too large for the views (the replay keeps it).
+    PayloadTooLarge,
+}
+
+impl Note {
+    /// A short label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Note::UnknownType => "unknown_type",
+            Note::MetaWithoutHref => "meta_without_href",
+            Note::ClickWithoutPosition => "click_without_position",
+            Note::Incomplete => "incomplete",
+            Note::NodeLimit => "node_limit",
+            Note::PayloadTooLarge => "payload_too_large",
+        }
+    }
+
+    /// Every note, in label order.
+    pub const ALL: [Note; 6] = [
+        Note::ClickWithoutPosition,
+        Note::Incomplete,
+        Note::MetaWithoutHref,
+        Note::NodeLimit,
+        Note::PayloadTooLarge,
+        Note::UnknownType,
+    ];
+}
+
+/// A decoded rrweb event.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub envelope: Envelope,
+    pub note: Option<Note>,
+}
+
+/// Bounds on what a decoder remembers.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderLimits {
+    pub max_nodes_per_tab: usize,
+    pub max_nodes_total: usize,
+    /// Tabs remembered before the least recently used are forgotten.
+    pub max_tabs: usize,
+    /// Longest Custom event payload passed on to the views (bytes).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for DecoderLimits {
+    fn default() -> Self {
+        DecoderLimits {
+            max_nodes_per_tab: 100_000,
+            max_nodes_total: 1_000_000,
+            max_tabs: 50_000,
+            max_payload_bytes: 8192,
+        }
+    }
+}
+
+/// Longest tag, id or class remembered (longer classes are skipped, longer tags and ids
+/// cut).
+const MAX_NAME: usize = 64;
+
+/// An element's role, as far as clicks need it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Role {
+    #[default]
+    None,
+    /// button, link, checkbox, menuitem, ...
+    Clickable,
+    Textbox,
+}
+
+/// What the node map remembers of an element.
 #[derive(Clone, Debug, Default)]
-struct Node {
-    parent: u32,
-    /// Lower-case tag for elements; empty for text and other nodes.
-    tag: String,
-    id_attr: String,
-    classes: Vec<String>,
-    role: String,
-    input_type: String,
+struct Element {
+    /// Lower-case tag.
+    tag: Box<str>,
+    id_attr: Option<Box<str>>,
+    /// The first two classes (selectors use two).
+    classes: Box<[Box<str>]>,
+    role: Role,
+    /// `type` names a non-text input (checkbox, button, ...).
+    non_text_type: bool,
     has_href: bool,
     editable: bool,
     tabindex: bool,
+}
+
+/// One DOM node: its parent, and what an element needs.
+#[derive(Clone, Debug, Default)]
+struct Node {
+    parent: u32,
+    el: Option<Box<Element>>,
 }
 
 /// The DOM of one tab as far as clicks need it.
 #[derive(Default, Debug)]
 pub struct NodeMap {
     nodes: HashMap<u32, Node>,
+    /// Nodes were left out because the map was full.
+    truncated: bool,
+}
+
+fn cut(s: &str) -> Box<str> {
+    let mut end = s.len().min(MAX_NAME);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].into()
 }
 
 impl NodeMap {
     fn clear(&mut self) {
         self.nodes.clear();
-    }
-
-    fn insert_tree(&mut self, node: &Value, parent: u32) {
-        let Some(id) = node.get("id").and_then(Value::as_u64) else {
-            return;
-        };
-        let id = id as u32;
-        let mut n = Node { parent, ..Default::default() };
-        if node.get("type").and_then(Value::as_u64) == Some(2) {
-            n.tag = node.get("tagName").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
-            if let Some(attrs) = node.get("attributes").and_then(Value::as_object) {
-                for (k, v) in attrs {
-                    set_attr(&mut n, k, v);
-                }
-            }
-        }
-        self.nodes.insert(id, n);
-        if let Some(children) = node.get("childNodes").and_then(Value::as_array) {
-            for c in children {
-                self.insert_tree(c, id);
-            }
-        }
-    }
-
-    fn mutate(&mut self, data: &Value) {
-        if let Some(removes) = data.get("removes").and_then(Value::as_array) {
-            for r in removes {
-                if let Some(id) = r.get("id").and_then(Value::as_u64) {
-                    self.nodes.remove(&(id as u32));
-                }
-            }
-        }
-        if let Some(adds) = data.get("adds").and_then(Value::as_array) {
-            for a in adds {
-                let parent = a.get("parentId").and_then(Value::as_u64).unwrap_or(0) as u32;
-                if let Some(node) = a.get("node") {
-                    self.insert_tree(node, parent);
-                }
-            }
-        }
-        if let Some(attrs) = data.get("attributes").and_then(Value::as_array) {
-            for a in attrs {
-                let Some(id) = a.get("id").and_then(Value::as_u64) else {
-                    continue;
-                };
-                let Some(n) = self.nodes.get_mut(&(id as u32)) else {
-                    continue;
-                };
-                if let Some(map) = a.get("attributes").and_then(Value::as_object) {
-                    for (k, v) in map {
-                        set_attr(n, k, v);
-                    }
-                }
-            }
-        }
+        self.nodes.shrink_to(1024);
+        self.truncated = false;
     }
 
     /// The element a click on `id` lands on (text nodes resolve to their parent).
-    fn element(&self, id: u32) -> Option<(u32, &Node)> {
+    fn element(&self, id: u32) -> Option<(u32, &Element)> {
         let mut cur = id;
         for _ in 0..3 {
             let n = self.nodes.get(&cur)?;
-            if !n.tag.is_empty() {
-                return Some((cur, n));
+            if let Some(el) = &n.el {
+                return Some((cur, el));
             }
             cur = n.parent;
         }
@@ -131,17 +196,18 @@ impl NodeMap {
         let mut parts: Vec<String> = Vec::new();
         for _ in 0..5 {
             let Some(n) = self.nodes.get(&cur) else { break };
-            if n.tag.is_empty() || n.tag == "html" || n.tag == "body" {
+            let Some(el) = &n.el else { break };
+            if el.tag.is_empty() || &*el.tag == "html" || &*el.tag == "body" {
                 break;
             }
-            let mut seg = n.tag.clone();
-            if !n.id_attr.is_empty() {
+            let mut seg = el.tag.to_string();
+            if let Some(id) = &el.id_attr {
                 seg.push('#');
-                seg.push_str(&n.id_attr);
+                seg.push_str(id);
                 parts.push(seg);
                 break;
             }
-            for c in n.classes.iter().take(2) {
+            for c in el.classes.iter() {
                 seg.push('.');
                 seg.push_str(c);
             }
@@ -158,27 +224,19 @@ impl NodeMap {
             let Some(n) = self.nodes.get(&cur) else {
                 return false;
             };
-            let clickable_tag = matches!(
-                n.tag.as_str(),
-                "button" | "input" | "select" | "textarea" | "label" | "summary" | "option" | "details"
-            ) || (n.tag == "a" && n.has_href);
-            let clickable_role = matches!(
-                n.role.as_str(),
-                "button"
-                    | "link"
-                    | "checkbox"
-                    | "menuitem"
-                    | "tab"
-                    | "switch"
-                    | "radio"
-                    | "option"
-                    | "combobox"
-                    | "textbox"
-            );
-            if clickable_tag || clickable_role || n.editable || n.tabindex {
-                return true;
+            if let Some(el) = &n.el {
+                let clickable_tag = matches!(
+                    &*el.tag,
+                    "button" | "input" | "select" | "textarea" | "label" | "summary" | "option" | "details"
+                ) || (&*el.tag == "a" && el.has_href);
+                if clickable_tag || el.role != Role::None || el.editable || el.tabindex {
+                    return true;
+                }
+                if &*el.tag == "body" {
+                    return false;
+                }
             }
-            if n.tag == "body" || n.parent == 0 {
+            if n.parent == 0 {
                 return false;
             }
             cur = n.parent;
@@ -187,21 +245,18 @@ impl NodeMap {
     }
 
     fn text_field(&self, id: u32) -> bool {
-        let Some((_, n)) = self.element(id) else {
+        let Some((_, el)) = self.element(id) else {
             return false;
         };
-        match n.tag.as_str() {
+        match &*el.tag {
             "textarea" | "select" => true,
-            "input" => !matches!(
-                n.input_type.as_str(),
-                "checkbox" | "radio" | "button" | "submit" | "reset" | "file" | "image" | "range" | "color" | "hidden"
-            ),
-            _ => n.editable || n.role == "textbox",
+            "input" => !el.non_text_type,
+            _ => el.editable || el.role == Role::Textbox,
         }
     }
 
     fn tag(&self, id: u32) -> String {
-        self.element(id).map(|(_, n)| n.tag.clone()).unwrap_or_default()
+        self.element(id).map(|(_, el)| el.tag.to_string()).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -213,19 +268,406 @@ impl NodeMap {
     }
 }
 
-fn set_attr(n: &mut Node, k: &str, v: &Value) {
-    let s = v.as_str().unwrap_or("");
-    let present = !v.is_null() && v.as_bool() != Some(false);
+fn set_attr(el: &mut Element, k: &str, v: &RawValue) {
+    let text = || serde_json::from_str::<String>(v.get()).ok();
+    let present = || !matches!(v.get(), "null" | "false");
     match k {
-        "id" => n.id_attr = s.to_string(),
-        "class" => n.classes = s.split_whitespace().filter(|c| c.len() <= 40).map(str::to_string).collect(),
-        "role" => n.role = s.to_ascii_lowercase(),
-        "type" => n.input_type = s.to_ascii_lowercase(),
-        "href" => n.has_href = present,
-        "contenteditable" => n.editable = present && s != "false",
-        "tabindex" => n.tabindex = present && s.trim().parse::<i32>().is_ok_and(|t| t >= 0),
+        "id" => el.id_attr = text().filter(|s| !s.is_empty()).map(|s| cut(&s)),
+        "class" => {
+            el.classes = text()
+                .map(|s| s.split_whitespace().filter(|c| c.len() <= 40).take(2).map(Box::from).collect())
+                .unwrap_or_default()
+        }
+        "role" => {
+            el.role = match text().map(|s| s.to_ascii_lowercase()).as_deref() {
+                Some("textbox") => Role::Textbox,
+                Some(
+                    "button" | "link" | "checkbox" | "menuitem" | "tab" | "switch" | "radio" | "option" | "combobox",
+                ) => Role::Clickable,
+                _ => Role::None,
+            }
+        }
+        "type" => {
+            el.non_text_type = matches!(
+                text().map(|s| s.to_ascii_lowercase()).as_deref(),
+                Some(
+                    "checkbox"
+                        | "radio"
+                        | "button"
+                        | "submit"
+                        | "reset"
+                        | "file"
+                        | "image"
+                        | "range"
+                        | "color"
+                        | "hidden"
+                )
+            )
+        }
+        "href" => el.has_href = present(),
+        "contenteditable" => el.editable = present() && text().as_deref() != Some("false"),
+        "tabindex" => {
+            let t = text().or_else(|| Some(v.get().to_string()));
+            el.tabindex = present() && t.is_some_and(|t| t.trim().parse::<i32>().is_ok_and(|t| t >= 0));
+        }
         _ => {}
     }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Inserts a serialized node tree (rrweb's `serializedNodeWithId`) into a node map as it
+/// is read, without building it in memory. Yields the node's id.
+struct NodeSeed<'m> {
+    map: &'m mut NodeMap,
+    parent: u32,
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Option<u32>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<u32>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_> {
+    type Value = Option<u32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an rrweb node")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Option<u32>, A::Error> {
+        let mut id: Option<u32> = None;
+        let mut ty: Option<u64> = None;
+        let mut el = Element::default();
+        let mut children: Vec<u32> = Vec::new();
+        while let Some(key) = m.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "id" => id = m.next_value::<&RawValue>()?.get().parse::<u32>().ok(),
+                "type" => ty = m.next_value::<&RawValue>()?.get().parse::<u64>().ok(),
+                "tagName" => {
+                    if let Some(t) = text(Some(m.next_value::<&RawValue>()?)) {
+                        el.tag = cut(&t.to_ascii_lowercase());
+                    }
+                }
+                "attributes" => m.next_value_seed(AttrsSeed(&mut el))?,
+                "childNodes" => {
+                    m.next_value_seed(ChildrenSeed { map: &mut *self.map, out: &mut children, limit: self.limit })?
+                }
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let Some(id) = id else { return Ok(None) };
+        for c in children {
+            if let Some(n) = self.map.nodes.get_mut(&c) {
+                n.parent = id;
+            }
+        }
+        if self.map.nodes.len() >= self.limit && !self.map.nodes.contains_key(&id) {
+            self.map.truncated = true;
+            return Ok(Some(id));
+        }
+        let el = (ty == Some(2)).then(|| Box::new(el));
+        self.map.nodes.insert(id, Node { parent: self.parent, el });
+        Ok(Some(id))
+    }
+
+    // Anything else where a node belongs is skipped.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Option<u32>, A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<u32>, E> {
+        Ok(None)
+    }
+}
+
+struct ChildrenSeed<'m, 'o> {
+    map: &'m mut NodeMap,
+    out: &'o mut Vec<u32>,
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ChildrenSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ChildrenSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of rrweb nodes")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+        // Children get their parent once the parent's id is read (rrweb writes it last).
+        while let Some(id) = s.next_element_seed(NodeSeed { map: &mut *self.map, parent: 0, limit: self.limit })? {
+            if let Some(id) = id {
+                self.out.push(id);
+            }
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+struct AttrsSeed<'e>(&'e mut Element);
+
+impl<'de> DeserializeSeed<'de> for AttrsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AttrsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an attribute map")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        while let Some(k) = m.next_key::<Key<'de>>()? {
+            let v: &RawValue = m.next_value()?;
+            set_attr(self.0, &k.0, v);
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A number, whatever JSON number form it takes.
+fn num(v: Option<&RawValue>) -> Option<f64> {
+    v.and_then(|v| v.get().parse::<f64>().ok()).filter(|f| f.is_finite())
+}
+
+fn int(v: Option<&RawValue>) -> Option<i64> {
+    num(v).filter(|f| f.abs() < 9.0e15).map(|f| f as i64)
+}
+
+fn text(v: Option<&RawValue>) -> Option<String> {
+    v.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+}
+
+/// The fields every rrweb event has.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// The fields of an IncrementalSnapshot's `data` the views use (each read leniently).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Incremental<'a> {
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+    #[serde(rename = "type", borrow)]
+    ty: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    x: Option<&'a RawValue>,
+    #[serde(borrow)]
+    y: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pointer_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    positions: Option<&'a RawValue>,
+    #[serde(borrow)]
+    width: Option<&'a RawValue>,
+    #[serde(borrow)]
+    height: Option<&'a RawValue>,
+    #[serde(borrow)]
+    adds: Option<&'a RawValue>,
+    #[serde(borrow)]
+    removes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    attributes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    texts: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    href: Option<&'a RawValue>,
+    #[serde(borrow)]
+    width: Option<&'a RawValue>,
+    #[serde(borrow)]
+    height: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Offset<'a> {
+    #[serde(borrow)]
+    top: Option<&'a RawValue>,
+    #[serde(borrow)]
+    left: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct Tagged<'a> {
+    #[serde(borrow)]
+    tag: Option<&'a RawValue>,
+    #[serde(borrow)]
+    plugin: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorPayload<'a> {
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stack: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct ConsolePayload<'a> {
+    #[serde(borrow)]
+    level: Option<&'a RawValue>,
+    #[serde(borrow)]
+    trace: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct PositionIn<'a> {
+    #[serde(borrow)]
+    x: Option<&'a RawValue>,
+    #[serde(borrow)]
+    y: Option<&'a RawValue>,
+    #[serde(rename = "timeOffset", borrow)]
+    time_offset: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Add<'a> {
+    #[serde(rename = "parentId", borrow)]
+    parent_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    node: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct AttrChange<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    attributes: Option<&'a RawValue>,
+}
+
+/// Parses `raw` as `T`, or `T::default()` when it is absent or does not fit.
+fn parse<'a, T: Deserialize<'a> + Default>(raw: Option<&'a RawValue>) -> T {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or_default()
+}
+
+/// Parses `raw` as a list of `T`, skipping elements that do not fit.
+fn list<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Vec<T> {
+    let items: Vec<&'a RawValue> = parse(raw);
+    items.into_iter().filter_map(|r| serde_json::from_str(r.get()).ok()).collect()
+}
+
+fn count(raw: Option<&RawValue>) -> u32 {
+    raw.and_then(|r| serde_json::from_str::<Vec<IgnoredAny>>(r.get()).ok()).map_or(0, |v| v.len() as u32)
 }
 
 /// Per-tab decoding state.
@@ -234,17 +676,30 @@ struct TabState {
     nodes: NodeMap,
     url: String,
     last_used: u64,
+    /// Raw bytes stored for replay (the store's quota per tab).
+    replay_bytes: u64,
 }
 
-/// Tabs kept before the least recently used are forgotten.
-const MAX_TABS: usize = 50_000;
+type TabKey = (String, String, String);
 
-/// Decodes rrweb events, keeping a node map per tab (the most recently used
-/// `MAX_TABS` of them).
-#[derive(Default, Debug)]
+/// Decodes rrweb events, keeping a node map per tab within [`DecoderLimits`].
+#[derive(Debug)]
 pub struct Decoder {
-    tabs: HashMap<(String, String, String), TabState>,
+    tabs: HashMap<TabKey, TabState>,
     clock: u64,
+    limits: DecoderLimits,
+    /// Nodes held over all tabs.
+    nodes: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::with_limits(DecoderLimits::default())
+    }
+}
+
+fn key(project: &str, device: &str, tab: &str) -> TabKey {
+    (project.to_string(), device.to_string(), tab.to_string())
 }
 
 impl Decoder {
@@ -252,214 +707,399 @@ impl Decoder {
         Decoder::default()
     }
 
+    pub fn with_limits(limits: DecoderLimits) -> Decoder {
+        Decoder { tabs: HashMap::new(), clock: 0, limits, nodes: 0 }
+    }
+
     /// Tabs with decoding state.
     pub fn tabs(&self) -> usize {
         self.tabs.len()
     }
 
+    /// DOM nodes held over all tabs.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
     /// Forgets a tab (its node map).
     pub fn forget(&mut self, project: &str, device: &str, tab: &str) {
-        self.tabs.remove(&(project.to_string(), device.to_string(), tab.to_string()));
+        if let Some(t) = self.tabs.remove(&key(project, device, tab)) {
+            self.nodes -= t.nodes.len();
+        }
     }
 
     /// Whether a tab has decoding state (after a restart it has none until its events
     /// are replayed through the decoder again).
     pub fn knows(&self, project: &str, device: &str, tab: &str) -> bool {
-        self.tabs.contains_key(&(project.to_string(), device.to_string(), tab.to_string()))
+        self.tabs.contains_key(&key(project, device, tab))
     }
 
-    fn evict(&mut self) {
-        if self.tabs.len() <= MAX_TABS {
+    /// Counts `bytes` against a tab's replay quota; false when they do not fit.
+    pub fn charge_replay(&mut self, project: &str, device: &str, tab: &str, bytes: u64, quota: u64) -> bool {
+        let t = self.tabs.entry(key(project, device, tab)).or_default();
+        if t.replay_bytes.saturating_add(bytes) > quota {
+            return false;
+        }
+        t.replay_bytes += bytes;
+        true
+    }
+
+    /// Forgets the least recently used tabs (never `keep`) until the limits hold again,
+    /// with room to spare so that this is rare.
+    fn evict(&mut self, keep: &TabKey) {
+        let l = self.limits;
+        if self.tabs.len() <= l.max_tabs && self.nodes <= l.max_nodes_total {
             return;
         }
-        let mut ages: Vec<u64> = self.tabs.values().map(|t| t.last_used).collect();
-        ages.sort_unstable();
-        let cut = ages[ages.len() / 10];
-        self.tabs.retain(|_, t| t.last_used > cut);
+        let mut ages: Vec<(u64, usize, TabKey)> = self
+            .tabs
+            .iter()
+            .filter(|(k, _)| *k != keep)
+            .map(|(k, t)| (t.last_used, t.nodes.len(), k.clone()))
+            .collect();
+        ages.sort_unstable_by_key(|a| a.0);
+        let (tab_goal, node_goal) = (l.max_tabs - l.max_tabs / 10, l.max_nodes_total - l.max_nodes_total / 10);
+        for (_, n, k) in ages {
+            if self.tabs.len() <= tab_goal && self.nodes <= node_goal {
+                break;
+            }
+            self.tabs.remove(&k);
+            self.nodes -= n;
+        }
     }
 
-    /// Decodes one rrweb event into an envelope with the given identity.
+    /// Decodes one rrweb event (its JSON text) into an envelope with the given identity.
     pub fn decode(
         &mut self,
         project: &str,
         device: &str,
         tab: &str,
         seq: u64,
-        event: &Value,
-    ) -> Result<Envelope, DecodeError> {
-        let obj = event.as_object().ok_or_else(|| bad("an rrweb event must be a JSON object"))?;
-        let ty = obj.get("type").and_then(Value::as_u64).ok_or_else(|| bad("rrweb event has no integer `type`"))?;
-        let ts = obj
-            .get("timestamp")
-            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
-            .ok_or_else(|| bad("rrweb event has no numeric `timestamp`"))?;
-        let empty = Value::Null;
-        let data = obj.get("data").unwrap_or(&empty);
-        self.clock += 1;
-        if !self.knows(project, device, tab) {
-            self.evict();
+        raw: &str,
+    ) -> Result<Decoded, DecodeError> {
+        if !raw.trim_start().starts_with('{') {
+            return Err(bad("an rrweb event must be a JSON object"));
         }
-        let state = self.tabs.entry((project.to_string(), device.to_string(), tab.to_string())).or_default();
+        let head: Head<'_> = serde_json::from_str(raw).map_err(|e| bad(format!("invalid rrweb event JSON: {e}")))?;
+        let ty = head
+            .ty
+            .and_then(|v| v.get().parse::<u64>().ok())
+            .ok_or_else(|| bad("rrweb event has no integer `type`"))?;
+        let ts = int(head.timestamp).ok_or_else(|| bad("rrweb event has no numeric `timestamp`"))?;
+        self.clock += 1;
+        let k = key(project, device, tab);
+        if !self.tabs.contains_key(&k) {
+            self.tabs.insert(k.clone(), TabState::default());
+            self.evict(&k);
+        }
+        let limit = self.limits.max_nodes_per_tab;
+        let max_payload = self.limits.max_payload_bytes;
+        let state = self.tabs.get_mut(&k).expect("inserted");
         state.last_used = self.clock;
-        let num = |v: &Value, k: &str| v.get(k).and_then(|x| x.as_f64()).map(|f| f as i64);
-        let need = |v: &Value, k: &str| {
-            num(v, k).ok_or_else(|| bad(format!("rrweb type {ty} event has no numeric `data.{k}`")))
-        };
-        let kind = match ty {
-            4 => {
-                let href =
-                    data.get("href").and_then(Value::as_str).ok_or_else(|| bad("Meta event has no `data.href`"))?;
-                state.url = href.to_string();
-                Kind::PageView(PageView {
-                    url: href.to_string(),
-                    viewport_width: num(data, "width").unwrap_or(0).clamp(0, 100_000) as u32,
-                    viewport_height: num(data, "height").unwrap_or(0).clamp(0, 100_000) as u32,
-                    ..Default::default()
-                })
-            }
-            2 => {
-                let node = data.get("node").ok_or_else(|| bad("FullSnapshot event has no `data.node`"))?;
-                state.nodes.clear();
-                state.nodes.insert_tree(node, 0);
-                let off = data.get("initialOffset");
-                Kind::Snapshot(DomSnapshot {
-                    scroll_x: off.and_then(|o| num(o, "left")).unwrap_or(0) as i32,
-                    scroll_y: off.and_then(|o| num(o, "top")).unwrap_or(0) as i32,
-                })
-            }
-            3 => {
-                let source = need(data, "source")?;
-                match source {
-                    0 => {
-                        state.nodes.mutate(data);
-                        let count = |k: &str| data.get(k).and_then(Value::as_array).map_or(0, |a| a.len() as u32);
-                        Kind::Mutation(DomMutation {
-                            adds: count("adds"),
-                            removes: count("removes"),
-                            attributes: count("attributes"),
-                            texts: count("texts"),
-                        })
-                    }
-                    1 | 6 => {
-                        let positions = data
-                            .get("positions")
-                            .and_then(Value::as_array)
-                            .ok_or_else(|| bad("MouseMove event has no `data.positions` array"))?
-                            .iter()
-                            .filter_map(|p| {
-                                Some(Position {
-                                    x: num(p, "x")? as i32,
-                                    y: num(p, "y")? as i32,
-                                    time_offset: num(p, "timeOffset").unwrap_or(0) as i32,
-                                })
-                            })
-                            .collect();
-                        if source == 1 {
-                            Kind::MouseMove(MouseMove { positions })
-                        } else {
-                            Kind::TouchMove(TouchMove { positions })
-                        }
-                    }
-                    2 => {
-                        let t = need(data, "type")?;
-                        if t == 2 {
-                            let id = num(data, "id").unwrap_or(0) as u32;
-                            let pointer = match num(data, "pointerType") {
-                                Some(2) => PointerType::Touch,
-                                Some(1) => PointerType::Pen,
-                                _ => PointerType::Mouse,
-                            };
-                            Kind::Click(Click {
-                                x: need(data, "x")? as i32,
-                                y: need(data, "y")? as i32,
-                                page_x: None,
-                                page_y: None,
-                                selector: state.nodes.selector(id),
-                                tag: state.nodes.tag(id),
-                                interactive: state.nodes.interactive(id),
-                                text_field: state.nodes.text_field(id),
-                                text: String::new(),
-                                pointer: pointer as i32,
-                            })
-                        } else {
-                            Kind::Activity(Activity { name: format!("mouse_interaction_{t}") })
-                        }
-                    }
-                    3 => Kind::Scroll(Scroll {
-                        node: need(data, "id")? as u32,
-                        x: num(data, "x").unwrap_or(0) as i32,
-                        y: need(data, "y")? as i32,
-                    }),
-                    4 => Kind::Resize(ViewportResize {
-                        width: need(data, "width")?.clamp(0, 100_000) as u32,
-                        height: need(data, "height")?.clamp(0, 100_000) as u32,
-                    }),
-                    5 => Kind::Input(Input { node: num(data, "id").unwrap_or(0) as u32 }),
-                    other => Kind::Activity(Activity { name: format!("incremental_{other}") }),
-                }
-            }
-            5 => {
-                let tag =
-                    data.get("tag").and_then(Value::as_str).ok_or_else(|| bad("Custom event has no `data.tag`"))?;
-                let payload = data.get("payload").unwrap_or(&empty);
-                if tag == "error" {
-                    let field = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    let message = payload.as_str().map(str::to_string).unwrap_or_else(|| field("message"));
-                    Kind::Error(JsError {
-                        message,
-                        source: field("source"),
-                        stack: field("stack"),
-                        fingerprint: String::new(),
-                    })
-                } else {
-                    Kind::Custom(CustomEvent { name: tag.to_string(), properties_json: payload.to_string() })
-                }
-            }
-            6 => {
-                let plugin = data.get("plugin").and_then(Value::as_str).unwrap_or("");
-                match console_error(plugin, data.get("payload").unwrap_or(&empty)) {
-                    Some(e) => Kind::Error(e),
-                    None => Kind::Activity(Activity { name: format!("plugin:{plugin}") }),
-                }
-            }
-            0 | 1 => {
-                Kind::Activity(Activity { name: if ty == 0 { "dom_content_loaded".into() } else { "load".into() } })
-            }
-            other => return Err(bad(format!("unknown rrweb event type {other}"))),
-        };
-        Ok(Envelope {
-            project: project.to_string(),
-            device_id: device.to_string(),
-            tab_id: tab.to_string(),
-            seq,
-            ts,
-            url: state.url.clone(),
-            logical_time: 0,
-            kind: Some(kind),
+        let before = state.nodes.len();
+        let mut note = None;
+        let kind = decode_kind(ty, head.data, state, limit, max_payload, &mut note);
+        let after = state.nodes.len();
+        if state.nodes.truncated && note.is_none() && matches!(kind, Kind::Snapshot(_) | Kind::Mutation(_)) {
+            note = Some(Note::NodeLimit);
+        }
+        let url = state.url.clone();
+        // Only this tab's map changed.
+        self.nodes = self.nodes - before + after;
+        if self.nodes > self.limits.max_nodes_total {
+            self.evict(&k);
+        }
+        Ok(Decoded {
+            envelope: Envelope {
+                project: project.to_string(),
+                device_id: device.to_string(),
+                tab_id: tab.to_string(),
+                seq,
+                ts,
+                url,
+                logical_time: 0,
+                kind: Some(kind),
+            },
+            note,
         })
     }
 }
 
+fn activity(name: impl Into<String>) -> Kind {
+    Kind::Activity(Activity { name: name.into() })
+}
+
+fn decode_kind(
+    ty: u64,
+    data: Option<&RawValue>,
+    state: &mut TabState,
+    limit: usize,
+    max_payload: usize,
+    note: &mut Option<Note>,
+) -> Kind {
+    match ty {
+        4 => {
+            let m: Meta<'_> = parse(data);
+            let href = text(m.href).unwrap_or_default();
+            if href.is_empty() {
+                *note = Some(Note::MetaWithoutHref);
+            }
+            state.url = href.clone();
+            Kind::PageView(PageView {
+                url: href,
+                viewport_width: int(m.width).unwrap_or(0).clamp(0, 100_000) as u32,
+                viewport_height: int(m.height).unwrap_or(0).clamp(0, 100_000) as u32,
+                ..Default::default()
+            })
+        }
+        2 => {
+            #[derive(Deserialize, Default)]
+            #[serde(rename_all = "camelCase")]
+            struct Full<'a> {
+                #[serde(borrow)]
+                node: Option<&'a RawValue>,
+                #[serde(borrow)]
+                initial_offset: Option<&'a RawValue>,
+            }
+            let full: Full<'_> = parse(data);
+            let Some(node) = full.node else {
+                *note = Some(Note::Incomplete);
+                return activity("full_snapshot");
+            };
+            state.nodes.clear();
+            let mut de = serde_json::Deserializer::from_str(node.get());
+            if (NodeSeed { map: &mut state.nodes, parent: 0, limit }).deserialize(&mut de).is_err() {
+                *note = Some(Note::Incomplete);
+            }
+            let off: Offset<'_> = parse(full.initial_offset);
+            Kind::Snapshot(DomSnapshot {
+                scroll_x: int(off.left).unwrap_or(0).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                scroll_y: int(off.top).unwrap_or(0).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+            })
+        }
+        3 => {
+            let d: Incremental<'_> = parse(data);
+            let Some(source) = int(d.source) else {
+                *note = Some(Note::Incomplete);
+                return activity("incremental");
+            };
+            let i32_of = |v: Option<&RawValue>| int(v).map(|v| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
+            match source {
+                0 => {
+                    for r in list::<IdOnly<'_>>(d.removes) {
+                        if let Some(id) = int(r.id) {
+                            state.nodes.nodes.remove(&(id as u32));
+                        }
+                    }
+                    for a in list::<Add<'_>>(d.adds) {
+                        let parent = int(a.parent_id).unwrap_or(0) as u32;
+                        if let Some(node) = a.node {
+                            let mut de = serde_json::Deserializer::from_str(node.get());
+                            let _ = NodeSeed { map: &mut state.nodes, parent, limit }.deserialize(&mut de);
+                        }
+                    }
+                    for a in list::<AttrChange<'_>>(d.attributes) {
+                        let Some(id) = int(a.id) else { continue };
+                        let Some(el) = state.nodes.nodes.get_mut(&(id as u32)).and_then(|n| n.el.as_deref_mut()) else {
+                            continue;
+                        };
+                        if let Some(attrs) = a.attributes {
+                            let mut de = serde_json::Deserializer::from_str(attrs.get());
+                            let _ = AttrsSeed(el).deserialize(&mut de);
+                        }
+                    }
+                    Kind::Mutation(DomMutation {
+                        adds: count(d.adds),
+                        removes: count(d.removes),
+                        attributes: count(d.attributes),
+                        texts: count(d.texts),
+                    })
+                }
+                1 | 6 => {
+                    let Some(raw) = d.positions else {
+                        *note = Some(Note::Incomplete);
+                        return activity("mouse_move");
+                    };
+                    let positions: Vec<Position> = list::<PositionIn<'_>>(Some(raw))
+                        .into_iter()
+                        .filter_map(|p| {
+                            Some(Position {
+                                x: i32_of(p.x)?,
+                                y: i32_of(p.y)?,
+                                time_offset: i32_of(p.time_offset).unwrap_or(0),
+                            })
+                        })
+                        .collect();
+                    if source == 1 {
+                        Kind::MouseMove(MouseMove { positions })
+                    } else {
+                        Kind::TouchMove(TouchMove { positions })
+                    }
+                }
+                2 => {
+                    let Some(t) = int(d.ty) else {
+                        *note = Some(Note::Incomplete);
+                        return activity("mouse_interaction");
+                    };
+                    if t != 2 {
+                        return activity(format!("mouse_interaction_{t}"));
+                    }
+                    let id = int(d.id).unwrap_or(0) as u32;
+                    let pointer = match int(d.pointer_type) {
+                        Some(2) => PointerType::Touch,
+                        Some(1) => PointerType::Pen,
+                        _ => PointerType::Mouse,
+                    };
+                    let (x, y) = (i32_of(d.x), i32_of(d.y));
+                    if x.is_none() || y.is_none() {
+                        *note = Some(Note::ClickWithoutPosition);
+                    }
+                    Kind::Click(Click {
+                        x: x.unwrap_or(0),
+                        y: y.unwrap_or(0),
+                        page_x: None,
+                        page_y: None,
+                        selector: state.nodes.selector(id),
+                        tag: state.nodes.tag(id),
+                        interactive: state.nodes.interactive(id),
+                        text_field: state.nodes.text_field(id),
+                        text: String::new(),
+                        pointer: pointer as i32,
+                        no_position: x.is_none() || y.is_none(),
+                    })
+                }
+                3 => match (int(d.id), i32_of(d.y)) {
+                    (Some(node), Some(y)) => Kind::Scroll(Scroll { node: node as u32, x: i32_of(d.x).unwrap_or(0), y }),
+                    _ => {
+                        *note = Some(Note::Incomplete);
+                        activity("scroll")
+                    }
+                },
+                4 => match (int(d.width), int(d.height)) {
+                    (Some(w), Some(h)) => Kind::Resize(ViewportResize {
+                        width: w.clamp(0, 100_000) as u32,
+                        height: h.clamp(0, 100_000) as u32,
+                    }),
+                    _ => {
+                        *note = Some(Note::Incomplete);
+                        activity("viewport_resize")
+                    }
+                },
+                5 => Kind::Input(Input { node: int(d.id).unwrap_or(0) as u32 }),
+                other => activity(format!("incremental_{other}")),
+            }
+        }
+        5 => {
+            let t: Tagged<'_> = parse(data);
+            let Some(tag) = text(t.tag) else {
+                *note = Some(Note::Incomplete);
+                return activity("custom");
+            };
+            if tag == "error" {
+                let payload = t.payload;
+                let message = text(payload).unwrap_or_else(|| {
+                    let p: ErrorPayload<'_> = parse(payload);
+                    text(p.message).unwrap_or_default()
+                });
+                let p: ErrorPayload<'_> = parse(payload);
+                return Kind::Error(JsError {
+                    message,
+                    source: text(p.source).unwrap_or_default(),
+                    stack: text(p.stack).unwrap_or_default(),
+                    fingerprint: String::new(),
+                });
+            }
+            let mut properties_json = t.payload.map(|p| p.get().to_string()).unwrap_or_default();
+            if properties_json.len() > max_payload {
+                properties_json.clear();
+                *note = Some(Note::PayloadTooLarge);
+            }
+            Kind::Custom(CustomEvent { name: tag, properties_json })
+        }
+        6 => {
+            let t: Tagged<'_> = parse(data);
+            let plugin = text(t.plugin).unwrap_or_default();
+            match console_error(&plugin, t.payload) {
+                Some(e) => Kind::Error(e),
+                None => activity(format!("plugin:{plugin}")),
+            }
+        }
+        0 => activity("dom_content_loaded"),
+        1 => activity("load"),
+        7 => activity("asset"),
+        other => {
+            *note = Some(Note::UnknownType);
+            activity(format!("rrweb_type_{other}"))
+        }
+    }
+}
+
 /// An uncaught error recorded by the console plugin.
-fn console_error(plugin: &str, payload: &Value) -> Option<JsError> {
-    if plugin != "rrweb/console@1" || payload.get("level").and_then(Value::as_str) != Some("error") {
+fn console_error(plugin: &str, payload: Option<&RawValue>) -> Option<JsError> {
+    if plugin != "rrweb/console@1" {
         return None;
     }
-    let first = payload.get("payload").and_then(Value::as_array)?.first()?;
+    let p: ConsolePayload<'_> = parse(payload);
+    if text(p.level).as_deref() != Some("error") {
+        return None;
+    }
+    let args: Vec<&RawValue> = parse(p.payload);
     // The plugin stores each argument as a JSON string of its value.
-    let raw = first.as_str()?;
-    let message = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string());
+    let raw = text(args.first().copied())?;
+    let message = serde_json::from_str::<String>(&raw).unwrap_or(raw);
     if !message.starts_with("Uncaught") {
         return None;
     }
-    let trace: Vec<&str> = payload
-        .get("trace")
-        .and_then(Value::as_array)
-        .map(|t| t.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let trace: Vec<String> = list::<String>(p.trace);
     let source =
         trace.first().map(|f| f.rsplit('(').next().unwrap_or(f).trim_end_matches(')').to_string()).unwrap_or_default();
     Some(JsError { message, source, stack: trace.join("\n"), fingerprint: String::new() })
+}
+
+/// Decoders sharded by device, so that requests for different devices decode in
+/// parallel; each shard gets its part of the limits.
+#[derive(Debug)]
+pub struct Decoders {
+    shards: Vec<Mutex<Decoder>>,
+}
+
+impl Default for Decoders {
+    fn default() -> Self {
+        Decoders::new(1, DecoderLimits::default())
+    }
+}
+
+impl Decoders {
+    pub fn new(shards: usize, limits: DecoderLimits) -> Decoders {
+        let n = shards.max(1);
+        let part = DecoderLimits {
+            max_nodes_per_tab: limits.max_nodes_per_tab,
+            max_nodes_total: (limits.max_nodes_total / n).max(limits.max_nodes_per_tab),
+            max_tabs: (limits.max_tabs / n).max(16),
+            max_payload_bytes: limits.max_payload_bytes,
+        };
+        Decoders { shards: (0..n).map(|_| Mutex::new(Decoder::with_limits(part))).collect() }
+    }
+
+    /// The decoder of a device's tabs.
+    pub fn shard(&self, project: &str, device: &str) -> MutexGuard<'_, Decoder> {
+        let h = xxhash_rust::xxh3::xxh3_64(format!("{project}\u{0}{device}").as_bytes());
+        let i = (h % self.shards.len() as u64) as usize;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decodes one event with its device's decoder.
+    pub fn decode(&self, project: &str, device: &str, tab: &str, seq: u64, raw: &str) -> Result<Decoded, DecodeError> {
+        self.shard(project, device).decode(project, device, tab, seq, raw)
+    }
+
+    /// DOM nodes and tabs held over all shards.
+    pub fn size(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, t), s| {
+            let d = s.lock().unwrap_or_else(|e| e.into_inner());
+            (n + d.nodes(), t + d.tabs())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -467,31 +1107,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn snapshot() -> Value {
-        serde_json::from_str(
-            r#"{"type": 2, "timestamp": 2, "data": {"initialOffset": {"top": 40, "left": 0}, "node": {"type": 0, "id": 1, "childNodes": [
-            {"type": 2, "tagName": "html", "id": 2, "attributes": {}, "childNodes": [
-                {"type": 2, "tagName": "body", "id": 3, "attributes": {}, "childNodes": [
-                    {"type": 2, "tagName": "section", "id": 4, "attributes": {"id": "hero"}, "childNodes": [
-                        {"type": 2, "tagName": "div", "id": 5, "attributes": {"class": "cta big"}, "childNodes": [
-                            {"type": 2, "tagName": "button", "id": 6, "attributes": {}, "childNodes": [{"type": 3, "textContent": "Go", "id": 7}]},
-                            {"type": 2, "tagName": "div", "id": 8, "attributes": {"id": "fake"}, "childNodes": []},
-                            {"type": 2, "tagName": "input", "id": 9, "attributes": {"type": "email"}, "childNodes": []}
-                        ]}
-                    ]}
-                ]}
-            ]}
-        ]}}}"#,
-        )
-        .unwrap()
+    fn snapshot() -> String {
+        r#"{"type": 2, "timestamp": 2, "data": {"initialOffset": {"top": 40, "left": 0}, "node": {"type": 0, "childNodes": [
+            {"type": 2, "tagName": "html", "attributes": {}, "childNodes": [
+                {"type": 2, "tagName": "body", "attributes": {}, "childNodes": [
+                    {"type": 2, "tagName": "section", "attributes": {"id": "hero"}, "childNodes": [
+                        {"type": 2, "tagName": "div", "attributes": {"class": "cta big"}, "childNodes": [
+                            {"type": 2, "tagName": "button", "attributes": {}, "childNodes": [{"type": 3, "textContent": "Go", "id": 7}], "id": 6},
+                            {"type": 2, "tagName": "div", "attributes": {"id": "fake"}, "childNodes": [], "id": 8},
+                            {"type": 2, "tagName": "input", "attributes": {"type": "email"}, "childNodes": [], "id": 9}
+                        ], "id": 5}
+                    ], "id": 4}
+                ], "id": 3}
+            ], "id": 2}
+        ], "id": 1}}}"#
+            .to_string()
     }
 
-    fn click(id: u32) -> Value {
+    fn click(id: u32) -> String {
         json!({"type": 3, "timestamp": 10, "data": {"source": 2, "type": 2, "id": id, "x": 5, "y": 6, "pointerType": 0}})
+            .to_string()
     }
 
     fn decoded_click(d: &mut Decoder, id: u32) -> Click {
-        match d.decode("p", "d", "t", 0, &click(id)).unwrap().kind {
+        match d.decode("p", "d", "t", 0, &click(id)).unwrap().envelope.kind {
             Some(Kind::Click(c)) => c,
             other => panic!("not a click: {other:?}"),
         }
@@ -500,16 +1139,11 @@ mod tests {
     #[test]
     fn clicks_know_their_target() {
         let mut d = Decoder::new();
-        d.decode(
-            "p",
-            "d",
-            "t",
-            0,
-            &json!({"type": 4, "timestamp": 1, "data": {"href": "http://x.test/a", "width": 800, "height": 600}}),
-        )
-        .unwrap();
+        let meta = json!({"type": 4, "timestamp": 1, "data": {"href": "http://x.test/a", "width": 800, "height": 600}});
+        d.decode("p", "d", "t", 0, &meta.to_string()).unwrap();
         let snap = d.decode("p", "d", "t", 1, &snapshot()).unwrap();
-        assert!(matches!(snap.kind, Some(Kind::Snapshot(DomSnapshot { scroll_y: 40, .. }))));
+        assert!(matches!(snap.envelope.kind, Some(Kind::Snapshot(DomSnapshot { scroll_y: 40, .. }))));
+        assert_eq!(snap.note, None);
         let c = decoded_click(&mut d, 7);
         assert_eq!(c.selector, "section#hero > div.cta.big > button");
         assert_eq!(c.tag, "button");
@@ -520,15 +1154,25 @@ mod tests {
         let c = decoded_click(&mut d, 9);
         assert!(c.text_field && c.interactive);
         // A mutation turns the fake div into a button role.
-        d.decode("p", "d", "t", 2, &json!({"type": 3, "timestamp": 11, "data": {"source": 0, "texts": [], "removes": [], "adds": [], "attributes": [{"id": 8, "attributes": {"role": "button"}}]}})).unwrap();
+        let m = json!({"type": 3, "timestamp": 11, "data": {"source": 0, "texts": [], "removes": [], "adds": [], "attributes": [{"id": 8, "attributes": {"role": "button"}}]}});
+        d.decode("p", "d", "t", 2, &m.to_string()).unwrap();
         assert!(decoded_click(&mut d, 8).interactive);
+        // An added subtree hangs under its parent.
+        let m = json!({"type": 3, "timestamp": 12, "data": {"source": 0, "texts": [], "removes": [{"parentId": 5, "id": 9}], "attributes": [],
+            "adds": [{"parentId": 5, "nextId": null, "node": {"type": 2, "tagName": "a", "attributes": {"href": "/x", "class": "nav"}, "childNodes": [{"type": 3, "textContent": "x", "id": 21}], "id": 20}}]}});
+        let e = d.decode("p", "d", "t", 3, &m.to_string()).unwrap();
+        assert!(matches!(e.envelope.kind, Some(Kind::Mutation(DomMutation { adds: 1, removes: 1, .. }))));
+        let c = decoded_click(&mut d, 21);
+        assert_eq!(c.selector, "section#hero > div.cta.big > a.nav");
+        assert!(c.interactive);
+        assert_eq!(decoded_click(&mut d, 9).selector, "", "removed");
     }
 
     #[test]
     fn console_plugin_uncaught_errors() {
         let mut d = Decoder::new();
         let e = json!({"type": 6, "timestamp": 5, "data": {"plugin": "rrweb/console@1", "payload": {"level": "error", "trace": ["HTMLButtonElement.<anonymous> (http://x.test/app.js:26:25)"], "payload": ["\"Uncaught TypeError: boom\""]}}});
-        match d.decode("p", "d", "t", 0, &e).unwrap().kind {
+        match d.decode("p", "d", "t", 0, &e.to_string()).unwrap().envelope.kind {
             Some(Kind::Error(err)) => {
                 assert_eq!(err.message, "Uncaught TypeError: boom");
                 assert_eq!(err.source, "http://x.test/app.js:26:25");
@@ -536,21 +1180,67 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let log = json!({"type": 6, "timestamp": 5, "data": {"plugin": "rrweb/console@1", "payload": {"level": "error", "trace": [], "payload": ["\"handled\""]}}});
-        assert!(matches!(d.decode("p", "d", "t", 0, &log).unwrap().kind, Some(Kind::Activity(_))));
+        assert!(matches!(d.decode("p", "d", "t", 0, &log.to_string()).unwrap().envelope.kind, Some(Kind::Activity(_))));
         let custom = json!({"type": 5, "timestamp": 5, "data": {"tag": "error", "payload": {"message": "x", "source": "s.js", "stack": ""}}});
-        assert!(matches!(d.decode("p", "d", "t", 0, &custom).unwrap().kind, Some(Kind::Error(_))));
+        assert!(matches!(d.decode("p", "d", "t", 0, &custom.to_string()).unwrap().envelope.kind, Some(Kind::Error(_))));
+    }
+
+    fn check(raw: &str, expect: Result<Option<Note>, &str>) {
+        let got = Decoder::new().decode("p", "d", "t", 0, raw);
+        match (got, expect) {
+            (Ok(d), Ok(note)) => assert_eq!(d.note, note, "{raw}"),
+            (Err(e), Err(needle)) => assert!(e.reason.contains(needle), "{raw}: {e} should mention {needle}"),
+            (got, expect) => panic!("{raw}: got {got:?}, expected {expect:?}"),
+        }
     }
 
     #[test]
-    fn malformed_events_say_what_is_wrong() {
-        let mut d = Decoder::new();
-        let e = d
-            .decode("p", "d", "t", 0, &json!({"type": 3, "timestamp": 1, "data": {"source": 3, "id": 1}}))
-            .unwrap_err();
-        assert!(e.reason.contains("data.y"), "{e}");
-        let e = d.decode("p", "d", "t", 0, &json!({"type": 4, "data": {}})).unwrap_err();
-        assert!(e.reason.contains("timestamp"), "{e}");
-        let e = d.decode("p", "d", "t", 0, &json!([1, 2])).unwrap_err();
-        assert!(e.reason.contains("object"), "{e}");
+    fn well_formed_events_always_decode_and_say_what_was_missing() {
+        check(r#"{"type": 7, "timestamp": 1, "data": {"url": "blob:x", "payload": {}}}"#, Ok(None));
+        check(r#"{"type": 42, "timestamp": 1, "data": {}}"#, Ok(Some(Note::UnknownType)));
+        check(
+            r#"{"type": 4, "timestamp": 1, "data": {"href": "", "width": 1, "height": 1}}"#,
+            Ok(Some(Note::MetaWithoutHref)),
+        );
+        check(r#"{"type": 4, "timestamp": 1, "data": {}}"#, Ok(Some(Note::MetaWithoutHref)));
+        check(
+            r#"{"type": 3, "timestamp": 1, "data": {"source": 2, "type": 2, "id": 5}}"#,
+            Ok(Some(Note::ClickWithoutPosition)),
+        );
+        check(r#"{"type": 3, "timestamp": 1, "data": {"source": 3, "id": 1}}"#, Ok(Some(Note::Incomplete)));
+        check(r#"{"type": 3, "timestamp": 1}"#, Ok(Some(Note::Incomplete)));
+        check(
+            r#"{"type": 3, "timestamp": 1.5e12, "data": {"source": 4, "width": "wide", "height": 2}}"#,
+            Ok(Some(Note::Incomplete)),
+        );
+        check(r#"{"type": 4, "data": {}}"#, Err("timestamp"));
+        check(r#"{"type": "4", "timestamp": 1}"#, Err("integer `type`"));
+        check("[1, 2]", Err("object"));
+        check(r#"{"type": 4, "timestamp": 1"#, Err("invalid"));
+    }
+
+    #[test]
+    fn node_maps_are_bounded_per_tab_and_in_all() {
+        let limits =
+            DecoderLimits { max_nodes_per_tab: 50, max_nodes_total: 120, max_tabs: 100, max_payload_bytes: 10 };
+        let mut d = Decoder::with_limits(limits);
+        let children: Vec<String> = (10..200)
+            .map(|i| format!(r#"{{"type": 2, "tagName": "p", "attributes": {{}}, "childNodes": [], "id": {i}}}"#))
+            .collect();
+        let snap = format!(
+            r#"{{"type": 2, "timestamp": 1, "data": {{"node": {{"type": 0, "childNodes": [{}], "id": 1}}}}}}"#,
+            children.join(",")
+        );
+        for tab in ["a", "b", "c", "d"] {
+            let e = d.decode("p", "d", tab, 0, &snap).unwrap();
+            assert_eq!(e.note, Some(Note::NodeLimit));
+            assert!(d.nodes() <= 120, "{} nodes", d.nodes());
+        }
+        assert!(d.tabs() < 4, "the oldest tabs were forgotten");
+        assert!(d.knows("p", "d", "d"), "not the one in use");
+        let big =
+            json!({"type": 5, "timestamp": 1, "data": {"tag": "buy", "payload": {"a": "long enough"}}}).to_string();
+        let e = d.decode("p", "d", "a", 0, &big).unwrap();
+        assert_eq!(e.note, Some(Note::PayloadTooLarge));
     }
 }

@@ -1,7 +1,10 @@
 //! Checks every accepted envelope must pass, with a reason that names the field.
 
-use sightflow_proto::v1::Envelope;
 use sightflow_proto::v1::envelope::Kind;
+use sightflow_proto::v1::{
+    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove, PageExit, PageView,
+    RawRrweb, Scroll, TouchMove, ViewportResize,
+};
 
 /// Bounds on acceptable events.
 #[derive(Clone, Debug)]
@@ -49,61 +52,103 @@ fn id(name: &str, v: &str, limits: &Limits, required: bool) -> Result<(), String
     Ok(())
 }
 
-fn text(name: &str, v: &str, limits: &Limits) -> Result<(), String> {
-    if v.len() > limits.max_text_len {
-        return Err(format!("`{name}` is {} bytes long, at most {} allowed", v.len(), limits.max_text_len));
+fn text(name: &str, v: &str, max: usize) -> Result<(), String> {
+    if v.len() > max {
+        return Err(format!("`{name}` is {} bytes long, at most {max} allowed", v.len()));
     }
     Ok(())
 }
 
-/// Validates one envelope.
+/// Longest short label: a tag, a country code, a fingerprint, an event or activity name.
+pub const MAX_LABEL_BYTES: usize = 256;
+/// Longest page title or user agent.
+pub const MAX_TITLE_BYTES: usize = 2048;
+/// Most positions in one mouse or touch batch.
+pub const MAX_POSITIONS: usize = 10_000;
+
+fn positions(n: usize) -> Result<(), String> {
+    if n > MAX_POSITIONS {
+        return Err(format!("{n} positions in one batch, at most {MAX_POSITIONS} allowed"));
+    }
+    Ok(())
+}
+
+/// Validates one envelope. Every string field of every kind is bounded: the
+/// destructuring below names each field, so a field added to the schema does not
+/// compile until it is bounded here too.
 pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), String> {
-    id("project", &e.project, limits, true)?;
-    id("device_id", &e.device_id, limits, true)?;
-    id("tab_id", &e.tab_id, limits, false)?;
-    if e.ts < limits.min_ts || e.ts > limits.max_ts {
+    let Envelope { project, device_id, tab_id, seq: _, ts, url, logical_time: _, kind } = e;
+    id("project", project, limits, true)?;
+    id("device_id", device_id, limits, true)?;
+    id("tab_id", tab_id, limits, false)?;
+    if *ts < limits.min_ts || *ts > limits.max_ts {
         return Err(format!(
             "`ts` {} is outside the accepted range {}..={} (ms since the Unix epoch)",
-            e.ts, limits.min_ts, limits.max_ts
+            ts, limits.min_ts, limits.max_ts
         ));
     }
-    text("url", &e.url, limits)?;
-    match &e.kind {
+    let long = limits.max_text_len;
+    text("url", url, long)?;
+    match kind {
         None => return Err("the event has no kind".into()),
         Some(Kind::PageView(p)) => {
-            text("url", &p.url, limits)?;
-            text("referrer", &p.referrer, limits)?;
-            text("user_agent", &p.user_agent, limits)?;
-            if p.url.is_empty() && e.url.is_empty() {
-                return Err("a page view needs a `url`".into());
-            }
-            if p.viewport_width > 100_000 || p.viewport_height > 100_000 {
-                return Err(format!("viewport {}x{} is not plausible", p.viewport_width, p.viewport_height));
+            let PageView { url, referrer, viewport_width, viewport_height, user_agent, page_height: _, country, title } =
+                p;
+            text("url", url, long)?;
+            text("referrer", referrer, long)?;
+            text("user_agent", user_agent, MAX_TITLE_BYTES)?;
+            text("title", title, MAX_TITLE_BYTES)?;
+            text("country", country, MAX_LABEL_BYTES)?;
+            if *viewport_width > 100_000 || *viewport_height > 100_000 {
+                return Err(format!("viewport {viewport_width}x{viewport_height} is not plausible"));
             }
         }
         Some(Kind::Click(c)) => {
-            text("selector", &c.selector, limits)?;
-            text("text", &c.text, limits)?;
+            let Click {
+                x: _,
+                y: _,
+                page_x: _,
+                page_y: _,
+                selector,
+                tag,
+                interactive: _,
+                text_field: _,
+                text: t,
+                pointer: _,
+                no_position: _,
+            } = c;
+            text("selector", selector, long)?;
+            text("tag", tag, MAX_LABEL_BYTES)?;
+            text("text", t, long)?;
         }
         Some(Kind::Error(err)) => {
-            text("message", &err.message, limits)?;
-            text("source", &err.source, limits)?;
-            if err.stack.len() > 8 * limits.max_text_len {
-                return Err(format!(
-                    "`stack` is {} bytes long, at most {} allowed",
-                    err.stack.len(),
-                    8 * limits.max_text_len
-                ));
-            }
+            let JsError { message, source, stack, fingerprint } = err;
+            text("message", message, long)?;
+            text("source", source, long)?;
+            text("stack", stack, 8 * long)?;
+            text("fingerprint", fingerprint, MAX_LABEL_BYTES)?;
         }
         Some(Kind::Custom(c)) => {
-            id("name", &c.name, limits, true)?;
-            text("properties", &c.properties_json, limits)?;
+            let CustomEvent { name, properties_json } = c;
+            id("name", name, limits, true)?;
+            text("name", name, MAX_LABEL_BYTES)?;
+            text("properties", properties_json, long)?;
         }
-        Some(Kind::MouseMove(m)) if m.positions.len() > 10_000 => {
-            return Err(format!("{} positions in one mouse-move batch, at most 10000 allowed", m.positions.len()));
+        Some(Kind::Activity(a)) => {
+            let Activity { name } = a;
+            text("name", name, MAX_LABEL_BYTES)?;
         }
-        _ => {}
+        Some(Kind::MouseMove(MouseMove { positions: p })) => positions(p.len())?,
+        Some(Kind::TouchMove(TouchMove { positions: p })) => positions(p.len())?,
+        Some(Kind::Rrweb(RawRrweb { json: _ })) => return Err("a raw rrweb event must be decoded first".into()),
+        Some(
+            Kind::Scroll(Scroll { .. })
+            | Kind::Input(Input { .. })
+            | Kind::Resize(ViewportResize { .. })
+            | Kind::Mutation(DomMutation { .. })
+            | Kind::Exit(PageExit { .. })
+            | Kind::Snapshot(DomSnapshot { .. }),
+        ) => {}
     }
     Ok(())
 }
@@ -130,5 +175,23 @@ mod tests {
         assert!(validate(&env("", 1_795_000_000_000), &l).unwrap_err().contains("device_id"));
         assert!(validate(&env("d", 12), &l).unwrap_err().contains("`ts` 12"));
         assert!(validate(&env("d", 9_999_999_999_999), &l).unwrap_err().contains("outside"));
+    }
+
+    #[test]
+    fn every_text_field_is_bounded() {
+        let l = Limits::any_age(1_795_000_000_000);
+        let big = "x".repeat(1 << 20);
+        let with = |kind: Kind| Envelope { kind: Some(kind), ..env("d", 1_795_000_000_000) };
+        for (e, field) in [
+            (with(Kind::PageView(PageView { url: "/".into(), country: big.clone(), ..Default::default() })), "country"),
+            (with(Kind::PageView(PageView { url: "/".into(), title: big.clone(), ..Default::default() })), "title"),
+            (with(Kind::Click(Click { tag: big.clone(), ..Default::default() })), "tag"),
+            (with(Kind::Error(JsError { fingerprint: big.clone(), ..Default::default() })), "fingerprint"),
+            (with(Kind::Custom(CustomEvent { name: big.clone(), ..Default::default() })), "name"),
+            (with(Kind::Activity(Activity { name: big.clone() })), "name"),
+        ] {
+            let err = validate(&e, &l).unwrap_err();
+            assert!(err.contains(field) && err.contains("at most"), "{field}: {err}");
+        }
     }
 }

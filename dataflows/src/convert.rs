@@ -38,6 +38,7 @@ pub fn envelope_events(env: &Envelope, out: &mut Vec<Event>) {
             page_x: c.page_x.unwrap_or(0),
             page_y: c.page_y.unwrap_or(0),
             has_page: c.page_x.is_some() && c.page_y.is_some(),
+            has_position: !c.no_position,
             selector: Sym::new(&c.selector),
             tag: Sym::new(&c.tag.to_ascii_lowercase()),
             interactive: c.interactive,

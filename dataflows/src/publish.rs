@@ -66,6 +66,8 @@ impl Snapshot {
 struct Shared {
     latest: Arc<Snapshot>,
     closed: bool,
+    /// Tasks waiting (without a thread) for a later snapshot.
+    wakers: Vec<std::task::Waker>,
 }
 
 /// Where snapshots are published and awaited.
@@ -78,7 +80,7 @@ impl Snapshots {
     pub fn new(params: &Params) -> Snapshots {
         Snapshots {
             inner: Arc::new((
-                Mutex::new(Shared { latest: Arc::new(Snapshot::empty(params)), closed: false }),
+                Mutex::new(Shared { latest: Arc::new(Snapshot::empty(params)), closed: false, wakers: Vec::new() }),
                 Condvar::new(),
             )),
         }
@@ -110,6 +112,13 @@ impl Snapshots {
         }
     }
 
+    /// A future that resolves once a snapshot with `as_of >= min_as_of` (or a complete
+    /// one) is published, or with `Err(latest)` once the engine has stopped. It holds no
+    /// thread while it waits; bound its wait with a timer.
+    pub fn wait_async(&self, min_as_of: u64) -> WaitFor {
+        WaitFor { snapshots: self.clone(), min_as_of }
+    }
+
     /// Waits for the final snapshot of a finite input.
     pub fn wait_complete(&self) -> Arc<Snapshot> {
         let (lock, cvar) = &*self.inner;
@@ -124,7 +133,10 @@ impl Snapshots {
         let (lock, cvar) = &*self.inner;
         let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
         g.latest = Arc::new(snap);
+        let wakers = std::mem::take(&mut g.wakers);
+        drop(g);
         cvar.notify_all();
+        wakers.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// No more snapshots will come (the engine stopped).
@@ -132,7 +144,34 @@ impl Snapshots {
         let (lock, cvar) = &*self.inner;
         let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
         g.closed = true;
+        let wakers = std::mem::take(&mut g.wakers);
+        drop(g);
         cvar.notify_all();
+        wakers.into_iter().for_each(std::task::Waker::wake);
+    }
+}
+
+/// See [`Snapshots::wait_async`].
+pub struct WaitFor {
+    snapshots: Snapshots,
+    min_as_of: u64,
+}
+
+impl std::future::Future for WaitFor {
+    type Output = Result<Arc<Snapshot>, Arc<Snapshot>>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let mut g = self.snapshots.inner.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.latest.as_of >= self.min_as_of || g.latest.complete {
+            return std::task::Poll::Ready(Ok(g.latest.clone()));
+        }
+        if g.closed {
+            return std::task::Poll::Ready(Err(g.latest.clone()));
+        }
+        // Woken at the next publish (which drains the list); a task is polled once per
+        // wake, so it is listed about once.
+        g.wakers.push(cx.waker().clone());
+        std::task::Poll::Pending
     }
 }
 

@@ -86,6 +86,7 @@ fn scenario(rng: &mut StdRng, devices: usize) -> Vec<Envelope> {
                     text_field: rng.random_bool(0.15),
                     page_x: if rng.random_bool(0.1) { Some(5) } else { None },
                     page_y: if rng.random_bool(0.1) { Some(900) } else { None },
+                    no_position: rng.random_bool(0.05),
                     ..Default::default()
                 }),
                 36..=50 => Kind::Scroll(Scroll {

@@ -272,6 +272,8 @@ struct Burst {
     last_eff: i64,
     x: i32,
     y: i32,
+    /// The first click's position is known: only then can others join it.
+    positioned: bool,
     selector: Sym,
     count: u32,
 }
@@ -706,21 +708,25 @@ impl Device {
                 if let Some(page) = &mut tab.page {
                     page.clicks += 1;
                     let (px, py) = if c.has_page { (c.page_x, c.page_y) } else { (c.x + page.doc_x, c.y + page.doc_y) };
-                    out.heat(
-                        HeatRow {
-                            project,
-                            url,
-                            kind: HeatKind::Click,
-                            viewport_bucket: p.viewport_bucket(page.width),
-                            cell_x: px.div_euclid(p.cell),
-                            cell_y: py.div_euclid(p.cell),
-                        },
-                        1,
-                    );
+                    if c.has_position {
+                        out.heat(
+                            HeatRow {
+                                project,
+                                url,
+                                kind: HeatKind::Click,
+                                viewport_bucket: p.viewport_bucket(page.width),
+                                cell_x: px.div_euclid(p.cell),
+                                cell_y: py.div_euclid(p.cell),
+                            },
+                            1,
+                        );
+                    }
                     // Rage: consecutive clicks close in time and space.
                     let joins = page.burst.as_ref().is_some_and(|b| {
                         eff - b.last_eff <= p.rage_gap
-                            && sq((c.x - b.x) as i64) + sq((c.y - b.y) as i64) <= p.rage_radius2
+                            && c.has_position
+                            && b.positioned
+                            && sq(c.x as i64 - b.x as i64) + sq(c.y as i64 - b.y as i64) <= p.rage_radius2
                     });
                     if joins {
                         let b = page.burst.as_mut().expect("burst");
@@ -740,6 +746,7 @@ impl Device {
                             last_eff: eff,
                             x: c.x,
                             y: c.y,
+                            positioned: c.has_position,
                             selector: c.selector,
                             count: 1,
                         });

@@ -119,6 +119,9 @@ pub struct Click {
     pub page_x: i32,
     pub page_y: i32,
     pub has_page: bool,
+    /// Where the click was is known (rrweb's x/y are optional): a click without a
+    /// position adds no heat cell and joins no rage burst.
+    pub has_position: bool,
     pub selector: Sym,
     pub tag: Sym,
     pub interactive: bool,

@@ -450,7 +450,7 @@ fn device(
         let pg = &pages[pi];
         let bucket = p.viewport_bucket(a.width);
         match a.ev.kind {
-            Kind::Click(c) => {
+            Kind::Click(c) if c.has_position => {
                 let (px, py) = if c.has_page { (c.page_x, c.page_y) } else { (c.x + a.doc.0, c.y + a.doc.1) };
                 *v.heatmap_cells
                     .entry(HeatRow {
@@ -504,7 +504,9 @@ fn device(
             let mut end = k + 1;
             while end < clicks.len() {
                 let (t, c) = clicks[end];
-                let near = ((c.x - first.x) as i64).pow(2) + ((c.y - first.y) as i64).pow(2) <= p.rage_radius2;
+                let near = c.has_position
+                    && first.has_position
+                    && (c.x as i64 - first.x as i64).pow(2) + (c.y as i64 - first.y as i64).pow(2) <= p.rage_radius2;
                 if t - clicks[end - 1].0 <= p.rage_gap && near {
                     end += 1;
                 } else {

@@ -86,13 +86,29 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
-/// RFC 4180 CSV with a header line.
+/// A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a leading
+/// tab or carriage return) gets a leading `'`, as OWASP advises for CSV exports; numbers
+/// are left as they are.
+fn neutralise(s: String) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s }
+}
+
+/// RFC 4180 CSV with a header line; text cells are neutralised against formula
+/// injection.
 pub fn to_csv(r: &QueryResult) -> String {
-    let mut out = columns(r).iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",");
+    let mut out = columns(r).into_iter().map(|c| csv_field(&neutralise(c))).collect::<Vec<_>>().join(",");
     out.push('\n');
     for b in &r.batches {
         for row in 0..b.num_rows() {
-            let line: Vec<String> = b.columns().iter().map(|c| csv_field(&text(c.as_ref(), row))).collect();
+            let line: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    let t = text(c.as_ref(), row);
+                    let is_text = matches!(c.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+                    csv_field(&if is_text { neutralise(t) } else { t })
+                })
+                .collect();
             out.push_str(&line.join(","));
             out.push('\n');
         }

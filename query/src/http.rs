@@ -6,15 +6,18 @@
 //! | `POST /api/v1/track` | a batch of events for one project key |
 //! | `POST /api/v1/projects/{key}/devices/{device}/rrweb` | raw rrweb import |
 //! | `POST /api/v1/query` | SQL over the live views, `{"sql", "min_as_of"}` |
-//! | `GET /api/v1/sessions/{id}/replay` | a session's rrweb events in order |
+//! | `GET /api/v1/sessions/{id}/replay` | a session's rrweb events, in pages |
 //! | `GET /health`, `GET /metrics` | readiness and Prometheus metrics |
+//!
+//! Every error, axum's own rejections included, is a JSON object `{"error": reason}`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +28,7 @@ use serde_json::{Value, json};
 use sightflow_dataflows::{Snapshot, Snapshots};
 
 use crate::format;
+use crate::pool::{PoolError, QueryPool};
 use crate::sql::{QueryError, QueryLimits, execute};
 
 /// An API error with its status.
@@ -35,9 +39,17 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     PayloadTooLarge(String),
-    TooManyRequests { message: String, retry_after_s: u64 },
+    TooManyRequests {
+        message: String,
+        retry_after_s: u64,
+    },
     Timeout(String),
     Unavailable(String),
+    /// Unavailable for a while: retry after this many seconds.
+    Overloaded {
+        message: String,
+        retry_after_s: u64,
+    },
     GatewayTimeout(String),
     Internal(String),
 }
@@ -52,13 +64,14 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn message(&self) -> &str {
+    /// The reason given to the client.
+    pub fn message(&self) -> &str {
         match self {
             ApiError::BadRequest(m)
             | ApiError::Unauthorized(m)
@@ -69,7 +82,7 @@ impl ApiError {
             | ApiError::Unavailable(m)
             | ApiError::GatewayTimeout(m)
             | ApiError::Internal(m) => m,
-            ApiError::TooManyRequests { message, .. } => message,
+            ApiError::TooManyRequests { message, .. } | ApiError::Overloaded { message, .. } => message,
         }
     }
 }
@@ -77,7 +90,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(json!({ "error": self.message() }))).into_response();
-        if let ApiError::TooManyRequests { retry_after_s, .. } = &self
+        if let ApiError::TooManyRequests { retry_after_s, .. } | ApiError::Overloaded { retry_after_s, .. } = &self
             && let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -107,6 +120,17 @@ pub struct TrackReport {
     pub dropped: usize,
     /// The request repeated a batch id already appended.
     pub duplicate: bool,
+    /// Read your writes: a query with `min_as_of` at least this sees every accepted
+    /// event of this request (the logical time they were given, late ones included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_as_of: Option<u64>,
+    /// Raw rrweb events kept (for replay, and counted as activity) that the views could
+    /// not fully use, counted by reason.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unanalysed: BTreeMap<String, usize>,
+    /// Accepted events whose raw rrweb was not stored for replay, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_stored: Vec<RejectedEvent>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -125,13 +149,13 @@ pub struct RrwebImport {
     pub batch_id: String,
 }
 
-/// A session's replay.
-#[derive(Clone, Debug, Default)]
-pub struct Replay {
-    /// rrweb event JSON texts, in order.
-    pub events: Vec<String>,
-    pub stored_bytes: u64,
+/// One stored chunk of a device's replay, as listed.
+#[derive(Clone, Debug)]
+pub struct ReplayChunk {
+    /// Opaque to the HTTP layer.
+    pub id: String,
     pub raw_bytes: u64,
+    pub stored_bytes: u64,
 }
 
 /// Readiness.
@@ -139,35 +163,58 @@ pub struct Replay {
 pub struct Health {
     /// The dataflow has caught up with the log as it was at start-up.
     pub ready: bool,
+    /// Something is failing (the log cannot be written, ...): `/health` answers 503 with
+    /// the reasons.
+    pub failures: Vec<String>,
     pub details: Value,
 }
+
+/// Charges a decoded request's events to its project's rate limit before anything is
+/// appended; the number given is the count of events the request would append.
+pub type Admit = Box<dyn FnOnce(usize) -> Result<(), ApiError> + Send>;
 
 /// What the HTTP layer needs from the rest of the system.
 pub trait Backend: Send + Sync + 'static {
     /// The policy of a project key, if it exists.
     fn project(&self, key: &str) -> Option<ProjectPolicy>;
-    /// Decodes, validates and durably appends a `/track` body for `project`.
+    /// Whether some project accepts browsers from `origin` (for preflights that do not
+    /// name a key: a browser cannot send the key header's value in a preflight).
+    fn origin_allowed_anywhere(&self, origin: &str) -> bool;
+    /// Decodes, validates and durably appends a `/track` body for `project`, calling
+    /// `admit` with the number of events before appending.
     fn track(
         &self,
         project: String,
         content_type: Option<String>,
         batch_id: String,
         body: Bytes,
+        admit: Admit,
     ) -> impl std::future::Future<Output = Result<TrackReport, ApiError>> + Send;
     /// Decodes and appends a raw rrweb import chunk.
     fn import_rrweb(
         &self,
         import: RrwebImport,
         body: Bytes,
+        admit: Admit,
     ) -> impl std::future::Future<Output = Result<TrackReport, ApiError>> + Send;
-    /// The stored rrweb events of a device within a time range.
-    fn replay(
+    /// The stored replay chunks of a device overlapping a time range, in time order.
+    fn replay_chunks(
         &self,
         project: String,
         device: String,
         from_ts: i64,
         to_ts: i64,
-    ) -> impl std::future::Future<Output = Result<Replay, ApiError>> + Send;
+    ) -> impl std::future::Future<Output = Result<Vec<ReplayChunk>, ApiError>> + Send;
+    /// The rrweb event texts of one chunk within the time range, in order, or why the
+    /// chunk cannot be read.
+    fn replay_chunk(
+        &self,
+        project: String,
+        device: String,
+        chunk: ReplayChunk,
+        from_ts: i64,
+        to_ts: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, String>> + Send;
     fn health(&self) -> Health;
     /// Prometheus text exposition of the backend's metrics.
     fn metrics(&self) -> String;
@@ -178,13 +225,41 @@ pub trait Backend: Send + Sync + 'static {
 pub struct HttpLimits {
     /// Largest request body (compressed), 413 above.
     pub max_body_bytes: usize,
+    /// Time a client has to send its whole body.
+    pub body_timeout: Duration,
     pub query: QueryLimits,
-    /// How long `min_as_of` may wait for the views.
+    /// Queries run at once, and queued beyond that.
+    pub query_threads: usize,
+    pub query_queue: usize,
+    /// How long `min_as_of` may wait for the views, and how many may wait at once.
     pub max_wait: Duration,
+    pub max_waiters: usize,
     /// Requests per second per client IP (0: unlimited).
     pub per_ip_per_s: f64,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// The engine's tick: an event at time `t` is reflected from `as_of >= tick_ceil(t)`.
     pub tick_ms: u64,
+    /// Raw rrweb bytes per replay page.
+    pub max_page_bytes: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 5 << 20,
+            body_timeout: Duration::from_secs(30),
+            query: QueryLimits::default(),
+            query_threads: 2,
+            query_queue: 32,
+            max_wait: Duration::from_secs(10),
+            max_waiters: 1024,
+            per_ip_per_s: 0.0,
+            trusted_proxies: Vec::new(),
+            tick_ms: 100,
+            max_page_bytes: 64 << 20,
+        }
+    }
 }
 
 /// The router's shared state.
@@ -192,19 +267,23 @@ pub struct AppState<B> {
     pub backend: Arc<B>,
     pub snapshots: Snapshots,
     pub limits: HttpLimits,
-    /// Queries run here, apart from the runtime serving requests.
-    pub query_runtime: tokio::runtime::Handle,
+    /// Where queries run, apart from the threads serving requests and ingest.
+    pub pool: QueryPool,
     limiter: Mutex<RateLimiter>,
+    waiters: AtomicUsize,
 }
 
 impl<B> AppState<B> {
-    pub fn new(
-        backend: Arc<B>,
-        snapshots: Snapshots,
-        limits: HttpLimits,
-        query_runtime: tokio::runtime::Handle,
-    ) -> AppState<B> {
-        AppState { backend, snapshots, limits, query_runtime, limiter: Mutex::new(RateLimiter::default()) }
+    pub fn new(backend: Arc<B>, snapshots: Snapshots, limits: HttpLimits) -> AppState<B> {
+        let pool = QueryPool::new(limits.query_threads, limits.query_queue, limits.query_threads.max(2));
+        AppState {
+            backend,
+            snapshots,
+            limits,
+            pool,
+            limiter: Mutex::new(RateLimiter::default()),
+            waiters: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -214,12 +293,24 @@ struct RateLimiter {
     buckets: HashMap<String, (f64, Instant)>,
 }
 
+/// Why a bucket refused.
+#[derive(Debug, PartialEq)]
+enum Refused {
+    /// Retry in this many seconds.
+    Wait(u64),
+    /// The cost is more than the bucket ever holds.
+    TooBig,
+}
+
 impl RateLimiter {
-    /// Takes `cost` tokens from the bucket `key` refilled at `rate`/s with a burst of
-    /// one second; `Err(seconds to wait)` when empty.
-    fn take(&mut self, key: String, rate: f64, cost: f64) -> Result<(), u64> {
+    /// Takes `cost` tokens from the bucket `key` refilled at `rate`/s that holds one
+    /// second's worth.
+    fn take(&mut self, key: String, rate: f64, cost: f64) -> Result<(), Refused> {
         if rate <= 0.0 {
             return Ok(());
+        }
+        if cost > rate {
+            return Err(Refused::TooBig);
         }
         let now = Instant::now();
         if self.buckets.len() > 100_000 {
@@ -228,11 +319,11 @@ impl RateLimiter {
         let (tokens, at) = self.buckets.entry(key).or_insert((rate, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
         *at = now;
-        if *tokens >= cost.min(rate) {
+        if *tokens >= cost {
             *tokens -= cost;
             Ok(())
         } else {
-            Err(((cost.min(rate) - *tokens) / rate).ceil().max(1.0) as u64)
+            Err(Refused::Wait(((cost - *tokens) / rate).ceil().max(1.0) as u64))
         }
     }
 }
@@ -265,7 +356,37 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/v1/sessions/{id}/replay", get(replay::<B>))
         .route("/health", get(health::<B>))
         .route("/metrics", get(metrics::<B>))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {} {}", req.method(), req.uri().path()))
+}
+
+/// Turns any error answer that is not JSON (axum's rejections of a bad query string,
+/// path or body, 405s) into the JSON error shape, keeping its status and headers.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let mut reason = text.unwrap_or_default().trim().to_string();
+    if reason.is_empty() {
+        reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+    }
+    let body = json!({ "error": reason }).to_string();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
 }
 
 #[derive(Deserialize, Default)]
@@ -280,17 +401,27 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn client_ip(headers: &HeaderMap, addr: Option<SocketAddr>) -> String {
-    // Behind a proxy the first X-Forwarded-For hop is the client.
-    header_str(headers, "x-forwarded-for")
-        .and_then(|v| v.split(',').next())
-        .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        .map(|ip| ip.to_string())
-        .or_else(|| addr.map(|a| a.ip().to_string()))
-        .unwrap_or_else(|| "unknown".into())
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not one.
+fn client_ip(headers: &HeaderMap, addr: Option<SocketAddr>, trusted: &[(IpAddr, u8)]) -> String {
+    let Some(peer) = addr.map(|a| a.ip()) else { return "unknown".into() };
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| sightflow_config::cidr_contains(*net, ip));
+    if !is_trusted(peer) {
+        return peer.to_string();
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect();
+    // The rightmost hop not added by a trusted proxy is the client.
+    hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer).to_string()
 }
 
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(req: Request, limits: &HttpLimits) -> Result<Bytes, ApiError> {
+    let limit = limits.max_body_bytes;
     if let Some(len) =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
         && len > limit
@@ -299,9 +430,23 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
             "request body of {len} bytes exceeds the limit of {limit} bytes"
         )));
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes")))
+    match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(req.into_body(), limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit exceeded"))
+                || e.to_string().contains("length limit exceeded");
+            if too_big {
+                Err(ApiError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes")))
+            } else {
+                Err(ApiError::BadRequest(format!("cannot read the request body: {e}")))
+            }
+        }
+        Err(_) => Err(ApiError::Timeout(format!(
+            "the request body did not arrive within {} ms",
+            limits.body_timeout.as_millis()
+        ))),
+    }
 }
 
 /// Authorises a project key and a browser origin; returns the CORS header to send.
@@ -326,41 +471,68 @@ fn with_cors(mut resp: Response, cors: Option<HeaderValue>) -> Response {
     if let Some(origin) = cors {
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after, x-sightflow-as-of"));
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     resp
 }
 
-fn rate_limit<B>(
-    state: &AppState<B>,
-    ip: &str,
-    project: &str,
-    policy: &ProjectPolicy,
-    events: f64,
-) -> Result<(), ApiError> {
+fn ip_limit<B>(state: &AppState<B>, ip: &str) -> Result<(), ApiError> {
     let mut limiter = state.limiter.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(wait) = limiter.take(format!("ip:{ip}"), state.limits.per_ip_per_s, 1.0) {
-        return Err(ApiError::TooManyRequests {
+    match limiter.take(format!("ip:{ip}"), state.limits.per_ip_per_s, 1.0) {
+        Ok(()) => Ok(()),
+        Err(Refused::Wait(wait)) => Err(ApiError::TooManyRequests {
             message: format!("too many requests from {ip}; retry in {wait} s"),
             retry_after_s: wait,
-        });
+        }),
+        Err(Refused::TooBig) => Ok(()),
     }
-    if let Err(wait) = limiter.take(format!("project:{project}"), policy.rate_limit_per_s, events) {
-        return Err(ApiError::TooManyRequests {
-            message: format!("project {project:?} is over its event rate limit; retry in {wait} s"),
-            retry_after_s: wait,
-        });
-    }
-    Ok(())
 }
 
-fn report_response(report: TrackReport, cors: Option<HeaderValue>) -> Response {
+/// The project's event-rate check, run once the request's events are counted.
+fn project_admit<B: Backend>(state: &Arc<AppState<B>>, project: &str, policy: &ProjectPolicy) -> Admit {
+    let (state, project, rate) = (state.clone(), project.to_string(), policy.rate_limit_per_s);
+    Box::new(move |events: usize| {
+        let mut limiter = state.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        match limiter.take(format!("project:{project}"), rate, events as f64) {
+            Ok(()) => Ok(()),
+            Err(Refused::Wait(wait)) => Err(ApiError::TooManyRequests {
+                message: format!("project {project:?} is over its limit of {rate} events/s; retry in {wait} s"),
+                retry_after_s: wait,
+            }),
+            Err(Refused::TooBig) => Err(ApiError::PayloadTooLarge(format!(
+                "the request has {events} events, more than project {project:?} accepts in a second ({rate}); \
+                 send smaller batches"
+            ))),
+        }
+    })
+}
+
+fn report_response(report: TrackReport) -> Response {
     let status = if report.accepted == 0 && !report.rejected.is_empty() && !report.duplicate {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    with_cors((status, Json(report)).into_response(), cors)
+    let mut resp = (status, Json(&report)).into_response();
+    if let Some(t) = report.min_as_of
+        && let Ok(v) = HeaderValue::from_str(&t.to_string())
+    {
+        resp.headers_mut().insert("x-sightflow-as-of", v);
+    }
+    resp
+}
+
+fn batch_id(params: &KeyParams, headers: &HeaderMap) -> Result<String, ApiError> {
+    let id =
+        params.batch_id.clone().or_else(|| header_str(headers, "x-batch-id").map(str::to_string)).unwrap_or_default();
+    if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(format!(
+            "the batch id must be at most 128 printable ASCII characters without spaces (got {} bytes)",
+            id.len()
+        )));
+    }
+    Ok(id)
 }
 
 async fn track<B: Backend>(
@@ -370,26 +542,25 @@ async fn track<B: Backend>(
 ) -> Response {
     let headers = req.headers().clone();
     let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    let mut cors = None;
     let result = async {
         let key =
             params.key.clone().or_else(|| header_str(&headers, "x-sightflow-key").map(str::to_string)).ok_or_else(
                 || ApiError::Unauthorized("missing project key: pass ?key=KEY or the X-Sightflow-Key header".into()),
             )?;
-        let (policy, cors) = authorise(&state, &key, &headers)?;
-        let ip = client_ip(&headers, connect.map(|c| c.0));
-        rate_limit(&state, &ip, &key, &policy, 1.0)?;
-        let body = read_body(req, state.limits.max_body_bytes).await?;
-        let batch_id = params
-            .batch_id
-            .clone()
-            .or_else(|| header_str(&headers, "x-batch-id").map(str::to_string))
-            .unwrap_or_default();
+        let (policy, c) = authorise(&state, &key, &headers)?;
+        cors = c;
+        let ip = client_ip(&headers, connect.map(|c| c.0), &state.limits.trusted_proxies);
+        ip_limit(&state, &ip)?;
+        let batch_id = batch_id(&params, &headers)?;
+        let body = read_body(req, &state.limits).await?;
         let ct = header_str(&headers, "content-type").map(str::to_string);
-        let report = state.backend.track(key, ct, batch_id, body).await?;
-        Ok::<_, ApiError>(report_response(report, cors))
+        let admit = project_admit(&state, &key, &policy);
+        let report = state.backend.track(key, ct, batch_id, body, admit).await?;
+        Ok::<_, ApiError>(report_response(report))
     }
     .await;
-    result.unwrap_or_else(|e| e.into_response())
+    with_cors(result.unwrap_or_else(|e| e.into_response()), cors)
 }
 
 async fn import_rrweb<B: Backend>(
@@ -400,23 +571,22 @@ async fn import_rrweb<B: Backend>(
 ) -> Response {
     let headers = req.headers().clone();
     let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    let mut cors = None;
     let result = async {
-        let (policy, cors) = authorise(&state, &key, &headers)?;
-        let ip = client_ip(&headers, connect.map(|c| c.0));
-        rate_limit(&state, &ip, &key, &policy, 1.0)?;
-        let body = read_body(req, state.limits.max_body_bytes).await?;
+        let (policy, c) = authorise(&state, &key, &headers)?;
+        cors = c;
+        let ip = client_ip(&headers, connect.map(|c| c.0), &state.limits.trusted_proxies);
+        ip_limit(&state, &ip)?;
+        let batch_id = batch_id(&params, &headers)?;
+        let body = read_body(req, &state.limits).await?;
         let tab = params.tab.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| device.clone());
-        let batch_id = params
-            .batch_id
-            .clone()
-            .or_else(|| header_str(&headers, "x-batch-id").map(str::to_string))
-            .unwrap_or_default();
+        let admit = project_admit(&state, &key, &policy);
         let import = RrwebImport { project: key, device, tab, seq_start: params.seq_start.unwrap_or(0), batch_id };
-        let report = state.backend.import_rrweb(import, body).await?;
-        Ok::<_, ApiError>(report_response(report, cors))
+        let report = state.backend.import_rrweb(import, body, admit).await?;
+        Ok::<_, ApiError>(report_response(report))
     }
     .await;
-    result.unwrap_or_else(|e| e.into_response())
+    with_cors(result.unwrap_or_else(|e| e.into_response()), cors)
 }
 
 async fn preflight<B: Backend>(
@@ -431,9 +601,11 @@ async fn preflight<B: Backend>(
         let path = req.uri().path();
         path.strip_prefix("/api/v1/projects/").and_then(|r| r.split('/').next()).map(str::to_string)
     });
-    let allowed = match key.and_then(|k| state.backend.project(&k)) {
-        Some(policy) => origin_allowed(origin, &policy.allowed_origins),
-        None => false,
+    // A key sent as a header is not visible in a preflight: then any project that
+    // accepts the origin is enough here; the request itself is checked against its key.
+    let allowed = match key {
+        Some(k) => state.backend.project(&k).is_some_and(|p| origin_allowed(origin, &p.allowed_origins)),
+        None => !origin.is_empty() && state.backend.origin_allowed_anywhere(origin),
     };
     if !allowed {
         return ApiError::Forbidden(format!("origin {origin:?} is not allowed")).into_response();
@@ -461,23 +633,58 @@ struct QueryRequest {
     min_as_of: Option<u64>,
 }
 
+/// Counts a waiter for `min_as_of` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn snapshot_at<B>(state: &AppState<B>, min_as_of: Option<u64>) -> Result<Arc<Snapshot>, ApiError> {
     let Some(min) = min_as_of else { return Ok(state.snapshots.latest()) };
-    // `min_as_of` names event time: every event up to it must be reflected.
+    // `min_as_of` names event time (or an ingest answer's `min_as_of`): every event up
+    // to it must be reflected.
     let tick = state.limits.tick_ms.max(1);
     let min = min.div_ceil(tick).saturating_mul(tick);
-    let snapshots = state.snapshots.clone();
+    let latest = state.snapshots.latest();
+    if latest.as_of >= min || latest.complete {
+        return Ok(latest);
+    }
+    let waiting = state.waiters.fetch_add(1, Ordering::AcqRel) + 1;
+    let _guard = Waiting(&state.waiters);
+    if waiting > state.limits.max_waiters {
+        return Err(ApiError::Overloaded {
+            message: format!(
+                "{} requests are already waiting for the views to advance; retry later",
+                state.limits.max_waiters
+            ),
+            retry_after_s: 1,
+        });
+    }
     let wait = state.limits.max_wait;
-    tokio::task::spawn_blocking(move || snapshots.wait_for(min, wait))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|latest| {
-            ApiError::GatewayTimeout(format!(
-                "the views have not reached as_of {min} within {} ms (they are at {})",
-                wait.as_millis(),
-                latest.as_of
-            ))
-        })
+    let not_yet = |latest: Arc<Snapshot>| {
+        ApiError::GatewayTimeout(format!(
+            "the views have not reached as_of {min} within {} ms (they are at {})",
+            wait.as_millis(),
+            latest.as_of
+        ))
+    };
+    match tokio::time::timeout(wait, state.snapshots.wait_async(min)).await {
+        Ok(Ok(snap)) => Ok(snap),
+        Ok(Err(latest)) => Err(not_yet(latest)),
+        Err(_) => Err(not_yet(state.snapshots.latest())),
+    }
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::Timeout(_) => ApiError::Timeout(e.to_string()),
+        QueryError::TooLong { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        QueryError::NotAllowed(m) => ApiError::BadRequest(m),
+        other => ApiError::BadRequest(other.to_string()),
+    }
 }
 
 async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -485,26 +692,25 @@ async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: Heade
         let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(format!("expected a JSON body {{\"sql\": \"...\", \"min_as_of\": ms}}: {e}"))
         })?;
-        let snap = snapshot_at(&state, req.min_as_of).await?;
         let limits = state.limits.query.clone();
+        if req.sql.len() > limits.max_sql_bytes {
+            return Err(query_error(QueryError::TooLong { len: req.sql.len(), max: limits.max_sql_bytes }));
+        }
+        let snap = snapshot_at(&state, req.min_as_of).await?;
         let sql = req.sql;
-        let task = state.query_runtime.spawn(async move { execute(&snap, &sql, &limits).await });
-        let abort = task.abort_handle();
-        let result = match tokio::time::timeout(state.limits.query.timeout + Duration::from_secs(1), task).await {
-            Ok(joined) => joined.map_err(|e| ApiError::Internal(format!("query task failed: {e}")))?,
-            Err(_) => {
-                abort.abort();
-                Err(QueryError::Timeout(state.limits.query.timeout))
+        let timeout = limits.timeout;
+        let run = state.pool.run(timeout, move || async move { execute(&snap, &sql, &limits).await }).await;
+        let (result, cost) = match run {
+            Ok((r, cost)) => (r.map_err(query_error)?, cost),
+            Err(PoolError::Timeout(_)) => return Err(query_error(QueryError::Timeout(timeout))),
+            Err(e @ (PoolError::Busy { .. } | PoolError::Saturated { .. })) => {
+                return Err(ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 });
             }
+            Err(e) => return Err(ApiError::Internal(e.to_string())),
         };
-        let result = result.map_err(|e| match e {
-            QueryError::Timeout(_) => ApiError::Timeout(e.to_string()),
-            QueryError::NotAllowed(m) => ApiError::BadRequest(m),
-            other => ApiError::BadRequest(other.to_string()),
-        })?;
         let accept = header_str(&headers, "accept").unwrap_or("application/json").to_ascii_lowercase();
         let as_of = result.as_of.to_string();
-        let resp = if accept.contains("application/vnd.apache.arrow.stream") {
+        let mut resp = if accept.contains("application/vnd.apache.arrow.stream") {
             let bytes = format::to_arrow_ipc(&result).map_err(ApiError::Internal)?;
             ([(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")], bytes).into_response()
         } else if accept.contains("text/csv") {
@@ -517,9 +723,12 @@ async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: Heade
             }))
             .into_response()
         };
-        let mut resp = resp;
+        let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&as_of) {
-            resp.headers_mut().insert("x-sightflow-as-of", v);
+            h.insert("x-sightflow-as-of", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", cost.cpu.as_secs_f64() * 1000.0)) {
+            h.insert("x-sightflow-query-cpu-ms", v);
         }
         Ok::<_, ApiError>(resp)
     }
@@ -527,29 +736,102 @@ async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: Heade
     result.unwrap_or_else(|e| e.into_response())
 }
 
-async fn replay<B: Backend>(State(state): State<Arc<AppState<B>>>, Path(id): Path<String>) -> Response {
+#[derive(Deserialize, Default)]
+struct ReplayParams {
+    /// The first chunk of the page (from a previous page's `next_cursor`).
+    cursor: Option<usize>,
+    /// Raw bytes per page (at most the server's limit).
+    max_bytes: Option<u64>,
+}
+
+async fn replay<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    Path(id): Path<String>,
+    Query(params): Query<ReplayParams>,
+) -> Response {
     let result = async {
         let snap = state.snapshots.latest();
         let (project, device, start, end) = find_session(&snap, &id)
             .ok_or_else(|| ApiError::NotFound(format!("no session {id:?} in the views (as_of {})", snap.as_of)))?;
-        let replay = state.backend.replay(project, device, start, end).await?;
-        let mut body = String::with_capacity(replay.raw_bytes as usize + 2);
-        body.push('[');
-        for (i, e) in replay.events.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push_str(e);
+        let chunks = state.backend.replay_chunks(project.clone(), device.clone(), start, end).await?;
+        let first = params.cursor.unwrap_or(0);
+        if first > chunks.len() {
+            return Err(ApiError::BadRequest(format!(
+                "cursor {first} is past the session's {} replay chunks",
+                chunks.len()
+            )));
         }
-        body.push(']');
+        let budget = params.max_bytes.unwrap_or(u64::MAX).clamp(1, state.limits.max_page_bytes);
+        // A page holds whole chunks up to the byte budget (at least one).
+        let mut last = first;
+        let mut raw = 0u64;
+        while last < chunks.len() && (last == first || raw + chunks[last].raw_bytes <= budget) {
+            raw += chunks[last].raw_bytes;
+            last += 1;
+        }
+        let next = (last < chunks.len()).then_some(last);
+        let stored: u64 = chunks[first..last].iter().map(|c| c.stored_bytes).sum();
+        let page: Vec<ReplayChunk> = chunks[first..last].to_vec();
+        let head = json!({"session_id": id, "chunks": chunks.len(), "next_cursor": next});
+        let mut head = head.to_string();
+        head.pop(); // reopen the object
+        head.push_str(",\"events\":[");
+        let backend = state.backend.clone();
+        // Chunk by chunk: one chunk in memory at a time.
+        let stream = futures::stream::unfold(
+            (page.into_iter(), false, Vec::<Value>::new(), Some(head)),
+            move |(mut rest, mut any, mut skipped, head)| {
+                let (backend, project, device) = (backend.clone(), project.clone(), device.clone());
+                async move {
+                    if let Some(h) = head {
+                        return Some((Ok::<_, std::io::Error>(Bytes::from(h)), (rest, any, skipped, None)));
+                    }
+                    let chunk = rest.next()?;
+                    let id = chunk.id.clone();
+                    let mut out = String::new();
+                    match backend.replay_chunk(project, device, chunk, start, end).await {
+                        Ok(events) => {
+                            for e in events {
+                                if any {
+                                    out.push(',');
+                                }
+                                out.push_str(&e);
+                                any = true;
+                            }
+                        }
+                        Err(reason) => {
+                            tracing::warn!(chunk = %id, %reason, "a replay chunk is unreadable; serving the rest");
+                            skipped.push(json!({"chunk": id, "reason": reason}));
+                        }
+                    }
+                    if rest.len() == 0 {
+                        out.push_str("],\"skipped\":");
+                        out.push_str(&Value::Array(std::mem::take(&mut skipped)).to_string());
+                        out.push('}');
+                    }
+                    Some((Ok(Bytes::from(out)), (rest, any, skipped, None)))
+                }
+            },
+        );
+        let empty_tail = last == first;
+        let body = if empty_tail {
+            Body::from(
+                json!({"session_id": id, "chunks": chunks.len(), "next_cursor": next, "events": [], "skipped": []})
+                    .to_string(),
+            )
+        } else {
+            Body::from_stream(stream)
+        };
         let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
         let h = resp.headers_mut();
         for (name, v) in [
-            ("x-replay-events", replay.events.len() as u64),
-            ("x-replay-stored-bytes", replay.stored_bytes),
-            ("x-replay-raw-bytes", replay.raw_bytes),
+            ("x-replay-stored-bytes", Some(stored)),
+            ("x-replay-raw-bytes", Some(raw)),
+            ("x-replay-next-cursor", next.map(|n| n as u64)),
         ] {
-            if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
+            if let Some(v) = v
+                && let Ok(v) = HeaderValue::from_str(&v.to_string())
+            {
                 h.insert(name, v);
             }
         }
@@ -581,10 +863,23 @@ fn find_session(snap: &Snapshot, id: &str) -> Option<(String, String, i64, i64)>
 async fn health<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     let h = state.backend.health();
     let snap = state.snapshots.latest();
-    let body =
-        json!({ "status": if h.ready { "ready" } else { "starting" }, "as_of": snap.as_of, "details": h.details });
-    let status = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(body)).into_response()
+    let (queued, runaway) = state.pool.load();
+    let status = if !h.failures.is_empty() {
+        "failing"
+    } else if h.ready {
+        "ready"
+    } else {
+        "starting"
+    };
+    let body = json!({
+        "status": status,
+        "as_of": snap.as_of,
+        "failures": h.failures,
+        "queries": {"queued": queued, "runaway": runaway},
+        "details": h.details,
+    });
+    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
 }
 
 async fn metrics<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
@@ -596,6 +891,17 @@ async fn metrics<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response 
     for (view, s) in &snap.state {
         text.push_str(&format!("sightflow_state_bytes{{view=\"{view}\"}} {}\n", s.bytes));
     }
+    let (finished, cpu) = state.pool.totals();
+    let (queued, runaway) = state.pool.load();
+    text.push_str(&format!(
+        "# HELP sightflow_queries_total Queries run to the end.\n# TYPE sightflow_queries_total counter\nsightflow_queries_total {finished}\n\
+         # HELP sightflow_query_cpu_seconds_total CPU time of queries.\n# TYPE sightflow_query_cpu_seconds_total counter\nsightflow_query_cpu_seconds_total {:.6}\n\
+         # HELP sightflow_queries_queued Queries waiting for a thread.\n# TYPE sightflow_queries_queued gauge\nsightflow_queries_queued {queued}\n\
+         # HELP sightflow_queries_runaway Query threads running past their deadline.\n# TYPE sightflow_queries_runaway gauge\nsightflow_queries_runaway {runaway}\n\
+         # HELP sightflow_query_waiters Requests waiting for min_as_of.\n# TYPE sightflow_query_waiters gauge\nsightflow_query_waiters {}\n",
+        cpu.as_secs_f64(),
+        state.waiters.load(Ordering::Relaxed),
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -617,12 +923,27 @@ mod tests {
     }
 
     #[test]
-    fn buckets_refill() {
+    fn buckets_refill_and_charge_per_event() {
         let mut r = RateLimiter::default();
         assert!(r.take("a".into(), 2.0, 1.0).is_ok());
         assert!(r.take("a".into(), 2.0, 1.0).is_ok());
-        assert_eq!(r.take("a".into(), 2.0, 1.0), Err(1));
+        assert_eq!(r.take("a".into(), 2.0, 1.0), Err(Refused::Wait(1)));
         assert!(r.take("b".into(), 2.0, 1.0).is_ok());
         assert!(r.take("c".into(), 0.0, 1e9).is_ok());
+        assert_eq!(r.take("d".into(), 10.0, 4000.0), Err(Refused::TooBig));
+        assert!(r.take("d".into(), 10.0, 10.0).is_ok());
+        assert_eq!(r.take("d".into(), 10.0, 5.0), Err(Refused::Wait(1)));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 10.0.0.2"));
+        let peer = Some("10.0.0.1:5000".parse().unwrap());
+        assert_eq!(client_ip(&h, peer, &[]), "10.0.0.1", "no trusted proxies: the peer");
+        let trusted = vec![sightflow_config::parse_cidr("10.0.0.0/8").unwrap()];
+        assert_eq!(client_ip(&h, peer, &trusted), "203.0.113.7");
+        let stranger = Some("198.51.100.1:5000".parse().unwrap());
+        assert_eq!(client_ip(&h, stranger, &trusted), "198.51.100.1", "a made-up header from anyone else");
     }
 }

@@ -5,8 +5,11 @@
 //! are at the same `as_of`. [`format`] renders results as JSON rows, CSV, text tables or
 //! Arrow IPC.
 
+pub mod bounds;
 pub mod format;
 pub mod http;
+pub mod pool;
+pub mod server;
 pub mod sql;
 
 pub use sql::{QueryError, QueryLimits, QueryResult, execute};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -19,11 +20,21 @@ pub struct QueryLimits {
     pub timeout: Duration,
     pub memory_bytes: usize,
     pub max_rows: usize,
+    /// Longest SQL text.
+    pub max_sql_bytes: usize,
+    /// Largest result (Arrow bytes).
+    pub max_result_bytes: usize,
 }
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits { timeout: Duration::from_secs(30), memory_bytes: 512 << 20, max_rows: 100_000 }
+        QueryLimits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 512 << 20,
+            max_rows: 100_000,
+            max_sql_bytes: 64 << 10,
+            max_result_bytes: 64 << 20,
+        }
     }
 }
 
@@ -40,6 +51,13 @@ pub enum QueryError {
     Timeout(Duration),
     #[error("query result exceeds the limit of {0} rows; add a LIMIT or aggregate")]
     TooManyRows(usize),
+    #[error("the SQL text is {len} bytes long, at most {max} are accepted")]
+    TooLong { len: usize, max: usize },
+    #[error("query result exceeds the limit of {0} bytes; select fewer columns or rows")]
+    TooLarge(usize),
+    /// The query needs more memory (or work) than it may use.
+    #[error("query refused: {0}")]
+    Resources(String),
 }
 
 /// A query's result.
@@ -56,7 +74,8 @@ impl QueryResult {
     }
 }
 
-/// A session over a snapshot: every view is a table.
+/// A session over a snapshot: every view is a table, and the expansive functions are
+/// bounded ([`crate::bounds`]).
 pub fn context(snapshot: &Snapshot, limits: &QueryLimits) -> Result<SessionContext, QueryError> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes)))
@@ -69,6 +88,7 @@ pub fn context(snapshot: &Snapshot, limits: &QueryLimits) -> Result<SessionConte
             MemTable::try_new(schema.clone(), vec![batches.clone()]).map_err(|e| QueryError::Sql(e.to_string()))?;
         ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Sql(e.to_string()))?;
     }
+    crate::bounds::install(&ctx, crate::bounds::FunctionLimits::for_memory(limits.memory_bytes));
     Ok(ctx)
 }
 
@@ -88,6 +108,9 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
 
 /// Runs `sql` against `snapshot`.
 pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Result<QueryResult, QueryError> {
+    if sql.len() > limits.max_sql_bytes {
+        return Err(QueryError::TooLong { len: sql.len(), max: limits.max_sql_bytes });
+    }
     if let Err(refused) = check_read_only(sql) {
         // Text that does not parse gets DataFusion's syntax error, not a refusal.
         DFParser::parse_sql(sql).map_err(|e| QueryError::Sql(e.to_string()))?;
@@ -96,16 +119,20 @@ pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Re
     let ctx = context(snapshot, limits)?;
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let run = async {
-        let df = ctx.sql_with_options(sql, options).await.map_err(|e| classify(e.to_string()))?;
+        let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await.map_err(|e| QueryError::Sql(e.to_string()))?;
+        let mut stream = df.execute_stream().await.map_err(classify)?;
         let mut batches = Vec::new();
-        let mut rows = 0usize;
+        let (mut rows, mut bytes) = (0usize, 0usize);
         while let Some(b) = stream.next().await {
-            let b = b.map_err(|e| QueryError::Sql(e.to_string()))?;
+            let b = b.map_err(classify)?;
             rows += b.num_rows();
+            bytes += b.get_array_memory_size();
             if rows > limits.max_rows {
                 return Err(QueryError::TooManyRows(limits.max_rows));
+            }
+            if bytes > limits.max_result_bytes {
+                return Err(QueryError::TooLarge(limits.max_result_bytes));
             }
             batches.push(b);
         }
@@ -117,16 +144,18 @@ pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Re
     }
 }
 
-fn classify(msg: String) -> QueryError {
-    let lower = msg.to_ascii_lowercase();
-    if lower.contains("not enabled")
-        || lower.contains("ddl")
-        || lower.contains("dml")
-        || lower.contains("statement not supported")
-    {
-        QueryError::NotAllowed(format!("only read-only queries are allowed: {msg}"))
-    } else {
-        QueryError::Sql(msg)
+/// Sorts DataFusion's errors by what the client can do about them.
+fn classify(e: DataFusionError) -> QueryError {
+    let root = e.find_root();
+    let msg = e.to_string();
+    match root {
+        DataFusionError::ResourcesExhausted(m) => QueryError::Resources(m.clone()),
+        DataFusionError::Plan(m)
+            if ["DDL", "DML", "Statement"].iter().any(|k| m.starts_with(&format!("{k} not supported"))) =>
+        {
+            QueryError::NotAllowed(format!("only read-only queries are allowed: {msg}"))
+        }
+        _ => QueryError::Sql(msg),
     }
 }
 

@@ -70,8 +70,10 @@ pub fn import(url: &str, file: &str, device: &str, chunk: usize, retry_for_s: u6
 
 /// Every view computed by batch mode from the recordings, as sorted JSON rows.
 pub fn batch_rows(files: &[(String, String)]) -> Vec<(String, Vec<String>)> {
-    let inputs: Vec<Input> =
-        files.iter().map(|(f, d)| Input::Rrweb { path: fixtures().join(f), device: d.clone() }).collect();
+    let inputs: Vec<Input> = files
+        .iter()
+        .map(|(f, d)| Input::Rrweb { path: fixtures().join(f), device: d.clone(), tab: String::new() })
+        .collect();
     let loaded = batch::load(&inputs, "demo", now_ms() as i64).unwrap();
     let snap: Arc<Snapshot> = batch::run(&Config::defaults(), loaded.envelopes).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
