@@ -20,7 +20,7 @@ use sightflow_config::{Config, Fsync, StartAt};
 use sightflow_connectors::ingest::{self, Accepted, BodyError, BodyLimits, Decoded};
 use sightflow_connectors::json::Sizes;
 use sightflow_connectors::kafka::{self, KafkaReader, KafkaSink, PartitionPosition};
-use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions, Reader};
+use sightflow_connectors::log::{FsyncPolicy, Log, LogError, LogOptions, Reader};
 use sightflow_connectors::replay::{ChunkRef, RawEvent, ReplayStore};
 use sightflow_connectors::rrweb::{DecoderLimits, Decoders, Note};
 use sightflow_connectors::validate::Limits;
@@ -63,8 +63,10 @@ struct Progresses {
     positions: Mutex<Vec<u64>>,
     /// Per worker: the frontier at which it reached the log's start-up end.
     caught_up_at: Mutex<BTreeMap<usize, u64>>,
-    /// Why a worker cannot read on (a corrupt record), per worker.
+    /// Why a worker cannot read on, per worker.
     read_failures: Mutex<BTreeMap<usize, String>>,
+    /// Stretches of the log skipped as damaged on disk.
+    damaged: Mutex<Vec<serde_json::Value>>,
 }
 
 /// Where accepted events go and where the dataflow reads them from.
@@ -146,9 +148,19 @@ impl Source for LogSource {
     fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
         let batch = match self.reader.read(256) {
             Ok(b) => b,
+            Err(LogError::Damaged { partition, offset, reason, .. }) => {
+                // Damaged on disk (not a torn write, which is never committed): the views
+                // must not stop for it. Skip to where the log is readable again, loudly.
+                let skipped = self.reader.skip_damaged(partition);
+                tracing::error!(partition, offset, %reason, ?skipped, "the event log is damaged; skipping what cannot be read");
+                if let (Some((from, to)), Ok(mut d)) = (skipped, self.progress.damaged.lock()) {
+                    d.push(json!({"partition": partition, "from": from, "to": to, "reason": reason}));
+                }
+                return Progress::At { frontier: self.reader.frontier(), busy: true };
+            }
             Err(e) => {
-                // Reported once per failure and shown by /health; retried (a repair may
-                // make the record readable), without spinning.
+                // Reported once per failure and shown by /health; retried (the disk may
+                // recover), without spinning.
                 let reason = e.to_string();
                 if let Ok(mut f) = self.progress.read_failures.lock()
                     && f.get(&self.worker) != Some(&reason)
@@ -258,6 +270,7 @@ impl Server {
             positions: Mutex::new(log.start_offsets()),
             caught_up_at: Mutex::new(BTreeMap::new()),
             read_failures: Mutex::new(BTreeMap::new()),
+            damaged: Mutex::new(Vec::new()),
         });
         if let Some(c) = checkpoint {
             tracing::info!(checkpoint = %c, "restarting: rebuilding the views from the log");
@@ -547,6 +560,10 @@ impl Server {
                         _ => {}
                     }
                 }
+                if let EventLog::Embedded { log, .. } = &this.log {
+                    let log = log.clone();
+                    let _ = tokio::task::spawn_blocking(move || log.probe(now_ms())).await;
+                }
                 let store = this.replay.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync_pending()).await {
                     tracing::error!(error = %e, "cannot sync replay chunks");
@@ -830,6 +847,10 @@ impl Backend for Api {
                 failures.extend(r.iter().map(|(w, why)| format!("worker {w} cannot read the event log: {why}")));
             }
         }
+        let damaged = match &self.log {
+            EventLog::Embedded { progress, .. } => progress.damaged.lock().map(|d| d.clone()).unwrap_or_default(),
+            EventLog::Kafka { .. } => Vec::new(),
+        };
         Health {
             ready,
             failures,
@@ -837,6 +858,7 @@ impl Backend for Api {
                 "source": source,
                 "startup_end": self.startup_end,
                 "partitions": self.partition_details(),
+                "damaged": damaged,
             }),
         }
     }

@@ -771,3 +771,24 @@ async fn bodies_are_bounded_before_they_are_parsed() {
         assert!(reason.contains("at most"), "{field}: {reason}");
     }
 }
+
+/// Answers are bounded in bytes, not only in rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_bounded_in_bytes() {
+    let a = api_with("", &[("query", "max_result_bytes = 100000")]);
+    for accept in ["application/json", "text/csv"] {
+        let r = a
+            .call(
+                Request::post("/api/v1/query")
+                    .header("accept", accept)
+                    .body(Body::from(json!({"sql": "select repeat('x', 1000) as s from range(1000)"}).to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{accept}: {}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().contains("limit of 100000 bytes"), "{}", r.text());
+    }
+    let r = a.query("select repeat('x', 10) as s from range(100)", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["rows"].as_array().unwrap().len(), 100);
+}

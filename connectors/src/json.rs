@@ -310,8 +310,8 @@ fn decode_sdk(
         "scroll" => {
             Kind::Scroll(Scroll { node: f.u32_or("node", 1)?, x: f.int("x")?.unwrap_or(0) as i32, y: f.i32("y")? })
         }
-        "mouse_move" => Kind::MouseMove(MouseMove { positions: positions(&f)? }),
-        "touch_move" => Kind::TouchMove(TouchMove { positions: positions(&f)? }),
+        "mouse_move" => Kind::MouseMove(MouseMove { positions: positions(f)? }),
+        "touch_move" => Kind::TouchMove(TouchMove { positions: positions(f)? }),
         "input" => Kind::Input(Input { node: f.u32_or("node", 0)? }),
         "resize" => Kind::Resize(ViewportResize { width: f.u32_or("width", 0)?, height: f.u32_or("height", 0)? }),
         "mutation" => Kind::Mutation(DomMutation {

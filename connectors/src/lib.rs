@@ -22,3 +22,6 @@ pub mod log;
 pub mod replay;
 pub mod rrweb;
 pub mod validate;
+
+#[cfg(test)]
+mod fuzz;

@@ -75,6 +75,8 @@ pub enum LogError {
          on it until the write succeeds again"
     )]
     Broken { partition: u32, reason: String },
+    #[error("partition {partition} of the event log is damaged at offset {offset} ({path}): {reason}")]
+    Damaged { partition: u32, path: String, offset: u64, reason: String },
 }
 
 fn io(path: &Path, source: std::io::Error) -> LogError {
@@ -182,6 +184,11 @@ struct Partition {
     /// Set when a write failed and the segment may end in a torn record: nothing is
     /// appended until [`Log::repair`] has cut it off.
     broken: Option<String>,
+    /// The last write failed (and no write has succeeded since): the partition is
+    /// failing even once repaired, until [`Log::append`] or [`Log::probe`] succeeds.
+    failing: Option<String>,
+    /// When the failure was last logged (logged at most every 10 s).
+    logged_at: Option<Instant>,
 }
 
 const RECENT_BATCHES: usize = 100_000;
@@ -335,6 +342,8 @@ impl Log {
                     unsynced: false,
                     last_append: Instant::now(),
                     broken: None,
+                    failing: None,
+                    logged_at: None,
                 }),
                 end: AtomicU64::new(end),
                 frontier: AtomicU64::new(frontier),
@@ -535,17 +544,46 @@ impl Log {
         seg.records += records.len() as u64;
         seg.newest_ms = records.last().map_or(seg.newest_ms, |r| r.appended_at_ms);
         part.last_append = Instant::now();
+        if part.failing.take().is_some() {
+            tracing::warn!(partition, "the event log accepts writes again");
+            part.logged_at = None;
+        }
         Ok(())
     }
 
     /// Marks a partition broken after a failed write, tries to repair it at once, and
     /// returns the error to answer with (nothing of this append is acknowledged).
     fn fail(&self, partition: u32, shared: &Shared, part: &mut Partition, e: LogError) -> LogError {
-        tracing::error!(partition, error = %e, "cannot write the event log; refusing appends until it can");
+        if part.logged_at.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::error!(partition, error = %e, "cannot write the event log; nothing is acknowledged on this partition until a write succeeds");
+            part.logged_at = Some(Instant::now());
+        }
         self.write_errors.fetch_add(1, Ordering::Relaxed);
         part.broken = Some(e.to_string());
+        part.failing = Some(e.to_string());
         let _ = self.repair(partition, shared, part);
         e
+    }
+
+    /// Tries failing partitions again with an empty record (no events), so that a
+    /// partition nobody writes to stops failing once the disk has room again.
+    pub fn probe(&self, now_ms: i64) {
+        for (p, shared) in self.parts.iter().enumerate() {
+            let mut part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
+            if part.failing.is_none() || self.repair(p as u32, shared, &mut part).is_err() {
+                continue;
+            }
+            let record = LogRecord {
+                events: Vec::new(),
+                frontier: part.clock.frontier(),
+                batch_id: String::new(),
+                appended_at_ms: now_ms,
+            };
+            if self.write_records(p as u32, shared, &mut part, &[record]).is_ok() {
+                let end = part.segments.last().map_or(0, |s| s.base + s.records);
+                shared.end.store(end, Ordering::Release);
+            }
+        }
     }
 
     /// Cuts a broken partition's active segment back to its committed records, so that
@@ -562,7 +600,7 @@ impl Log {
                 part.unsynced = false;
                 // Readers drop anything they buffered past the committed end.
                 shared.epoch.fetch_add(1, Ordering::AcqRel);
-                tracing::warn!(partition, path = %path.display(), bytes = good, "event log repaired: the torn tail was cut off");
+                tracing::debug!(partition, path = %path.display(), bytes = good, "event log repaired: the torn tail was cut off");
                 Ok(())
             }
             Err(e) => {
@@ -580,7 +618,10 @@ impl Log {
             .enumerate()
             .filter_map(|(p, s)| {
                 let part = s.partition.lock().unwrap_or_else(|e| e.into_inner());
-                part.broken.clone().map(|reason| Failure { partition: p as u32, reason })
+                part.broken
+                    .clone()
+                    .or_else(|| part.failing.clone())
+                    .map(|reason| Failure { partition: p as u32, reason })
             })
             .collect()
     }
@@ -709,6 +750,8 @@ impl Log {
                     position: 0,
                     frontier: 0,
                     epoch: 0,
+                    path: PathBuf::new(),
+                    file_len: 0,
                 })
                 .collect(),
         }
@@ -727,6 +770,9 @@ struct Cursor {
     frontier: u64,
     /// The partition's repair epoch when the open segment was last positioned.
     epoch: u64,
+    /// The open segment's path and its length when last looked at.
+    path: PathBuf,
+    file_len: u64,
 }
 
 /// Reads records of some partitions in order.
@@ -773,6 +819,23 @@ impl Reader {
             .unwrap_or(u64::MAX)
     }
 
+    /// Moves past a damaged stretch of `partition` (after [`Reader::read`] reported it
+    /// as corrupt): to the start of the next segment, or to the committed end when the
+    /// damage is in the last one. Returns the offsets skipped, `(from, to)`.
+    pub fn skip_damaged(&mut self, partition: u32) -> Option<(u64, u64)> {
+        let c = self.cursors.iter_mut().find(|c| c.partition == partition)?;
+        let shared = &self.log.parts[partition as usize];
+        let next = {
+            let part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
+            part.segments.iter().find(|s| s.base > c.offset).map(|s| s.base)
+        };
+        let to = next.unwrap_or_else(|| shared.end.load(Ordering::Acquire)).max(c.offset);
+        let from = c.offset;
+        c.offset = to;
+        c.file = None;
+        Some((from, to))
+    }
+
     /// Reads up to `max_records` records (over all partitions).
     pub fn read(&mut self, max_records: usize) -> Result<ReadBatch, LogError> {
         let mut batch = ReadBatch { caught_up: true, ..Default::default() };
@@ -782,7 +845,12 @@ impl Reader {
             let end = shared.end.load(Ordering::Acquire);
             let mut n = 0;
             while c.offset < end && n < per {
-                let record = read_next(shared, c)?;
+                let record = read_next(shared, c).map_err(|e| match e {
+                    LogError::Corrupt { path, offset, reason } => {
+                        LogError::Damaged { partition: c.partition, path, offset, reason }
+                    }
+                    other => other,
+                })?;
                 let Some((record, bytes)) = record else { break };
                 c.offset += 1;
                 n += 1;
@@ -801,7 +869,10 @@ impl Reader {
     }
 }
 
-/// Reads the record at the cursor, opening the right segment when needed.
+/// Reads the record at the cursor, opening the right segment when needed. `Ok(None)`
+/// means there is nothing more to read now; a sealed segment that ends before the next
+/// one begins, or a record that does not check, is an error naming the offset (see
+/// [`Reader::skip_damaged`]).
 fn read_next(shared: &Shared, c: &mut Cursor) -> Result<Option<(LogRecord, usize)>, LogError> {
     let epoch = shared.epoch.load(Ordering::Acquire);
     if epoch != c.epoch {
@@ -810,52 +881,64 @@ fn read_next(shared: &Shared, c: &mut Cursor) -> Result<Option<(LogRecord, usize
         c.epoch = epoch;
         if let Some(f) = c.file.as_mut() {
             f.seek(SeekFrom::Start(c.position)).map_err(|e| io(Path::new("log segment"), e))?;
+            c.file_len = 0;
         }
     }
     loop {
+        let segs: Vec<(u64, PathBuf)> = {
+            let part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
+            part.segments.iter().map(|s| (s.base, s.path.clone())).collect()
+        };
         if c.file.is_none() {
-            // Find the segment holding `c.offset` (or the first retained one after it).
-            let segs: Vec<(u64, u64, PathBuf)> = {
-                let part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
-                part.segments.iter().map(|s| (s.base, s.records, s.path.clone())).collect()
-            };
-            let Some((base, _, path)) = segs.iter().find(|(b, n, _)| c.offset < b + n.max(&1)).or(segs.last()).cloned()
-            else {
-                return Ok(None);
-            };
-            if c.offset < base {
-                c.offset = base; // retention removed what this reader had not read
+            // The segment holding `c.offset`: the last one starting at or before it.
+            let Some(first) = segs.first() else { return Ok(None) };
+            if c.offset < first.0 {
+                c.offset = first.0; // retention removed what this reader had not read
             }
+            let (base, path) = segs.iter().rev().find(|(b, _)| *b <= c.offset).cloned().expect("first <= offset");
             let f = File::open(&path).map_err(|e| io(&path, e))?;
             c.file = Some(BufReader::new(f));
+            c.path = path.clone();
             c.segment_base = base;
             c.position = 0;
+            c.file_len = 0;
+            let sealed = segs.iter().any(|(b, _)| *b > base);
             // Skip records before the offset.
-            let skip = c.offset - base;
-            for _ in 0..skip {
-                if read_raw(c, &path)?.is_none() {
+            for k in base..c.offset {
+                if read_raw(c)?.is_none() {
+                    if sealed {
+                        return Err(LogError::Corrupt {
+                            path: path.display().to_string(),
+                            offset: k,
+                            reason: "the sealed segment ends before this record".into(),
+                        });
+                    }
+                    c.file = None;
                     return Ok(None);
                 }
             }
         }
-        let path = PathBuf::new();
-        match read_raw(c, &path)? {
+        match read_raw(c)? {
             Some((payload, bytes)) => {
                 let record = LogRecord::decode(payload.as_slice()).map_err(|e| LogError::Corrupt {
-                    path: "log".into(),
+                    path: c.path.display().to_string(),
                     offset: c.offset,
                     reason: e.to_string(),
                 })?;
                 return Ok(Some((record, bytes)));
             }
             None => {
-                // End of this segment: move to the next one if there is one.
-                let next = {
-                    let part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
-                    part.segments.iter().any(|s| s.base > c.segment_base)
-                };
-                if !next {
+                // End of this segment: go on with the next one, which must start where
+                // this one ended.
+                let Some((next, _)) = segs.iter().find(|(b, _)| *b > c.segment_base).cloned() else {
                     return Ok(None);
+                };
+                if c.offset < next {
+                    return Err(LogError::Corrupt {
+                        path: c.path.display().to_string(),
+                        offset: c.offset,
+                        reason: format!("the sealed segment ends before the next segment begins (at offset {next})"),
+                    });
                 }
                 c.file = None;
             }
@@ -863,37 +946,49 @@ fn read_next(shared: &Shared, c: &mut Cursor) -> Result<Option<(LogRecord, usize
     }
 }
 
-fn read_raw(c: &mut Cursor, path: &Path) -> Result<Option<(Vec<u8>, usize)>, LogError> {
+/// Reads the record at the cursor's position: `None` at the end of the written bytes
+/// (a record not wholly there is not read: its length is checked against the file
+/// before anything is allocated).
+fn read_raw(c: &mut Cursor) -> Result<Option<(Vec<u8>, usize)>, LogError> {
+    let path = c.path.clone();
     let f = c.file.as_mut().expect("open segment");
     let mut head = [0u8; 8];
     match f.read_exact(&mut head) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            // A record being written: come back later from the same position.
-            f.seek(SeekFrom::Start(c.position)).map_err(|e| io(path, e))?;
+            // Nothing more yet: come back later from the same position.
+            f.seek(SeekFrom::Start(c.position)).map_err(|e| io(&path, e))?;
             return Ok(None);
         }
-        Err(e) => return Err(io(path, e)),
+        Err(e) => return Err(io(&path, e)),
     }
-    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
     let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    let mut payload = vec![0u8; len];
-    if let Err(e) = f.read_exact(&mut payload) {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            f.seek(SeekFrom::Start(c.position)).map_err(|e| io(path, e))?;
+    if c.position + 8 + len > c.file_len {
+        c.file_len = f.get_ref().metadata().map_err(|e| io(&path, e))?.len();
+        if c.position + 8 + len > c.file_len {
+            f.seek(SeekFrom::Start(c.position)).map_err(|e| io(&path, e))?;
             return Ok(None);
         }
-        return Err(io(path, e));
+    }
+    let mut payload = vec![0u8; len as usize];
+    if let Err(e) = f.read_exact(&mut payload) {
+        f.seek(SeekFrom::Start(c.position)).map_err(|e| io(&path, e))?;
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            return Ok(None);
+        }
+        return Err(io(&path, e));
     }
     if crc32fast::hash(&payload) != crc {
+        f.seek(SeekFrom::Start(c.position)).map_err(|e| io(&path, e))?;
         return Err(LogError::Corrupt {
             path: path.display().to_string(),
             offset: c.offset,
             reason: "checksum mismatch".into(),
         });
     }
-    c.position += 8 + len as u64;
-    Ok(Some((payload, 8 + len)))
+    c.position += 8 + len;
+    Ok(Some((payload, 8 + len as usize)))
 }
 
 #[cfg(test)]
@@ -1078,12 +1173,19 @@ mod tests {
         assert!(matches!(e, LogError::Broken { partition: 0, .. }), "{e}");
         assert_eq!(reader.read(100).unwrap().events.len(), 0, "nothing committed to read");
         assert_eq!(log.end_offsets(), vec![5]);
-        // Space again: the next append repairs first, then is acknowledged.
+        // Room to cut the torn tail, but not for more: still failing.
+        faults::BUDGET.set((Some(0), false));
+        assert!(log.append("b1", vec![ev("a", T + 11)], T).is_err());
+        log.probe(T);
+        assert_eq!(log.failures().len(), 1, "repaired, but not yet writable");
+        // Space again: a probe finds it, and the next append is acknowledged.
         faults::BUDGET.set((None, false));
+        log.probe(T);
+        assert!(log.failures().is_empty());
         log.append("b2", vec![ev("a", T + 12)], T).unwrap();
         acked.push(T + 12);
         assert!(log.failures().is_empty());
-        assert_eq!(log.write_errors(), 1);
+        assert_eq!(log.write_errors(), 3);
         let b = reader.read(100).unwrap();
         assert_eq!(b.events.iter().map(|(_, e)| e.ts).collect::<Vec<_>>(), vec![T + 12]);
         // The retry of a refused batch is a new batch (it was never appended).
@@ -1152,5 +1254,55 @@ mod tests {
         assert_eq!(a.visible_at, T as u64 + 500, "stamped at the cap, not a day ahead");
         let b = log.append("", vec![ev("a", T + 1_000)], T + 1_000).unwrap();
         assert_eq!((b.clamped, b.visible_at), (0, T as u64 + 1_000), "a present event is on time");
+    }
+
+    /// A record damaged on disk in a sealed segment is reported with its partition and
+    /// offset; the reader can skip to the next segment and go on.
+    #[test]
+    fn damage_in_a_sealed_segment_is_named_and_can_be_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.partitions = 1;
+        let log = Log::open(o.clone()).unwrap();
+        for i in 0..30 {
+            log.append("", vec![ev("a", T + i)], T + i).unwrap();
+        }
+        let mut segs: Vec<PathBuf> =
+            std::fs::read_dir(dir.path().join("p0")).unwrap().map(|e| e.unwrap().path()).collect();
+        segs.sort();
+        assert!(segs.len() > 2);
+        // Flip a byte in the middle of the first segment.
+        let mut data = std::fs::read(&segs[0]).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+        std::fs::write(&segs[0], &data).unwrap();
+        let mut r = log.reader(&[(0, 0)]);
+        let mut got = 0;
+        let mut damaged = None;
+        for _ in 0..10 {
+            match r.read(100) {
+                Ok(b) => {
+                    got += b.events.len();
+                    if b.caught_up {
+                        break;
+                    }
+                }
+                Err(LogError::Damaged { partition, offset, .. }) => {
+                    damaged = Some(offset);
+                    assert_eq!(partition, 0);
+                    let (from, to) = r.skip_damaged(0).unwrap();
+                    assert!(from == offset && to > from);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let at = damaged.expect("the damage was reported");
+        assert!(at > 0, "records before it were read");
+        assert!((20..30).contains(&got), "the rest of the log was read: {got}");
+        // Reopening a log whose sealed segment is damaged works, and so does reading it.
+        drop(r);
+        drop(log);
+        let log = Log::open(o).unwrap();
+        assert!(matches!(log.reader(&[(0, 0)]).read(1000), Err(LogError::Damaged { .. }) | Ok(_)));
     }
 }

@@ -55,6 +55,38 @@ pub fn columns(r: &QueryResult) -> Vec<String> {
     r.schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 
+/// The JSON answer of the query API, `{"columns": [...], "rows": [[...]], "as_of": n}`,
+/// written straight to bytes (no JSON tree of the whole result); `Err(max)` once it
+/// would pass `max` bytes.
+pub fn to_json_answer(r: &QueryResult, max: usize) -> Result<Vec<u8>, usize> {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"columns\":");
+    serde_json::to_writer(&mut out, &columns(r)).map_err(|_| max)?;
+    out.extend_from_slice(b",\"rows\":[");
+    let mut first = true;
+    for b in &r.batches {
+        for row in 0..b.num_rows() {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'[');
+            for (i, c) in b.columns().iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &cell(c.as_ref(), row)).map_err(|_| max)?;
+            }
+            out.push(b']');
+            if out.len() > max {
+                return Err(max);
+            }
+        }
+    }
+    out.extend_from_slice(format!("],\"as_of\":{}}}", r.as_of).as_bytes());
+    Ok(out)
+}
+
 /// Rows as arrays of JSON values, in column order.
 pub fn rows_as_arrays(r: &QueryResult) -> Vec<Value> {
     let mut out = Vec::with_capacity(r.num_rows());
@@ -96,6 +128,11 @@ fn neutralise(s: String) -> String {
 /// RFC 4180 CSV with a header line; text cells are neutralised against formula
 /// injection.
 pub fn to_csv(r: &QueryResult) -> String {
+    to_csv_bounded(r, usize::MAX).unwrap_or_default()
+}
+
+/// [`to_csv`], or `Err(max)` once the text would pass `max` bytes.
+pub fn to_csv_bounded(r: &QueryResult, max: usize) -> Result<String, usize> {
     let mut out = columns(r).into_iter().map(|c| csv_field(&neutralise(c))).collect::<Vec<_>>().join(",");
     out.push('\n');
     for b in &r.batches {
@@ -111,9 +148,12 @@ pub fn to_csv(r: &QueryResult) -> String {
                 .collect();
             out.push_str(&line.join(","));
             out.push('\n');
+            if out.len() > max {
+                return Err(max);
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 /// A plain text table.

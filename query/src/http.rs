@@ -709,19 +709,19 @@ async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: Heade
             Err(e) => return Err(ApiError::Internal(e.to_string())),
         };
         let accept = header_str(&headers, "accept").unwrap_or("application/json").to_ascii_lowercase();
+        // The answer as text is bounded like the result it renders.
+        let max_answer = state.limits.query.max_result_bytes;
+        let too_large = |max: usize| query_error(QueryError::TooLarge(max));
         let as_of = result.as_of.to_string();
         let mut resp = if accept.contains("application/vnd.apache.arrow.stream") {
             let bytes = format::to_arrow_ipc(&result).map_err(ApiError::Internal)?;
             ([(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")], bytes).into_response()
         } else if accept.contains("text/csv") {
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], format::to_csv(&result)).into_response()
+            let text = format::to_csv_bounded(&result, max_answer).map_err(too_large)?;
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response()
         } else {
-            Json(json!({
-                "columns": format::columns(&result),
-                "rows": format::rows_as_arrays(&result),
-                "as_of": result.as_of,
-            }))
-            .into_response()
+            let bytes = format::to_json_answer(&result, max_answer).map_err(too_large)?;
+            ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
         };
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&as_of) {

@@ -68,6 +68,11 @@ pub fn import(url: &str, file: &str, device: &str, chunk: usize, retry_for_s: u6
         .unwrap()
 }
 
+/// The `min_as_of` an import printed (read your writes), if it printed one.
+pub fn import_token(stdout: &str) -> Option<u64> {
+    stdout.split("visible from as_of ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// Every view computed by batch mode from the recordings, as sorted JSON rows.
 pub fn batch_rows(files: &[(String, String)]) -> Vec<(String, Vec<String>)> {
     let inputs: Vec<Input> = files
