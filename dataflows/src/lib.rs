@@ -5,8 +5,8 @@
 //! frontier; the source never exposes Kafka or file types), is converted once into
 //! compact events ([`convert`]), flows through the views of
 //! `sightflow_operators::views`, and leaves as [`publish::Snapshot`]s: every view as a
-//! list of Arrow record batches kept up to date incrementally ([`tables`]), all at one
-//! `as_of`.
+//! list of Arrow record batches kept up to date incrementally ([`segments`], with each
+//! view's columns from [`schema`]), all at one `as_of`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,8 +28,10 @@ pub mod convert;
 pub mod logging;
 pub mod publish;
 pub mod run;
-pub mod tables;
+pub mod schema;
+pub mod segments;
 
 pub use publish::{Snapshot, Snapshots};
 pub use run::{Progress, RunOptions, Running, Source, VecSource, start};
-pub use tables::{TABLE_NAMES, Tables, Update};
+pub use schema::{Tables, table_names};
+pub use sightflow_operators::{Update, ViewId};

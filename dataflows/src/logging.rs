@@ -22,7 +22,7 @@ const BYTES_PER_RECORD: usize = 64;
 fn view_of(name: &str) -> Option<&str> {
     let name = name.strip_prefix("Arrange: ").unwrap_or(name);
     let view = name.split_whitespace().next()?;
-    crate::tables::TABLE_NAMES.contains(&view).then_some(view)
+    sightflow_operators::ViewId::from_name(view).map(|v| v.name())
 }
 
 /// Starts accounting on this worker. Must run before dataflows are built, and

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
-use sightflow_operators::Params;
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
 use sightflow_operators::stats::{StateSize, StateStats};
+use sightflow_operators::{Params, Update, ViewId};
 
-use crate::tables::{TABLE_NAMES, Tables, Update, state_table};
+use crate::schema::{STATE_TABLE, Tables, state_table};
 
 /// All views at one logical time.
 #[derive(Clone, Debug)]
@@ -25,8 +25,8 @@ pub struct Snapshot {
     pub as_of: u64,
     /// The input has ended and everything was processed.
     pub complete: bool,
-    /// Tables by name, in `TABLE_NAMES` order; each table is a list of batches (see
-    /// [`crate::tables`]), in no particular row order.
+    /// Tables by name: every view in registry order, then `sightflow_state`; each table
+    /// is a list of batches (see [`crate::segments`]), in no particular row order.
     pub tables: Vec<(&'static str, SchemaRef, Vec<RecordBatch>)>,
     /// State held per view when the snapshot was taken.
     pub state: BTreeMap<String, StateSize>,
@@ -35,14 +35,15 @@ pub struct Snapshot {
 impl Snapshot {
     fn empty(params: &Params) -> Snapshot {
         let mut t = Tables::default();
-        let mut tables: Vec<(&'static str, SchemaRef, Vec<RecordBatch>)> = (0..14)
-            .map(|i| {
-                let (s, b) = t.arrow(i, params);
-                (TABLE_NAMES[i], s, b)
+        let mut tables: Vec<(&'static str, SchemaRef, Vec<RecordBatch>)> = ViewId::ALL
+            .iter()
+            .map(|v| {
+                let (s, b) = t.arrow(*v, params);
+                (v.name(), s, b)
             })
             .collect();
         let b = state_table(&BTreeMap::new());
-        tables.push(("sightflow_state", b.schema(), vec![b]));
+        tables.push((STATE_TABLE, b.schema(), vec![b]));
         Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new() }
     }
 
@@ -282,16 +283,16 @@ impl Publisher {
             cb(as_of, self.complete, &self.tables);
         }
         // Each view builds only the rows changed since the last snapshot.
-        let mut tables = Vec::with_capacity(15);
-        for (i, name) in TABLE_NAMES[..14].iter().enumerate() {
-            let (s, b) = self.tables.arrow(i, &self.params);
-            tables.push((*name, s, b));
+        let mut tables = Vec::with_capacity(ViewId::ALL.len() + 1);
+        for v in ViewId::ALL {
+            let (s, b) = self.tables.arrow(*v, &self.params);
+            tables.push((v.name(), s, b));
         }
         let rows = self.tables.rows();
         self.stats.set("published_views", 0, rows, rows * 96);
         let state = self.stats.per_view();
         let b = state_table(&state);
-        tables.push(("sightflow_state", b.schema(), vec![b]));
+        tables.push((STATE_TABLE, b.schema(), vec![b]));
         self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state });
     }
 }

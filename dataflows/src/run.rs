@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::VecCollection;
 use sightflow_operators::stats::StateStats;
-use sightflow_operators::views::build_views;
-use sightflow_operators::{Event, Params};
+use sightflow_operators::views::{ViewCollections, build_views};
+use sightflow_operators::{Event, Params, Update};
 use sightflow_proto::v1::Envelope;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -20,7 +20,6 @@ use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::convert::envelope_events;
 use crate::publish::{OnPublish, Publisher, Snapshots, WorkerUpdate, spawn_publisher};
-use crate::tables::Update;
 
 /// What a source reports after a poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,22 +161,7 @@ where
             let ((input, cap), events) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Event>>>();
             let mut views = build_views(events, params.clone(), stats.clone(), per_time);
             let measured = std::mem::take(&mut views.measured);
-            let streams: Vec<Stream<'_, u64, Vec<(u64, Update)>>> = vec![
-                tag(views.sessions, Update::Session),
-                tag(views.page_views, Update::PageView),
-                tag(views.rage_clicks, Update::Rage),
-                tag(views.dead_clicks, Update::Dead),
-                tag(views.error_clicks, Update::ErrorClick),
-                tag(views.quick_backs, Update::QuickBack),
-                tag(views.excessive_scrolls, Update::Scroll),
-                tag(views.thrashed_cursors, Update::Thrash),
-                tag(views.heatmap_cells, Update::Heat),
-                tag(views.scroll_depth, Update::Depth),
-                tag(views.session_funnels, Update::SessionFunnel),
-                tag(views.funnel_steps, Update::FunnelStep),
-                tag(views.page_stats, Update::PageStat),
-                tag(views.errors, Update::Error),
-            ];
+            let streams = tagged(views);
             let all = scope.concatenate(streams).probe_with(&probe);
             let mut buf: Vec<(u64, Update)> = Vec::new();
             let mut last: Option<Option<u64>> = None;
@@ -250,6 +234,17 @@ where
 
 /// How often the measured arrangements are sized.
 const MEASURE_EVERY: Duration = Duration::from_millis(20);
+
+macro_rules! declare_tagged {
+    ($($id:ident, $field:ident, $name:literal, $row:ty, $diff:ty, $shape:ident $(($vc:ident))?, $src:ident $(($out:ident))?;)*) => {
+        /// Every view's changes, tagged with their view.
+        fn tagged(views: ViewCollections<'_>) -> Vec<Stream<'_, u64, Vec<(u64, Update)>>> {
+            vec![$(tag(views.$field, Update::$id)),*]
+        }
+    };
+}
+
+sightflow_operators::for_each_view!(declare_tagged);
 
 /// Maps a view collection to tagged updates.
 fn tag<'s, D, R>(c: VecCollection<'s, u64, D, R>, f: fn(D, R) -> Update) -> Stream<'s, u64, Vec<(u64, Update)>>

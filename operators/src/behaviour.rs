@@ -21,31 +21,46 @@ use timely::dataflow::channels::pushers;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use differential_dataflow::difference::IsZero;
+
 use crate::FastMap;
-use crate::device::{Device, Emit};
+use crate::device::Device;
 use crate::event::{DeviceKey, Event};
 use crate::params::Params;
-use crate::rows::*;
+use crate::registry::Emit;
 use crate::stats::StateStats;
 
-/// The collections the behaviour operator produces.
-pub struct Behaviour<'s> {
-    pub sessions: VecCollection<'s, u64, SessionRow>,
-    pub page_views: VecCollection<'s, u64, PageViewRow>,
-    pub rage_clicks: VecCollection<'s, u64, RageRow>,
-    pub dead_clicks: VecCollection<'s, u64, DeadRow>,
-    pub error_clicks: VecCollection<'s, u64, ErrorClickRow>,
-    pub quick_backs: VecCollection<'s, u64, QuickBackRow>,
-    pub excessive_scrolls: VecCollection<'s, u64, EpisodeRow>,
-    pub thrashed_cursors: VecCollection<'s, u64, EpisodeRow>,
-    pub heat: VecCollection<'s, u64, HeatRow>,
-    pub depth: VecCollection<'s, u64, DepthObs>,
-    pub funnels: VecCollection<'s, u64, FunnelRow>,
-    pub page_agg: VecCollection<'s, u64, PageKey, PageAgg>,
-    pub visitors: VecCollection<'s, u64, PageVisitor>,
-    pub err_occ: VecCollection<'s, u64, ErrKey, ErrAgg>,
-    pub err_sessions: VecCollection<'s, u64, ErrSession>,
+macro_rules! declare_outputs {
+    ($($field:ident : $row:ty, $diff:ty, $kind:ident;)*) => {
+        /// The collections the behaviour operator produces, one per output of
+        /// [`for_each_output!`](crate::for_each_output).
+        pub struct Behaviour<'s> { $(pub $field: VecCollection<'s, u64, $row, $diff>,)* }
+
+        /// The operator's output handles, in the same order.
+        struct Outputs { $($field: Out<$row, $diff>,)* }
+
+        /// Creates every output on `builder`.
+        fn outputs<'s>(builder: &mut OperatorBuilder<'s, u64>) -> (Outputs, Behaviour<'s>) {
+            $( let $field = builder.new_output::<Vec<($row, u64, $diff)>>(); )*
+            (Outputs { $($field: $field.0,)* }, Behaviour { $($field: $field.1.as_collection(),)* })
+        }
+
+        impl Outputs {
+            /// Sends one time's changes, each output with its own capability (they are in
+            /// output order).
+            fn ship(&mut self, caps: &[Capability<u64>], t: u64, emit: Emit) {
+                let mut i = 0;
+                $(
+                    ship(&mut self.$field, &caps[i], t, emit.$field.into_iter().filter(|(_, d)| !d.is_zero()));
+                    i += 1;
+                )*
+                debug_assert_eq!(i, caps.len());
+            }
+        }
+    };
 }
+
+crate::for_each_output!(declare_outputs);
 
 type Out<D, R> = pushers::Output<u64, Vec<(D, u64, R)>>;
 
@@ -79,51 +94,7 @@ pub fn behaviour<'s>(
     let mut builder = OperatorBuilder::new("Behaviour".to_owned(), scope);
     let mut input = builder.new_input(events, Exchange::new(|e: &Event| e.device.route()));
 
-    macro_rules! outputs {
-        ($($name:ident : $d:ty, $r:ty;)*) => {
-            $( let ($name, paste_stream) = builder.new_output::<Vec<($d, u64, $r)>>(); let $name = ($name, paste_stream); )*
-        };
-    }
-    outputs! {
-        o_sessions: SessionRow, isize;
-        o_page_views: PageViewRow, isize;
-        o_rage: RageRow, isize;
-        o_dead: DeadRow, isize;
-        o_error: ErrorClickRow, isize;
-        o_quick: QuickBackRow, isize;
-        o_scroll: EpisodeRow, isize;
-        o_thrash: EpisodeRow, isize;
-        o_heat: HeatRow, isize;
-        o_depth: DepthObs, isize;
-        o_funnels: FunnelRow, isize;
-        o_page_agg: PageKey, PageAgg;
-        o_visitors: PageVisitor, isize;
-        o_err_occ: ErrKey, ErrAgg;
-        o_err_sessions: ErrSession, isize;
-    }
-    let streams = Behaviour {
-        sessions: o_sessions.1.as_collection(),
-        page_views: o_page_views.1.as_collection(),
-        rage_clicks: o_rage.1.as_collection(),
-        dead_clicks: o_dead.1.as_collection(),
-        error_clicks: o_error.1.as_collection(),
-        quick_backs: o_quick.1.as_collection(),
-        excessive_scrolls: o_scroll.1.as_collection(),
-        thrashed_cursors: o_thrash.1.as_collection(),
-        heat: o_heat.1.as_collection(),
-        depth: o_depth.1.as_collection(),
-        funnels: o_funnels.1.as_collection(),
-        page_agg: o_page_agg.1.as_collection(),
-        visitors: o_visitors.1.as_collection(),
-        err_occ: o_err_occ.1.as_collection(),
-        err_sessions: o_err_sessions.1.as_collection(),
-    };
-    let (mut s_sessions, mut s_page_views, mut s_rage, mut s_dead, mut s_error) =
-        (o_sessions.0, o_page_views.0, o_rage.0, o_dead.0, o_error.0);
-    let (mut s_quick, mut s_scroll, mut s_thrash, mut s_heat, mut s_depth) =
-        (o_quick.0, o_scroll.0, o_thrash.0, o_heat.0, o_depth.0);
-    let (mut s_funnels, mut s_page_agg, mut s_visitors, mut s_err_occ, mut s_err_sessions) =
-        (o_funnels.0, o_page_agg.0, o_visitors.0, o_err_occ.0, o_err_sessions.0);
+    let (mut outs, streams) = outputs(&mut builder);
 
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<u64>>> = Some(caps);
@@ -231,26 +202,7 @@ pub fn behaviour<'s>(
                 }
                 for (slot, emit) in emits {
                     let t = if fold { max_t } else { slot };
-                    ship(&mut s_sessions, &c[0], t, emit.sessions);
-                    ship(&mut s_page_views, &c[1], t, emit.page_views);
-                    ship(&mut s_rage, &c[2], t, emit.rage_clicks);
-                    ship(&mut s_dead, &c[3], t, emit.dead_clicks);
-                    ship(&mut s_error, &c[4], t, emit.error_clicks);
-                    ship(&mut s_quick, &c[5], t, emit.quick_backs);
-                    ship(&mut s_scroll, &c[6], t, emit.excessive_scrolls);
-                    ship(&mut s_thrash, &c[7], t, emit.thrashed_cursors);
-                    ship(&mut s_heat, &c[8], t, emit.heat.into_iter().filter(|(_, d)| *d != 0));
-                    ship(&mut s_depth, &c[9], t, emit.depth);
-                    ship(&mut s_funnels, &c[10], t, emit.funnels);
-                    ship(
-                        &mut s_page_agg,
-                        &c[11],
-                        t,
-                        emit.page_agg.into_iter().filter(|(_, a)| *a != PageAgg::default()),
-                    );
-                    ship(&mut s_visitors, &c[12], t, emit.visitors);
-                    ship(&mut s_err_occ, &c[13], t, emit.err_occ);
-                    ship(&mut s_err_sessions, &c[14], t, emit.err_sessions);
+                    outs.ship(c, t, emit);
                 }
                 // Closed sessions leave the tables: give their slots back once they are
                 // mostly empty.

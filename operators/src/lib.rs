@@ -2,11 +2,12 @@
 //!
 //! Data enters as a timely stream of [`Event`]s stamped with logical time (event time
 //! rounded up to a tick, see [`event::Clock`]) and leaves as differential collections,
-//! one per view of the view contract ([`views::build_views`]). The per-device sequence
-//! logic lives in [`device::Device`] and runs inside one timely operator
-//! ([`behaviour::behaviour`]); aggregates are differential operators on top. Every view
-//! has a plain batch implementation of the same definition in [`reference`], used by the
-//! oracle tests. Nothing here does I/O.
+//! one per view of the registry ([`registry`], [`views::build_views`]). The per-device
+//! sequence logic lives in [`device::Device`], which keeps the timeline and calls the
+//! hooks of one module per signal ([`signals`]); it runs inside one timely operator
+//! ([`behaviour::behaviour`]), and aggregates are differential operators on top. Every
+//! view has a plain batch implementation of the same definition in its signal module,
+//! run by [`reference`] for the oracle tests. Nothing here does I/O.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -28,11 +29,13 @@
 //! ```
 
 pub mod behaviour;
+pub mod columns;
 pub mod device;
 pub mod event;
 pub mod params;
 pub mod reference;
-pub mod rows;
+pub mod registry;
+pub mod signals;
 pub mod stats;
 pub mod sym;
 pub mod views;
@@ -40,7 +43,7 @@ pub mod views;
 pub use event::{DeviceKey, Event, Kind};
 
 pub use params::Params;
-pub use rows::Views;
+pub use registry::{Update, ViewId, Views};
 pub use sym::Sym;
 
 /// The hash map of the hot paths: foldhash with a fixed seed (the keys are symbols and

@@ -13,7 +13,7 @@ use sightflow_dataflows::Snapshot;
 /// Tables compared with batch mode: every view (the state table describes the process,
 /// not the events).
 pub fn tables() -> impl Iterator<Item = &'static str> {
-    sightflow_dataflows::TABLE_NAMES.iter().copied().filter(|t| *t != "sightflow_state")
+    sightflow_dataflows::ViewId::ALL.iter().map(|v| v.name())
 }
 
 pub fn fixtures() -> PathBuf {

@@ -1,0 +1,201 @@
+//! One-line cases for the signal modules: a small language of events, run through a
+//! [`Device`] (as the behaviour operator runs it) and through the reference; the two
+//! must agree on every view, and the case checks its own.
+//!
+//! Events are `;`-separated: `<ms> [tN] [dN] <kind> <args>`, with `tN` the tab and `dN`
+//! the device (default `t1`, `d1`). Kinds: `pv <url> [width] [height] [page height]`,
+//! `click <x|-> <y|-> [selector] [tag] [field]`, `scroll <node> <y>`, `move <x> <y>
+//! [offset]`, `mut`, `input`, `resize <w> <h>`, `snap <scroll y>`, `error <message>`,
+//! `custom <name>`, `act`.
+
+use crate::device::Device;
+use crate::event::{Click, DeviceKey, Event, Kind, PageView, tick_ceil};
+use crate::params::Params;
+use crate::reference::reference;
+use crate::registry::{Emit, Views};
+use crate::sym::Sym;
+
+/// Event times count from here (the epoch: a case's times are its own).
+const T0: i64 = 0;
+
+fn parse(events: &str) -> Vec<Event> {
+    let mut out = Vec::new();
+    for (seq, spec) in events.split(';').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+        let mut words: Vec<&str> = spec.split_whitespace().collect();
+        let ts = T0 + words.remove(0).parse::<i64>().expect("a time");
+        let mut tab = "t1";
+        let mut dev = "d1";
+        while let Some(w) = words.first() {
+            if w.len() > 1 && w.starts_with('t') && w[1..].chars().all(|c| c.is_ascii_digit()) {
+                tab = words.remove(0);
+            } else if w.len() > 1 && w.starts_with('d') && w[1..].chars().all(|c| c.is_ascii_digit()) {
+                dev = words.remove(0);
+            } else {
+                break;
+            }
+        }
+        let arg = |i: usize| words.get(i).copied();
+        let num = |i: usize, d: i64| arg(i).map_or(d, |w| w.parse().expect("a number"));
+        let kind = match words[0] {
+            "pv" => Kind::PageView(PageView {
+                url: Sym::new(arg(1).expect("a url")),
+                path: Sym::new(arg(1).expect("a url")),
+                width: num(2, 1280) as u32,
+                height: num(3, 800) as u32,
+                page_height: num(4, 0) as u32,
+                browser: Sym::EMPTY,
+                os: Sym::EMPTY,
+                device_type: Sym::EMPTY,
+                country: Sym::EMPTY,
+            }),
+            "click" => {
+                let positioned = arg(1) != Some("-");
+                Kind::Click(Click {
+                    x: if positioned { num(1, 0) as i32 } else { 0 },
+                    y: if positioned { num(2, 0) as i32 } else { 0 },
+                    page_x: 0,
+                    page_y: 0,
+                    has_page: false,
+                    has_position: positioned,
+                    selector: Sym::new(arg(3).unwrap_or("button#go")),
+                    tag: Sym::new(arg(4).unwrap_or("button")),
+                    interactive: true,
+                    text_field: arg(5) == Some("field"),
+                    touch: false,
+                })
+            }
+            "scroll" => Kind::Scroll { node: num(1, 1) as u32, x: 0, y: num(2, 0) as i32 },
+            "move" => Kind::Move { x: num(1, 0) as i32, y: num(2, 0) as i32, offset: num(3, 0) as i32, first: true },
+            "mut" => Kind::Mutation,
+            "input" => Kind::Input { node: 3 },
+            "resize" => Kind::Resize { width: num(1, 0) as u32, height: num(2, 0) as u32 },
+            "snap" => Kind::Snapshot { scroll_x: 0, scroll_y: num(1, 0) as i32 },
+            "error" => {
+                let m = arg(1).unwrap_or("boom");
+                Kind::Error { message: Sym::new(m), fingerprint: xxhash_rust::xxh3::xxh3_64(m.as_bytes()) }
+            }
+            "custom" => Kind::Custom { name: Sym::new(arg(1).unwrap_or("go")) },
+            "act" => Kind::Activity,
+            other => panic!("unknown event kind {other:?} in {spec:?}"),
+        };
+        out.push(Event {
+            ts,
+            device: DeviceKey { project: Sym::new("p"), device: Sym::new(dev) },
+            tab: Sym::new(tab),
+            seq: seq as u64 + 1,
+            sub: 0,
+            url: Sym::EMPTY,
+            kind,
+        });
+    }
+    out
+}
+
+/// Runs devices over events at their on-time logical times, as the behaviour operator
+/// does, through every deadline; returns the views their changes add up to.
+fn incremental(events: &[(u64, Event)], p: &Params) -> Views {
+    let mut views = Views::default();
+    let mut by_device: std::collections::BTreeMap<DeviceKey, Vec<(u64, Event)>> = Default::default();
+    for (t, e) in events {
+        by_device.entry(e.device).or_default().push((*t, *e));
+    }
+    for (key, mut evs) in by_device {
+        evs.sort_by_key(|(t, e)| (*t, e.order_key()));
+        let mut dev = Device::new(key);
+        let mut emit = Emit::default();
+        let mut i = 0;
+        loop {
+            let deadline = dev.next_deadline(p);
+            let next = evs.get(i).map(|(t, _)| *t);
+            match next {
+                Some(t) if t <= deadline => {
+                    dev.event(t, &evs[i].1, p, &mut emit);
+                    i += 1;
+                    if evs.get(i).is_none_or(|(n, _)| *n != t) {
+                        dev.flush(p, &mut emit);
+                    }
+                }
+                _ if deadline == u64::MAX => break,
+                _ => {
+                    let release = deadline >= dev.evict_at(p);
+                    dev.advance(deadline, p, &mut emit);
+                    if release {
+                        dev = Device::new(key);
+                    }
+                }
+            }
+        }
+        add(&mut views, emit);
+    }
+    // The aggregates the dataflow builds on top of the outputs.
+    let mut check = Views::default();
+    std::mem::swap(&mut check, &mut views);
+    check
+}
+
+fn add(v: &mut Views, e: Emit) {
+    use crate::registry::accumulate;
+    for (r, d) in e.sessions {
+        accumulate(&mut v.sessions, r, d);
+    }
+    for (r, d) in e.page_views {
+        accumulate(&mut v.page_views, r, d);
+    }
+    for (r, d) in e.rage_clicks {
+        accumulate(&mut v.rage_clicks, r, d);
+    }
+    for (r, d) in e.dead_clicks {
+        accumulate(&mut v.dead_clicks, r, d);
+    }
+    for (r, d) in e.error_clicks {
+        accumulate(&mut v.error_clicks, r, d);
+    }
+    for (r, d) in e.quick_backs {
+        accumulate(&mut v.quick_backs, r, d);
+    }
+    for (r, d) in e.excessive_scrolls {
+        accumulate(&mut v.excessive_scrolls, r, d);
+    }
+    for (r, d) in e.thrashed_cursors {
+        accumulate(&mut v.thrashed_cursors, r, d);
+    }
+    for (r, d) in e.heat {
+        accumulate(&mut v.heatmap_cells, r, d);
+    }
+    for (r, d) in e.funnels {
+        accumulate(&mut v.session_funnels, r, d);
+    }
+    for (r, d) in e.page_agg {
+        accumulate(&mut v.page_stats, r, d);
+    }
+    for (r, d) in e.err_occ {
+        accumulate(&mut v.errors, r, d);
+    }
+}
+
+/// Runs `events` through the incremental path and the reference, checks that they agree
+/// on the views a device emits directly, and hands the reference's views to `expect`.
+pub(crate) fn check(events: &str, expect: impl FnOnce(&Views)) {
+    let p = Params::from_config(&sightflow_config::Config::defaults());
+    let evs: Vec<(u64, Event)> = parse(events).into_iter().map(|e| (tick_ceil(e.ts, p.tick), e)).collect();
+    let want = reference(&evs, u64::MAX, &p);
+    let got = incremental(&evs, &p);
+    // The views a device emits as they are (the aggregates on top are checked by the
+    // oracle tests through the dataflow).
+    let direct = |v: &Views| Views {
+        sessions: v.sessions.clone(),
+        page_views: v.page_views.clone(),
+        rage_clicks: v.rage_clicks.clone(),
+        dead_clicks: v.dead_clicks.clone(),
+        error_clicks: v.error_clicks.clone(),
+        quick_backs: v.quick_backs.clone(),
+        excessive_scrolls: v.excessive_scrolls.clone(),
+        thrashed_cursors: v.thrashed_cursors.clone(),
+        heatmap_cells: v.heatmap_cells.clone(),
+        session_funnels: v.session_funnels.clone(),
+        ..Default::default()
+    };
+    let (g, w) = (direct(&got), direct(&want));
+    assert!(g == w, "{events}: the device and the reference disagree\n{}", g.diff(&w));
+    expect(&want);
+}
