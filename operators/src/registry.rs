@@ -158,8 +158,31 @@ macro_rules! declare_views {
             pub fn len(&self, view: ViewId) -> usize {
                 match view { $(ViewId::$id => self.$field.len()),* }
             }
+
+            /// Adds a device's changes to the views that are the behaviour operator's
+            /// outputs as they are (the others are built on top by the dataflow).
+            pub fn add_direct(&mut self, e: Emit) {
+                $( declare_views!(@direct self, e, $field, $src $(($out))?); )*
+            }
+
+            /// Only the views that are outputs as they are.
+            pub fn direct(&self) -> Views {
+                let mut v = Views::default();
+                $( declare_views!(@keep v, self, $field, $src $(($out))?); )*
+                v
+            }
         }
     };
+    (@direct $v:ident, $e:ident, $field:ident, output($out:ident)) => {
+        for (r, d) in $e.$out {
+            accumulate(&mut $v.$field, r, d);
+        }
+    };
+    (@direct $v:ident, $e:ident, $field:ident, built) => {};
+    (@keep $to:ident, $from:ident, $field:ident, output($out:ident)) => {
+        $to.$field = $from.$field.clone();
+    };
+    (@keep $to:ident, $from:ident, $field:ident, built) => {};
 }
 
 for_each_view!(declare_views);

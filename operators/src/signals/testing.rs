@@ -125,52 +125,9 @@ fn incremental(events: &[(u64, Event)], p: &Params) -> Views {
                 }
             }
         }
-        add(&mut views, emit);
+        views.add_direct(emit);
     }
-    // The aggregates the dataflow builds on top of the outputs.
-    let mut check = Views::default();
-    std::mem::swap(&mut check, &mut views);
-    check
-}
-
-fn add(v: &mut Views, e: Emit) {
-    use crate::registry::accumulate;
-    for (r, d) in e.sessions {
-        accumulate(&mut v.sessions, r, d);
-    }
-    for (r, d) in e.page_views {
-        accumulate(&mut v.page_views, r, d);
-    }
-    for (r, d) in e.rage_clicks {
-        accumulate(&mut v.rage_clicks, r, d);
-    }
-    for (r, d) in e.dead_clicks {
-        accumulate(&mut v.dead_clicks, r, d);
-    }
-    for (r, d) in e.error_clicks {
-        accumulate(&mut v.error_clicks, r, d);
-    }
-    for (r, d) in e.quick_backs {
-        accumulate(&mut v.quick_backs, r, d);
-    }
-    for (r, d) in e.excessive_scrolls {
-        accumulate(&mut v.excessive_scrolls, r, d);
-    }
-    for (r, d) in e.thrashed_cursors {
-        accumulate(&mut v.thrashed_cursors, r, d);
-    }
-    for (r, d) in e.heat {
-        accumulate(&mut v.heatmap_cells, r, d);
-    }
-    for (r, d) in e.funnels {
-        accumulate(&mut v.session_funnels, r, d);
-    }
-    for (r, d) in e.page_agg {
-        accumulate(&mut v.page_stats, r, d);
-    }
-    for (r, d) in e.err_occ {
-        accumulate(&mut v.errors, r, d);
-    }
+    views
 }
 
 /// Runs `events` through the incremental path and the reference, checks that they agree
@@ -182,20 +139,7 @@ pub(crate) fn check(events: &str, expect: impl FnOnce(&Views)) {
     let got = incremental(&evs, &p);
     // The views a device emits as they are (the aggregates on top are checked by the
     // oracle tests through the dataflow).
-    let direct = |v: &Views| Views {
-        sessions: v.sessions.clone(),
-        page_views: v.page_views.clone(),
-        rage_clicks: v.rage_clicks.clone(),
-        dead_clicks: v.dead_clicks.clone(),
-        error_clicks: v.error_clicks.clone(),
-        quick_backs: v.quick_backs.clone(),
-        excessive_scrolls: v.excessive_scrolls.clone(),
-        thrashed_cursors: v.thrashed_cursors.clone(),
-        heatmap_cells: v.heatmap_cells.clone(),
-        session_funnels: v.session_funnels.clone(),
-        ..Default::default()
-    };
-    let (g, w) = (direct(&got), direct(&want));
+    let (g, w) = (got.direct(), want.direct());
     assert!(g == w, "{events}: the device and the reference disagree\n{}", g.diff(&w));
     expect(&want);
 }
