@@ -93,6 +93,30 @@ fn check_recording(rec: &Value) {
         assert_eq!((int(&row["x"]), int(&row["y"])), (int(&w["x"]), int(&w["y"])), "{}", ctx("rage position"));
     }
 
+    // Per element: a burst's clicks are rage clicks of the element it was on (every
+    // recording's bursts stay on one element), and the element views add up to the
+    // click views.
+    let elements =
+        sql(&snap, "select selector, clicks, rage_clicks, dead_clicks, error_clicks, sessions from element_clicks");
+    for r in &rage {
+        let burst =
+            sql(&snap, &format!("select selector from rage_clicks where cast(ts as bigint) = {}", int(&r["ts"])));
+        let selector = &burst[0]["selector"];
+        let el =
+            elements.iter().find(|e| e["selector"] == *selector).unwrap_or_else(|| panic!("{}", ctx("burst element")));
+        assert!(
+            int(&el["rage_clicks"]) >= int(&r["clicks"]),
+            "{}: {el}",
+            ctx("the burst's element carries its clicks")
+        );
+    }
+    let total = |col: &str| elements.iter().map(|e| int(&e[col])).sum::<i64>();
+    assert_eq!(total("clicks"), int(&exp["clicks"]), "{}", ctx("element clicks"));
+    assert_eq!(total("dead_clicks"), int(&exp["dead_clicks"]), "{}", ctx("element dead clicks"));
+    assert_eq!(total("error_clicks"), int(&exp["error_clicks"]), "{}", ctx("element error clicks"));
+    let burst_clicks: i64 = rage.iter().map(|r| int(&r["clicks"])).sum();
+    assert_eq!(total("rage_clicks"), burst_clicks, "{}", ctx("element rage clicks"));
+
     // Dead and error clicks, by time.
     let dead = ints(&sql(&snap, "select cast(ts as bigint) ts from dead_clicks order by ts"), "ts");
     let want: Vec<i64> = rec["dead_clicks"].as_array().unwrap().iter().map(|d| int(&d["ts"])).collect();

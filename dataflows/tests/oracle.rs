@@ -342,6 +342,14 @@ fn random_streams_exercise_every_view() {
         *totals.entry("device funnel").or_default() += v.funnel_steps.keys().filter(|f| f.funnel == 1).count();
         *totals.entry("depth bands").or_default() += v.scroll_depth.len();
         *totals.entry("errors").or_default() += v.errors.len();
+        *totals.entry("element rage clicks").or_default() +=
+            v.element_clicks.values().filter(|a| a.rage_clicks > 0).count();
+        *totals.entry("element dead clicks").or_default() +=
+            v.element_clicks.values().filter(|a| a.dead_clicks > 0).count();
+        *totals.entry("element error clicks").or_default() +=
+            v.element_clicks.values().filter(|a| a.error_clicks > 0).count();
+        *totals.entry("element sessions > 1").or_default() +=
+            v.element_clicks.values().filter(|a| a.sessions > 1).count();
     }
     for (what, n) in &totals {
         assert!(*n > 0, "no {what} in 40 random streams: {totals:?}");

@@ -38,6 +38,7 @@ macro_rules! for_each_view {
             FunnelSteps, funnel_steps, "funnel_steps", $crate::signals::funnels::FunnelStepRow, isize, derived, built;
             PageStats, page_stats, "page_stats", $crate::signals::page_stats::PageKey, $crate::signals::page_stats::PageAgg, agg, built;
             Errors, errors, "errors", $crate::signals::errors::ErrKey, $crate::signals::errors::ErrAgg, agg, built;
+            ElementClicks, element_clicks, "element_clicks", $crate::signals::element_clicks::ElementKey, $crate::signals::element_clicks::ElementAgg, agg, output(elements);
         }
     };
 }
@@ -62,6 +63,7 @@ macro_rules! for_each_output {
             visitors: $crate::signals::page_stats::PageVisitor, isize, vec;
             err_occ: $crate::signals::errors::ErrKey, $crate::signals::errors::ErrAgg, vec;
             err_sessions: $crate::signals::errors::ErrSession, isize, vec;
+            elements: $crate::signals::element_clicks::ElementKey, $crate::signals::element_clicks::ElementAgg, map;
         }
     };
 }
@@ -71,7 +73,9 @@ macro_rules! for_each_output {
 #[macro_export]
 macro_rules! for_each_fact_signal {
     ($m:ident) => {
-        $m! {}
+        $m! {
+            element_clicks: $crate::signals::element_clicks::State;
+        }
     };
 }
 

@@ -18,6 +18,7 @@
 //! | [`funnels`] | `session_funnels`, `funnel_steps` |
 //! | [`page_stats`] | `page_stats` |
 //! | [`errors`] | `errors` |
+//! | [`element_clicks`] (on facts) | `element_clicks` |
 //!
 //! Signals that build on what the others found (a click became part of a rage burst,
 //! was judged dead, was followed by an error) subscribe to [`Fact`]s instead of hooking
@@ -25,6 +26,7 @@
 //! [`for_each_fact_signal!`](crate::for_each_fact_signal).
 
 pub mod clicks;
+pub mod element_clicks;
 pub mod episodes;
 pub mod errors;
 pub mod excessive_scroll;
