@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sightflow_config::{Config, StartAt};
-use sightflow_connectors::kafka::{self, KafkaReader, PartitionPosition};
-use sightflow_connectors::log::{Log, Reader};
-use sightflow_dataflows::{Progress, RunOptions, Snapshot, Snapshots, Source, start};
+use sightflow_connectors::kafka::{self, KafkaReader};
+use sightflow_connectors::log::Log;
+use sightflow_connectors::source::{KafkaSource, LogSource, SourceStats};
+use sightflow_dataflows::{Empty, RunOptions, Snapshot, Snapshots, Source, start};
 use sightflow_operators::Params;
-use sightflow_proto::v1::Envelope;
 
-use crate::kafka::{KafkaShared, KafkaSource, kafka_options};
+use crate::kafka::kafka_options;
 use crate::serve::log_options;
 
 /// Where a backfill ends.
@@ -70,52 +70,6 @@ pub struct Backfilled {
     pub stats: BackfillStats,
 }
 
-/// Reads partitions from their start up to their end, then finishes.
-struct FiniteLogSource {
-    reader: Reader,
-    end: BTreeMap<u32, u64>,
-    shared: Arc<KafkaShared>,
-}
-
-impl Source for FiniteLogSource {
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        let batch = match self.reader.read(512) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the event log; the backfill stops here");
-                return Progress::Done;
-            }
-        };
-        let s = &self.shared;
-        s.records.fetch_add(batch.records as u64, Ordering::Relaxed);
-        s.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-        s.bytes.fetch_add(batch.bytes as u64, Ordering::Relaxed);
-        out.extend(batch.events);
-        let frontier = self.reader.frontier();
-        let positions = self.reader.positions();
-        if let Ok(mut p) = s.positions.lock() {
-            for (part, next) in &positions {
-                let e = p.entry(*part).or_insert(PartitionPosition {
-                    partition: *part,
-                    start: *next,
-                    next: 0,
-                    frontier: 0,
-                });
-                e.next = *next;
-                e.frontier = frontier;
-            }
-        }
-        let done = positions.iter().all(|(p, o)| *o >= self.end.get(p).copied().unwrap_or(0))
-            || (batch.records == 0 && batch.caught_up);
-        if done {
-            Progress::Done
-        } else {
-            // A record's frontier bounds what later records of its partition hold.
-            Progress::At { frontier, busy: true }
-        }
-    }
-}
-
 /// Runs the dataflow over the embedded log under `data_dir` from its earliest retained
 /// record to the end found at start, and returns the complete views.
 pub fn backfill_log(config: &Config, data_dir: &Path) -> Result<(Arc<Snapshot>, BackfillStats), String> {
@@ -135,7 +89,7 @@ pub fn backfill(
     progress: ProgressOutput,
 ) -> Result<Backfilled, String> {
     let workers = config.engine.workers;
-    let shared = Arc::new(KafkaShared::default());
+    let shared = Arc::new(SourceStats::default());
     let params = Arc::new(Params::from_config(config));
     let options =
         RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(1), final_only: true };
@@ -163,16 +117,9 @@ pub fn backfill(
         let end_map: BTreeMap<u32, u64> = ranges.iter().map(|(p, _, e)| (*p, *e)).collect();
         let running = start(options, move |worker, _| {
             match readers.lock().ok().and_then(|mut r| r.get_mut(worker).and_then(Option::take)) {
-                Some(reader) => Box::new(KafkaSource {
-                    worker,
-                    reader,
-                    shared: src_shared.clone(),
-                    startup_end: end_map.clone(),
-                    finite: true,
-                    caught_up: false,
-                    max_time: 0,
-                }) as Box<dyn Source>,
-                None => Box::new(Done) as Box<dyn Source>,
+                Some(reader) => Box::new(KafkaSource::new(reader, worker, end_map.clone(), true, src_shared.clone()))
+                    as Box<dyn Source>,
+                None => Box::new(Empty) as Box<dyn Source>,
             }
         })?;
         (ranges, running)
@@ -195,25 +142,19 @@ pub fn backfill(
             Until::Time(t) => at_time(*t)?,
         };
         let ranges = join_ranges(&starts, &ends);
-        if let Ok(mut p) = shared.positions.lock() {
-            for (part, s, _) in &ranges {
-                p.insert(*part, PartitionPosition { partition: *part, start: *s, next: *s, frontier: 0 });
-            }
-        }
+        shared.set_start(&ranges.iter().map(|(p, s, _)| (*p, *s)).collect::<Vec<_>>());
         let src_ranges = ranges.clone();
         let src_shared = shared.clone();
         let running = start(options, move |worker, peers| {
             let mine: Vec<&(u32, u64, u64)> =
                 src_ranges.iter().filter(|(p, _, _)| *p as usize % peers == worker).collect();
             if mine.is_empty() {
-                return Box::new(Done) as Box<dyn Source>;
+                return Box::new(Empty) as Box<dyn Source>;
             }
             let starts: Vec<(u32, u64)> = mine.iter().map(|(p, s, _)| (*p, *s)).collect();
-            Box::new(FiniteLogSource {
-                reader: log.reader(&starts),
-                end: mine.iter().map(|(p, _, e)| (*p, *e)).collect(),
-                shared: src_shared.clone(),
-            }) as Box<dyn Source>
+            let end: BTreeMap<u32, u64> = mine.iter().map(|(p, _, e)| (*p, *e)).collect();
+            Box::new(LogSource::new(&log, worker, &starts, end.clone(), Some(end), src_shared.clone()))
+                as Box<dyn Source>
         })?;
         (ranges, running)
     };
@@ -241,15 +182,6 @@ pub fn backfill(
     Ok(Backfilled { snapshot, snapshots, stats })
 }
 
-/// A worker without partitions.
-struct Done;
-
-impl Source for Done {
-    fn poll(&mut self, _out: &mut Vec<(u64, Envelope)>) -> Progress {
-        Progress::Done
-    }
-}
-
 /// `(partition, start, end)`; a start past the end reads nothing.
 fn join_ranges(starts: &[(u32, u64)], ends: &[(u32, u64)]) -> Vec<(u32, u64, u64)> {
     starts
@@ -262,7 +194,7 @@ fn join_ranges(starts: &[(u32, u64)], ends: &[(u32, u64)]) -> Vec<(u32, u64, u64
 }
 
 fn report_progress(
-    shared: &KafkaShared,
+    shared: &SourceStats,
     ranges: &[(u32, u64, u64)],
     finished: &AtomicBool,
     mode: ProgressOutput,
@@ -313,7 +245,7 @@ struct Line {
     text: String,
 }
 
-fn progress_line(shared: &KafkaShared, ranges: &[(u32, u64, u64)], total: u64, started: Instant) -> Line {
+fn progress_line(shared: &SourceStats, ranges: &[(u32, u64, u64)], total: u64, started: Instant) -> Line {
     let positions: BTreeMap<u32, u64> = shared.positions().iter().map(|p| (p.partition, p.next)).collect();
     let mut read = 0;
     let mut parts = Vec::new();

@@ -20,16 +20,16 @@ use sightflow_config::{Config, Fsync, StartAt};
 use sightflow_connectors::ingest::{self, Accepted, BodyError, BodyLimits, Decoded};
 use sightflow_connectors::json::Sizes;
 use sightflow_connectors::kafka::{self, KafkaReader, KafkaSink, PartitionPosition};
-use sightflow_connectors::log::{FsyncPolicy, Log, LogError, LogOptions, Reader};
+use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions};
 use sightflow_connectors::replay::{ChunkRef, RawEvent, ReplayStore};
 use sightflow_connectors::rrweb::{DecoderLimits, Decoders, Note};
+use sightflow_connectors::source::{KafkaSource, LogSource, SourceStats};
 use sightflow_connectors::validate::Limits;
-use sightflow_dataflows::{Progress, RunOptions, Running, Snapshots, Source, start};
+use sightflow_dataflows::{Empty, RunOptions, Running, Snapshots, Source, start};
 use sightflow_operators::Params;
-use sightflow_proto::v1::Envelope;
 use sightflow_query::QueryLimits;
 
-use crate::kafka::{KafkaShared, KafkaSource, kafka_options};
+use crate::kafka::kafka_options;
 use sightflow_query::http::{
     self, Admit, ApiError, AppState, Backend, Health, HttpLimits, ProjectPolicy, ReplayChunk, RrwebImport, TrackReport,
 };
@@ -56,31 +56,10 @@ struct Metrics {
     unanalysed: [AtomicU64; Note::ALL.len()],
 }
 
-/// Where the dataflow is in the log, shared between its sources and `/health`.
-#[derive(Default)]
-struct Progresses {
-    /// Next offset per partition.
-    positions: Mutex<Vec<u64>>,
-    /// Per worker: the frontier at which it reached the log's start-up end.
-    caught_up_at: Mutex<BTreeMap<usize, u64>>,
-    /// Why a worker cannot read on, per worker.
-    read_failures: Mutex<BTreeMap<usize, String>>,
-    /// Stretches of the log skipped as damaged on disk.
-    damaged: Mutex<Vec<serde_json::Value>>,
-}
-
 /// Where accepted events go and where the dataflow reads them from.
 enum EventLog {
-    Embedded {
-        log: Log,
-        progress: Arc<Progresses>,
-    },
-    Kafka {
-        sink: Arc<KafkaSink>,
-        shared: Arc<KafkaShared>,
-        starts: Vec<(u32, u64)>,
-        high: Mutex<Vec<Option<(u64, u64)>>>,
-    },
+    Embedded { log: Log },
+    Kafka { sink: Arc<KafkaSink>, starts: Vec<(u32, u64)>, high: Mutex<Vec<Option<(u64, u64)>>> },
 }
 
 /// The server state behind the HTTP API.
@@ -90,6 +69,8 @@ pub struct Server {
     replay: Arc<ReplayStore>,
     decoders: Decoders,
     metrics: Metrics,
+    /// What the dataflow's sources have read, and how they fail.
+    sources: Arc<SourceStats>,
     startup_end: Vec<u64>,
     workers: usize,
     snapshots: Snapshots,
@@ -132,86 +113,6 @@ pub(crate) fn fsync_policy(config: &Config) -> FsyncPolicy {
     log_options(config, Path::new("")).fsync
 }
 
-/// One worker's share of the log.
-struct LogSource {
-    worker: usize,
-    log: Log,
-    reader: Reader,
-    progress: Arc<Progresses>,
-    startup_end: Vec<u64>,
-    caught_up: bool,
-    /// The largest logical time read so far.
-    max_time: u64,
-}
-
-impl Source for LogSource {
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        let batch = match self.reader.read(256) {
-            Ok(b) => b,
-            Err(LogError::Damaged { partition, offset, reason, .. }) => {
-                // Damaged on disk (not a torn write, which is never committed): the views
-                // must not stop for it. Skip to where the log is readable again, loudly.
-                let skipped = self.reader.skip_damaged(partition);
-                tracing::error!(partition, offset, %reason, ?skipped, "the event log is damaged; skipping what cannot be read");
-                if let (Some((from, to)), Ok(mut d)) = (skipped, self.progress.damaged.lock()) {
-                    d.push(json!({"partition": partition, "from": from, "to": to, "reason": reason}));
-                }
-                return Progress::At { frontier: self.reader.frontier(), busy: true };
-            }
-            Err(e) => {
-                // Reported once per failure and shown by /health; retried (the disk may
-                // recover), without spinning.
-                let reason = e.to_string();
-                if let Ok(mut f) = self.progress.read_failures.lock()
-                    && f.get(&self.worker) != Some(&reason)
-                {
-                    tracing::error!(worker = self.worker, error = %reason, "cannot read the event log");
-                    f.insert(self.worker, reason);
-                }
-                return Progress::At { frontier: self.reader.frontier(), busy: false };
-            }
-        };
-        if let Ok(mut f) = self.progress.read_failures.lock() {
-            f.remove(&self.worker);
-        }
-        let busy = batch.records > 0;
-        if let Some(t) = batch.events.iter().map(|(t, _)| *t).max() {
-            self.max_time = self.max_time.max(t);
-        }
-        out.extend(batch.events);
-        if batch.caught_up {
-            self.log.tick(now_ms());
-        }
-        let positions = self.reader.positions();
-        if let Ok(mut p) = self.progress.positions.lock() {
-            for (part, offset) in &positions {
-                if let Some(slot) = p.get_mut(*part as usize) {
-                    *slot = *offset;
-                }
-            }
-        }
-        let frontier = self.reader.frontier();
-        if !self.caught_up && positions.iter().all(|(p, o)| *o >= self.startup_end[*p as usize]) {
-            self.caught_up = true;
-            // Ready once the views reflect everything read up to the start-up end (but
-            // not waiting for events stamped in the future).
-            if let Ok(mut c) = self.progress.caught_up_at.lock() {
-                c.insert(self.worker, frontier.max(self.max_time.saturating_add(1).min(now_ms().max(0) as u64)));
-            }
-        }
-        Progress::At { frontier, busy }
-    }
-}
-
-/// A worker without partitions contributes nothing.
-struct NoSource;
-
-impl Source for NoSource {
-    fn poll(&mut self, _out: &mut Vec<(u64, Envelope)>) -> Progress {
-        Progress::Done
-    }
-}
-
 impl Server {
     /// Opens the event log (embedded, or Kafka when configured) and the replay store
     /// under `data_dir` and starts the dataflow.
@@ -226,10 +127,11 @@ impl Server {
             std::fs::read_to_string(data_dir.join("checkpoint.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
         let workers = config.engine.workers;
         let params = Arc::new(Params::from_config(&config));
+        let sources = Arc::new(SourceStats::default());
         let (log, startup_end, engine, partitions) = if config.kafka.enabled() {
-            Self::start_kafka(&config, checkpoint.as_ref(), params)?
+            Self::start_kafka(&config, checkpoint.as_ref(), params, sources.clone())?
         } else {
-            Self::start_embedded(&config, data_dir, checkpoint.as_ref(), params)?
+            Self::start_embedded(&config, data_dir, checkpoint.as_ref(), params, sources.clone())?
         };
         let ig = &config.ingest;
         let decoders = Decoders::new(
@@ -248,6 +150,7 @@ impl Server {
             decoders,
             read_rt,
             metrics: Metrics::default(),
+            sources,
             startup_end,
             workers: workers.min(partitions),
             snapshots: engine.snapshots.clone(),
@@ -262,20 +165,18 @@ impl Server {
         data_dir: &Path,
         checkpoint: Option<&serde_json::Value>,
         params: Arc<Params>,
+        stats: Arc<SourceStats>,
     ) -> Result<(EventLog, Vec<u64>, Running, usize), String> {
         let log = Log::open(log_options(config, data_dir)).map_err(|e| e.to_string())?;
         let startup_end = log.end_offsets();
         let partitions = log.partitions() as usize;
-        let progress = Arc::new(Progresses {
-            positions: Mutex::new(log.start_offsets()),
-            caught_up_at: Mutex::new(BTreeMap::new()),
-            read_failures: Mutex::new(BTreeMap::new()),
-            damaged: Mutex::new(Vec::new()),
-        });
+        let starts: Vec<(u32, u64)> = log.start_offsets().into_iter().enumerate().map(|(p, o)| (p as u32, o)).collect();
+        stats.set_start(&starts);
         if let Some(c) = checkpoint {
             tracing::info!(checkpoint = %c, "restarting: rebuilding the views from the log");
         }
-        let (src_log, src_progress, src_end) = (log.clone(), progress.clone(), startup_end.clone());
+        let src_log = log.clone();
+        let end_map: BTreeMap<u32, u64> = startup_end.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect();
         let engine = start(
             RunOptions {
                 workers: config.engine.workers,
@@ -288,20 +189,12 @@ impl Server {
                 let mine: Vec<(u32, u64)> =
                     (0..partitions).filter(|p| p % peers == worker).map(|p| (p as u32, 0)).collect();
                 if mine.is_empty() {
-                    return Box::new(NoSource) as Box<dyn Source>;
+                    return Box::new(Empty) as Box<dyn Source>;
                 }
-                Box::new(LogSource {
-                    worker,
-                    log: src_log.clone(),
-                    reader: src_log.reader(&mine),
-                    progress: src_progress.clone(),
-                    startup_end: src_end.clone(),
-                    caught_up: false,
-                    max_time: 0,
-                })
+                Box::new(LogSource::new(&src_log, worker, &mine, end_map.clone(), None, stats.clone()))
             },
         )?;
-        Ok((EventLog::Embedded { log, progress }, startup_end, engine, partitions))
+        Ok((EventLog::Embedded { log }, startup_end, engine, partitions))
     }
 
     /// Kafka: the view state starts at the offsets in the checkpoint (a restart re-reads
@@ -311,6 +204,7 @@ impl Server {
         config: &Config,
         checkpoint: Option<&serde_json::Value>,
         params: Arc<Params>,
+        stats: Arc<SourceStats>,
     ) -> Result<(EventLog, Vec<u64>, Running, usize), String> {
         let opts = kafka_options(config);
         let saved = checkpoint.and_then(|c| c.get("kafka")).filter(|k| k["topic"] == opts.topic.as_str());
@@ -339,7 +233,6 @@ impl Server {
         let startup_end: Vec<u64> = ends.iter().map(|(_, o)| *o).collect();
         let partitions = starts.len();
         let workers = config.engine.workers;
-        let shared = Arc::new(KafkaShared::default());
         let mut readers = Vec::new();
         for w in 0..workers {
             let mine: Vec<(u32, u64, Option<u64>)> =
@@ -348,26 +241,19 @@ impl Server {
             readers.push(Some(reader.with_in_flight(sink.in_flight())));
         }
         let readers = Mutex::new(readers);
-        let (src_shared, end_map) = (shared.clone(), ends.iter().copied().collect::<BTreeMap<u32, u64>>());
+        let end_map = ends.iter().copied().collect::<BTreeMap<u32, u64>>();
         let engine = start(
             RunOptions { workers, params, on_publish: None, idle_park: Duration::from_millis(2), final_only: false },
             move |worker, _peers| {
                 let reader = readers.lock().ok().and_then(|mut r| r.get_mut(worker).and_then(Option::take));
                 match reader {
-                    Some(reader) => Box::new(KafkaSource {
-                        worker,
-                        reader,
-                        shared: src_shared.clone(),
-                        startup_end: end_map.clone(),
-                        finite: false,
-                        caught_up: false,
-                        max_time: 0,
-                    }) as Box<dyn Source>,
-                    None => Box::new(NoSource) as Box<dyn Source>,
+                    Some(reader) => Box::new(KafkaSource::new(reader, worker, end_map.clone(), false, stats.clone()))
+                        as Box<dyn Source>,
+                    None => Box::new(Empty) as Box<dyn Source>,
                 }
             },
         )?;
-        let log = EventLog::Kafka { sink: Arc::new(sink), shared, starts, high: Mutex::new(Vec::new()) };
+        let log = EventLog::Kafka { sink: Arc::new(sink), starts, high: Mutex::new(Vec::new()) };
         Ok((log, startup_end, engine, partitions))
     }
 
@@ -575,8 +461,8 @@ impl Server {
     fn write_checkpoint(&self) {
         let as_of = self.snapshots.latest().as_of;
         let text = match &self.log {
-            EventLog::Embedded { log, progress } => {
-                let positions = progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
+            EventLog::Embedded { log } => {
+                let positions: Vec<u64> = self.sources.positions().iter().map(|p| p.next).collect();
                 json!({
                     "positions": positions,
                     "frontiers": log.frontiers(),
@@ -584,9 +470,9 @@ impl Server {
                     "written_at_ms": now_ms(),
                 })
             }
-            EventLog::Kafka { sink, shared, starts, .. } => {
+            EventLog::Kafka { sink, starts, .. } => {
                 let pos: BTreeMap<u32, PartitionPosition> =
-                    shared.positions().into_iter().map(|p| (p.partition, p)).collect();
+                    self.sources.positions().into_iter().map(|p| (p.partition, p)).collect();
                 let get = |p: u32, f: fn(&PartitionPosition) -> u64, d: u64| pos.get(&p).map_or(d, f);
                 json!({
                     "kafka": {
@@ -610,8 +496,8 @@ impl Server {
     /// Position, end, lag and frontier of every partition.
     fn partition_details(&self) -> Vec<serde_json::Value> {
         match &self.log {
-            EventLog::Embedded { log, progress } => {
-                let positions = progress.positions.lock().map(|p| p.clone()).unwrap_or_default();
+            EventLog::Embedded { log } => {
+                let positions: Vec<u64> = self.sources.positions().iter().map(|p| p.next).collect();
                 let ends = log.end_offsets();
                 let frontiers = log.frontiers();
                 (0..ends.len())
@@ -621,9 +507,9 @@ impl Server {
                     })
                     .collect()
             }
-            EventLog::Kafka { shared, high, .. } => {
+            EventLog::Kafka { high, .. } => {
                 let high = high.lock().map(|h| h.clone()).unwrap_or_default();
-                shared
+                self.sources
                     .positions()
                     .into_iter()
                     .map(|p| {
@@ -825,11 +711,7 @@ impl Backend for Api {
     }
 
     fn health(&self) -> Health {
-        let caught = match &self.log {
-            EventLog::Embedded { progress, .. } => progress.caught_up_at.lock().map(|c| c.clone()),
-            EventLog::Kafka { shared, .. } => shared.caught_up_at.lock().map(|c| c.clone()),
-        }
-        .unwrap_or_default();
+        let caught = self.sources.caught_up_at();
         let as_of = self.snapshots.latest().as_of;
         let ready = caught.len() >= self.workers && caught.values().all(|f| as_of.saturating_add(1) >= *f);
         let source = match &self.log {
@@ -839,18 +721,18 @@ impl Backend for Api {
             }
         };
         let mut failures = Vec::new();
-        if let EventLog::Embedded { log, progress } = &self.log {
+        if let EventLog::Embedded { log } = &self.log {
             for f in log.failures() {
                 failures.push(format!("event log partition {}: {}", f.partition, f.reason));
             }
-            if let Ok(r) = progress.read_failures.lock() {
-                failures.extend(r.iter().map(|(w, why)| format!("worker {w} cannot read the event log: {why}")));
-            }
         }
-        let damaged = match &self.log {
-            EventLog::Embedded { progress, .. } => progress.damaged.lock().map(|d| d.clone()).unwrap_or_default(),
-            EventLog::Kafka { .. } => Vec::new(),
-        };
+        failures.extend(self.sources.failures());
+        let damaged: Vec<serde_json::Value> = self
+            .sources
+            .skipped()
+            .into_iter()
+            .map(|d| json!({"partition": d.partition, "from": d.from, "to": d.to, "reason": d.reason}))
+            .collect();
         Health {
             ready,
             failures,
@@ -909,7 +791,8 @@ impl Backend for Api {
                     "# HELP sightflow_log_failing_partitions Partitions refusing appends until a write succeeds.\n# TYPE sightflow_log_failing_partitions gauge\nsightflow_log_failing_partitions {failing}\n"
                 ));
             }
-            EventLog::Kafka { shared, .. } => {
+            EventLog::Kafka { .. } => {
+                let shared = &self.sources;
                 for (name, help, v) in [
                     ("sightflow_kafka_records_total", "Kafka records read.", &shared.records),
                     ("sightflow_kafka_malformed_total", "Kafka messages skipped as malformed.", &shared.garbage),

@@ -15,7 +15,7 @@ use sightflow_config::time::tick_ceil as tick_ceil_ms;
 use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions};
 use sightflow_connectors::rrweb::Decoder;
 use sightflow_dataflows::convert::envelope_events;
-use sightflow_dataflows::{Progress, RunOptions, Snapshot, Source, start};
+use sightflow_dataflows::{Progress, RunOptions, Snapshot, Source, SourceError, start};
 use sightflow_operators::Params;
 use sightflow_proto::v1::Envelope;
 
@@ -349,12 +349,12 @@ impl Feeder {
 }
 
 impl Source for StreamSource {
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
         if let Some(f) = self.feeder.as_mut() {
             if f.next < f.opts.devices {
                 let frontier = f.feed(out);
                 self.frontier.fetch_max(frontier, Ordering::Relaxed);
-                return Progress::At { frontier, busy: true };
+                return Ok(Progress::At { frontier, busy: true });
             }
             if f.live_at.load(Ordering::Relaxed) == 0 {
                 let live_at = tick_ceil_ms(f.max_ts, f.tick) + f.tick;
@@ -363,9 +363,9 @@ impl Source for StreamSource {
             }
         }
         if self.stop.load(Ordering::Relaxed) {
-            return Progress::Done;
+            return Ok(Progress::Done);
         }
-        Progress::At { frontier: self.frontier.load(Ordering::Relaxed), busy: false }
+        Ok(Progress::At { frontier: self.frontier.load(Ordering::Relaxed), busy: false })
     }
 }
 
@@ -824,8 +824,8 @@ struct ChannelSource {
 impl Source for ChannelSource {
     // Never blocks: a source that waited here would hold the worker between the steps
     // that carry a batch through the dataflow (the worker parks by itself when idle).
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        match self.rx.try_recv() {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
+        Ok(match self.rx.try_recv() {
             Ok((items, frontier)) => {
                 out.extend(items);
                 self.frontier = self.frontier.max(frontier);
@@ -833,7 +833,7 @@ impl Source for ChannelSource {
             }
             Err(std::sync::mpsc::TryRecvError::Empty) => Progress::At { frontier: self.frontier, busy: false },
             Err(std::sync::mpsc::TryRecvError::Disconnected) => Progress::Done,
-        }
+        })
     }
 }
 

@@ -534,17 +534,7 @@ fn timestamp_at(opts: &KafkaOptions, p: u32, offset: u64) -> Result<Option<i64>,
     Ok(None)
 }
 
-/// Where one partition of a reader is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionPosition {
-    pub partition: u32,
-    /// Where this reader started (the view state's origin).
-    pub start: u64,
-    /// Next offset to read.
-    pub next: u64,
-    /// The partition frontier: no later event gets a logical time below it.
-    pub frontier: u64,
-}
+pub use crate::source::PartitionPosition;
 
 struct Part {
     start: u64,
@@ -609,6 +599,8 @@ pub struct KafkaReader {
     /// Idle partitions follow the wall clock (live readers only).
     live: bool,
     last_error_log: Option<Instant>,
+    /// Since when the consumer has only failed, and its last error.
+    failing: Option<(Instant, String)>,
     last_refresh: Instant,
     /// How often a live reader looks for added partitions.
     refresh_every: Duration,
@@ -634,6 +626,7 @@ impl KafkaReader {
             share,
             live,
             last_error_log: None,
+            failing: None,
             last_refresh: Instant::now(),
             refresh_every: Duration::from_secs(10),
         };
@@ -698,6 +691,7 @@ impl KafkaReader {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(msg)) => {
+                    self.failing = None;
                     let p = msg.partition() as u32;
                     let offset = msg.offset().max(0) as u64;
                     let Some(part) = self.parts.get_mut(&p) else { continue };
@@ -733,11 +727,13 @@ impl KafkaReader {
                     part.frontier = part.frontier.max(record.frontier);
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.failing = None;
                     if let Some(part) = self.parts.get_mut(&(p as u32)) {
                         part.eof = true;
                     }
                 }
                 Some(Err(e)) => {
+                    self.failing.get_or_insert_with(|| (Instant::now(), String::new())).1 = e.to_string();
                     if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
                         tracing::warn!(topic = %self.opts.topic, error = %e, "kafka consumer error (retrying)");
                         self.last_error_log = Some(Instant::now());
@@ -798,6 +794,16 @@ impl KafkaReader {
     /// Whether every partition reached its end (finite readers).
     pub fn done(&self) -> bool {
         self.parts.values().all(Part::done)
+    }
+
+    /// Whether a partition reached its end (finite readers).
+    pub fn partition_done(&self, partition: u32) -> bool {
+        self.parts.get(&partition).is_none_or(Part::done)
+    }
+
+    /// How long the consumer has only failed, and its last error (`None` while it reads).
+    pub fn failing(&self) -> Option<(Duration, String)> {
+        self.failing.as_ref().map(|(since, why)| (since.elapsed(), why.clone()))
     }
 
     /// Whether every partition has been read to the end the broker reported last.
@@ -934,6 +940,46 @@ mod tests {
         }
         assert_eq!(got.len(), 50);
         assert!(got.iter().all(|(t, e)| *t == tick_ceil(e.ts, 100)));
+    }
+
+    /// A finite source (a backfill) whose broker goes away fails once it has only failed
+    /// for its give-up time, naming the partition and offset it stopped at; a live one
+    /// would retry.
+    #[test]
+    fn a_finite_source_fails_when_the_broker_stays_down() {
+        use crate::source::{KafkaSource, SourceStats};
+        use sightflow_proto::source::Source;
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let opts = mock_options(&mock, false);
+        let sink = KafkaSink::connect(opts.clone(), &[]).unwrap();
+        let t0 = 1_795_000_000_000;
+        let events: Vec<Envelope> = (0..20).map(|i| ev("d", t0 + i)).collect();
+        futures::executor::block_on(sink.append("b", events, t0)).unwrap();
+        // It expects more records than the topic holds, so it waits for the broker.
+        let reader = KafkaReader::new(opts, &[(0, 0, Some(1_000))], (0, 1), false).unwrap();
+        let stats = std::sync::Arc::new(SourceStats::default());
+        let mut source =
+            KafkaSource::new(reader, 0, BTreeMap::new(), true, stats.clone()).give_up_after(Duration::from_secs(1));
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while out.len() < 20 && Instant::now() < deadline {
+            source.poll(&mut out).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(out.len(), 20);
+        mock.broker_down(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let err = loop {
+            match source.poll(&mut out) {
+                Err(e) => break e,
+                Ok(_) => assert!(Instant::now() < deadline, "the source never gave up"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The 20 events were one record (one append).
+        assert_eq!((err.partition, err.offset), (Some(0), Some(1)), "{err}");
+        assert!(err.to_string().contains("partition 0 at offset 1: the broker has not answered"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod log;
 pub mod replay;
 pub mod rrweb;
+pub mod source;
 pub mod validate;
 
 #[cfg(test)]

@@ -21,45 +21,7 @@ use timely::dataflow::{ProbeHandle, Stream};
 use crate::convert::envelope_events;
 use crate::publish::{OnPublish, Publisher, Snapshots, WorkerUpdate, spawn_publisher};
 
-/// What a source reports after a poll.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// No envelope with a logical time below `frontier` will come any more; `busy` says
-    /// whether the poll produced anything (idle sources let the worker park).
-    At { frontier: u64, busy: bool },
-    /// The source is exhausted.
-    Done,
-}
-
-/// An input of the dataflow: envelopes with their logical times, and a frontier.
-/// Sources are built per worker; each owns a disjoint share of the input.
-pub trait Source: Send {
-    /// Appends ready envelopes and their logical times to `out`.
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress;
-}
-
-/// A finite list of envelopes with logical times (batch mode and tests).
-pub struct VecSource {
-    items: Option<Vec<(u64, Envelope)>>,
-}
-
-impl VecSource {
-    pub fn new(items: Vec<(u64, Envelope)>) -> VecSource {
-        VecSource { items: Some(items) }
-    }
-}
-
-impl Source for VecSource {
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        match self.items.take() {
-            Some(items) => {
-                out.extend(items);
-                Progress::At { frontier: 0, busy: true }
-            }
-            None => Progress::Done,
-        }
-    }
-}
+pub use sightflow_proto::source::{Empty, Progress, Source, SourceError, VecSource};
 
 /// How to run.
 pub struct RunOptions {
@@ -82,6 +44,8 @@ pub struct Running {
     publisher: Option<std::thread::JoinHandle<()>>,
     /// Set to make every worker stop reading its source and finish.
     stop: Arc<AtomicBool>,
+    /// The first source failure: the run stops, and [`Running::join`] reports it.
+    failure: Arc<std::sync::Mutex<Option<SourceError>>>,
 }
 
 impl Drop for Running {
@@ -112,7 +76,15 @@ impl Running {
         if let Some(p) = self.publisher.take() {
             p.join().map_err(|_| "publisher thread panicked".to_string())?;
         }
+        if let Some(e) = self.failure.lock().ok().and_then(|mut f| f.take()) {
+            return Err(format!("the input failed: {e}"));
+        }
         Ok(())
+    }
+
+    /// The source failure that stopped the run, if one did (the run goes on otherwise).
+    pub fn failure(&self) -> Option<SourceError> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 }
 
@@ -140,6 +112,8 @@ where
     let idle = options.idle_park;
     let stop = Arc::new(AtomicBool::new(false));
     let stop_workers = stop.clone();
+    let failure: Arc<std::sync::Mutex<Option<SourceError>>> = Arc::default();
+    let worker_failure = failure.clone();
     let mut config =
         if options.workers <= 1 { timely::Config::thread() } else { timely::Config::process(options.workers) };
     // Arrangements keep merging while the input is idle, so that state shrinks to its
@@ -155,6 +129,7 @@ where
         let params = params.clone();
         let stats = worker_stats.clone();
         let stop_worker = stop_workers.clone();
+        let failure = worker_failure.clone();
         crate::logging::attach(worker, stats.clone());
         let probe = ProbeHandle::new();
         let (mut input, mut cap, measured) = worker.dataflow::<u64, _, _>(|scope| {
@@ -188,7 +163,17 @@ where
         let mut events: Vec<Event> = Vec::new();
         loop {
             items.clear();
-            let progress = source.poll(&mut items);
+            let progress = match source.poll(&mut items) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Stop every worker: the views would be incomplete without this input.
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert(e);
+                    }
+                    stop_worker.store(true, Ordering::SeqCst);
+                    break;
+                }
+            };
             if !items.is_empty() {
                 items.sort_by_key(|(t, _)| *t);
                 let mut i = 0;
@@ -229,7 +214,7 @@ where
         measure(&stats);
     })
     .map_err(|e| format!("cannot start dataflow workers: {e}"))?;
-    Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher), stop })
+    Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher), stop, failure })
 }
 
 /// How often the measured arrangements are sized.
@@ -253,4 +238,49 @@ where
     R: Clone + 'static,
 {
     c.inner.map(move |(d, t, r)| (t, f(d, r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails on its second poll; the other worker's source never ends on its own.
+    struct Failing {
+        polls: usize,
+    }
+
+    impl Source for Failing {
+        fn poll(&mut self, _out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
+            self.polls += 1;
+            if self.polls < 2 {
+                return Ok(Progress::At { frontier: 0, busy: true });
+            }
+            Err(SourceError { partition: Some(3), offset: Some(17), reason: "checksum mismatch".into() })
+        }
+    }
+
+    struct Forever;
+
+    impl Source for Forever {
+        fn poll(&mut self, _out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
+            Ok(Progress::At { frontier: 0, busy: false })
+        }
+    }
+
+    #[test]
+    fn a_failing_source_stops_every_worker_and_is_reported() {
+        let options = RunOptions {
+            workers: 2,
+            params: Arc::new(Params::from_config(&sightflow_config::Config::defaults())),
+            on_publish: None,
+            idle_park: Duration::from_millis(1),
+            final_only: true,
+        };
+        let running = start(options, |worker, _| {
+            if worker == 0 { Box::new(Failing { polls: 0 }) as Box<dyn Source> } else { Box::new(Forever) }
+        })
+        .unwrap();
+        let err = running.join().unwrap_err().to_string();
+        assert!(err.contains("partition 3 at offset 17: checksum mismatch"), "{err}");
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sightflow_config::Config;
-use sightflow_dataflows::{Progress, RunOptions, Source, start};
+use sightflow_dataflows::{Progress, RunOptions, Source, SourceError, start};
 use sightflow_operators::Params;
 use sightflow_operators::event::tick_ceil;
 use sightflow_operators::stats::{StateSize, StateStats};
@@ -27,7 +27,7 @@ const BASE: i64 = 1_795_300_000_000;
 const SPACING: i64 = 10_000;
 
 impl Source for Sessions {
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
         if let Some(stats) = self.stats.lock().unwrap().as_ref() {
             let views = stats.per_view();
             if let Some(s) = views.get("behaviour") {
@@ -41,7 +41,7 @@ impl Source for Sessions {
             }
         }
         if self.next == self.total {
-            return Progress::Done;
+            return Ok(Progress::Done);
         }
         // One short session per poll: a page view, clicks, scrolls and moves over 2 s.
         let start = BASE + self.next as i64 * SPACING;
@@ -77,7 +77,7 @@ impl Source for Sessions {
             ));
         }
         self.next += 1;
-        Progress::At { frontier: tick_ceil(start + 2_000, self.tick), busy: true }
+        Ok(Progress::At { frontier: tick_ceil(start + 2_000, self.tick), busy: true })
     }
 }
 

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sightflow_config::Config;
 use sightflow_dataflows::convert::envelope_events;
-use sightflow_dataflows::{Progress, RunOptions, Source, start};
+use sightflow_dataflows::{Progress, RunOptions, Source, SourceError, start};
 use sightflow_operators::event::{Clock, Stamp};
 use sightflow_operators::reference::reference;
 use sightflow_operators::{Event, Params, Views};
@@ -177,14 +177,14 @@ struct ScriptSource {
 }
 
 impl Source for ScriptSource {
-    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Progress {
-        match self.polls.next() {
+    fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
+        Ok(match self.polls.next() {
             Some((items, frontier)) => {
                 out.extend(items);
                 Progress::At { frontier, busy: true }
             }
             None => Progress::Done,
-        }
+        })
     }
 }
 

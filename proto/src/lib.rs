@@ -22,6 +22,8 @@
 //! assert_eq!(Envelope::decode(bytes.as_slice()).unwrap(), e);
 //! ```
 
+pub mod source;
+
 /// Version 1 of the schema (`package sightflow.v1`).
 pub mod v1 {
     #![allow(missing_docs, clippy::all, rust_2018_idioms)]

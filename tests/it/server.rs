@@ -3,91 +3,27 @@
 //! files, also when the server is killed (`kill -9`) in the middle of an import and
 //! started again.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{free_port, now_ms, recordings};
+use crate::common::{ServerProcess, free_port, now_ms, recordings};
 
 const CONFIG: &str =
     "[engine]\nallowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n[log]\npartitions = 3\n";
 
-struct ServerProcess {
-    child: Child,
-    url: String,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path, port: u16) -> ServerProcess {
-        ServerProcess::start_with(dir, port, CONFIG)
-    }
-
-    fn start_with(dir: &Path, port: u16, text: &str) -> ServerProcess {
-        let config = dir.join("sightflow.toml");
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sightflow"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the server starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("listening on http://127.0.0.1:"), "unexpected first line {line:?}");
-        ServerProcess { child, url: format!("http://127.0.0.1:{port}") }
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut r) = ureq::get(&format!("{}/health", self.url)).call()
-                && r.status() == 200
-            {
-                let _ = r.body_mut().read_to_string();
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server did not get ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Rows of a table (as JSON objects, sorted), once the views reach `min_as_of`.
-    fn rows(&self, table: &str, min_as_of: u64) -> Vec<String> {
-        common::rows(&self.url, table, min_as_of)
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn import(url: &str, file: &str, device: &str, chunk: usize) -> Child {
-    common::import(url, file, device, chunk, 60)
+    crate::common::import(url, file, device, chunk, 60)
 }
 
 fn assert_same_views(server: &ServerProcess, files: &[(String, String)], min_as_of: u64) {
-    common::assert_same_views(&server.url, files, min_as_of, "the server");
+    crate::common::assert_same_views(&server.url, files, min_as_of, "the server");
 }
 
 #[test]
 fn imported_recordings_give_the_batch_views() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), free_port());
+    let server = ServerProcess::start(dir.path(), free_port(), CONFIG);
     server.wait_ready();
     let files = recordings();
     let mut visible = 0;
@@ -96,7 +32,7 @@ fn imported_recordings_give_the_batch_views() {
         assert!(out.status.success(), "import of {file}: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("imported"), "{stdout}");
-        visible = visible.max(common::import_token(&stdout).expect("the import says when it is visible"));
+        visible = visible.max(crate::common::import_token(&stdout).expect("the import says when it is visible"));
     }
     // Old recordings are late data: their events are visible from the imports' token,
     // not from their own (last week's) times.
@@ -127,7 +63,7 @@ fn imported_recordings_give_the_batch_views() {
 fn a_server_killed_mid_import_resumes_without_losing_or_double_counting() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let server = ServerProcess::start(dir.path(), port);
+    let server = ServerProcess::start(dir.path(), port, CONFIG);
     server.wait_ready();
     let files: Vec<(String, String)> = recordings()
         .into_iter()
@@ -156,7 +92,7 @@ fn a_server_killed_mid_import_resumes_without_losing_or_double_counting() {
     server.kill();
     assert!(importer.try_wait().unwrap().is_none(), "the import was still running when the server died");
     std::thread::sleep(Duration::from_millis(300));
-    let server = ServerProcess::start(dir.path(), port);
+    let server = ServerProcess::start(dir.path(), port, CONFIG);
     let out = importer.wait_with_output().unwrap();
     assert!(out.status.success(), "the import finishes after the restart: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -384,7 +320,7 @@ fn hostile_inputs_get_clear_answers_and_cost_nothing_else() {
     let config = format!(
         "{CONFIG}[query]\ntimeout_ms = 2000\nmax_wait_ms = 1000\n[projects.demo]\nallowed_origins = [\"https://shop.test\"]\n"
     );
-    let server = ServerProcess::start_with(dir.path(), free_port(), &config);
+    let server = ServerProcess::start(dir.path(), free_port(), &config);
     server.wait_ready();
     let pid = server.child.id();
     let cases = catalogue();
@@ -439,7 +375,7 @@ fn hostile_inputs_get_clear_answers_and_cost_nothing_else() {
         assert_eq!(s, 200, "a valid event after {}: {text}", c.name);
         peak = peak.max(rss_kb(pid));
     }
-    let rows = common::rows(&server.url, "sessions", now_ms());
+    let rows = crate::common::rows(&server.url, "sessions", now_ms());
     let kept = rows.iter().filter(|r| r.contains("\"ok-")).count();
     assert_eq!(kept, 2 * cases.len(), "every valid event is in the views");
     assert!(rows.iter().any(|r| r.contains("\"beside\"")), "events beside bad ones are kept");
@@ -512,7 +448,7 @@ fn slow_clients_do_not_exhaust_the_server() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let config = format!("{CONFIG}[server]\nheader_timeout_ms = 2000\nbody_timeout_ms = 2000\n");
-    let server = ServerProcess::start_with(dir.path(), free_port(), &config);
+    let server = ServerProcess::start(dir.path(), free_port(), &config);
     server.wait_ready();
     let addr = server.url.trim_start_matches("http://").to_string();
     let mut slow = Vec::new();
@@ -557,7 +493,7 @@ fn a_full_disk_loses_nothing_acknowledged() {
     let port = free_port();
     let config = format!("{CONFIG}[log]\nsegment_bytes = 1000000\n");
     let config = config.replace("[log]\npartitions = 3\n", "");
-    let server = ServerProcess::start_with(dir.path(), port, &config);
+    let server = ServerProcess::start(dir.path(), port, &config);
     server.wait_ready();
     let pid = server.child.id();
     let post = |device: &str| -> u16 {
@@ -621,7 +557,7 @@ fn a_full_disk_loses_nothing_acknowledged() {
         assert!(live.contains(d), "{d} was acknowledged but is not in the views");
     }
     server.kill();
-    let server = ServerProcess::start_with(dir.path(), port, &config);
+    let server = ServerProcess::start(dir.path(), port, &config);
     server.wait_ready();
     let restarted = devices(&server);
     for d in &acked {

@@ -8,7 +8,7 @@ fn bin() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb").join(name)
+    crate::common::fixtures().join(name)
 }
 
 fn run(cmd: &mut Command) -> (bool, String, String) {
@@ -239,4 +239,55 @@ fn workers_from_config_give_the_same_answer() {
     assert!(a.0 && b.0, "{} {}", a.2, b.2);
     assert_eq!(a.1, b.1);
     assert!(a.1.contains("(2 rows)"), "{}", a.1);
+}
+
+/// A backfill whose read fails (a sealed segment damaged on disk) exits non-zero, names
+/// the partition and offset, and writes no views as if they were complete.
+#[test]
+fn a_backfill_over_a_damaged_log_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[engine]\nallowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n\
+                  [log]\npartitions = 1\nsegment_bytes = 4096\n";
+    let server = crate::common::ServerProcess::start(dir.path(), crate::common::free_port(), config);
+    server.wait_ready();
+    let now = crate::common::now_ms();
+    for batch in 0..40 {
+        let events: Vec<serde_json::Value> = (0..5)
+            .map(|i| {
+                serde_json::json!({"type": "page_view", "device_id": format!("d{batch}-{i}"),
+                    "ts": now, "url": format!("http://x.test/{batch}/{i}")})
+            })
+            .collect();
+        let r = ureq::post(&format!("{}/api/v1/track?key=demo", server.url))
+            .content_type("application/json")
+            .send(serde_json::Value::Array(events).to_string().as_str())
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    server.kill();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.path().join("data/log/p0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 2, "the log rolled over segments: {segments:?}");
+    let mut data = std::fs::read(&segments[0]).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&segments[0], &data).unwrap();
+
+    let out = dir.path().join("views");
+    let (ok, stdout, stderr) = run(bin()
+        .args(["backfill", "--config"])
+        .arg(dir.path().join("sightflow.toml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--from", "earliest", "--progress", "none", "--out"])
+        .arg(&out));
+    assert!(!ok, "a damaged log fails the backfill: {stdout}{stderr}");
+    assert!(stderr.contains("partition 0 at offset "), "names where: {stderr}");
+    assert!(!stdout.contains("wrote"), "{stdout}");
+    let written: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(written.is_empty(), "no Parquet written: {written:?}");
 }

@@ -1,9 +1,10 @@
 //! Helpers shared by the end-to-end tests that run the `sightflow` binary.
-#![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sightflow::batch::{self, Input};
@@ -100,5 +101,77 @@ pub fn assert_same_views(url: &str, files: &[(String, String)], min_as_of: u64, 
     for (table, want) in batch_rows(files) {
         let got = rows(url, &table, min_as_of);
         assert_eq!(got, want, "{table} differs between {what} and batch mode");
+    }
+}
+
+/// A `sightflow serve` process on a loopback port, its config in `dir/sightflow.toml`
+/// and its data in `dir/data`; killed when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts the server and waits until it listens.
+    pub fn start(dir: &Path, port: u16, config: &str) -> ServerProcess {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("sightflow.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sightflow"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the server starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("listening on http://127.0.0.1:"), "unexpected first line {line:?}");
+        ServerProcess { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Waits (up to a minute) for `/health` to say ready, and returns it.
+    pub fn wait_ready(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut r) = ureq::get(&format!("{}/health", self.url)).call()
+                && r.status() == 200
+            {
+                return serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+            }
+            assert!(Instant::now() < deadline, "the server did not get ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Rows of a table (as JSON objects, sorted), once the views reach `min_as_of`.
+    pub fn rows(&self, table: &str, min_as_of: u64) -> Vec<String> {
+        rows(&self.url, table, min_as_of)
+    }
+
+    /// A counter or gauge without labels from `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        let mut r = ureq::get(&format!("{}/metrics", self.url)).call().unwrap();
+        let m = r.body_mut().read_to_string().unwrap();
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -2,7 +2,6 @@
 //! `shared/data/rrweb/`) run through batch mode: the views must match the ground truth in
 //! its `manifest.json`, and no masked secret may appear in any view.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -10,9 +9,7 @@ use sightflow::batch::{self, Input};
 use sightflow_config::Config;
 use sightflow_dataflows::Snapshot;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rrweb")
-}
+use crate::common::fixtures;
 
 fn manifest() -> Value {
     let text = std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest");

@@ -8,14 +8,12 @@
 //! progress lines; a `kill -9` of the engine mid-stream; the broker stopped and started
 //! again while ingest goes on (503, then nothing acknowledged lost).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_views, fixtures, free_port, now_ms, recordings, rows, tables};
+use crate::common::{ServerProcess, assert_same_views, fixtures, free_port, now_ms, recordings, rows, tables};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
@@ -114,70 +112,8 @@ fn config(broker: &Broker, topic: &str, workers: usize, idempotence: bool) -> St
     )
 }
 
-struct ServerProcess {
-    child: Child,
-    url: String,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path, port: u16, config: &str) -> ServerProcess {
-        std::fs::create_dir_all(dir).unwrap();
-        let file = dir.join("sightflow.toml");
-        std::fs::write(&file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sightflow"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(&file)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the server starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("listening on http://127.0.0.1:"), "unexpected first line {line:?}");
-        ServerProcess { child, url: format!("http://127.0.0.1:{port}") }
-    }
-
-    fn wait_ready(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(mut r) = ureq::get(&format!("{}/health", self.url)).call()
-                && r.status() == 200
-            {
-                return serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-            }
-            assert!(Instant::now() < deadline, "the server did not get ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let mut r = ureq::get(&format!("{}/metrics", self.url)).call().unwrap();
-        let m = r.body_mut().read_to_string().unwrap();
-        m.lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn import(url: &str, file: &str, device: &str, chunk: usize) -> Child {
-    common::import(url, file, device, chunk, 90)
+    crate::common::import(url, file, device, chunk, 90)
 }
 
 fn import_all(url: &str, files: &[(String, String)], chunk: usize) {

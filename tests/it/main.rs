@@ -1,0 +1,16 @@
+//! The end-to-end tests of the `sightflow` binary, as one test binary (each links
+//! DataFusion and librdkafka once):
+//!
+//! - `api`: the HTTP API through the router, backed by a real log, store and dataflow;
+//! - `cli`: batch queries, bad input, config checks, backfill failures;
+//! - `fixtures`: the real rrweb recordings against their ground truth;
+//! - `kafka`: `serve` and `backfill` against a real broker (tansu) on loopback;
+//! - `server`: the real `serve` on a loopback port: imports, `kill -9`, hostile input, a
+//!   full disk.
+
+mod api;
+mod cli;
+mod common;
+mod fixtures;
+mod kafka;
+mod server;
