@@ -234,6 +234,11 @@ pub struct MemoryFigure {
     pub view_bytes: u64,
     pub per_view_live: Vec<(String, u64)>,
     pub per_view_closed: Vec<(String, u64)>,
+    /// The string table (entries, bytes) with every session live, closed, and once the
+    /// closed sessions' strings have outlived their keep time.
+    pub strings_live: (u64, u64),
+    pub strings_closed: (u64, u64),
+    pub strings_reclaimed: (u64, u64),
 }
 
 /// Resident set size of this process.
@@ -276,6 +281,8 @@ pub fn thread_cpu() -> BTreeMap<String, f64> {
     out
 }
 
+/// The dataflow's state in bytes, the published views' bytes and the per-view split.
+/// The string table is reported apart ([`strings`]).
 fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
     let mut total = 0;
     let mut views = 0;
@@ -283,12 +290,17 @@ fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
     for (name, s) in &snap.state {
         if name == "published_views" {
             views += s.bytes as u64;
-        } else {
+        } else if name != "strings" {
             total += s.bytes as u64;
             per.push((name.clone(), s.bytes as u64));
         }
     }
     (total, views, per)
+}
+
+/// The string table's entries and bytes, as `sightflow_state` shows them.
+fn strings(snap: &Snapshot) -> (u64, u64) {
+    snap.state.get("strings").map_or((0, 0), |s| (s.records as u64, s.bytes as u64))
 }
 
 /// Generates traffic chunk by chunk on the feeding worker (so nothing but the dataflow
@@ -377,7 +389,7 @@ impl Source for StreamSource {
 /// memory.
 pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Result<MemoryFigure> {
     let params = Arc::new(Params::from_config(config));
-    let tick = params.tick;
+    let (tick, strings_keep) = (params.tick, params.strings_keep);
     let frontier = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let live_at = Arc::new(AtomicU64::new(0));
@@ -423,6 +435,7 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
     });
     anyhow::ensure!(live_now == live_sessions, "{live_now} of {live_sessions} sessions live at the live point");
     let (live_state, _, per_view_live) = dataflow_state(&snap);
+    let strings_live = strings(&snap);
     let live_rss = rss_bytes();
     drop(snap);
     // Past the idle gap and the state grace: every session has ended and been released.
@@ -431,10 +444,20 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
     frontier.store(closed_at, Ordering::Relaxed);
     let snap = running.snapshots.wait_for(closed_at - 1, wait).map_err(|_| anyhow::anyhow!("views did not close"))?;
     let (closed_state, view_bytes, per_view_closed) = dataflow_state(&snap);
+    let strings_closed = strings(&snap);
     let closed_rss = rss_bytes();
     let sessions = snap.num_rows("sessions").unwrap_or(0) as u64;
     anyhow::ensure!(sessions == live_sessions, "{sessions} sessions after closing, {live_sessions} while live");
     let truth = truth.lock().map(|t| t.clone()).unwrap_or_default();
+    check_truth(&snap, &truth)?;
+    drop(snap);
+    // Past the strings' keep time (and two epochs of the table): what only the closed
+    // sessions used is reclaimed; their published rows keep their strings in Arrow.
+    let reclaimed_at = (closed_at + strings_keep + 2 * sightflow_operators::sym::EPOCH_MS).div_ceil(tick) * tick;
+    frontier.store(reclaimed_at, Ordering::Relaxed);
+    let snap =
+        running.snapshots.wait_for(reclaimed_at - 1, wait).map_err(|_| anyhow::anyhow!("views did not advance"))?;
+    let strings_reclaimed = strings(&snap);
     check_truth(&snap, &truth)?;
     drop(snap);
     stop.store(true, Ordering::Relaxed);
@@ -449,6 +472,9 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
         view_bytes,
         per_view_live,
         per_view_closed,
+        strings_live,
+        strings_closed,
+        strings_reclaimed,
     })
 }
 

@@ -364,6 +364,13 @@ fn memory(devices: usize, seed: u64, workers: usize) -> anyhow::Result<()> {
         m.view_bytes as f64 / 1e6,
         m.closed_rss_bytes as f64 / 1e6
     );
+    let strings = |(n, b): (u64, u64)| format!("{n} strings, {:.1} MB = {:.0} B per session", b as f64 / 1e6, per(b));
+    println!(
+        "  string table: live {}; closed {}; past the keep time {}",
+        strings(m.strings_live),
+        strings(m.strings_closed),
+        strings(m.strings_reclaimed)
+    );
     let mut views = m.per_view_live.clone();
     views.sort_by_key(|v| std::cmp::Reverse(v.1));
     for (v, b) in views.iter().take(6) {

@@ -9,7 +9,7 @@ use sightflow_proto::v1::{Envelope, PointerType};
 /// position; an envelope without a kind is an activity). Raw rrweb envelopes must have
 /// been decoded at ingest and are skipped here.
 pub fn envelope_events(env: &Envelope, out: &mut Vec<Event>) {
-    let device = DeviceKey { project: Sym::new(&env.project), device: Sym::new(&env.device_id) };
+    let device = DeviceKey { project: Sym::keep(&env.project), device: Sym::new(&env.device_id) };
     let tab = Sym::new(if env.tab_id.is_empty() { &env.device_id } else { &env.tab_id });
     let url = if env.url.is_empty() { Sym::EMPTY } else { Sym::new(&event::normalize_url(&env.url)) };
     let base = Event { ts: env.ts, device, tab, seq: env.seq, sub: 0, url, kind: Kind::Activity };

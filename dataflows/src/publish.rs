@@ -14,6 +14,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use sightflow_operators::stats::{StateSize, StateStats};
+use sightflow_operators::sym::{self, Sym};
 use sightflow_operators::{Params, Update, ViewId};
 
 use crate::schema::{STATE_TABLE, Tables, state_table};
@@ -200,6 +201,8 @@ pub struct Publisher {
     stats: StateStats,
     on_publish: Option<OnPublish>,
     final_only: bool,
+    /// The string-table epoch of the last reclaim.
+    reclaimed: u64,
 }
 
 impl Publisher {
@@ -224,6 +227,7 @@ impl Publisher {
             stats,
             on_publish,
             final_only,
+            reclaimed: 0,
         }
     }
 
@@ -255,6 +259,7 @@ impl Publisher {
             let as_of = self.max_time.max(self.published.saturating_sub(1));
             self.publish(as_of);
         } else if least > self.published {
+            Sym::advance(least);
             // Changes are applied as the frontier passes them, so a one-shot build's
             // tables grow alongside the dataflow rather than all at its end.
             self.apply_before(least);
@@ -290,6 +295,16 @@ impl Publisher {
         }
         let rows = self.tables.rows();
         self.stats.set("published_views", 0, rows, rows * 96);
+        // Every held row is built now: strings no longer in use can go (a one-shot
+        // build publishes once, at its end, and keeps them all until then).
+        let epoch = as_of / sym::EPOCH_MS;
+        if !self.final_only && epoch > self.reclaimed {
+            self.reclaimed = epoch;
+            self.tables.for_each_value_sym(&mut Sym::touch);
+            Sym::reclaim(self.params.strings_keep);
+        }
+        let (strings, bytes) = Sym::table_size();
+        self.stats.set("strings", 0, strings, bytes);
         let state = self.stats.per_view();
         let b = state_table(&state);
         tables.push((STATE_TABLE, b.schema(), vec![b]));

@@ -270,12 +270,11 @@ macro_rules! declare_tables {
                 }
             }
 
-            /// Every symbol the held rows use (the string table keeps them).
-            pub fn for_each_sym(&self, f: &mut dyn FnMut(Sym)) {
-                $( for (k, d) in self.$field.iter() {
-                    Columns::syms(k, f);
-                    declare_tables!(@diff_syms d, f, $shape);
-                } )*
+            /// Every symbol held in the values of aggregates (an error's first message):
+            /// unlike keys, which every change brings again, these come from events long
+            /// past, and the string table must keep them.
+            pub fn for_each_value_sym(&self, f: &mut dyn FnMut(Sym)) {
+                $( declare_tables!(@value_syms self.$field, f, $shape); )*
             }
         }
     };
@@ -291,8 +290,12 @@ macro_rules! declare_tables {
         $s.derived[&ViewId::$id].clone()
     }};
     (@arrow $s:ident, $id:ident, $field:ident, $params:ident, $shape:ident) => { $s.$field.arrow($params) };
-    (@diff_syms $d:ident, $f:ident, agg) => { Columns::syms($d, $f) };
-    (@diff_syms $d:ident, $f:ident, $shape:ident) => { let _ = $d; };
+    (@value_syms $t:expr, $f:ident, agg) => {
+        for (_, d) in $t.iter() {
+            Columns::syms(d, $f);
+        }
+    };
+    (@value_syms $t:expr, $f:ident, $shape:ident) => {};
 }
 
 sightflow_operators::for_each_view!(declare_tables);

@@ -34,6 +34,11 @@ pub struct Params {
     pub breakpoints: Vec<u32>,
     pub band_pct: u32,
     pub funnels: Vec<FunnelSpec>,
+    /// Logical ms an interned string outlives its last use (see [`crate::sym`]): a
+    /// device's state re-publishes what it holds at least once per session gap, and is
+    /// released within the state grace of its last event; five minutes more for the
+    /// verdict windows and the publisher's lag.
+    pub strings_keep: u64,
 }
 
 /// A funnel ready to match events.
@@ -108,6 +113,9 @@ impl Params {
             breakpoints: c.heatmap.viewport_breakpoints.clone(),
             band_pct: c.scroll_depth.band_pct,
             funnels,
+            strings_keep: [c.engine.state_grace_ms, c.engine.late_verdict_ms, c.engine.allowed_lateness_ms, 300_000]
+                .into_iter()
+                .fold(c.session.idle_gap_ms, u64::saturating_add),
         }
     }
 
