@@ -4,16 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sightflow_config::{Config, StartAt};
-use sightflow_connectors::kafka::{self, KafkaReader};
-use sightflow_connectors::log::Log;
+use sightflow_connectors::kafka::{self, KafkaFailure, KafkaReader};
+use sightflow_connectors::log::{Log, LogError};
 use sightflow_connectors::source::{KafkaSource, LogSource, SourceStats};
-use sightflow_dataflows::{Empty, RunOptions, Snapshot, Snapshots, Source, start};
+use sightflow_dataflows::{Empty, RunError, RunOptions, Snapshot, Snapshots, Source, start};
 use sightflow_operators::Params;
 
 use crate::kafka::kafka_options;
@@ -28,16 +28,33 @@ pub enum Until {
     Time(i64),
 }
 
+/// A text that is not an end position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an end: expected `end` or an RFC 3339 time like 2026-11-22T10:00:00Z")]
+pub struct BadUntil(String);
+
 impl std::str::FromStr for Until {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Until, String> {
+    type Err = BadUntil;
+    fn from_str(s: &str) -> Result<Until, BadUntil> {
         if s.trim() == "end" {
             return Ok(Until::End);
         }
         chrono::DateTime::parse_from_rfc3339(s.trim())
             .map(|t| Until::Time(t.timestamp_millis()))
-            .map_err(|_| format!("{s:?} is not an end: expected `end` or an RFC 3339 time like 2026-11-22T10:00:00Z"))
+            .map_err(|_| BadUntil(s.to_string()))
     }
+}
+
+/// Why a backfill could not read its input or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaFailure),
+    /// The dataflow stopped: a read failed (the partition and offset), or a thread did.
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 /// How progress is reported.
@@ -72,7 +89,7 @@ pub struct Backfilled {
 
 /// Runs the dataflow over the embedded log under `data_dir` from its earliest retained
 /// record to the end found at start, and returns the complete views.
-pub fn backfill_log(config: &Config, data_dir: &Path) -> Result<(Arc<Snapshot>, BackfillStats), String> {
+pub fn backfill_log(config: &Config, data_dir: &Path) -> Result<(Arc<Snapshot>, BackfillStats), BackfillError> {
     let mut c = config.clone();
     c.kafka.brokers.clear();
     let b = backfill(&c, data_dir, &StartAt::Earliest, &Until::End, ProgressOutput::None)?;
@@ -87,7 +104,7 @@ pub fn backfill(
     from: &StartAt,
     until: &Until,
     progress: ProgressOutput,
-) -> Result<Backfilled, String> {
+) -> Result<Backfilled, BackfillError> {
     let workers = config.engine.workers;
     let shared = Arc::new(SourceStats::default());
     let params = Arc::new(Params::from_config(config));
@@ -96,12 +113,11 @@ pub fn backfill(
     let started = Instant::now();
     let (ranges, running) = if config.kafka.enabled() {
         let opts = kafka_options(config);
-        let starts = kafka::resolve_start(&opts, from).map_err(|e| e.to_string())?;
+        let starts = kafka::resolve_start(&opts, from)?;
         let ends = match until {
             Until::End => kafka::end_offsets(&opts),
             Until::Time(t) => kafka::offsets_for_time(&opts, *t),
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         let ranges = join_ranges(&starts, &ends);
         let mut readers = Vec::new();
         for w in 0..workers {
@@ -110,7 +126,7 @@ pub fn backfill(
                 .filter(|(p, _, _)| *p as usize % workers == w)
                 .map(|(p, s, e)| (*p, *s, Some(*e)))
                 .collect();
-            readers.push(Some(KafkaReader::new(opts.clone(), &mine, (w, workers), false).map_err(|e| e.to_string())?));
+            readers.push(Some(KafkaReader::new(opts.clone(), &mine, (w, workers), false)?));
         }
         let readers = Mutex::new(readers);
         let src_shared = shared.clone();
@@ -124,11 +140,11 @@ pub fn backfill(
         })?;
         (ranges, running)
     } else {
-        let log = Log::open(log_options(config, data_dir)).map_err(|e| e.to_string())?;
+        let log = Log::open(log_options(config, data_dir))?;
         let ends_now = log.end_offsets();
         let retained = log.start_offsets();
         let numbered = |v: &[u64]| -> Vec<(u32, u64)> { v.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect() };
-        let at_time = |t: i64| log.offsets_for_time(t).map(|v| numbered(&v)).map_err(|e| e.to_string());
+        let at_time = |t: i64| log.offsets_for_time(t).map(|v| numbered(&v));
         let starts: Vec<(u32, u64)> = match from {
             StartAt::Earliest => numbered(&retained),
             StartAt::Latest => numbered(&ends_now),
@@ -267,20 +283,32 @@ fn progress_line(shared: &SourceStats, ranges: &[(u32, u64, u64)], total: u64, s
     Line { read, rate, text }
 }
 
+/// Why the views could not be written out.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot create {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Parquet { path: PathBuf, source: datafusion::parquet::errors::ParquetError },
+}
+
 /// Writes every view of `snapshot` to `dir/<view>.parquet`; returns (view, rows, path).
-pub fn write_parquet(snapshot: &Snapshot, dir: &Path) -> Result<Vec<(String, usize, std::path::PathBuf)>, String> {
+pub fn write_parquet(snapshot: &Snapshot, dir: &Path) -> Result<Vec<(String, usize, PathBuf)>, WriteError> {
     use datafusion::parquet::arrow::ArrowWriter;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+        move |source| WriteError::Io { path: path.to_path_buf(), source }
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut out = Vec::new();
     for (name, schema, batches) in &snapshot.tables {
         let path = dir.join(format!("{name}.parquet"));
-        let file = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let mut w = ArrowWriter::try_new(file, schema.clone(), None)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let parquet = |source| WriteError::Parquet { path: path.clone(), source };
+        let file = std::fs::File::create(&path).map_err(io(&path))?;
+        let mut w = ArrowWriter::try_new(file, schema.clone(), None).map_err(parquet)?;
         for batch in batches {
-            w.write(batch).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            w.write(batch).map_err(parquet)?;
         }
-        w.close().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        w.close().map_err(parquet)?;
         out.push((name.to_string(), batches.iter().map(|b| b.num_rows()).sum(), path));
     }
     Ok(out)
@@ -340,8 +368,8 @@ impl sightflow_query::http::Backend for ReadOnly {
         _chunk: sightflow_query::http::ReplayChunk,
         _from_ts: i64,
         _to_ts: i64,
-    ) -> Result<Vec<String>, String> {
-        Err(READ_ONLY.into())
+    ) -> Result<Vec<String>, sightflow_query::http::ApiError> {
+        Err(sightflow_query::http::ApiError::NotFound(READ_ONLY.into()))
     }
 
     fn health(&self) -> sightflow_query::http::Health {

@@ -5,14 +5,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sightflow_config::Config;
-use sightflow_connectors::files::{self, Rejection};
+use sightflow_connectors::files::{self, Rejection, SplitError};
 use sightflow_connectors::json::Defaults;
 use sightflow_connectors::rrweb::Decoders;
 use sightflow_connectors::validate::Limits;
-use sightflow_dataflows::{RunOptions, Snapshot, VecSource, start};
+use sightflow_dataflows::{RunError, RunOptions, Snapshot, VecSource, start};
 use sightflow_operators::Params;
 use sightflow_operators::event::tick_ceil;
 use sightflow_proto::v1::Envelope;
+
+/// Why batch mode could not read its inputs or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Input { path: PathBuf, source: SplitError },
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
 
 /// One input file.
 #[derive(Clone, Debug)]
@@ -51,21 +62,21 @@ pub fn tabs_for(devices: &[String], tabs: &[String]) -> Vec<String> {
 }
 
 /// Reads and decodes every input.
-pub fn load(inputs: &[Input], project: &str, now_ms: i64) -> Result<Loaded, String> {
+pub fn load(inputs: &[Input], project: &str, now_ms: i64) -> Result<Loaded, BatchError> {
     let limits = Limits::any_age(now_ms);
     let decoders = Decoders::default();
     let mut loaded = Loaded::default();
     for input in inputs {
         let (path, import) = match input {
             Input::Rrweb { path, device, tab } => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let text = read(path)?;
                 let tab = if tab.is_empty() { device } else { tab };
                 let import = files::read_rrweb(&text, project, device, tab, &limits, &decoders, None)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|source| BatchError::Input { path: path.clone(), source })?;
                 (path, import)
             }
             Input::Events { path } => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let text = read(path)?;
                 let defaults = Defaults { project: project.to_string(), device_id: String::new() };
                 (path, files::read_ndjson(&text, &defaults, &limits, &decoders))
             }
@@ -77,9 +88,13 @@ pub fn load(inputs: &[Input], project: &str, now_ms: i64) -> Result<Loaded, Stri
     Ok(loaded)
 }
 
+fn read(path: &PathBuf) -> Result<String, BatchError> {
+    std::fs::read_to_string(path).map_err(|source| BatchError::Read { path: path.clone(), source })
+}
+
 /// Runs the dataflow over envelopes to completion and returns the final snapshot.
 /// Every event is on time: its logical time is its event time rounded up to a tick.
-pub fn run(config: &Config, envelopes: Vec<Envelope>) -> Result<Arc<Snapshot>, String> {
+pub fn run(config: &Config, envelopes: Vec<Envelope>) -> Result<Arc<Snapshot>, RunError> {
     let params = Arc::new(Params::from_config(config));
     let tick = params.tick;
     let workers = config.engine.workers;

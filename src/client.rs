@@ -2,7 +2,41 @@
 
 use std::time::{Duration, Instant};
 
-use sightflow_connectors::files::split_json_array;
+use sightflow_connectors::files::{SplitError, split_json_array};
+
+/// Why a request to a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Input(#[from] SplitError),
+    #[error("cannot reach {url}: {source}")]
+    Unreachable { url: String, source: Box<ureq::Error> },
+    #[error("cannot read the answer: {0}")]
+    Read(Box<ureq::Error>),
+    /// The server refused the request, with its reason.
+    #[error("server answered {status}: {message}")]
+    Status { status: u16, message: String },
+}
+
+impl ClientError {
+    /// Whether asking again later may succeed (the server was down, busy or not there
+    /// yet).
+    pub fn retryable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Read(_) => true,
+            ClientError::Status { status, .. } => *status == 429 || *status >= 500,
+            ClientError::Input(_) => false,
+        }
+    }
+}
+
+/// The `error` of a JSON answer, or the answer itself.
+fn message(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| text.to_string())
+}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -38,14 +72,14 @@ pub fn import(
     text: &str,
     chunk: usize,
     retry_for: Duration,
-) -> Result<ImportSummary, String> {
-    let parts = split_json_array(text, usize::MAX).map_err(|e| e.to_string())?;
+) -> Result<ImportSummary, ClientError> {
+    let parts = split_json_array(text, usize::MAX)?;
     let mut summary = ImportSummary::default();
     let mut valid: Vec<(usize, &str)> = Vec::new();
     for (i, p) in parts.into_iter().enumerate() {
         match p {
             Ok(s) => valid.push((i, s)),
-            Err(reason) => summary.rejected.push((i, reason)),
+            Err(reason) => summary.rejected.push((i, reason.to_string())),
         }
     }
     let agent = agent();
@@ -74,25 +108,20 @@ pub fn import(
                 .header("x-batch-id", &batch_id)
                 .content_type("application/json")
                 .send(body.as_str());
-            let retry_reason = match attempt {
+            let failed = match attempt {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
                     let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    if status == 429 || status >= 500 {
-                        format!("server answered {status}: {text}")
-                    } else {
-                        let v: serde_json::Value = serde_json::from_str(&text)
-                            .map_err(|_| format!("server answered {status} with {text:?}"))?;
-                        if status >= 400 && v.get("rejected").is_none() {
-                            return Err(format!("server answered {status}: {}", v["error"].as_str().unwrap_or(&text)));
-                        }
-                        break v;
+                    match serde_json::from_str::<serde_json::Value>(&text) {
+                        // A report, also when some events were refused.
+                        Ok(v) if status < 400 || (status < 500 && v.get("rejected").is_some()) => break v,
+                        _ => ClientError::Status { status, message: message(&text) },
                     }
                 }
-                Err(e) => format!("cannot reach {base}: {e}"),
+                Err(e) => ClientError::Unreachable { url: base.to_string(), source: Box::new(e) },
             };
-            if started.elapsed() > retry_for {
-                return Err(retry_reason);
+            if !failed.retryable() || started.elapsed() > retry_for {
+                return Err(failed);
             }
             summary.retries += 1;
             std::thread::sleep(backoff);
@@ -118,19 +147,19 @@ pub fn import(
 
 /// Waits until the server's views reach `as_of` (an import's `min_as_of`), asking again
 /// while the server answers that they have not yet, for up to `wait_for`.
-pub fn wait_visible(url: &str, as_of: u64, wait_for: Duration) -> Result<(), String> {
+pub fn wait_visible(url: &str, as_of: u64, wait_for: Duration) -> Result<(), ClientError> {
     let started = Instant::now();
     loop {
         match query(url, "select 1", Some(as_of), "application/json") {
             Ok(_) => return Ok(()),
-            Err(e) if e.contains("server answered 504") && started.elapsed() < wait_for => continue,
+            Err(ClientError::Status { status: 504, .. }) if started.elapsed() < wait_for => continue,
             Err(e) => return Err(e),
         }
     }
 }
 
 /// Runs SQL on a server; `accept` picks the answer's format.
-pub fn query(url: &str, sql: &str, min_as_of: Option<u64>, accept: &str) -> Result<String, String> {
+pub fn query(url: &str, sql: &str, min_as_of: Option<u64>, accept: &str) -> Result<String, ClientError> {
     let target = format!("{}/api/v1/query", url.trim_end_matches('/'));
     let body = serde_json::json!({ "sql": sql, "min_as_of": min_as_of }).to_string();
     let mut resp = agent()
@@ -138,15 +167,11 @@ pub fn query(url: &str, sql: &str, min_as_of: Option<u64>, accept: &str) -> Resu
         .header("accept", accept)
         .content_type("application/json")
         .send(body.as_str())
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        .map_err(|e| ClientError::Unreachable { url: url.to_string(), source: Box::new(e) })?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| format!("cannot read the answer: {e}"))?;
+    let text = resp.body_mut().read_to_string().map_err(|e| ClientError::Read(Box::new(e)))?;
     if status >= 400 {
-        let msg = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or(text);
-        return Err(format!("server answered {status}: {msg}"));
+        return Err(ClientError::Status { status, message: message(&text) });
     }
     Ok(text)
 }

@@ -211,7 +211,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
             Format::Csv => "text/csv",
             _ => "application/json",
         };
-        let text = sightflow::client::query(url, &args.sql, args.min_as_of, accept).map_err(anyhow::Error::msg)?;
+        let text = sightflow::client::query(url, &args.sql, args.min_as_of, accept)?;
         match args.format {
             Format::Csv => print!("{text}"),
             Format::Json | Format::Table => {
@@ -276,14 +276,14 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         .map(|((path, device), tab)| Input::Rrweb { path: path.clone(), device: device.clone(), tab })
         .collect();
     inputs.extend(args.events.iter().map(|path| Input::Events { path: path.clone() }));
-    let loaded = batch::load(&inputs, &args.project, now_ms()).map_err(anyhow::Error::msg)?;
+    let loaded = batch::load(&inputs, &args.project, now_ms())?;
     for (file, r) in &loaded.rejected {
         eprintln!("warning: {file}: {r}");
     }
     if !loaded.rejected.is_empty() {
         eprintln!("warning: {} events rejected, {} accepted", loaded.rejected.len(), loaded.envelopes.len());
     }
-    let snapshot = batch::run(&config, loaded.envelopes).map_err(anyhow::Error::msg)?;
+    let snapshot = batch::run(&config, loaded.envelopes)?;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the query runtime")?;
     let result = runtime
@@ -337,7 +337,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // A file-size limit (a full disk, a quota) must fail writes, not kill the process.
         let _xfsz = sightflow::serve::survive_file_size_limit();
         let options = sightflow::serve::serve_options(&config);
-        let started = sightflow::serve::build(config, &data_dir, read).map_err(anyhow::Error::msg)?;
+        let started = sightflow::serve::build(config, &data_dir, read)?;
         started.server.spawn_maintenance();
         if args.demo {
             sightflow::demo::spawn(started.server.clone(), std::time::Duration::from_secs(4));
@@ -386,7 +386,7 @@ fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     } else {
         format!("embedded log in {}", data_dir.display())
     };
-    let done = backfill::backfill(&config, &data_dir, &from, &until, progress).map_err(anyhow::Error::msg)?;
+    let done = backfill::backfill(&config, &data_dir, &from, &until, progress)?;
     let s = &done.stats;
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     println!(
@@ -399,7 +399,7 @@ fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         s.events as f64 / secs
     );
     if let Some(dir) = &args.out {
-        for (view, rows, path) in backfill::write_parquet(&done.snapshot, dir).map_err(anyhow::Error::msg)? {
+        for (view, rows, path) in backfill::write_parquet(&done.snapshot, dir)? {
             println!("wrote {view}: {rows} rows to {}", path.display());
         }
     }
@@ -435,8 +435,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         &text,
         args.chunk,
         std::time::Duration::from_secs(args.retry_for),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     for (i, reason) in &summary.rejected {
         eprintln!("warning: {}: event {i}: {reason}", args.file.display());
     }
@@ -452,8 +451,7 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     if args.wait
         && let Some(t) = summary.min_as_of
     {
-        sightflow::client::wait_visible(&args.url, t, std::time::Duration::from_secs(args.retry_for))
-            .map_err(anyhow::Error::msg)?;
+        sightflow::client::wait_visible(&args.url, t, std::time::Duration::from_secs(args.retry_for))?;
         println!("the views reflect the import (as_of >= {t})");
     }
     Ok(())

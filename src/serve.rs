@@ -16,16 +16,16 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use serde_json::json;
-use sightflow_config::{Config, Fsync, StartAt};
+use sightflow_config::{BadStart, Config, Fsync, StartAt};
 use sightflow_connectors::ingest::{self, Accepted, BodyError, BodyLimits, Decoded};
 use sightflow_connectors::json::Sizes;
-use sightflow_connectors::kafka::{self, KafkaReader, KafkaSink, PartitionPosition};
-use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions};
-use sightflow_connectors::replay::{ChunkRef, RawEvent, ReplayStore};
+use sightflow_connectors::kafka::{self, KafkaFailure, KafkaReader, KafkaSink, PartitionPosition};
+use sightflow_connectors::log::{FsyncPolicy, Log, LogError, LogOptions};
+use sightflow_connectors::replay::{ChunkRef, RawEvent, ReplayError, ReplayStore};
 use sightflow_connectors::rrweb::{DecoderLimits, Decoders, Note};
 use sightflow_connectors::source::{KafkaSource, LogSource, SourceStats};
 use sightflow_connectors::validate::Limits;
-use sightflow_dataflows::{Empty, RunOptions, Running, Snapshots, Source, start};
+use sightflow_dataflows::{Empty, RunError, RunOptions, Running, Snapshots, Source, start};
 use sightflow_operators::Params;
 use sightflow_query::QueryLimits;
 
@@ -33,6 +33,23 @@ use crate::kafka::kafka_options;
 use sightflow_query::http::{
     self, Admit, ApiError, AppState, Backend, Health, HttpLimits, ProjectPolicy, ReplayChunk, RrwebImport, TrackReport,
 };
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaFailure),
+    #[error("kafka.start: {0}")]
+    Start(#[from] BadStart),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -120,9 +137,10 @@ impl Server {
         config: Config,
         data_dir: &Path,
         read_rt: tokio::runtime::Handle,
-    ) -> Result<(Arc<Server>, Running), String> {
-        std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
-        let replay = ReplayStore::local(&data_dir.join("replay"), fsync_policy(&config)).map_err(|e| e.to_string())?;
+    ) -> Result<(Arc<Server>, Running), StartError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+        let replay = ReplayStore::local(&data_dir.join("replay"), fsync_policy(&config))?;
         let checkpoint: Option<serde_json::Value> =
             std::fs::read_to_string(data_dir.join("checkpoint.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
         let workers = config.engine.workers;
@@ -166,8 +184,8 @@ impl Server {
         checkpoint: Option<&serde_json::Value>,
         params: Arc<Params>,
         stats: Arc<SourceStats>,
-    ) -> Result<(EventLog, Vec<u64>, Running, usize), String> {
-        let log = Log::open(log_options(config, data_dir)).map_err(|e| e.to_string())?;
+    ) -> Result<(EventLog, Vec<u64>, Running, usize), StartError> {
+        let log = Log::open(log_options(config, data_dir))?;
         let startup_end = log.end_offsets();
         let partitions = log.partitions() as usize;
         let starts: Vec<(u32, u64)> = log.start_offsets().into_iter().enumerate().map(|(p, o)| (p as u32, o)).collect();
@@ -205,14 +223,14 @@ impl Server {
         checkpoint: Option<&serde_json::Value>,
         params: Arc<Params>,
         stats: Arc<SourceStats>,
-    ) -> Result<(EventLog, Vec<u64>, Running, usize), String> {
+    ) -> Result<(EventLog, Vec<u64>, Running, usize), StartError> {
         let opts = kafka_options(config);
         let saved = checkpoint.and_then(|c| c.get("kafka")).filter(|k| k["topic"] == opts.topic.as_str());
         let frontiers: Vec<u64> = saved
             .and_then(|k| k["frontiers"].as_array())
             .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(0)).collect())
             .unwrap_or_default();
-        let sink = KafkaSink::connect(opts.clone(), &frontiers).map_err(|e| e.to_string())?;
+        let sink = KafkaSink::connect(opts.clone(), &frontiers)?;
         let mut starts: Vec<(u32, u64)> = match saved.and_then(|k| k["start"].as_array()) {
             Some(list) => {
                 let s: Vec<(u32, u64)> =
@@ -221,15 +239,15 @@ impl Server {
                 s
             }
             None => {
-                let at: StartAt = config.kafka.start.parse().map_err(|e| format!("kafka.start: {e}"))?;
-                kafka::resolve_start(&opts, &at).map_err(|e| e.to_string())?
+                let at: StartAt = config.kafka.start.parse()?;
+                kafka::resolve_start(&opts, &at)?
             }
         };
         // Partitions added since the checkpoint are read from their beginning.
         for p in starts.len() as u32..sink.partitions() {
             starts.push((p, 0));
         }
-        let ends = kafka::end_offsets(&opts).map_err(|e| e.to_string())?;
+        let ends = kafka::end_offsets(&opts)?;
         let startup_end: Vec<u64> = ends.iter().map(|(_, o)| *o).collect();
         let partitions = starts.len();
         let workers = config.engine.workers;
@@ -237,7 +255,7 @@ impl Server {
         for w in 0..workers {
             let mine: Vec<(u32, u64, Option<u64>)> =
                 starts.iter().filter(|(p, _)| *p as usize % workers == w).map(|(p, o)| (*p, *o, None)).collect();
-            let reader = KafkaReader::new(opts.clone(), &mine, (w, workers), true).map_err(|e| e.to_string())?;
+            let reader = KafkaReader::new(opts.clone(), &mine, (w, workers), true)?;
             readers.push(Some(reader.with_in_flight(sink.in_flight())));
         }
         let readers = Mutex::new(readers);
@@ -363,7 +381,7 @@ impl Server {
             rejected: decoded
                 .rejected
                 .into_iter()
-                .map(|r| http::RejectedEvent { index: r.index, reason: r.reason })
+                .map(|r| http::RejectedEvent { index: r.index, reason: r.reason.to_string() })
                 .collect(),
             late: appended.clamped,
             dropped: appended.dropped,
@@ -693,17 +711,17 @@ impl Backend for Api {
         chunk: ReplayChunk,
         from_ts: i64,
         to_ts: i64,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ApiError> {
         let store = self.replay.clone();
         let Some(c) = parse_chunk_id(&chunk.id, chunk.raw_bytes, chunk.stored_bytes) else {
-            return Err(format!("{:?} is not a chunk of this store", chunk.id));
+            return Err(ApiError::NotFound(format!("{:?} is not a chunk of this store", chunk.id)));
         };
         let events = self
             .read_rt
             .spawn_blocking(move || store.read_chunk(&c, &project, &device))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         let mut events: Vec<RawEvent> = events.into_iter().filter(|e| e.ts >= from_ts && e.ts <= to_ts).collect();
         // In time order within the chunk; equal times keep the order they were sent in.
         events.sort_by_key(|e| e.ts);
@@ -873,7 +891,7 @@ pub fn serve_options(c: &Config) -> sightflow_query::server::ServeOptions {
 
 /// Starts everything and returns the router (not yet listening). `read_runtime` runs
 /// the read side's blocking work (replay chunks), apart from ingest's.
-pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Handle) -> Result<Started, String> {
+pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Handle) -> Result<Started, StartError> {
     let (server, engine) = Server::start(config, data_dir, read_runtime)?;
     let state = Arc::new(AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits()));
     let router = http::router(state);

@@ -205,11 +205,10 @@ pub fn backfill(config: &Config, dir: &Path, workers: usize, t: &Traffic) -> any
             &sightflow_config::StartAt::Earliest,
             &sightflow::backfill::Until::End,
             sightflow::backfill::ProgressOutput::None,
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         (b.snapshot, b.stats)
     } else {
-        backfill_log(&c, dir).map_err(anyhow::Error::msg)?
+        backfill_log(&c, dir)?
     };
     let cpu = process_cpu() - cpu0;
     anyhow::ensure!(
@@ -416,8 +415,7 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
             let feeder = if index == 0 { feeder.lock().ok().and_then(|mut x| x.take()) } else { None };
             Box::new(StreamSource { feeder, frontier: f.clone(), stop: s.clone() }) as Box<dyn Source>
         },
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let wait = Duration::from_secs(3600);
     let deadline = Instant::now() + wait;
     while live_at.load(Ordering::Relaxed) == 0 {
@@ -461,7 +459,7 @@ pub fn memory(config: &Config, opts: &GenOptions, chunk: usize) -> anyhow::Resul
     check_truth(&snap, &truth)?;
     drop(snap);
     stop.store(true, Ordering::Relaxed);
-    running.join().map_err(anyhow::Error::msg)?;
+    running.join()?;
     Ok(MemoryFigure {
         sessions,
         envelopes: envelopes.load(Ordering::Relaxed),
@@ -599,8 +597,7 @@ pub fn freshness(
     let tick = config.engine.tick_ms;
     let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let started =
-        sightflow::serve::build(config.clone(), dir.path(), query_rt.handle().clone()).map_err(anyhow::Error::msg)?;
+    let started = sightflow::serve::build(config.clone(), dir.path(), query_rt.handle().clone())?;
     let snapshots = started.snapshots.clone();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("http://{}/api/v1/track?key=demo", listener.local_addr()?);
@@ -899,8 +896,7 @@ pub fn incremental_updates(config: &Config, batches: &[Vec<Envelope>]) -> anyhow
             let rx = rx.lock().ok().and_then(|mut r| r.take()).expect("one worker");
             Box::new(ChannelSource { rx, frontier: 0 }) as Box<dyn Source>
         },
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let mut times = Vec::new();
     let cpu_before = thread_cpu();
     for b in batches {
@@ -920,7 +916,7 @@ pub fn incremental_updates(config: &Config, batches: &[Vec<Envelope>]) -> anyhow
     }
     drop(tx);
     let snapshots = running.snapshots.clone();
-    running.join().map_err(anyhow::Error::msg)?;
+    running.join()?;
     Ok(Updates { times, snapshot: snapshots.wait_complete(), cpu })
 }
 

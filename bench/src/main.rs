@@ -163,7 +163,7 @@ fn recordings(dir: &std::path::Path) -> anyhow::Result<Vec<Envelope>> {
     inputs.sort_by_key(|i| match i {
         Input::Rrweb { path, .. } | Input::Events { path } => path.clone(),
     });
-    let loaded = batch::load(&inputs, "bench", i64::MAX / 4).map_err(anyhow::Error::msg)?;
+    let loaded = batch::load(&inputs, "bench", i64::MAX / 4)?;
     anyhow::ensure!(!loaded.envelopes.is_empty(), "no recordings in {}", dir.display());
     Ok(loaded.envelopes)
 }
@@ -205,7 +205,7 @@ fn batch_throughput(replicas: usize, workers: usize, fixtures: &std::path::Path,
     for _ in 0..runs.max(1) {
         let input = envelopes.clone();
         let started = Instant::now();
-        let snap = batch::run(&config, input).map_err(anyhow::Error::msg)?;
+        let snap = batch::run(&config, input)?;
         times.push(started.elapsed().as_secs_f64());
         sessions = snap.num_rows("sessions").unwrap_or(0);
     }
@@ -389,7 +389,7 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
     let n = envelopes.len();
     let mut config = Config::defaults();
     config.engine.workers = 2;
-    let snap = batch::run(&config, envelopes).map_err(anyhow::Error::msg)?;
+    let snap = batch::run(&config, envelopes)?;
     let rows = |t: &str| snap.num_rows(t).unwrap_or(0);
     println!("machine: {}", machine());
     println!(

@@ -173,12 +173,27 @@ pub enum StartAt {
     Offsets(Vec<(u32, u64)>),
 }
 
+/// Why a text is not a start position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadStart {
+    #[error("{part:?}: the partition {partition:?} is not a number")]
+    Partition { part: String, partition: String },
+    #[error("{part:?}: the offset {offset:?} is not a number")]
+    Offset { part: String, offset: String },
+    #[error("partition {0} is named twice")]
+    Twice(u32),
+    #[error(
+        "{0:?} is not a start position: expected earliest, latest, an RFC 3339 time like 2026-11-22T10:00:00Z, or partition:offset pairs like 0:120,1:0"
+    )]
+    Unknown(String),
+}
+
 impl std::str::FromStr for StartAt {
-    type Err = String;
+    type Err = BadStart;
 
     /// `earliest`, `latest`, an RFC 3339 time (`2026-11-22T10:00:00Z`), or
     /// `partition:offset,...` (`0:120,3:4`).
-    fn from_str(s: &str) -> Result<StartAt, String> {
+    fn from_str(s: &str) -> Result<StartAt, BadStart> {
         let s = s.trim();
         match s {
             "earliest" => return Ok(StartAt::Earliest),
@@ -194,19 +209,17 @@ impl std::str::FromStr for StartAt {
             let mut out = Vec::new();
             for part in s.split(',') {
                 let (p, o) = part.split_once(':').unwrap_or_default();
-                let p: u32 = p.trim().parse().map_err(|_| format!("{part:?}: the partition {p:?} is not a number"))?;
-                let o: u64 = o.trim().parse().map_err(|_| format!("{part:?}: the offset {o:?} is not a number"))?;
+                let p: u32 =
+                    p.trim().parse().map_err(|_| BadStart::Partition { part: part.into(), partition: p.into() })?;
+                let o: u64 = o.trim().parse().map_err(|_| BadStart::Offset { part: part.into(), offset: o.into() })?;
                 if out.iter().any(|(q, _)| *q == p) {
-                    return Err(format!("partition {p} is named twice"));
+                    return Err(BadStart::Twice(p));
                 }
                 out.push((p, o));
             }
             return Ok(StartAt::Offsets(out));
         }
-        Err(format!(
-            "{s:?} is not a start position: expected earliest, latest, an RFC 3339 time like \
-             2026-11-22T10:00:00Z, or partition:offset pairs like 0:120,1:0"
-        ))
+        Err(BadStart::Unknown(s.into()))
     }
 }
 
@@ -558,7 +571,9 @@ impl Config {
             positive("kafka.produce_timeout_ms", k.produce_timeout_ms)?;
             positive("kafka.queue_max_kbytes", k.queue_max_kbytes)?;
         }
-        k.start.parse::<StartAt>().map_err(|m| ConfigError::Key { key: "kafka.start".into(), message: m })?;
+        k.start
+            .parse::<StartAt>()
+            .map_err(|m| ConfigError::Key { key: "kafka.start".into(), message: m.to_string() })?;
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("ingest.max_events_per_batch", self.ingest.max_events_per_batch as u64)?;
         positive("query.timeout_ms", self.query.timeout_ms)?;
@@ -696,23 +711,29 @@ pub fn is_secret_key(key: &str) -> bool {
         || k.ends_with(".key")
 }
 
+/// Why a text is not an IP address or CIDR block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCidr {
+    #[error("{0:?} is not an IP address")]
+    Address(String),
+    #[error("/{bits} is not a prefix length up to {max}")]
+    Prefix { bits: String, max: u8 },
+}
+
 /// Parses an IP address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`) into the
 /// network address and prefix length.
-pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), BadCidr> {
     let (addr, bits) = match s.split_once('/') {
         Some((a, b)) => (a, Some(b)),
         None => (s, None),
     };
-    let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| BadCidr::Address(addr.into()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let bits = match bits {
         None => max,
-        Some(b) => b
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|b| *b <= max)
-            .ok_or_else(|| format!("/{b} is not a prefix length up to {max}"))?,
+        Some(b) => {
+            b.trim().parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(|| BadCidr::Prefix { bits: b.into(), max })?
+        }
     };
     Ok((ip, bits))
 }
@@ -844,8 +865,8 @@ mod tests {
         assert_eq!(c.kafka.start.parse::<StartAt>(), Ok(StartAt::Offsets(vec![(0, 5), (2, 7)])));
         assert_eq!("latest".parse::<StartAt>(), Ok(StartAt::Latest));
         assert_eq!("2026-11-22T10:00:00Z".parse::<StartAt>(), Ok(StartAt::Time(1_795_341_600_000)));
-        assert!("0:5,0:6".parse::<StartAt>().unwrap_err().contains("partition 0 is named twice"));
-        assert!("x:5".parse::<StartAt>().unwrap_err().contains("partition \"x\""));
+        assert_eq!("0:5,0:6".parse::<StartAt>(), Err(BadStart::Twice(0)));
+        assert!(matches!("x:5".parse::<StartAt>(), Err(BadStart::Partition { partition, .. }) if partition == "x"));
         check_err("[kafka]\nstart = \"yesterday\"\n", &["kafka.start", "yesterday", "earliest"]);
         check_err("[kafka]\nbrokers = \"localhost\"\n", &["kafka.brokers", "localhost", "host:port"]);
         check_err("[kafka]\nbrokers = \"h:1\"\ntopic = \"a b\"\n", &["kafka.topic", "a b"]);

@@ -5,7 +5,7 @@
 
 use sightflow_proto::v1::Envelope;
 
-use crate::json::{Defaults, Sizes, decode_event};
+use crate::json::{BadEvent, Defaults, Sizes, decode_event};
 use crate::rrweb::Decoders;
 use crate::validate::{Limits, validate};
 
@@ -14,7 +14,7 @@ use crate::validate::{Limits, validate};
 pub struct Rejection {
     /// Position in the input (array index, or line number counting from 1 for NDJSON).
     pub index: usize,
-    pub reason: String,
+    pub reason: BadEvent,
 }
 
 impl std::fmt::Display for Rejection {
@@ -31,40 +31,43 @@ pub struct Import {
 }
 
 /// Why an input is not a JSON array of events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SplitError {
-    Syntax(String),
+    #[error("the input is empty; expected a JSON array of events")]
+    Empty,
+    #[error("expected a JSON array of events, found {found:?} at byte {at}")]
+    NotAnArray { found: char, at: usize },
     /// More elements than allowed (the count).
+    #[error("the array has {0} elements, more than allowed")]
     TooMany(usize),
 }
 
-impl std::fmt::Display for SplitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SplitError::Syntax(m) => f.write_str(m),
-            SplitError::TooMany(n) => write!(f, "the array has {n} elements, more than allowed"),
-        }
-    }
+/// An element of a JSON array that cannot be an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadElement {
+    #[error("empty element")]
+    Empty,
+    #[error("truncated: the input ends inside this event (at byte {at})")]
+    Truncated { at: usize },
+    #[error("truncated: the array is not closed (input ends at byte {at})")]
+    Unclosed { at: usize },
 }
 
 /// Splits a JSON array into the text of its elements without parsing them, so one
 /// bad element does not hide the others. A truncated array yields its complete
 /// elements and an error for the cut-off one. More than `max` elements is an error
 /// (counted without keeping them).
-pub fn split_json_array(text: &str, max: usize) -> Result<Vec<Result<&str, String>>, SplitError> {
+pub fn split_json_array(text: &str, max: usize) -> Result<Vec<Result<&str, BadElement>>, SplitError> {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() && bytes[i].is_ascii_whitespace() {
         i += 1;
     }
     if i == bytes.len() {
-        return Err(SplitError::Syntax("the input is empty; expected a JSON array of events".into()));
+        return Err(SplitError::Empty);
     }
     if bytes[i] != b'[' {
-        return Err(SplitError::Syntax(format!(
-            "expected a JSON array of events, found {:?} at byte {i}",
-            text[i..].chars().next().unwrap_or(' ')
-        )));
+        return Err(SplitError::NotAnArray { found: text[i..].chars().next().unwrap_or(' '), at: i });
     }
     let mut count = 0usize;
     i += 1;
@@ -113,7 +116,7 @@ pub fn split_json_array(text: &str, max: usize) -> Result<Vec<Result<&str, Strin
                 if count <= max {
                     match start.take() {
                         Some(s) => out.push(Ok(text[s..i].trim_end())),
-                        None => out.push(Err("empty element".into())),
+                        None => out.push(Err(BadElement::Empty)),
                     }
                 } else {
                     start = None;
@@ -130,9 +133,9 @@ pub fn split_json_array(text: &str, max: usize) -> Result<Vec<Result<&str, Strin
         return Err(SplitError::TooMany(count + 1));
     }
     if start.is_some() || depth > 0 {
-        out.push(Err(format!("truncated: the input ends inside this event (at byte {})", bytes.len())));
+        out.push(Err(BadElement::Truncated { at: bytes.len() }));
     } else {
-        out.push(Err(format!("truncated: the array is not closed (input ends at byte {})", bytes.len())));
+        out.push(Err(BadElement::Unclosed { at: bytes.len() }));
     }
     Ok(out)
 }
@@ -147,12 +150,12 @@ pub fn read_rrweb(
     limits: &Limits,
     decoders: &Decoders,
     mut raw: Option<&mut Vec<(u64, String)>>,
-) -> Result<Import, String> {
+) -> Result<Import, SplitError> {
     let mut import = Import::default();
     let tab = if tab.is_empty() { device } else { tab };
-    for (index, element) in split_json_array(text, usize::MAX).map_err(|e| e.to_string())?.into_iter().enumerate() {
-        let result = element.and_then(|s| {
-            let env = decoders.decode(project, device, tab, index as u64, s).map_err(|e| e.reason)?.envelope;
+    for (index, element) in split_json_array(text, usize::MAX)?.into_iter().enumerate() {
+        let result = element.map_err(BadEvent::from).and_then(|s| {
+            let env = decoders.decode(project, device, tab, index as u64, s)?.envelope;
             validate(&env, limits)?;
             if let Some(raw) = raw.as_deref_mut() {
                 raw.push((index as u64, s.to_string()));
@@ -208,7 +211,7 @@ mod tests {
     fn truncated_arrays_keep_complete_elements() {
         let parts = split_json_array(r#"[{"a": 1}, {"b": [1, 2"#, 10).unwrap();
         assert_eq!(parts[0], Ok(r#"{"a": 1}"#));
-        assert!(parts[1].as_ref().unwrap_err().contains("truncated"));
+        assert_eq!(parts[1], Err(BadElement::Truncated { at: 22 }));
         assert!(split_json_array("{}", 10).unwrap_err().to_string().contains("JSON array"));
         assert!(split_json_array("  ", 10).unwrap_err().to_string().contains("empty"));
     }

@@ -10,7 +10,7 @@ use sightflow_proto::v1::Envelope;
 use sightflow_proto::v1::envelope::Kind;
 
 use crate::files::{Rejection, SplitError, split_json_array};
-use crate::json::{Defaults, Sizes, decode_event};
+use crate::json::{BadEvent, Defaults, Sizes, decode_event};
 use crate::rrweb::{Decoders, Note};
 use crate::validate::{Limits, validate};
 
@@ -274,19 +274,14 @@ pub fn decode_track(
             }
             let result = match e.kind.take() {
                 Some(Kind::Rrweb(raw)) => String::from_utf8(raw.json)
-                    .map_err(|_| "rrweb event JSON is not valid UTF-8".to_string())
+                    .map_err(|e| BadEvent::NotUtf8 { at: e.utf8_error().valid_up_to() })
                     .and_then(|json| {
-                        if json.len() > limits.sizes.max_rrweb_event_bytes {
-                            return Err(format!(
-                                "the rrweb event is {} bytes of JSON, at most {} allowed",
-                                json.len(),
-                                limits.sizes.max_rrweb_event_bytes
-                            ));
+                        let max = limits.sizes.max_rrweb_event_bytes;
+                        if json.len() > max {
+                            return Err(BadEvent::RrwebTooLarge { len: json.len(), max });
                         }
                         let tab = if e.tab_id.is_empty() { e.device_id.clone() } else { e.tab_id.clone() };
-                        let d = decoders
-                            .decode(&e.project, &e.device_id, &tab, e.seq, &json)
-                            .map_err(|err| format!("rrweb event: {err}"))?;
+                        let d = decoders.decode(&e.project, &e.device_id, &tab, e.seq, &json)?;
                         Ok(Accepted { envelope: d.envelope, raw_rrweb: Some(json), note: d.note, index: 0 })
                     }),
                 kind => {
@@ -317,13 +312,10 @@ pub fn decode_track(
     Ok(out)
 }
 
-fn push(out: &mut Decoded, index: usize, result: Result<Accepted, String>, project: &str, limits: &Limits) {
+fn push(out: &mut Decoded, index: usize, result: Result<Accepted, BadEvent>, project: &str, limits: &Limits) {
     let checked = result.and_then(|a| {
         if a.envelope.project != project {
-            return Err(format!(
-                "event belongs to project {:?}, but the request is for {project:?}",
-                a.envelope.project
-            ));
+            return Err(BadEvent::WrongProject { event: a.envelope.project, request: project.to_string() });
         }
         validate(&a.envelope, limits)?;
         Ok(a)
@@ -354,16 +346,16 @@ pub fn decode_rrweb(
     let text = utf8(&body)?;
     let parts = split_json_array(text, limits.max_events).map_err(|e| match e {
         SplitError::TooMany(n) => BodyError::TooManyEvents { n, max: limits.max_events },
-        SplitError::Syntax(m) => BodyError::Json(m),
+        other => BodyError::Json(other.to_string()),
     })?;
     let mut out = Decoded { project: Some(project.to_string()), ..Default::default() };
     let max = limits.sizes.max_rrweb_event_bytes;
     for (index, part) in parts.into_iter().enumerate() {
-        let result = part.and_then(|raw| {
+        let result = part.map_err(BadEvent::from).and_then(|raw| {
             if raw.len() > max {
-                return Err(format!("the rrweb event is {} bytes of JSON, at most {max} allowed", raw.len()));
+                return Err(BadEvent::RrwebTooLarge { len: raw.len(), max });
             }
-            let d = decoders.decode(project, device, tab, seq_start + index as u64, raw).map_err(|e| e.reason)?;
+            let d = decoders.decode(project, device, tab, seq_start + index as u64, raw)?;
             Ok(Accepted { envelope: d.envelope, raw_rrweb: Some(raw.to_string()), note: d.note, index: 0 })
         });
         push(&mut out, index, result, project, event_limits);
@@ -408,8 +400,8 @@ mod tests {
         let d = track(body, Some("text/plain")).unwrap();
         assert_eq!(d.accepted.len(), 2);
         assert_eq!(d.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1, 3]);
-        assert!(d.rejected[0].reason.contains("`ts` must be an integer"));
-        assert!(d.rejected[1].reason.contains("project"));
+        assert!(d.rejected[0].reason.to_string().contains("`ts` must be an integer"));
+        assert!(matches!(d.rejected[1].reason, BadEvent::WrongProject { .. }));
     }
 
     #[test]

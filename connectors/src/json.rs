@@ -24,7 +24,9 @@ use sightflow_proto::v1::{
     PointerType, Position, Scroll, TouchMove, ViewportResize,
 };
 
-use crate::rrweb::{Decoders, Note};
+use crate::files::BadElement;
+use crate::rrweb::{DecodeError, Decoders, Note};
+use crate::validate::Invalid;
 
 /// Identity that events may leave out.
 #[derive(Clone, Debug, Default)]
@@ -42,55 +44,115 @@ impl<'a> Fields<'a> {
         self.obj.get(k).filter(|v| !v.is_null())
     }
 
-    fn str(&self, k: &str) -> Result<Option<&'a str>, String> {
+    fn str(&self, k: &'static str) -> Result<Option<&'a str>, BadEvent> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(format!("field `{k}` must be a string, got {}", kind_name(v))),
+            Some(v) => Err(BadEvent::WrongType { key: k, expected: "a string", got: kind_name(v).into() }),
         }
     }
 
-    fn string(&self, k: &str) -> Result<String, String> {
+    fn need_str(&self, k: &'static str, ty: &'static str) -> Result<&'a str, BadEvent> {
+        self.str(k)?.ok_or(BadEvent::Missing { key: k, ty })
+    }
+
+    fn string(&self, k: &'static str) -> Result<String, BadEvent> {
         Ok(self.str(k)?.unwrap_or("").to_string())
     }
 
-    fn int(&self, k: &str) -> Result<Option<i64>, String> {
+    fn int(&self, k: &'static str) -> Result<Option<i64>, BadEvent> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::Number(n)) => {
                 match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite() && f.abs() < 9.0e15).map(|f| f as i64))
                 {
                     Some(i) => Ok(Some(i)),
-                    None => Err(format!("field `{k}` must be an integer, got {n}")),
+                    None => Err(BadEvent::WrongType { key: k, expected: "an integer", got: n.to_string() }),
                 }
             }
-            Some(v) => Err(format!("field `{k}` must be an integer, got {}", kind_name(v))),
+            Some(v) => Err(BadEvent::WrongType { key: k, expected: "an integer", got: kind_name(v).into() }),
         }
     }
 
-    fn need_int(&self, k: &str) -> Result<i64, String> {
-        self.int(k)?.ok_or_else(|| format!("field `{k}` is required"))
+    fn need_int(&self, k: &'static str) -> Result<i64, BadEvent> {
+        self.int(k)?.ok_or(BadEvent::Missing { key: k, ty: "" })
     }
 
-    fn i32(&self, k: &str) -> Result<i32, String> {
+    fn i32(&self, k: &'static str) -> Result<i32, BadEvent> {
         let v = self.need_int(k)?;
-        i32::try_from(v).map_err(|_| format!("field `{k}` is out of range: {v}"))
+        i32::try_from(v).map_err(|_| BadEvent::OutOfRange {
+            key: k,
+            value: v,
+            min: i32::MIN.into(),
+            max: i32::MAX.into(),
+        })
     }
 
-    fn u32_or(&self, k: &str, default: u32) -> Result<u32, String> {
+    fn u32_or(&self, k: &'static str, default: u32) -> Result<u32, BadEvent> {
         match self.int(k)? {
             None => Ok(default),
-            Some(v) => u32::try_from(v).map_err(|_| format!("field `{k}` must be between 0 and {}, got {v}", u32::MAX)),
+            Some(v) => {
+                u32::try_from(v).map_err(|_| BadEvent::OutOfRange { key: k, value: v, min: 0, max: u32::MAX.into() })
+            }
         }
     }
 
-    fn bool(&self, k: &str) -> Result<bool, String> {
+    fn bool(&self, k: &'static str) -> Result<bool, BadEvent> {
         match self.get(k) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(format!("field `{k}` must be true or false, got {}", kind_name(v))),
+            Some(v) => Err(BadEvent::WrongType { key: k, expected: "true or false", got: kind_name(v).into() }),
         }
     }
+}
+
+/// Why a JSON event is refused: what was wrong, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadEvent {
+    #[error("an event must be a JSON object, got {got}")]
+    NotAnObject { got: &'static str },
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("the event is {len} bytes of JSON, at most {max} allowed")]
+    TooLarge { len: usize, max: usize },
+    #[error("the event has more than {max} bytes of JSON besides its `event`, at most {max} allowed")]
+    TooLargeBesidesEvent { max: usize },
+    #[error("the rrweb event is {len} bytes of JSON, at most {max} allowed")]
+    RrwebTooLarge { len: usize, max: usize },
+    #[error("field `{key}` is required{}", if ty.is_empty() { String::new() } else { format!(" for type {ty}") })]
+    Missing { key: &'static str, ty: &'static str },
+    #[error("field `{key}` must be {expected}, got {got}")]
+    WrongType { key: &'static str, expected: &'static str, got: String },
+    #[error("field `{key}` is out of range: {value} (expected {min} to {max})")]
+    OutOfRange { key: &'static str, value: i64, min: i64, max: i64 },
+    #[error("field `{key}` must not be negative, got {value}")]
+    Negative { key: &'static str, value: i64 },
+    #[error("field `pointer` must be mouse, touch or pen, got {0:?}")]
+    Pointer(String),
+    #[error("positions[{index}]: {source}")]
+    Position { index: usize, source: Box<BadEvent> },
+    #[error("positions[{index}] must be an object")]
+    PositionNotAnObject { index: usize },
+    #[error("a page view needs a `url`")]
+    PageViewWithoutUrl,
+    #[error(
+        "unknown event type {0:?} (expected page_view, click, scroll, mouse_move, touch_move, input, resize, mutation, snapshot, error, exit, custom, activity or rrweb)"
+    )]
+    UnknownType(String),
+    #[error(transparent)]
+    Rrweb(#[from] DecodeError),
+    #[error("rrweb event JSON is not valid UTF-8 (from byte {at})")]
+    NotUtf8 { at: usize },
+    #[error(transparent)]
+    Element(#[from] BadElement),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("event belongs to project {event:?}, but the request is for {request:?}")]
+    WrongProject { event: String, request: String },
+}
+
+fn json_error(e: &serde_json::Error) -> BadEvent {
+    BadEvent::Json(e.to_string())
 }
 
 fn kind_name(v: &Value) -> &'static str {
@@ -104,24 +166,24 @@ fn kind_name(v: &Value) -> &'static str {
     }
 }
 
-fn positions(f: &Fields<'_>) -> Result<Vec<Position>, String> {
+fn positions(f: &Fields<'_>) -> Result<Vec<Position>, BadEvent> {
     let arr = match f.get("positions") {
         Some(Value::Array(a)) => a,
         Some(v) => {
-            return Err(format!("field `positions` must be an array, got {}", kind_name(v)));
+            return Err(BadEvent::WrongType { key: "positions", expected: "an array", got: kind_name(v).into() });
         }
-        None => return Err("field `positions` is required".into()),
+        None => return Err(BadEvent::Missing { key: "positions", ty: "" }),
     };
     arr.iter()
         .enumerate()
-        .map(|(i, p)| {
-            let obj = p.as_object().ok_or_else(|| format!("positions[{i}] must be an object"))?;
+        .map(|(index, p)| {
+            let obj = p.as_object().ok_or(BadEvent::PositionNotAnObject { index })?;
             let pf = Fields { obj };
+            let at = |e: BadEvent| BadEvent::Position { index, source: Box::new(e) };
             Ok(Position {
-                x: pf.i32("x").map_err(|e| format!("positions[{i}]: {e}"))?,
-                y: pf.i32("y").map_err(|e| format!("positions[{i}]: {e}"))?,
-                time_offset: pf.int("t").map_err(|e| format!("positions[{i}]: {e}"))?.unwrap_or(0).clamp(-3_600_000, 0)
-                    as i32,
+                x: pf.i32("x").map_err(at)?,
+                y: pf.i32("y").map_err(at)?,
+                time_offset: pf.int("t").map_err(at)?.unwrap_or(0).clamp(-3_600_000, 0) as i32,
             })
         })
         .collect()
@@ -162,7 +224,7 @@ pub fn decode_event<'a>(
     index: u64,
     decoders: &Decoders,
     sizes: &Sizes,
-) -> Result<DecodedEvent<'a>, String> {
+) -> Result<DecodedEvent<'a>, BadEvent> {
     let t = text.trim_start();
     if !t.starts_with('{') {
         let got = match t.bytes().next() {
@@ -173,18 +235,14 @@ pub fn decode_event<'a>(
             Some(b'-' | b'0'..=b'9') => "a number",
             _ => "no JSON value",
         };
-        return Err(format!("an event must be a JSON object, got {got}"));
+        return Err(BadEvent::NotAnObject { got });
     }
-    if text.len() > sizes.max_rrweb_event_bytes.max(sizes.max_event_bytes) {
-        return Err(format!(
-            "the event is {} bytes of JSON, at most {} allowed",
-            text.len(),
-            sizes.max_rrweb_event_bytes.max(sizes.max_event_bytes)
-        ));
+    let max = sizes.max_rrweb_event_bytes.max(sizes.max_event_bytes);
+    if text.len() > max {
+        return Err(BadEvent::TooLarge { len: text.len(), max });
     }
     // The fields as raw text: nothing is built yet.
-    let fields: Vec<(String, &'a RawValue)> =
-        serde_json::from_str::<RawMap<'a>>(text).map_err(|e| format!("invalid JSON: {e}"))?.0;
+    let fields: Vec<(String, &'a RawValue)> = serde_json::from_str::<RawMap<'a>>(text).map_err(|e| json_error(&e))?.0;
     let is_rrweb = fields.iter().any(|(k, v)| k == "type" && v.get() == "\"rrweb\"");
     let mut event: Option<&'a RawValue> = None;
     let mut small = 0usize;
@@ -196,35 +254,32 @@ pub fn decode_event<'a>(
         }
         small += k.len() + v.get().len();
         if small > sizes.max_event_bytes {
-            return Err(format!(
-                "the event has more than {max} bytes of JSON{}, at most {max} allowed",
-                if is_rrweb { " besides its `event`" } else { "" },
-                max = sizes.max_event_bytes,
-            ));
+            let max = sizes.max_event_bytes;
+            return Err(if is_rrweb {
+                BadEvent::TooLargeBesidesEvent { max }
+            } else {
+                BadEvent::TooLarge { len: text.len(), max }
+            });
         }
-        obj.insert(k, serde_json::from_str(v.get()).map_err(|e| format!("invalid JSON: {e}"))?);
+        obj.insert(k, serde_json::from_str(v.get()).map_err(|e| json_error(&e))?);
     }
     let f = Fields { obj: &obj };
-    let ty = f.str("type")?.ok_or("field `type` is required")?;
+    let ty = f.need_str("type", "")?;
     let project = f.str("project")?.unwrap_or(&defaults.project).to_string();
     let device_id = f.str("device_id")?.unwrap_or(&defaults.device_id).to_string();
     let tab_id = f.string("tab_id")?;
     let seq = match f.int("seq")? {
         Some(s) if s >= 0 => s as u64,
-        Some(s) => return Err(format!("field `seq` must not be negative, got {s}")),
+        Some(value) => return Err(BadEvent::Negative { key: "seq", value }),
         None => index,
     };
     if is_rrweb {
-        let event = event.ok_or("field `event` is required for type rrweb")?.get();
+        let event = event.ok_or(BadEvent::Missing { key: "event", ty: "rrweb" })?.get();
         if event.len() > sizes.max_rrweb_event_bytes {
-            return Err(format!(
-                "the rrweb event is {} bytes of JSON, at most {} allowed",
-                event.len(),
-                sizes.max_rrweb_event_bytes
-            ));
+            return Err(BadEvent::RrwebTooLarge { len: event.len(), max: sizes.max_rrweb_event_bytes });
         }
         let tab = if tab_id.is_empty() { device_id.clone() } else { tab_id };
-        let d = decoders.decode(&project, &device_id, &tab, seq, event).map_err(|e| format!("rrweb event: {e}"))?;
+        let d = decoders.decode(&project, &device_id, &tab, seq, event)?;
         let mut envelope = d.envelope;
         if let Some(ts) = f.int("ts")? {
             envelope.ts = ts;
@@ -232,7 +287,7 @@ pub fn decode_event<'a>(
         return Ok(DecodedEvent { envelope, rrweb: Some(event), note: d.note });
     }
     if text.len() > sizes.max_event_bytes {
-        return Err(format!("the event is {} bytes of JSON, at most {} allowed", text.len(), sizes.max_event_bytes));
+        return Err(BadEvent::TooLarge { len: text.len(), max: sizes.max_event_bytes });
     }
     let envelope = decode_sdk(&f, ty, project, device_id, tab_id, seq)?;
     Ok(DecodedEvent { envelope, rrweb: None, note: None })
@@ -272,11 +327,11 @@ fn decode_sdk(
     device_id: String,
     tab_id: String,
     seq: u64,
-) -> Result<Envelope, String> {
+) -> Result<Envelope, BadEvent> {
     let ts = f.need_int("ts")?;
     let url = f.string("url")?;
     let kind = match ty {
-        "page_view" if url.is_empty() => return Err("a page view needs a `url`".into()),
+        "page_view" if url.is_empty() => return Err(BadEvent::PageViewWithoutUrl),
         "page_view" => Kind::PageView(PageView {
             url: url.clone(),
             referrer: f.string("referrer")?,
@@ -301,9 +356,7 @@ fn decode_sdk(
                 None | Some("mouse") => PointerType::Mouse as i32,
                 Some("touch") => PointerType::Touch as i32,
                 Some("pen") => PointerType::Pen as i32,
-                Some(other) => {
-                    return Err(format!("field `pointer` must be mouse, touch or pen, got {other:?}"));
-                }
+                Some(other) => return Err(BadEvent::Pointer(other.to_string())),
             },
             no_position: false,
         }),
@@ -325,29 +378,29 @@ fn decode_sdk(
             scroll_y: f.int("scroll_y")?.unwrap_or(0) as i32,
         }),
         "error" => Kind::Error(JsError {
-            message: f.str("message")?.ok_or("field `message` is required for type error")?.to_string(),
+            message: f.need_str("message", "error")?.to_string(),
             source: f.string("source")?,
             stack: f.string("stack")?,
             fingerprint: f.string("fingerprint")?,
         }),
         "exit" => Kind::Exit(PageExit { hidden: f.bool("hidden")? }),
         "custom" => {
-            let name = f.str("name")?.ok_or("field `name` is required for type custom")?.to_string();
+            let name = f.need_str("name", "custom")?.to_string();
             let properties_json = match f.get("properties") {
                 None => String::new(),
                 Some(p @ Value::Object(_)) => p.to_string(),
                 Some(v) => {
-                    return Err(format!("field `properties` must be an object, got {}", kind_name(v)));
+                    return Err(BadEvent::WrongType {
+                        key: "properties",
+                        expected: "an object",
+                        got: kind_name(v).into(),
+                    });
                 }
             };
             Kind::Custom(CustomEvent { name, properties_json })
         }
         "activity" => Kind::Activity(Activity { name: f.string("name")? }),
-        other => {
-            return Err(format!(
-                "unknown event type {other:?} (expected page_view, click, scroll, mouse_move, touch_move, input, resize, mutation, snapshot, error, exit, custom, activity or rrweb)"
-            ));
-        }
+        other => return Err(BadEvent::UnknownType(other.to_string())),
     };
     Ok(Envelope { project, device_id, tab_id, seq, ts, url, logical_time: 0, kind: Some(kind) })
 }
@@ -364,6 +417,7 @@ mod tests {
         match (got, expect) {
             (Ok(_), Ok(())) => {}
             (Err(e), Err(needle)) => {
+                let e = e.to_string();
                 assert!(e.contains(needle), "error {e:?} should contain {needle:?}")
             }
             (got, expect) => panic!("{v}: got {got:?}, expected {expect:?}"),

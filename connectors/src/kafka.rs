@@ -216,14 +216,23 @@ pub fn encode_record(record: &LogRecord) -> Vec<u8> {
     v
 }
 
+/// Why a Kafka message is not a sightflow record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadRecord {
+    #[error("not a sightflow record (starts with {head:?}, expected \"SFL1\")")]
+    Magic { head: String },
+    #[error("a sightflow record that does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
 /// Decodes a message value written by [`encode_record`].
-pub fn decode_record(value: &[u8]) -> Result<LogRecord, String> {
+pub fn decode_record(value: &[u8]) -> Result<LogRecord, BadRecord> {
     let Some(body) = value.strip_prefix(MAGIC.as_slice()) else {
         let head: String =
             value.iter().take(16).map(|b| if b.is_ascii_graphic() || *b == b' ' { *b as char } else { '.' }).collect();
-        return Err(format!("not a sightflow record (starts with {head:?}, expected {:?})", "SFL1"));
+        return Err(BadRecord::Magic { head });
     };
-    LogRecord::decode(body).map_err(|e| format!("a sightflow record that does not decode: {e}"))
+    Ok(LogRecord::decode(body)?)
 }
 
 /// Appends ingest batches to the topic.
@@ -833,9 +842,10 @@ mod tests {
         };
         assert_eq!(decode_record(&encode_record(&rec)).unwrap(), rec);
         let e = decode_record(b"{\"type\": 3}").unwrap_err();
-        assert!(e.contains("not a sightflow record") && e.contains("type") && e.contains("SFL1"), "{e}");
+        assert_eq!(e, BadRecord::Magic { head: "{\"type\": 3}".into() });
+        assert!(e.to_string().contains("not a sightflow record") && e.to_string().contains("SFL1"), "{e}");
         let e = decode_record(b"SFL1\xff\xff\xff").unwrap_err();
-        assert!(e.contains("does not decode"), "{e}");
+        assert!(matches!(e, BadRecord::Decode(_)), "{e}");
     }
 
     #[test]

@@ -231,13 +231,22 @@ fn stored_key(batch_id: &str) -> u128 {
 /// Longest batch id accepted (bytes).
 pub const MAX_BATCH_ID_BYTES: usize = 128;
 
+/// Why a client's batch id is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadBatchId {
+    #[error("the batch id is {0} bytes long, at most {MAX_BATCH_ID_BYTES} allowed")]
+    TooLong(usize),
+    #[error("the batch id may hold only printable ASCII characters (no spaces); byte {0} is not")]
+    NotPrintable(usize),
+}
+
 /// Checks a client's batch id: at most [`MAX_BATCH_ID_BYTES`] of printable ASCII.
-pub fn check_batch_id(id: &str) -> Result<(), String> {
+pub fn check_batch_id(id: &str) -> Result<(), BadBatchId> {
     if id.len() > MAX_BATCH_ID_BYTES {
-        return Err(format!("the batch id is {} bytes long, at most {MAX_BATCH_ID_BYTES} allowed", id.len()));
+        return Err(BadBatchId::TooLong(id.len()));
     }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("the batch id may hold only printable ASCII characters (no spaces)".into());
+    if let Some(at) = id.bytes().position(|b| !b.is_ascii_graphic()) {
+        return Err(BadBatchId::NotPrintable(at));
     }
     Ok(())
 }
@@ -1240,8 +1249,8 @@ mod tests {
         let d = log.append("1", vec![ev_in("p", "a", T), ev_in("p", "c", T)], T).unwrap();
         assert_eq!((d.events, d.duplicate_events), (1, 1));
         assert_eq!(read_all(&log).len(), 4);
-        assert!(check_batch_id(&"x".repeat(MAX_BATCH_ID_BYTES + 1)).unwrap_err().contains("at most 128"));
-        assert!(check_batch_id("a b").is_err());
+        assert_eq!(check_batch_id(&"x".repeat(MAX_BATCH_ID_BYTES + 1)), Err(BadBatchId::TooLong(129)));
+        assert_eq!(check_batch_id("a b"), Err(BadBatchId::NotPrintable(1)));
         assert!(check_batch_id("0b1f-22").is_ok());
     }
 

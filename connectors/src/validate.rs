@@ -39,22 +39,41 @@ impl Limits {
     }
 }
 
-fn id(name: &str, v: &str, limits: &Limits, required: bool) -> Result<(), String> {
+/// Why an envelope is refused, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("`{field}` is missing")]
+    Missing { field: &'static str },
+    #[error("`{field}` is {len} bytes long, at most {max} allowed")]
+    TooLong { field: &'static str, len: usize, max: usize },
+    #[error("`{field}` contains control characters")]
+    ControlCharacters { field: &'static str },
+    #[error("`ts` {ts} is outside the accepted range {min}..={max} (ms since the Unix epoch)")]
+    Time { ts: i64, min: i64, max: i64 },
+    #[error("the event has no kind")]
+    NoKind,
+    #[error("viewport {width}x{height} is not plausible")]
+    Viewport { width: u32, height: u32 },
+    #[error("{n} positions in one batch, at most {max} allowed")]
+    Positions { n: usize, max: usize },
+    #[error("a raw rrweb event must be decoded first")]
+    RawRrweb,
+}
+
+fn id(field: &'static str, v: &str, limits: &Limits, required: bool) -> Result<(), Invalid> {
     if required && v.trim().is_empty() {
-        return Err(format!("`{name}` is missing"));
+        return Err(Invalid::Missing { field });
     }
-    if v.len() > limits.max_id_len {
-        return Err(format!("`{name}` is {} bytes long, at most {} allowed", v.len(), limits.max_id_len));
-    }
+    text(field, v, limits.max_id_len)?;
     if v.chars().any(|c| c.is_control()) {
-        return Err(format!("`{name}` contains control characters"));
+        return Err(Invalid::ControlCharacters { field });
     }
     Ok(())
 }
 
-fn text(name: &str, v: &str, max: usize) -> Result<(), String> {
+fn text(field: &'static str, v: &str, max: usize) -> Result<(), Invalid> {
     if v.len() > max {
-        return Err(format!("`{name}` is {} bytes long, at most {max} allowed", v.len()));
+        return Err(Invalid::TooLong { field, len: v.len(), max });
     }
     Ok(())
 }
@@ -66,9 +85,9 @@ pub const MAX_TITLE_BYTES: usize = 2048;
 /// Most positions in one mouse or touch batch.
 pub const MAX_POSITIONS: usize = 10_000;
 
-fn positions(n: usize) -> Result<(), String> {
+fn positions(n: usize) -> Result<(), Invalid> {
     if n > MAX_POSITIONS {
-        return Err(format!("{n} positions in one batch, at most {MAX_POSITIONS} allowed"));
+        return Err(Invalid::Positions { n, max: MAX_POSITIONS });
     }
     Ok(())
 }
@@ -76,21 +95,18 @@ fn positions(n: usize) -> Result<(), String> {
 /// Validates one envelope. Every string field of every kind is bounded: the
 /// destructuring below names each field, so a field added to the schema does not
 /// compile until it is bounded here too.
-pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), String> {
+pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), Invalid> {
     let Envelope { project, device_id, tab_id, seq: _, ts, url, logical_time: _, kind } = e;
     id("project", project, limits, true)?;
     id("device_id", device_id, limits, true)?;
     id("tab_id", tab_id, limits, false)?;
     if *ts < limits.min_ts || *ts > limits.max_ts {
-        return Err(format!(
-            "`ts` {} is outside the accepted range {}..={} (ms since the Unix epoch)",
-            ts, limits.min_ts, limits.max_ts
-        ));
+        return Err(Invalid::Time { ts: *ts, min: limits.min_ts, max: limits.max_ts });
     }
     let long = limits.max_text_len;
     text("url", url, long)?;
     match kind {
-        None => return Err("the event has no kind".into()),
+        None => return Err(Invalid::NoKind),
         Some(Kind::PageView(p)) => {
             let PageView { url, referrer, viewport_width, viewport_height, user_agent, page_height: _, country, title } =
                 p;
@@ -100,7 +116,7 @@ pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), String> {
             text("title", title, MAX_TITLE_BYTES)?;
             text("country", country, MAX_LABEL_BYTES)?;
             if *viewport_width > 100_000 || *viewport_height > 100_000 {
-                return Err(format!("viewport {viewport_width}x{viewport_height} is not plausible"));
+                return Err(Invalid::Viewport { width: *viewport_width, height: *viewport_height });
             }
         }
         Some(Kind::Click(c)) => {
@@ -140,7 +156,7 @@ pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), String> {
         }
         Some(Kind::MouseMove(MouseMove { positions: p })) => positions(p.len())?,
         Some(Kind::TouchMove(TouchMove { positions: p })) => positions(p.len())?,
-        Some(Kind::Rrweb(RawRrweb { json: _ })) => return Err("a raw rrweb event must be decoded first".into()),
+        Some(Kind::Rrweb(RawRrweb { json: _ })) => return Err(Invalid::RawRrweb),
         Some(
             Kind::Scroll(Scroll { .. })
             | Kind::Input(Input { .. })
@@ -172,9 +188,9 @@ mod tests {
     fn rejects_missing_device_and_absurd_times() {
         let l = Limits::any_age(1_795_000_000_000);
         assert!(validate(&env("d", 1_795_000_000_000), &l).is_ok());
-        assert!(validate(&env("", 1_795_000_000_000), &l).unwrap_err().contains("device_id"));
-        assert!(validate(&env("d", 12), &l).unwrap_err().contains("`ts` 12"));
-        assert!(validate(&env("d", 9_999_999_999_999), &l).unwrap_err().contains("outside"));
+        assert_eq!(validate(&env("", 1_795_000_000_000), &l), Err(Invalid::Missing { field: "device_id" }));
+        assert!(validate(&env("d", 12), &l).unwrap_err().to_string().contains("`ts` 12"));
+        assert!(matches!(validate(&env("d", 9_999_999_999_999), &l), Err(Invalid::Time { .. })));
     }
 
     #[test]
@@ -191,7 +207,7 @@ mod tests {
             (with(Kind::Activity(Activity { name: big.clone() })), "name"),
         ] {
             let err = validate(&e, &l).unwrap_err();
-            assert!(err.contains(field) && err.contains("at most"), "{field}: {err}");
+            assert!(matches!(err, Invalid::TooLong { field: f, .. } if f == field), "{field}: {err}");
         }
     }
 }

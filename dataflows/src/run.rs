@@ -55,29 +55,43 @@ impl Drop for Running {
     }
 }
 
+/// Why a run could not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start dataflow workers: {0}")]
+    Start(String),
+    #[error("dataflow worker failed: {0}")]
+    Worker(String),
+    #[error("the publisher thread panicked")]
+    Publisher,
+    /// A source failed: the views are missing part of their input.
+    #[error("the input failed: {0}")]
+    Source(#[from] SourceError),
+}
+
 impl Running {
     /// Waits for every worker and the publisher to finish (finite sources).
-    pub fn join(mut self) -> Result<(), String> {
+    pub fn join(mut self) -> Result<(), RunError> {
         self.join_threads()
     }
 
     /// Stops the sources, then waits for the threads to finish.
-    pub fn shutdown(mut self) -> Result<(), String> {
+    pub fn shutdown(mut self) -> Result<(), RunError> {
         self.stop.store(true, Ordering::SeqCst);
         self.join_threads()
     }
 
-    fn join_threads(&mut self) -> Result<(), String> {
+    fn join_threads(&mut self) -> Result<(), RunError> {
         if let Some(w) = self.workers.take() {
             for r in w.join() {
-                r.map_err(|e| format!("dataflow worker failed: {e}"))?;
+                r.map_err(RunError::Worker)?;
             }
         }
         if let Some(p) = self.publisher.take() {
-            p.join().map_err(|_| "publisher thread panicked".to_string())?;
+            p.join().map_err(|_| RunError::Publisher)?;
         }
         if let Some(e) = self.failure.lock().ok().and_then(|mut f| f.take()) {
-            return Err(format!("the input failed: {e}"));
+            return Err(e.into());
         }
         Ok(())
     }
@@ -89,7 +103,7 @@ impl Running {
 }
 
 /// Starts the dataflow: `make_source(worker, workers)` builds each worker's source.
-pub fn start<F>(options: RunOptions, make_source: F) -> Result<Running, String>
+pub fn start<F>(options: RunOptions, make_source: F) -> Result<Running, RunError>
 where
     F: Fn(usize, usize) -> Box<dyn Source> + Send + Sync + 'static,
 {
@@ -213,7 +227,7 @@ where
         }
         measure(&stats);
     })
-    .map_err(|e| format!("cannot start dataflow workers: {e}"))?;
+    .map_err(RunError::Start)?;
     Ok(Running { snapshots, stats, workers: Some(guards), publisher: Some(publisher), stop, failure })
 }
 

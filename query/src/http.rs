@@ -87,6 +87,14 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(json!({ "error": self.message() }))).into_response();
@@ -214,7 +222,7 @@ pub trait Backend: Send + Sync + 'static {
         chunk: ReplayChunk,
         from_ts: i64,
         to_ts: i64,
-    ) -> impl std::future::Future<Output = Result<Vec<String>, String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Vec<String>, ApiError>> + Send;
     fn health(&self) -> Health;
     /// Prometheus text exposition of the backend's metrics.
     fn metrics(&self) -> String;
@@ -433,9 +441,7 @@ async fn read_body(req: Request, limits: &HttpLimits) -> Result<Bytes, ApiError>
     match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(req.into_body(), limit)).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|s| s.to_string().contains("length limit exceeded"))
-                || e.to_string().contains("length limit exceeded");
+            let too_big = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_big {
                 Err(ApiError::PayloadTooLarge(format!("request body exceeds the limit of {limit} bytes")))
             } else {
@@ -682,7 +688,6 @@ fn query_error(e: QueryError) -> ApiError {
     match e {
         QueryError::Timeout(_) => ApiError::Timeout(e.to_string()),
         QueryError::TooLong { .. } => ApiError::PayloadTooLarge(e.to_string()),
-        QueryError::NotAllowed(m) => ApiError::BadRequest(m),
         other => ApiError::BadRequest(other.to_string()),
     }
 }
@@ -801,7 +806,7 @@ async fn replay<B: Backend>(
                         }
                         Err(reason) => {
                             tracing::warn!(chunk = %id, %reason, "a replay chunk is unreadable; serving the rest");
-                            skipped.push(json!({"chunk": id, "reason": reason}));
+                            skipped.push(json!({"chunk": id, "reason": reason.to_string()}));
                         }
                     }
                     if rest.len() == 0 {

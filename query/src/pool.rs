@@ -304,6 +304,12 @@ mod tests {
             })
             .await;
         assert_eq!(r.unwrap_err(), PoolError::Timeout(Duration::from_millis(100)));
+        // Its thread notices the deadline at its next yield (a loaded machine may take a
+        // moment to schedule it).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.load().1 > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(pool.load().1, 0, "it stopped: no runaway");
         let (_, cost) = pool.run(Duration::from_secs(2), || async { spin(Duration::from_millis(50)) }).await.unwrap();
         assert!(cost.cpu >= Duration::from_millis(30), "{:?}", cost.cpu);
