@@ -314,6 +314,26 @@ pub fn write_parquet(snapshot: &Snapshot, dir: &Path) -> Result<Vec<(String, usi
     Ok(out)
 }
 
+/// Serves SQL over a finished backfill's views on `listen` until interrupted (ingest
+/// and replay answer that this server holds only a backfill result).
+pub fn serve_read_only(config: &Config, done: &Backfilled, listen: std::net::SocketAddr) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let mut limits = crate::serve::http_limits(config);
+    limits.per_ip_per_s = 0.0;
+    let backend = Arc::new(ReadOnly { stats: done.stats.clone() });
+    let state = Arc::new(sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits));
+    let router = sightflow_query::http::router(state);
+    let options = crate::serve::serve_options(config);
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("serving the backfilled views on http://{}", listener.local_addr()?);
+        sightflow_query::server::serve(listener, router, options, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    })
+}
+
 /// The query API over a finished backfill: SQL and health; ingest and replay answer
 /// that this server only holds a backfill result.
 pub struct ReadOnly {

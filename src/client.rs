@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use sightflow_connectors::files::{SplitError, split_json_array};
+use sightflow_query::{QueryResult, format};
 
 /// Why a request to a server failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,8 @@ pub enum ClientError {
     /// The server refused the request, with its reason.
     #[error("server answered {status}: {message}")]
     Status { status: u16, message: String },
+    #[error("the server's answer is not an Arrow stream: {0}")]
+    Answer(#[from] datafusion::arrow::error::ArrowError),
 }
 
 impl ClientError {
@@ -25,7 +28,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } | ClientError::Read(_) => true,
             ClientError::Status { status, .. } => *status == 429 || *status >= 500,
-            ClientError::Input(_) => false,
+            ClientError::Input(_) | ClientError::Answer(_) => false,
         }
     }
 }
@@ -150,7 +153,7 @@ pub fn import(
 pub fn wait_visible(url: &str, as_of: u64, wait_for: Duration) -> Result<(), ClientError> {
     let started = Instant::now();
     loop {
-        match query(url, "select 1", Some(as_of), "application/json") {
+        match query(url, "select 1", Some(as_of)) {
             Ok(_) => return Ok(()),
             Err(ClientError::Status { status: 504, .. }) if started.elapsed() < wait_for => continue,
             Err(e) => return Err(e),
@@ -158,22 +161,26 @@ pub fn wait_visible(url: &str, as_of: u64, wait_for: Duration) -> Result<(), Cli
     }
 }
 
-/// Runs SQL on a server; `accept` picks the answer's format.
-pub fn query(url: &str, sql: &str, min_as_of: Option<u64>, accept: &str) -> Result<String, ClientError> {
+/// Runs SQL on a server and returns its result (fetched as an Arrow stream, so it
+/// prints as batch mode's does).
+pub fn query(url: &str, sql: &str, min_as_of: Option<u64>) -> Result<QueryResult, ClientError> {
     let target = format!("{}/api/v1/query", url.trim_end_matches('/'));
     let body = serde_json::json!({ "sql": sql, "min_as_of": min_as_of }).to_string();
     let mut resp = agent()
         .post(&target)
-        .header("accept", accept)
+        .header("accept", "application/vnd.apache.arrow.stream")
         .content_type("application/json")
         .send(body.as_str())
         .map_err(|e| ClientError::Unreachable { url: url.to_string(), source: Box::new(e) })?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| ClientError::Read(Box::new(e)))?;
+    let as_of = resp.headers().get("x-sightflow-as-of").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    // Results are bounded by the server (query.max_result_bytes); this bounds the client.
+    let bytes =
+        resp.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| ClientError::Read(Box::new(e)))?;
     if status >= 400 {
-        return Err(ClientError::Status { status, message: message(&text) });
+        return Err(ClientError::Status { status, message: message(&String::from_utf8_lossy(&bytes)) });
     }
-    Ok(text)
+    Ok(format::from_arrow_ipc(&bytes, as_of)?)
 }
 
 fn urlencode(s: &str) -> String {

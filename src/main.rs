@@ -198,61 +198,27 @@ fn config_check(file: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let result = match &args.url {
+        Some(url) => {
+            if !args.rrweb.is_empty() || !args.events.is_empty() {
+                bail!("--url queries a server; --rrweb and --events are for batch mode");
+            }
+            sightflow::client::query(url, &args.sql, args.min_as_of)?
+        }
+        None => query_files(&args)?,
+    };
+    use sightflow_query::format;
+    match args.format {
+        Format::Table => print!("{}", format::to_table(&result)),
+        Format::Csv => print!("{}", format::to_csv(&result)),
+        Format::Json => println!("{}", serde_json::Value::Array(format::rows_as_objects(&result))),
+    }
+    Ok(())
 }
 
-fn query(args: QueryArgs) -> anyhow::Result<()> {
-    if let Some(url) = &args.url {
-        if !args.rrweb.is_empty() || !args.events.is_empty() {
-            bail!("--url queries a server; --rrweb and --events are for batch mode");
-        }
-        let accept = match args.format {
-            Format::Csv => "text/csv",
-            _ => "application/json",
-        };
-        let text = sightflow::client::query(url, &args.sql, args.min_as_of, accept)?;
-        match args.format {
-            Format::Csv => print!("{text}"),
-            Format::Json | Format::Table => {
-                let v: serde_json::Value = serde_json::from_str(&text).context("the server's answer is not JSON")?;
-                let cols: Vec<String> = v["columns"]
-                    .as_array()
-                    .map(|c| c.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                let rows = v["rows"].as_array().cloned().unwrap_or_default();
-                if matches!(args.format, Format::Json) {
-                    let objs: Vec<serde_json::Value> = rows
-                        .iter()
-                        .map(|r| {
-                            serde_json::Value::Object(
-                                cols.iter().cloned().zip(r.as_array().cloned().unwrap_or_default()).collect(),
-                            )
-                        })
-                        .collect();
-                    println!("{}", serde_json::Value::Array(objs));
-                } else {
-                    println!("{}", cols.join(" | "));
-                    for r in &rows {
-                        let cells: Vec<String> = r
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .map(|c| match c {
-                                        serde_json::Value::String(s) => s.clone(),
-                                        other => other.to_string(),
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        println!("{}", cells.join(" | "));
-                    }
-                    println!("({} rows, as_of {})", rows.len(), v["as_of"]);
-                }
-            }
-        }
-        return Ok(());
-    }
+/// Batch mode: the views of the input files, queried.
+fn query_files(args: &QueryArgs) -> anyhow::Result<sightflow_query::QueryResult> {
     let config = Config::from_file_and_env(args.config.as_deref())?;
     if args.rrweb.len() != args.device.len() {
         bail!(
@@ -276,7 +242,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         .map(|((path, device), tab)| Input::Rrweb { path: path.clone(), device: device.clone(), tab })
         .collect();
     inputs.extend(args.events.iter().map(|path| Input::Events { path: path.clone() }));
-    let loaded = batch::load(&inputs, &args.project, now_ms())?;
+    let loaded = batch::load(&inputs, &args.project, sightflow::serve::now_ms())?;
     for (file, r) in &loaded.rejected {
         eprintln!("warning: {file}: {r}");
     }
@@ -286,15 +252,9 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
     let snapshot = batch::run(&config, loaded.envelopes)?;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the query runtime")?;
-    let result = runtime
+    runtime
         .block_on(sightflow_query::execute(&snapshot, &args.sql, &sightflow_query::QueryLimits::default()))
-        .map_err(|e| anyhow::anyhow!("query failed: {e}"))?;
-    match args.format {
-        Format::Table => print!("{}", sightflow_query::format::to_table(&result)),
-        Format::Csv => print!("{}", sightflow_query::format::to_csv(&result)),
-        Format::Json => println!("{}", serde_json::Value::Array(sightflow_query::format::rows_as_objects(&result))),
-    }
-    Ok(())
+        .context("query failed")
 }
 
 fn init_logs(format: LogFormat) {
@@ -404,23 +364,7 @@ fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(listen) = listen {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let mut limits = sightflow::serve::http_limits(&config);
-        limits.per_ip_per_s = 0.0;
-        let backend = std::sync::Arc::new(backfill::ReadOnly { stats: done.stats.clone() });
-        let state = std::sync::Arc::new(sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits));
-        let router = sightflow_query::http::router(state);
-        let options = sightflow::serve::serve_options(&config);
-        rt.block_on(async move {
-            let listener =
-                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            println!("serving the backfilled views on http://{}", listener.local_addr()?);
-            sightflow_query::server::serve(listener, router, options, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-            anyhow::Ok(())
-        })?;
+        backfill::serve_read_only(&config, &done, listen).with_context(|| format!("cannot serve on {listen}"))?;
     }
     Ok(())
 }

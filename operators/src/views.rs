@@ -146,6 +146,7 @@ pub fn build_views<'s>(
     // measured from their batches instead, so their names do not start with a view.
     let visitors = b.visitors.clone().arrange_by_self_named("distinct visitors of page_stats");
     let visitors_trace = MeasuredTrace::new("page_stats", visitors.trace.clone());
+    #[expect(clippy::disallowed_methods, reason = "distinct_total on the named arrangement above")]
     let visitors = visitors
         .distinct_total()
         .explode(|v| Some((PageKey { project: v.project, url: v.url }, PageAgg { visitors: 1, ..Default::default() })));
@@ -153,6 +154,7 @@ pub fn build_views<'s>(
 
     let err_sessions = b.err_sessions.clone().arrange_by_self_named("distinct sessions of errors");
     let err_trace = MeasuredTrace::new("errors", err_sessions.trace.clone());
+    #[expect(clippy::disallowed_methods, reason = "distinct_total on the named arrangement above")]
     let err_sessions = err_sessions
         .distinct_total()
         .explode(|e| Some((ErrKey { project: e.project, fingerprint: e.fingerprint }, ErrAgg::sessions(1))));

@@ -1,10 +1,11 @@
 //! Query results as JSON rows, CSV, text tables and Arrow IPC.
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
     UInt64Type,
 };
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Number, Value};
 
@@ -156,29 +157,36 @@ pub fn to_csv_bounded(r: &QueryResult, max: usize) -> Result<String, usize> {
     Ok(out)
 }
 
-/// A plain text table.
+/// A plain text table, with its row count and `as_of`.
 pub fn to_table(r: &QueryResult) -> String {
-    let batches: Vec<RecordBatch> = r.batches.clone();
-    if batches.is_empty() {
+    let footer = format!("({} rows, as_of {})", r.num_rows(), r.as_of);
+    if r.batches.is_empty() {
         let cols = columns(r).join(" | ");
-        return format!("{cols}\n(0 rows)\n");
+        return format!("{cols}\n{footer}\n");
     }
-    match datafusion::arrow::util::pretty::pretty_format_batches(&batches) {
-        Ok(t) => format!("{t}\n({} rows)\n", r.num_rows()),
+    match datafusion::arrow::util::pretty::pretty_format_batches(&r.batches) {
+        Ok(t) => format!("{t}\n{footer}\n"),
         Err(e) => format!("cannot format: {e}\n"),
     }
 }
 
 /// Arrow IPC stream bytes.
-pub fn to_arrow_ipc(r: &QueryResult) -> Result<Vec<u8>, String> {
+pub fn to_arrow_ipc(r: &QueryResult) -> Result<Vec<u8>, ArrowError> {
     let mut buf = Vec::new();
     {
-        let mut w =
-            datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &r.schema).map_err(|e| e.to_string())?;
+        let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &r.schema)?;
         for b in &r.batches {
-            w.write(b).map_err(|e| e.to_string())?;
+            w.write(b)?;
         }
-        w.finish().map_err(|e| e.to_string())?;
+        w.finish()?;
     }
     Ok(buf)
+}
+
+/// A result from Arrow IPC stream bytes (the answer [`to_arrow_ipc`] gives).
+pub fn from_arrow_ipc(bytes: &[u8], as_of: u64) -> Result<QueryResult, ArrowError> {
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(QueryResult { schema, batches, as_of })
 }

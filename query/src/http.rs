@@ -719,7 +719,7 @@ async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: Heade
         let too_large = |max: usize| query_error(QueryError::TooLarge(max));
         let as_of = result.as_of.to_string();
         let mut resp = if accept.contains("application/vnd.apache.arrow.stream") {
-            let bytes = format::to_arrow_ipc(&result).map_err(ApiError::Internal)?;
+            let bytes = format::to_arrow_ipc(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
             ([(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")], bytes).into_response()
         } else if accept.contains("text/csv") {
             let text = format::to_csv_bounded(&result, max_answer).map_err(too_large)?;

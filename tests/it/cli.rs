@@ -56,7 +56,34 @@ fn query_prints_csv_and_tables() {
     assert_eq!(out, "n,e\n1,2\n");
     let (ok, out, _) = run(&mut base("table"));
     assert!(ok);
-    assert!(out.contains("| n | e |") && out.contains("(1 rows)"), "{out}");
+    assert!(out.contains("| n | e |") && out.contains("(1 rows, as_of "), "{out}");
+}
+
+/// `query --url` asks a server and prints its answer as batch mode prints its own.
+#[test]
+fn query_on_a_server_prints_as_batch_mode_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[engine]\nallowed_lateness_ms = 100\nidle_timeout_ms = 100\ntick_ms = 50\n";
+    let server = crate::common::ServerProcess::start(dir.path(), crate::common::free_port(), config);
+    server.wait_ready();
+    let out = crate::common::import(&server.url, "04-error.json", "d4", 50, 30).wait_with_output().unwrap();
+    let token = crate::common::import_token(&String::from_utf8_lossy(&out.stdout)).expect("a visibility token");
+    let sql = "select count(*) as n, sum(error_clicks) as e from sessions";
+    let on_server = |fmt: &str| {
+        let mut c = bin();
+        c.args(["query", "--url", &server.url, "--min-as-of", &token.to_string(), "--sql", sql, "--format", fmt]);
+        run(&mut c)
+    };
+    let (ok, out, err) = on_server("csv");
+    assert!(ok, "{err}");
+    assert_eq!(out, "n,e\n1,2\n");
+    let (ok, out, _) = on_server("table");
+    assert!(ok && out.contains("| n | e |") && out.contains("(1 rows, as_of "), "{out}");
+    let (ok, out, _) = on_server("json");
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), serde_json::json!([{"n": 1, "e": 2}]));
+    let (ok, _, err) = run(bin().args(["query", "--url", &server.url, "--sql", "select nope"]));
+    assert!(!ok && err.contains("server answered 400") && err.contains("nope"), "{err}");
 }
 
 #[test]
@@ -238,7 +265,7 @@ fn workers_from_config_give_the_same_answer() {
     let (a, b) = (run(&mut one), run(&mut two));
     assert!(a.0 && b.0, "{} {}", a.2, b.2);
     assert_eq!(a.1, b.1);
-    assert!(a.1.contains("(2 rows)"), "{}", a.1);
+    assert!(a.1.contains("(2 rows, as_of "), "{}", a.1);
 }
 
 /// A backfill whose read fails (a sealed segment damaged on disk) exits non-zero, names
