@@ -17,6 +17,8 @@
 //! assert!(err.to_string().contains("session.idle_gap"));
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 use std::path::Path;
 
 pub mod time;
@@ -32,14 +34,40 @@ pub const ENV_PREFIX: &str = "SIGHTFLOW__";
 /// Everything that can be wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file's path as given.
+        path: String,
+        /// The I/O error reading it.
+        source: std::io::Error,
+    },
+    /// A document (the defaults, a file or a string) does not parse as TOML.
     #[error("config {origin} is not valid TOML: {message}")]
-    Syntax { origin: String, message: String },
+    Syntax {
+        /// Where the document came from: `default.toml`, a file path, or `string`.
+        origin: String,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// A key is unknown, has the wrong type, or is a malformed environment override.
     #[error("config key `{key}`: {message}")]
-    Key { key: String, message: String },
+    Key {
+        /// The dotted key path (`signals.rage.min_clicks`) or the environment variable.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A key has a value of the right type that validation refuses.
     #[error("config key `{key}` has value {value}, expected {expected}")]
-    Value { key: String, value: String, expected: String },
+    Value {
+        /// The dotted key path.
+        key: String,
+        /// The refused value, as written in messages.
+        value: String,
+        /// What the key accepts.
+        expected: String,
+    },
 }
 
 impl ConfigError {
@@ -52,19 +80,33 @@ impl ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[engine]`: workers, ticks and lateness.
     pub engine: Engine,
+    /// `[session]`: when sessions start and end.
     pub session: Session,
+    /// `[signals.*]`: the thresholds of every behaviour signal.
     pub signals: Signals,
+    /// `[heatmap]`: grid cell size and viewport buckets.
     pub heatmap: Heatmap,
+    /// `[scroll_depth]`: depth band width.
     pub scroll_depth: ScrollDepth,
+    /// `[[funnels]]`: the funnels to compute, in order; none when absent.
     #[serde(default)]
     pub funnels: Vec<Funnel>,
+    /// `[server]`: the HTTP server.
     pub server: Server,
+    /// `[ingest]`: limits on ingested events.
     pub ingest: Ingest,
+    /// `[log]`: the embedded event log.
     pub log: LogConfig,
+    /// `[replay]`: the replay store.
     pub replay: Replay,
+    /// `[query]`: limits on SQL queries.
     pub query: QueryConfig,
+    /// `[kafka]`: Kafka as the event log, when `brokers` is set.
     pub kafka: KafkaConfig,
+    /// `[projects.<key>]`: the accepted project keys; a file that declares any replaces
+    /// the defaults' table.
     #[serde(default)]
     pub projects: std::collections::BTreeMap<String, Project>,
 }
@@ -73,9 +115,13 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
+    /// Socket address `sightflow serve` listens on (`127.0.0.1:8080`).
     pub listen: String,
+    /// Directory for the log, replay chunks and checkpoints.
     pub data_dir: String,
+    /// Largest request body as sent (compressed), in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Requests per second per client IP on the ingest endpoints (0: unlimited).
     pub per_ip_requests_per_s: f64,
     /// A client must send its request headers within this long (ms).
     pub header_timeout_ms: u64,
@@ -92,13 +138,18 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ingest {
+    /// Largest body after gzip decompression, in bytes (a gzip bomb stops here).
     pub max_decompressed_bytes: usize,
+    /// Most events one ingest request may carry.
     pub max_events_per_batch: usize,
+    /// `/track` refuses events dated more than this long before the server clock (ms);
+    /// raw rrweb imports accept any age from the year 2000.
     pub max_past_ms: i64,
+    /// `/track` refuses events dated more than this long after the server clock (ms).
     pub max_future_ms: i64,
-    /// Largest SDK event (not raw rrweb) in JSON.
+    /// Largest SDK event (not raw rrweb) in JSON, in bytes.
     pub max_event_bytes: usize,
-    /// Largest raw rrweb event in JSON (a FullSnapshot is the big one).
+    /// Largest raw rrweb event in JSON, in bytes (a FullSnapshot is the big one).
     pub max_rrweb_event_bytes: usize,
     /// Raw rrweb bytes stored for replay per tab while the tab is known; beyond it the
     /// events still count in the views but are not stored.
@@ -114,11 +165,17 @@ pub struct Ingest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
+    /// Partitions of the log (1 to 1024); devices are spread over them by hash.
     pub partitions: u32,
+    /// A segment file is closed once it holds this many bytes (at least 4096).
     pub segment_bytes: u64,
+    /// When appended records are synced to disk.
     pub fsync: Fsync,
+    /// Sync period with `fsync = "interval"` (ms).
     pub fsync_interval_ms: u64,
+    /// Oldest segments are deleted once a partition holds more than this many bytes.
     pub retention_bytes: u64,
+    /// Segments whose newest record is older than this are deleted (ms).
     pub retention_ms: i64,
 }
 
@@ -126,8 +183,11 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
+    /// `"batch"`: sync before every acknowledgement.
     Batch,
+    /// `"interval"`: sync every `fsync_interval_ms`.
     Interval,
+    /// `"never"`: leave it to the operating system.
     Never,
 }
 
@@ -137,12 +197,14 @@ pub enum Fsync {
 pub struct KafkaConfig {
     /// `host:port[,host:port...]`; empty: use the embedded log.
     pub brokers: String,
+    /// The topic ingest produces to and the dataflow consumes.
     pub topic: String,
     /// Where a fresh engine starts reading: see [`StartAt`].
     pub start: String,
-    /// How long ingest waits for the broker's acknowledgement before answering 503.
+    /// How long ingest waits for the broker's acknowledgement before answering 503 (ms).
     pub produce_timeout_ms: u64,
-    /// Bound on the consumer's prefetched messages per worker (backpressure beyond it).
+    /// Bound on the consumer's prefetched messages per worker, in KiB (backpressure
+    /// beyond it).
     pub queue_max_kbytes: u64,
     /// An idempotent producer (`enable.idempotence`); readers drop retried batches by
     /// their batch id either way.
@@ -176,12 +238,26 @@ pub enum StartAt {
 /// Why a text is not a start position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadStart {
+    /// A `partition:offset` pair whose partition is not a number.
     #[error("{part:?}: the partition {partition:?} is not a number")]
-    Partition { part: String, partition: String },
+    Partition {
+        /// The whole pair.
+        part: String,
+        /// Its partition text.
+        partition: String,
+    },
+    /// A `partition:offset` pair whose offset is not a number.
     #[error("{part:?}: the offset {offset:?} is not a number")]
-    Offset { part: String, offset: String },
+    Offset {
+        /// The whole pair.
+        part: String,
+        /// Its offset text.
+        offset: String,
+    },
+    /// The same partition appears in two pairs.
     #[error("partition {0} is named twice")]
     Twice(u32),
+    /// Neither a keyword, a time nor offset pairs.
     #[error(
         "{0:?} is not a start position: expected earliest, latest, an RFC 3339 time like 2026-11-22T10:00:00Z, or partition:offset pairs like 0:120,1:0"
     )]
@@ -227,8 +303,10 @@ impl std::str::FromStr for StartAt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
+    /// Raw rrweb chunks older than this are deleted (ms).
     pub retention_ms: i64,
-    /// Raw bytes of rrweb events in one replay answer; longer sessions are paged.
+    /// Raw bytes of rrweb events in one replay answer; longer sessions are paged (next
+    /// cursor).
     pub max_page_bytes: u64,
 }
 
@@ -236,19 +314,24 @@ pub struct Replay {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryConfig {
+    /// A query running longer than this is cancelled (ms).
     pub timeout_ms: u64,
+    /// Memory one query may use for execution, in bytes.
     pub memory_bytes: usize,
+    /// Most rows one answer may hold.
     pub max_rows: usize,
+    /// How long `min_as_of` may wait for the views to catch up (ms).
     pub max_wait_ms: u64,
-    /// Longest SQL text.
+    /// Longest SQL text, in bytes.
     pub max_sql_bytes: usize,
-    /// Largest answer (Arrow bytes of the result).
+    /// Largest answer (Arrow bytes of the result); 413 above.
     pub max_result_bytes: usize,
     /// Queries executed at once (each on its own low-priority thread).
     pub concurrency: usize,
     /// Queries waiting for a slot; more are refused with 503.
     pub queue: usize,
-    /// Requests waiting for `min_as_of` at once; more are refused with 503.
+    /// Requests waiting for `min_as_of` at once (they hold no thread); more are refused
+    /// with 503.
     pub max_waiters: usize,
 }
 
@@ -256,8 +339,11 @@ pub struct QueryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Project {
+    /// Browser origins allowed to send events (`https://shop.test`, `https://*.shop.test`,
+    /// `http://localhost:*`, or `*`); none when absent.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Events per second accepted for the project (0: unlimited).
     #[serde(default)]
     pub rate_limit_per_s: f64,
 }
@@ -266,12 +352,23 @@ pub struct Project {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Engine {
+    /// Timely worker threads in this process (1 to 256).
     pub workers: usize,
+    /// Logical time is event time rounded up to a multiple of this (ms, at most 60000).
     pub tick_ms: u64,
+    /// A partition's frontier is the largest event time seen minus this (ms); older
+    /// events are late.
     pub allowed_lateness_ms: u64,
+    /// What happens to late events.
     pub late_policy: LatePolicy,
+    /// An idle partition's frontier follows the wall clock after this long without
+    /// events (ms).
     pub idle_timeout_ms: u64,
+    /// A device's per-tab state is kept this long (ms of logical time) after its last
+    /// event, so a recording imported in chunks continues its session.
     pub state_grace_ms: u64,
+    /// A late click waits this long (ms of logical time) for the rest of its window
+    /// before a quiet device's click is judged dead.
     pub late_verdict_ms: u64,
     /// An event dated after the server clock plus this (ms) counts as if it were dated
     /// then: it neither moves the frontier nor gets a logical time beyond it. Used as at
@@ -291,7 +388,10 @@ impl Engine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LatePolicy {
+    /// `"clamp"`: keep late events at the frontier's logical time (their exact time
+    /// stays in the data).
     Clamp,
+    /// `"drop"`: discard late events (they are counted).
     Drop,
 }
 
@@ -299,9 +399,13 @@ pub enum LatePolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Session {
+    /// A new session starts after more than this many ms without events.
     pub idle_gap_ms: u64,
+    /// ... or when a session has lasted this long (ms).
     pub max_age_ms: u64,
+    /// IANA time zone whose midnight splits sessions (`UTC`, `Europe/Paris`).
     pub time_zone: String,
+    /// Whether sessions are split at midnight in `time_zone`.
     pub split_at_midnight: bool,
 }
 
@@ -309,67 +413,98 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signals {
+    /// `[signals.rage]`: rage clicks.
     pub rage: Rage,
+    /// `[signals.dead]`: dead clicks.
     pub dead: Dead,
+    /// `[signals.error_click]`: clicks followed by an error.
     pub error_click: ErrorClick,
+    /// `[signals.quick_back]`: quick returns to the previous page.
     pub quick_back: QuickBack,
+    /// `[signals.excessive_scroll]`: scrolling up and down.
     pub excessive_scroll: ExcessiveScroll,
+    /// `[signals.thrashed_cursor]`: the mouse shaken left and right.
     pub thrashed_cursor: ThrashedCursor,
 }
 
+/// Rage clicks: a burst of clicks close in time and space on one page view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rage {
+    /// At least this many consecutive clicks (at least 2) ...
     pub min_clicks: u32,
+    /// ... each at most this long after the previous one (ms) ...
     pub max_gap_ms: u64,
+    /// ... and within this Euclidean distance of the burst's first click (CSS px).
     pub radius_px: u32,
 }
 
+/// Dead clicks: a click that none of these follow within their windows (ms).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dead {
+    /// Window for a DOM mutation after the click (ms).
     pub mutation_window_ms: u64,
+    /// Window for a navigation (page view) after the click (ms).
     pub navigation_window_ms: u64,
+    /// Window for a scroll after the click (ms).
     pub scroll_window_ms: u64,
+    /// Window for an input after the click (ms).
     pub input_window_ms: u64,
 }
 
+/// Error clicks: an uncaught error soon after a click.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorClick {
+    /// An uncaught error within this long after a click, on the same page view (ms).
     pub window_ms: u64,
 }
 
+/// Quick backs: page views A, B, A where B was short.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuickBack {
+    /// B lasted at most this long (ms).
     pub max_dwell_ms: u64,
 }
 
+/// Excessive scrolling: many changes of scroll direction in a short time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExcessiveScroll {
+    /// At least this many vertical direction changes of one node's scroll ...
     pub min_direction_changes: u32,
+    /// ... within this long, on one page view (ms).
     pub window_ms: u64,
 }
 
+/// Thrashed cursor: the mouse moved left and right repeatedly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrashedCursor {
+    /// At least this many horizontal direction reversals of the mouse ...
     pub min_reversals: u32,
+    /// ... within this long (ms).
     pub window_ms: u64,
 }
 
+/// Heatmap geometry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Heatmap {
+    /// Grid cell size in CSS px, in page (document) coordinates.
     pub cell_px: u32,
+    /// Viewport width buckets (strictly increasing, CSS px): a viewport belongs to the
+    /// bucket of the largest breakpoint not above its width (0 below the first one).
     pub viewport_breakpoints: Vec<u32>,
 }
 
+/// Scroll-depth geometry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrollDepth {
+    /// Width of a depth band in percent of the page height (a divisor of 100).
     pub band_pct: u32,
 }
 
@@ -377,11 +512,15 @@ pub struct ScrollDepth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Funnel {
+    /// The funnel's name in the views; unique and non-empty.
     pub name: String,
+    /// The steps in order; at least one.
     pub steps: Vec<FunnelStep>,
-    /// All steps must be reached within this long of the first one.
+    /// All steps must be reached within this long of the first one (ms; a day when
+    /// absent).
     #[serde(default = "default_funnel_window")]
     pub window_ms: u64,
+    /// What each step counts; sessions when absent.
     #[serde(default)]
     pub count: FunnelCount,
 }
@@ -394,8 +533,10 @@ fn default_funnel_window() -> u64 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FunnelCount {
+    /// `"sessions"`: sessions that reached the step.
     #[default]
     Sessions,
+    /// `"devices"`: distinct devices that reached the step.
     Devices,
 }
 
@@ -714,10 +855,17 @@ pub fn is_secret_key(key: &str) -> bool {
 /// Why a text is not an IP address or CIDR block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadCidr {
+    /// The part before `/` is not an IPv4 or IPv6 address.
     #[error("{0:?} is not an IP address")]
     Address(String),
+    /// The part after `/` is not a number up to the address's bit length.
     #[error("/{bits} is not a prefix length up to {max}")]
-    Prefix { bits: String, max: u8 },
+    Prefix {
+        /// The prefix text after `/`.
+        bits: String,
+        /// The largest prefix the address allows: 32 (IPv4) or 128 (IPv6).
+        max: u8,
+    },
 }
 
 /// Parses an IP address or a CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`) into the

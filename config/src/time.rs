@@ -31,6 +31,7 @@ pub enum Stamp {
 }
 
 impl Stamp {
+    /// The logical time the event gets, `None` when it is dropped.
     pub fn time(self) -> Option<u64> {
         match self {
             Stamp::OnTime(t) | Stamp::Clamped(t) => Some(t),
@@ -44,14 +45,18 @@ impl Stamp {
 /// follow the wall clock.
 #[derive(Clone, Debug)]
 pub struct Clock {
+    /// Tick length (ms): logical times are multiples of it.
     pub tick: u64,
+    /// Allowed lateness (ms) behind the largest event time seen.
     pub lateness: u64,
+    /// Whether late events are clamped to the frontier (else dropped).
     pub clamp: bool,
     /// No logical time below this will be assigned again.
     frontier: u64,
 }
 
 impl Clock {
+    /// A fresh clock with frontier 0.
     pub fn new(tick: u64, lateness: u64, clamp: bool) -> Clock {
         Clock { tick, lateness, clamp, frontier: 0 }
     }

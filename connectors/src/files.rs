@@ -14,6 +14,7 @@ use crate::validate::{Limits, validate};
 pub struct Rejection {
     /// Position in the input (array index, or line number counting from 1 for NDJSON).
     pub index: usize,
+    /// What is wrong with it.
     pub reason: BadEvent,
 }
 
@@ -26,17 +27,26 @@ impl std::fmt::Display for Rejection {
 /// The outcome of reading one input.
 #[derive(Debug, Default)]
 pub struct Import {
+    /// The valid events, in input order.
     pub envelopes: Vec<Envelope>,
+    /// The events left out, in input order.
     pub rejected: Vec<Rejection>,
 }
 
 /// Why an input is not a JSON array of events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SplitError {
+    /// The input is empty or only whitespace.
     #[error("the input is empty; expected a JSON array of events")]
     Empty,
+    /// The first non-blank character is not `[`.
     #[error("expected a JSON array of events, found {found:?} at byte {at}")]
-    NotAnArray { found: char, at: usize },
+    NotAnArray {
+        /// The character found instead.
+        found: char,
+        /// Its byte offset in the input.
+        at: usize,
+    },
     /// More elements than allowed (the count).
     #[error("the array has {0} elements, more than allowed")]
     TooMany(usize),
@@ -45,12 +55,21 @@ pub enum SplitError {
 /// An element of a JSON array that cannot be an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadElement {
+    /// Nothing between two commas (or a comma and a bracket).
     #[error("empty element")]
     Empty,
+    /// The input ends before this element does.
     #[error("truncated: the input ends inside this event (at byte {at})")]
-    Truncated { at: usize },
+    Truncated {
+        /// The input's length in bytes.
+        at: usize,
+    },
+    /// The input ends between elements, before the closing `]`.
     #[error("truncated: the array is not closed (input ends at byte {at})")]
-    Unclosed { at: usize },
+    Unclosed {
+        /// The input's length in bytes.
+        at: usize,
+    },
 }
 
 /// Splits a JSON array into the text of its elements without parsing them, so one

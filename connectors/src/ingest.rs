@@ -28,18 +28,33 @@ pub struct BodyLimits {
 /// Why a whole body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BodyError {
+    /// The body, after decompression, is larger than allowed.
     #[error("the body decompresses to more than {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body starts with the gzip magic bytes but is not valid gzip.
     #[error("the body looks gzip-compressed but does not decompress: {0}")]
     Gzip(String),
+    /// A JSON body is not UTF-8 (the byte offset of the first bad byte).
     #[error("the body is not valid UTF-8 (at byte {0})")]
     Utf8(usize),
+    /// A JSON body is not a batch object or array as a whole.
     #[error("the body is not a valid JSON batch: {0}")]
     Json(String),
+    /// A protobuf body does not decode as a `Batch`.
     #[error("the body is not a valid protobuf Batch: {0}")]
     Protobuf(String),
+    /// The batch holds more events than one request may.
     #[error("the batch has {n} events, at most {max} are accepted per request")]
-    TooManyEvents { n: usize, max: usize },
+    TooManyEvents {
+        /// Events in the batch.
+        n: usize,
+        /// The limit per request.
+        max: usize,
+    },
+    /// The body has no bytes (or only whitespace).
     #[error("the body is empty")]
     Empty,
 }
@@ -47,7 +62,9 @@ pub enum BodyError {
 /// An accepted event, and its raw rrweb JSON when it came as one (for replay).
 #[derive(Clone, Debug)]
 pub struct Accepted {
+    /// The validated event.
     pub envelope: Envelope,
+    /// The event's rrweb JSON as sent, when it came as a raw rrweb event.
     pub raw_rrweb: Option<String>,
     /// What the views could not use of a raw rrweb event (it is still stored).
     pub note: Option<Note>,
@@ -60,7 +77,9 @@ pub struct Accepted {
 pub struct Decoded {
     /// The project key named in the body, if any.
     pub project: Option<String>,
+    /// The valid events, in request order.
     pub accepted: Vec<Accepted>,
+    /// The events left out, in request order.
     pub rejected: Vec<Rejection>,
 }
 

@@ -31,7 +31,9 @@ use crate::validate::Invalid;
 /// Identity that events may leave out.
 #[derive(Clone, Debug, Default)]
 pub struct Defaults {
+    /// Project key for events without `project`.
     pub project: String,
+    /// Device id for events without `device_id`.
     pub device_id: String,
 }
 
@@ -109,46 +111,123 @@ impl<'a> Fields<'a> {
 /// Why a JSON event is refused: what was wrong, and where.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BadEvent {
+    /// The event's JSON is not an object.
     #[error("an event must be a JSON object, got {got}")]
-    NotAnObject { got: &'static str },
+    NotAnObject {
+        /// What it is instead (`an array`, `a number`, ...).
+        got: &'static str,
+    },
+    /// The event's text is not valid JSON (the parser's message).
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// The event's text is longer than allowed.
     #[error("the event is {len} bytes of JSON, at most {max} allowed")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// An `rrweb` event's fields other than `event` exceed the SDK event limit.
     #[error("the event has more than {max} bytes of JSON besides its `event`, at most {max} allowed")]
-    TooLargeBesidesEvent { max: usize },
+    TooLargeBesidesEvent {
+        /// The SDK event limit in bytes.
+        max: usize,
+    },
+    /// A raw rrweb event is longer than allowed.
     #[error("the rrweb event is {len} bytes of JSON, at most {max} allowed")]
-    RrwebTooLarge { len: usize, max: usize },
+    RrwebTooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A required field is absent (or null).
     #[error("field `{key}` is required{}", if ty.is_empty() { String::new() } else { format!(" for type {ty}") })]
-    Missing { key: &'static str, ty: &'static str },
+    Missing {
+        /// The field's name.
+        key: &'static str,
+        /// The event type that requires it; empty when every type does.
+        ty: &'static str,
+    },
+    /// A field has the wrong JSON type.
     #[error("field `{key}` must be {expected}, got {got}")]
-    WrongType { key: &'static str, expected: &'static str, got: String },
+    WrongType {
+        /// The field's name.
+        key: &'static str,
+        /// What it must be (`a string`, `an integer`, ...).
+        expected: &'static str,
+        /// What it is, or the number that is not an integer.
+        got: String,
+    },
+    /// An integer field does not fit its type.
     #[error("field `{key}` is out of range: {value} (expected {min} to {max})")]
-    OutOfRange { key: &'static str, value: i64, min: i64, max: i64 },
+    OutOfRange {
+        /// The field's name.
+        key: &'static str,
+        /// The value given.
+        value: i64,
+        /// The smallest value accepted.
+        min: i64,
+        /// The largest value accepted.
+        max: i64,
+    },
+    /// A field that counts (`seq`) is negative.
     #[error("field `{key}` must not be negative, got {value}")]
-    Negative { key: &'static str, value: i64 },
+    Negative {
+        /// The field's name.
+        key: &'static str,
+        /// The value given.
+        value: i64,
+    },
+    /// `pointer` is not one of the known pointer types (the value given).
     #[error("field `pointer` must be mouse, touch or pen, got {0:?}")]
     Pointer(String),
+    /// An element of `positions` is bad.
     #[error("positions[{index}]: {source}")]
-    Position { index: usize, source: Box<BadEvent> },
+    Position {
+        /// Its index in `positions`.
+        index: usize,
+        /// What is wrong with it.
+        source: Box<BadEvent>,
+    },
+    /// An element of `positions` is not an object.
     #[error("positions[{index}] must be an object")]
-    PositionNotAnObject { index: usize },
+    PositionNotAnObject {
+        /// Its index in `positions`.
+        index: usize,
+    },
+    /// A `page_view` with an empty or absent `url`.
     #[error("a page view needs a `url`")]
     PageViewWithoutUrl,
+    /// `type` is none of the known event types (the value given).
     #[error(
         "unknown event type {0:?} (expected page_view, click, scroll, mouse_move, touch_move, input, resize, mutation, snapshot, error, exit, custom, activity or rrweb)"
     )]
     UnknownType(String),
+    /// The raw rrweb event does not decode.
     #[error(transparent)]
     Rrweb(#[from] DecodeError),
+    /// A raw rrweb event in a protobuf batch is not UTF-8.
     #[error("rrweb event JSON is not valid UTF-8 (from byte {at})")]
-    NotUtf8 { at: usize },
+    NotUtf8 {
+        /// Byte offset of the first invalid byte.
+        at: usize,
+    },
+    /// The array element holding the event is empty or cut off.
     #[error(transparent)]
     Element(#[from] BadElement),
+    /// The decoded event fails validation.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// The event names a project other than the one the request is authorised for.
     #[error("event belongs to project {event:?}, but the request is for {request:?}")]
-    WrongProject { event: String, request: String },
+    WrongProject {
+        /// The event's project.
+        event: String,
+        /// The request's project.
+        request: String,
+    },
 }
 
 fn json_error(e: &serde_json::Error) -> BadEvent {
@@ -207,6 +286,7 @@ impl Default for Sizes {
 /// One decoded JSON event.
 #[derive(Debug, Clone)]
 pub struct DecodedEvent<'a> {
+    /// The event as an envelope (not yet validated).
     pub envelope: Envelope,
     /// The raw rrweb event's text, for type `rrweb` (kept for replay).
     pub rrweb: Option<&'a str>,

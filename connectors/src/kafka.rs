@@ -44,17 +44,25 @@ const RECENT_BATCHES: usize = 100_000;
 /// How to reach the topic, and the clock rules (the same as the embedded log's).
 #[derive(Clone, Debug)]
 pub struct KafkaOptions {
+    /// `host:port[,host:port...]` (config `kafka.brokers`).
     pub brokers: String,
+    /// The topic produced to and read (`kafka.topic`).
     pub topic: String,
+    /// How long a produce waits for the broker's acknowledgement (`kafka.produce_timeout_ms`).
     pub produce_timeout: Duration,
+    /// Bound on a reader's prefetched messages, in KiB (`kafka.queue_max_kbytes`).
     pub queue_max_kbytes: u64,
     /// The broker drops the producer's own retries (readers drop retried batches anyway).
     pub idempotence: bool,
     /// Extra librdkafka properties.
     pub client: BTreeMap<String, String>,
+    /// Tick of logical time (ms).
     pub tick_ms: u64,
+    /// Allowed lateness behind a partition's largest event time (ms).
     pub lateness_ms: u64,
+    /// Whether late events are clamped to the frontier (else dropped).
     pub clamp_late: bool,
+    /// An idle partition's frontier follows the wall clock after this long (ms).
     pub idle_timeout_ms: u64,
     /// Event times past the server clock plus this count as that.
     pub max_skew_ms: u64,
@@ -63,19 +71,46 @@ pub struct KafkaOptions {
 /// What can go wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaFailure {
+    /// librdkafka refused the client configuration.
     #[error("kafka: cannot create a client for {brokers}: {reason}")]
-    Client { brokers: String, reason: String },
+    Client {
+        /// The configured brokers.
+        brokers: String,
+        /// librdkafka's message.
+        reason: String,
+    },
+    /// The topic's metadata could not be fetched (brokers unreachable, not authorised, ...).
     #[error("kafka: cannot read the metadata of topic {topic:?} from {brokers}: {reason}")]
-    Metadata { topic: String, brokers: String, reason: String },
+    Metadata {
+        /// The topic.
+        topic: String,
+        /// The configured brokers.
+        brokers: String,
+        /// librdkafka's message.
+        reason: String,
+    },
+    /// The brokers report no partitions for the topic.
     #[error(
         "kafka: topic {topic:?} does not exist on {brokers}; create it first (for example \
          `tansu topic create {topic} --partitions 4 --broker tcp://HOST:PORT`)"
     )]
-    NoTopic { topic: String, brokers: String },
+    NoTopic {
+        /// The topic.
+        topic: String,
+        /// The configured brokers.
+        brokers: String,
+    },
+    /// A produced message was not acknowledged in time, or was refused (the reason).
     #[error("kafka: the broker did not acknowledge the batch: {0}")]
     Produce(String),
+    /// Offsets could not be looked up or partitions assigned.
     #[error("kafka: cannot look up offsets of topic {topic:?}: {reason}")]
-    Offsets { topic: String, reason: String },
+    Offsets {
+        /// The topic.
+        topic: String,
+        /// librdkafka's message.
+        reason: String,
+    },
 }
 
 /// Client callbacks: librdkafka's errors go to the log as warnings, at most one every
@@ -219,8 +254,13 @@ pub fn encode_record(record: &LogRecord) -> Vec<u8> {
 /// Why a Kafka message is not a sightflow record.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BadRecord {
+    /// The value does not start with [`MAGIC`].
     #[error("not a sightflow record (starts with {head:?}, expected \"SFL1\")")]
-    Magic { head: String },
+    Magic {
+        /// Its first 16 bytes, non-printable ones as `.`.
+        head: String,
+    },
+    /// The value starts with [`MAGIC`] but the rest is not a `LogRecord`.
     #[error("a sightflow record that does not decode: {0}")]
     Decode(#[from] prost::DecodeError),
 }
@@ -281,6 +321,7 @@ impl KafkaSink {
         Ok(KafkaSink { opts, producer, meta, clocks: Mutex::new(clocks), in_flight: InFlight::default() })
     }
 
+    /// The options it was connected with.
     pub fn options(&self) -> &KafkaOptions {
         &self.opts
     }
@@ -290,6 +331,7 @@ impl KafkaSink {
         self.in_flight.clone()
     }
 
+    /// Partitions of the topic as last seen (at connect or [`KafkaSink::refresh_partitions`]).
     pub fn partitions(&self) -> u32 {
         self.clocks.lock().map(|c| c.len() as u32).unwrap_or(0)
     }
@@ -586,7 +628,9 @@ impl Part {
 pub struct KafkaBatch {
     /// `(logical time, envelope)` of every event read.
     pub events: Vec<(u64, Envelope)>,
+    /// Sightflow records read (messages that decoded, duplicates included).
     pub records: usize,
+    /// Bytes of message values read, garbage included.
     pub bytes: usize,
     /// Messages that are not sightflow records (skipped).
     pub garbage: usize,
@@ -820,6 +864,7 @@ impl KafkaReader {
         self.parts.values().all(|p| p.eof || p.done())
     }
 
+    /// Where each assigned partition is, by partition.
     pub fn positions(&self) -> Vec<PartitionPosition> {
         self.parts
             .iter()

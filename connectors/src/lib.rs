@@ -14,6 +14,8 @@
 //! assert_eq!(import.rejected[0].index, 2); // timestamp 17 is before the year 2000
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod files;
 pub mod ingest;
 pub mod json;

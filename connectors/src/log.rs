@@ -43,10 +43,13 @@ pub enum FsyncPolicy {
 /// How a log is laid out and kept.
 #[derive(Clone, Debug)]
 pub struct LogOptions {
+    /// Directory holding one subdirectory of segment files per partition.
     pub dir: PathBuf,
+    /// Number of partitions (config `log.partitions`).
     pub partitions: u32,
     /// A segment is closed once it holds this many bytes.
     pub segment_bytes: u64,
+    /// When appended records are synced to disk.
     pub fsync: FsyncPolicy,
     /// Oldest segments are deleted once a partition holds more than this.
     pub retention_bytes: u64,
@@ -54,7 +57,9 @@ pub struct LogOptions {
     pub retention_ms: i64,
     /// Logical time: tick, allowed lateness, clamp (else drop) late events.
     pub tick_ms: u64,
+    /// Allowed lateness behind a partition's largest event time (ms).
     pub lateness_ms: u64,
+    /// Whether late events are clamped to the frontier (else dropped).
     pub clamp_late: bool,
     /// An idle partition's frontier follows the wall clock after this long.
     pub idle_timeout_ms: u64,
@@ -66,17 +71,47 @@ pub struct LogOptions {
 /// Everything that can go wrong with the log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// A file operation failed.
     #[error("log I/O error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A record in a segment file does not check out (length, checksum or protobuf).
     #[error("log record at {path} offset {offset} is corrupt: {reason}")]
-    Corrupt { path: String, offset: u64, reason: String },
+    Corrupt {
+        /// The segment file.
+        path: String,
+        /// The record's offset in its partition.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A partition's last write failed; it refuses appends until repaired.
     #[error(
         "partition {partition} of the event log cannot be written ({reason}); nothing is accepted \
          on it until the write succeeds again"
     )]
-    Broken { partition: u32, reason: String },
+    Broken {
+        /// The partition.
+        partition: u32,
+        /// The failed write's error.
+        reason: String,
+    },
+    /// A reader met a corrupt record ([`LogError::Corrupt`] with its partition).
     #[error("partition {partition} of the event log is damaged at offset {offset} ({path}): {reason}")]
-    Damaged { partition: u32, path: String, offset: u64, reason: String },
+    Damaged {
+        /// The partition.
+        partition: u32,
+        /// The segment file.
+        path: String,
+        /// The record's offset in the partition.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn io(path: &Path, source: std::io::Error) -> LogError {
@@ -86,6 +121,7 @@ fn io(path: &Path, source: std::io::Error) -> LogError {
 /// What one append did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Appended {
+    /// Events appended (neither dropped nor duplicates).
     pub events: usize,
     /// Late events kept at the frontier's logical time.
     pub clamped: usize,
@@ -133,7 +169,7 @@ mod faults {
         std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device (injected)")
     }
 
-    pub fn write_all(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
+    pub(super) fn write_all(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
         #[cfg(test)]
         if let (Some(left), t) = BUDGET.get() {
             if left < buf.len() {
@@ -147,11 +183,11 @@ mod faults {
         f.write_all(buf)
     }
 
-    pub fn sync(f: &File) -> std::io::Result<()> {
+    pub(super) fn sync(f: &File) -> std::io::Result<()> {
         f.sync_data()
     }
 
-    pub fn truncate(f: &File, len: u64) -> std::io::Result<()> {
+    pub(super) fn truncate(f: &File, len: u64) -> std::io::Result<()> {
         #[cfg(test)]
         if BUDGET.get().1 {
             return Err(disk_full());
@@ -207,7 +243,9 @@ struct Shared {
 /// A failing partition, as `/health` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// The partition.
     pub partition: u32,
+    /// The error of its last failed write.
     pub reason: String,
 }
 
@@ -234,8 +272,10 @@ pub const MAX_BATCH_ID_BYTES: usize = 128;
 /// Why a client's batch id is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadBatchId {
+    /// Longer than [`MAX_BATCH_ID_BYTES`] (its length in bytes).
     #[error("the batch id is {0} bytes long, at most {MAX_BATCH_ID_BYTES} allowed")]
     TooLong(usize),
+    /// Holds a space, a control or a non-ASCII byte (the byte's index).
     #[error("the batch id may hold only printable ASCII characters (no spaces); byte {0} is not")]
     NotPrintable(usize),
 }
@@ -394,10 +434,12 @@ impl Log {
         Ok(log)
     }
 
+    /// Number of partitions.
     pub fn partitions(&self) -> u32 {
         self.opts.partitions
     }
 
+    /// The options the log was opened with.
     pub fn options(&self) -> &LogOptions {
         &self.opts
     }

@@ -23,19 +23,37 @@ use crate::log::FsyncPolicy;
 /// One stored raw event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawEvent {
+    /// The tab id, from the chunk's header.
     pub tab: String,
+    /// The event's sequence number within its tab.
     pub seq: u64,
+    /// The event's time (ms since the epoch).
     pub ts: i64,
     /// The event's JSON text, exactly as received.
     pub json: String,
 }
 
+/// What can go wrong with the replay store.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// A file operation failed.
     #[error("replay store: cannot {what} {path}: {source}")]
-    Io { what: &'static str, path: String, source: std::io::Error },
+    Io {
+        /// The operation: `create`, `write`, `sync`, `list` or `read`.
+        what: &'static str,
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A chunk does not decompress, has a bad header or line, or belongs elsewhere.
     #[error("replay chunk {path} is unreadable: {reason}")]
-    Chunk { path: String, reason: String },
+    Chunk {
+        /// The chunk's path relative to the store.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> ReplayError + 'p {
@@ -47,9 +65,13 @@ fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> 
 pub struct ChunkRef {
     /// Path relative to the store.
     pub path: String,
+    /// The hex hash of the tab id (the chunk's directory name).
     pub tab_hash: String,
+    /// Time of the chunk's first event (ms since the epoch, from the name).
     pub first_ts: i64,
+    /// Time of the chunk's last event (ms since the epoch, from the name).
     pub last_ts: i64,
+    /// Sequence number of the chunk's first event (from the name).
     pub first_seq: u64,
     /// Uncompressed bytes (from the name).
     pub raw_bytes: u64,

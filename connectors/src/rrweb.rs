@@ -35,6 +35,7 @@ use sightflow_proto::v1::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct DecodeError {
+    /// What is wrong with the text.
     pub reason: String,
 }
 
@@ -88,14 +89,19 @@ impl Note {
 /// A decoded rrweb event.
 #[derive(Debug, Clone)]
 pub struct Decoded {
+    /// The event as an envelope.
     pub envelope: Envelope,
+    /// What the views could not use of it, if anything.
     pub note: Option<Note>,
 }
 
 /// Bounds on what a decoder remembers.
 #[derive(Debug, Clone, Copy)]
 pub struct DecoderLimits {
+    /// DOM nodes remembered per tab (config `ingest.max_nodes_per_tab`).
     pub max_nodes_per_tab: usize,
+    /// DOM nodes remembered over all tabs; least recently used tabs are forgotten beyond
+    /// it (config `ingest.max_nodes_total`).
     pub max_nodes_total: usize,
     /// Tabs remembered before the least recently used are forgotten.
     pub max_tabs: usize,
@@ -259,10 +265,12 @@ impl NodeMap {
         self.element(id).map(|(_, el)| el.tag.to_string()).unwrap_or_default()
     }
 
+    /// Nodes remembered.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether no node is remembered.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
@@ -703,10 +711,12 @@ fn key(project: &str, device: &str, tab: &str) -> TabKey {
 }
 
 impl Decoder {
+    /// A decoder with the default limits.
     pub fn new() -> Decoder {
         Decoder::default()
     }
 
+    /// A decoder that remembers at most what `limits` allow.
     pub fn with_limits(limits: DecoderLimits) -> Decoder {
         Decoder { tabs: HashMap::new(), clock: 0, limits, nodes: 0 }
     }
@@ -1070,6 +1080,8 @@ impl Default for Decoders {
 }
 
 impl Decoders {
+    /// `shards` decoders (at least one); the total node and tab limits are divided among
+    /// them.
     pub fn new(shards: usize, limits: DecoderLimits) -> Decoders {
         let n = shards.max(1);
         let part = DecoderLimits {

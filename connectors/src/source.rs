@@ -22,6 +22,7 @@ use crate::log::{Log, LogError, Reader};
 /// Where one partition of a reader is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionPosition {
+    /// The partition.
     pub partition: u32,
     /// Where this reader started (the view state's origin).
     pub start: u64,
@@ -34,9 +35,13 @@ pub struct PartitionPosition {
 /// A stretch of the log skipped as damaged on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
+    /// The partition.
     pub partition: u32,
+    /// First offset skipped.
     pub from: u64,
+    /// Offset reading resumed at (exclusive end of the stretch).
     pub to: u64,
+    /// Why the record at `from` could not be read.
     pub reason: String,
 }
 
@@ -49,8 +54,11 @@ pub struct SourceStats {
     /// Why a worker cannot read on now, per worker.
     failures: Mutex<BTreeMap<usize, String>>,
     skipped: Mutex<Vec<Skipped>>,
+    /// Log records or Kafka messages read.
     pub records: AtomicU64,
+    /// Events read.
     pub events: AtomicU64,
+    /// Bytes of records read.
     pub bytes: AtomicU64,
     /// Kafka messages that were not sightflow records.
     pub garbage: AtomicU64,

@@ -42,20 +42,58 @@ impl Limits {
 /// Why an envelope is refused, naming the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
+    /// A required identifier (`project`, `device_id`) is empty.
     #[error("`{field}` is missing")]
-    Missing { field: &'static str },
+    Missing {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A text field is longer than allowed.
     #[error("`{field}` is {len} bytes long, at most {max} allowed")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong {
+        /// The field's name.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// An identifier holds control characters.
     #[error("`{field}` contains control characters")]
-    ControlCharacters { field: &'static str },
+    ControlCharacters {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// The event time is outside [`Limits`].
     #[error("`ts` {ts} is outside the accepted range {min}..={max} (ms since the Unix epoch)")]
-    Time { ts: i64, min: i64, max: i64 },
+    Time {
+        /// The event time (ms since the epoch).
+        ts: i64,
+        /// Earliest accepted time (ms).
+        min: i64,
+        /// Latest accepted time (ms).
+        max: i64,
+    },
+    /// The envelope has no `kind`.
     #[error("the event has no kind")]
     NoKind,
+    /// A page view's viewport is wider or taller than 100000 px.
     #[error("viewport {width}x{height} is not plausible")]
-    Viewport { width: u32, height: u32 },
+    Viewport {
+        /// Viewport width (CSS px).
+        width: u32,
+        /// Viewport height (CSS px).
+        height: u32,
+    },
+    /// A mouse or touch batch has more than [`MAX_POSITIONS`] positions.
     #[error("{n} positions in one batch, at most {max} allowed")]
-    Positions { n: usize, max: usize },
+    Positions {
+        /// Positions in the batch.
+        n: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A `RawRrweb` kind reached validation undecoded.
     #[error("a raw rrweb event must be decoded first")]
     RawRrweb,
 }

@@ -118,8 +118,12 @@ pub fn fingerprint_value(s: &str) -> u64 {
 /// Browser, OS and device type from a user agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserAgent {
+    /// `Chrome`, `Safari`, `Firefox`, `Edge`, `Bot`, ... or `Other`; empty for an empty
+    /// user agent.
     pub browser: &'static str,
+    /// `Windows`, `macOS`, `iOS`, `Android`, ... or `Other`; empty for an empty user agent.
     pub os: &'static str,
+    /// `desktop`, `tablet`, `mobile` or `bot`; empty for an empty user agent.
     pub device_type: &'static str,
 }
 

@@ -24,6 +24,8 @@
 //! assert!(snapshots.latest().complete);
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod convert;
 pub mod logging;
 pub mod publish;

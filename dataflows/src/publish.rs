@@ -79,6 +79,7 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
+    /// A store whose latest snapshot is empty (every view with no rows, at `as_of` 0).
     pub fn new(params: &Params) -> Snapshots {
         Snapshots {
             inner: Arc::new((
@@ -183,8 +184,11 @@ pub type OnPublish = Box<dyn FnMut(u64, bool, &Tables) + Send>;
 
 /// One worker's message: its changes and its new frontier (`None` when done).
 pub struct WorkerUpdate {
+    /// The worker's index.
     pub worker: usize,
+    /// View changes with their logical times.
     pub updates: Vec<(u64, Update)>,
+    /// No later change from this worker has a time below this; `None` when it is done.
     pub frontier: Option<u64>,
 }
 

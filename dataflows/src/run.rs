@@ -25,7 +25,9 @@ pub use sightflow_proto::source::{Empty, Progress, Source, SourceError, VecSourc
 
 /// How to run.
 pub struct RunOptions {
+    /// Timely worker threads.
     pub workers: usize,
+    /// The view definitions.
     pub params: Arc<Params>,
     /// Called at every publish (tests compare views with the reference there).
     pub on_publish: Option<OnPublish>,
@@ -38,7 +40,9 @@ pub struct RunOptions {
 
 /// A running engine.
 pub struct Running {
+    /// Where the views are published.
     pub snapshots: Snapshots,
+    /// State sizes per view and worker.
     pub stats: StateStats,
     workers: Option<timely::communication::initialize::WorkerGuards<()>>,
     publisher: Option<std::thread::JoinHandle<()>>,
@@ -58,10 +62,13 @@ impl Drop for Running {
 /// Why a run could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Timely could not start the workers (its message).
     #[error("cannot start dataflow workers: {0}")]
     Start(String),
+    /// A worker thread panicked (the panic's message).
     #[error("dataflow worker failed: {0}")]
     Worker(String),
+    /// The publisher thread panicked.
     #[error("the publisher thread panicked")]
     Publisher,
     /// A source failed: the views are missing part of their input.

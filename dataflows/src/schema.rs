@@ -239,7 +239,7 @@ macro_rules! declare_tables {
         /// Materialised state of every view.
         #[derive(Default)]
         pub struct Tables {
-            $(pub $field: declare_tables!(@ty $id, $row, $diff, $shape),)*
+            $(#[doc = concat!("The `", $name, "` view.")] pub $field: declare_tables!(@ty $id, $row, $diff, $shape),)*
             /// Derived tables, rebuilt whole when their inputs change.
             derived: HashMap<ViewId, (SchemaRef, Vec<RecordBatch>)>,
         }

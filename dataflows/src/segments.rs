@@ -24,7 +24,9 @@ use sightflow_operators::{FastMap, Params};
 /// How one view's rows become Arrow: its row and difference types, how many table rows
 /// a key shows as, and the columns.
 pub trait Spec: 'static {
+    /// A key of the view (a row, for row views).
     type Row: Copy + Eq + Hash + Ord;
+    /// What the dataflow's changes to a key add up to (a multiplicity or an aggregate).
     type Diff: Semigroup + Copy;
     /// Table rows a key with this difference shows as (its multiplicity for row views,
     /// one or none for aggregates).
@@ -172,18 +174,22 @@ impl<S: Spec> View<S> {
         self.held.len()
     }
 
+    /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 
+    /// The difference held for a key (`None`: it adds up to zero).
     pub fn get(&self, k: &S::Row) -> Option<&S::Diff> {
         self.held.get(k).map(|h| &h.diff)
     }
 
+    /// Every key held and its difference, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&S::Row, &S::Diff)> {
         self.held.iter().map(|(k, h)| (k, &h.diff))
     }
 
+    /// Every key held, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &S::Row> {
         self.held.keys()
     }

@@ -34,7 +34,9 @@ macro_rules! declare_outputs {
     ($($field:ident : $row:ty, $diff:ty, $kind:ident;)*) => {
         /// The collections the behaviour operator produces, one per output of
         /// [`for_each_output!`](crate::for_each_output).
-        pub struct Behaviour<'s> { $(pub $field: VecCollection<'s, u64, $row, $diff>,)* }
+        pub struct Behaviour<'s> {
+            $(#[doc = concat!("The `", stringify!($field), "` output.")] pub $field: VecCollection<'s, u64, $row, $diff>,)*
+        }
 
         /// The operator's output handles, in the same order.
         struct Outputs { $($field: Out<$row, $diff>,)* }

@@ -17,9 +17,13 @@ pub enum ColType {
     Session,
     /// A UTC timestamp (ms).
     Ts,
+    /// A 64-bit integer.
     I64,
+    /// A 32-bit integer (values beyond it saturate).
     I32,
+    /// A 64-bit float.
     F64,
+    /// A boolean.
     Bool,
     /// A funnel index, published as the funnel's name.
     Funnel,
@@ -32,22 +36,34 @@ pub enum ColType {
 /// One published column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Column {
+    /// The column's name in the table.
     pub name: &'static str,
+    /// How the cell is published.
     pub ty: ColType,
 }
 
 /// One cell of a row.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Cell {
+    /// A string symbol ([`ColType::Str`], [`ColType::OptStr`]).
     Sym(Sym),
+    /// A session id ([`ColType::Session`]).
     Session(u64),
+    /// A timestamp in ms ([`ColType::Ts`]).
     Ts(i64),
+    /// [`ColType::I64`].
     I64(i64),
+    /// [`ColType::I32`].
     I32(i32),
+    /// [`ColType::F64`].
     F64(f64),
+    /// [`ColType::Bool`].
     Bool(bool),
+    /// A funnel index ([`ColType::Funnel`]).
     Funnel(u32),
+    /// A value shown as hex ([`ColType::Hex`]).
     Hex(u64),
+    /// A static string ([`ColType::Label`]).
     Label(&'static str),
 }
 
@@ -64,6 +80,7 @@ pub trait Columns {
 /// An aggregate difference type: it says whether the key it belongs to is shown as a
 /// row (a page with no page views left, an error with no occurrences, is not).
 pub trait Aggregate {
+    /// Whether the key is shown as a row.
     fn visible(&self) -> bool;
 }
 
@@ -75,6 +92,7 @@ pub mod cells {
 
     /// Integers that fit a 32-bit column as the engine uses them (pixels, sizes).
     pub trait AsI32 {
+        /// The value, saturated at `i32::MAX`.
         fn to_i32(self) -> i32;
     }
     impl AsI32 for i32 {
@@ -88,36 +106,47 @@ pub mod cells {
         }
     }
 
+    /// The cell of a [`ColType::Str`](super::ColType::Str) field.
     pub fn Str(v: Sym) -> Cell {
         Cell::Sym(v)
     }
+    /// The cell of a [`ColType::OptStr`](super::ColType::OptStr) field.
     pub fn OptStr(v: Sym) -> Cell {
         Cell::Sym(v)
     }
+    /// The cell of a [`ColType::Session`](super::ColType::Session) field.
     pub fn Session(v: u64) -> Cell {
         Cell::Session(v)
     }
+    /// The cell of a [`ColType::Ts`](super::ColType::Ts) field.
     pub fn Ts(v: i64) -> Cell {
         Cell::Ts(v)
     }
+    /// The cell of a [`ColType::I64`](super::ColType::I64) field.
     pub fn I64(v: impl Into<i64>) -> Cell {
         Cell::I64(v.into())
     }
+    /// The cell of a [`ColType::I32`](super::ColType::I32) field (saturated).
     pub fn I32(v: impl AsI32) -> Cell {
         Cell::I32(v.to_i32())
     }
+    /// The cell of a [`ColType::F64`](super::ColType::F64) field.
     pub fn F64(v: f64) -> Cell {
         Cell::F64(v)
     }
+    /// The cell of a [`ColType::Bool`](super::ColType::Bool) field.
     pub fn Bool(v: bool) -> Cell {
         Cell::Bool(v)
     }
+    /// The cell of a [`ColType::Funnel`](super::ColType::Funnel) field.
     pub fn Funnel(v: u32) -> Cell {
         Cell::Funnel(v)
     }
+    /// The cell of a [`ColType::Hex`](super::ColType::Hex) field.
     pub fn Hex(v: u64) -> Cell {
         Cell::Hex(v)
     }
+    /// The cell of a [`ColType::Label`](super::ColType::Label) field.
     pub fn Label(v: &'static str) -> Cell {
         Cell::Label(v)
     }
@@ -125,6 +154,7 @@ pub mod cells {
 
 /// Collects the symbols of a field (symbol fields report themselves, others nothing).
 pub trait FieldSyms {
+    /// Calls `f` with every symbol held.
     fn field_syms(&self, f: &mut dyn FnMut(Sym));
 }
 
@@ -143,7 +173,8 @@ no_syms!(u64, i64, u32, i32, bool, isize);
 ///
 /// Each field is `name: Type` (not published) or `name: Type as column Kind` (published
 /// as `column` of [`ColType`] `Kind`); `+ column Kind (r => expr)` adds a computed
-/// column at that position.
+/// column at that position. A published field's doc ends with the column it is
+/// published as; an unpublished field needs its own `///`.
 ///
 /// ```
 /// use sightflow_operators::{row, sym::Sym, columns::Columns};
@@ -166,7 +197,8 @@ macro_rules! row {
     };
     (@munch [$($m:tt)*] $name:ident [$($fields:tt)*] [$($cols:tt)*]
         $(#[$fm:meta])* $f:ident : $t:ty as $c:ident $k:ident , $($rest:tt)*) => {
-        $crate::row!(@munch [$($m)*] $name [$($fields)* $(#[$fm])* $f : $t,]
+        $crate::row!(@munch [$($m)*] $name
+            [$($fields)* $(#[$fm])* #[doc = concat!("Published as column `", stringify!($c), "` (", stringify!($k), ").")] $f : $t,]
             [$($cols)* ($c, $k, r => r.$f),] $($rest)*);
     };
     (@munch [$($m:tt)*] $name:ident [$($fields:tt)*] [$($cols:tt)*]

@@ -189,10 +189,12 @@ pub struct Device {
 type Verdicts = Vec<Verdict>;
 
 impl Device {
+    /// A device with no events yet.
     pub fn new(key: DeviceKey) -> Device {
         Device { key, last_eff: i64::MIN, last_t: 0, session: None, scheduled: u64::MAX }
     }
 
+    /// Which device this is.
     pub fn key(&self) -> DeviceKey {
         self.key
     }

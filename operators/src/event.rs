@@ -12,7 +12,9 @@ use crate::sym::Sym;
 /// Which device an event belongs to: sessions and all sequence logic are per device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DeviceKey {
+    /// The project key.
     pub project: Sym,
+    /// The device id, unique within the project.
     pub device: Sym,
 }
 
@@ -36,7 +38,9 @@ pub struct Event {
     /// `max(ts, latest effective time of the device)`, so a device's timeline never
     /// runs backwards even when late events arrive.
     pub ts: i64,
+    /// The device that sent it.
     pub device: DeviceKey,
+    /// The browser tab (the device id when the sender named none).
     pub tab: Sym,
     /// Per-tab sequence number: orders events of one tab within one millisecond.
     pub seq: u64,
@@ -44,6 +48,7 @@ pub struct Event {
     pub sub: u32,
     /// Normalised URL the sender attached (used until the tab's first page view).
     pub url: Sym,
+    /// What happened.
     pub kind: Kind,
 }
 
@@ -54,78 +59,119 @@ pub enum Kind {
     PageView(PageView),
     /// A DOM snapshot; carries the document's scroll offset at that moment.
     Snapshot {
+        /// Horizontal scroll offset of the document (px).
         scroll_x: i32,
+        /// Vertical scroll offset of the document (px).
         scroll_y: i32,
     },
+    /// A click or tap.
     Click(Click),
     /// A scroll position; `node` 1 is the document.
     Scroll {
+        /// The scrolled node's rrweb id ([`DOCUMENT_NODE`] for the document).
         node: u32,
+        /// Horizontal scroll offset (px).
         x: i32,
+        /// Vertical scroll offset (px).
         y: i32,
     },
     /// One mouse position, `offset` ms relative to `ts` (<= 0). `first` marks the first
     /// position of its batch (one recorded event).
     Move {
+        /// Client (viewport) x (px).
         x: i32,
+        /// Client (viewport) y (px).
         y: i32,
+        /// Time relative to the event's `ts` (ms, `-MAX_MOVE_OFFSET_MS..=0`).
         offset: i32,
+        /// Whether this is the first position of its batch.
         first: bool,
     },
     /// Finger movement: counted, never treated as mouse movement.
     TouchMove,
+    /// Input into a form field.
     Input {
+        /// The field's rrweb node id.
         node: u32,
     },
+    /// The viewport was resized.
     Resize {
+        /// New viewport width (CSS px).
         width: u32,
+        /// New viewport height (CSS px).
         height: u32,
     },
+    /// The DOM changed.
     Mutation,
     /// An uncaught JavaScript error.
     Error {
+        /// The error message.
         message: Sym,
+        /// Groups occurrences of one error: given by the sender, or hashed from message
+        /// and source.
         fingerprint: u64,
     },
+    /// The page was left or hidden.
     Exit,
+    /// A custom event the site sent.
     Custom {
+        /// The event's name.
         name: Sym,
     },
     /// Anything else recorded: keeps the session alive and is counted.
     Activity,
 }
 
+/// A page view: the page and what is known of the browser showing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PageView {
+    /// The normalised URL (no query, no fragment).
     pub url: Sym,
     /// The URL path, used by funnel page patterns.
     pub path: Sym,
+    /// Viewport width (CSS px), 0 when unknown.
     pub width: u32,
+    /// Viewport height (CSS px), 0 when unknown.
     pub height: u32,
     /// Document height when known, else 0.
     pub page_height: u32,
+    /// Browser name from the user agent (`Chrome`, `Safari`, ...); empty when unknown.
     pub browser: Sym,
+    /// Operating system from the user agent; empty when unknown.
     pub os: Sym,
+    /// `desktop`, `tablet` or `mobile`, from the user agent or else the viewport width;
+    /// empty when unknown.
     pub device_type: Sym,
+    /// Upper-case ISO 3166-1 alpha-2 country code; empty when unknown.
     pub country: Sym,
 }
 
+/// A click or tap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Click {
+    /// Client (viewport) x (px).
     pub x: i32,
+    /// Client (viewport) y (px).
     pub y: i32,
     /// Page coordinates when the sender knew them (`has_page`), else derived from the
     /// tab's scroll position.
     pub page_x: i32,
+    /// Page y, as `page_x`.
     pub page_y: i32,
+    /// Whether the sender gave `page_x` and `page_y`.
     pub has_page: bool,
     /// Where the click was is known (rrweb's x/y are optional): a click without a
     /// position adds no heat cell and joins no rage burst.
     pub has_position: bool,
+    /// CSS selector of the target (`section#hero > div.cta`); empty when unknown.
     pub selector: Sym,
+    /// Lower-case tag name of the target.
     pub tag: Sym,
+    /// The target (or an ancestor) is a link, button, form control or has a click role.
     pub interactive: bool,
+    /// The target is a text field (input, textarea, select, contenteditable).
     pub text_field: bool,
+    /// The pointer was a finger.
     pub touch: bool,
 }
 

@@ -28,6 +28,8 @@
 //! });
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod behaviour;
 pub mod columns;
 pub mod device;

@@ -8,31 +8,54 @@ use crate::sym::Sym;
 /// Every threshold of every definition, in the units operators compare.
 #[derive(Clone, Debug)]
 pub struct Params {
+    /// Tick of logical time (ms, `engine.tick_ms`).
     pub tick: u64,
     /// Logical ms a device's state outlives its last arrival (see `engine.state_grace_ms`).
     pub grace: u64,
     /// Logical ms a late click waits for its verdict (see `engine.late_verdict_ms`).
     pub late_verdict: u64,
+    /// Idle gap that ends a session (ms, `session.idle_gap_ms`).
     pub gap: i64,
+    /// Longest session (ms, `session.max_age_ms`).
     pub max_age: i64,
+    /// Time zone whose midnight splits sessions (`session.time_zone`).
     pub tz: chrono_tz::Tz,
+    /// Whether sessions split at midnight (`session.split_at_midnight`).
     pub split_at_midnight: bool,
+    /// Clicks in a rage burst, at least (`signals.rage.min_clicks`).
     pub rage_min: u32,
+    /// Largest gap between a burst's clicks (ms, `signals.rage.max_gap_ms`).
     pub rage_gap: i64,
+    /// Square of the burst radius (px², from `signals.rage.radius_px`).
     pub rage_radius2: i64,
+    /// Dead-click window for a DOM mutation (ms, `signals.dead.mutation_window_ms`).
     pub dead_mutation: i64,
+    /// Dead-click window for a navigation (ms, `signals.dead.navigation_window_ms`).
     pub dead_navigation: i64,
+    /// Dead-click window for a scroll (ms, `signals.dead.scroll_window_ms`).
     pub dead_scroll: i64,
+    /// Dead-click window for an input (ms, `signals.dead.input_window_ms`).
     pub dead_input: i64,
+    /// Error-click window (ms, `signals.error_click.window_ms`).
     pub error_window: i64,
+    /// Longest dwell of a quick back's middle page (ms, `signals.quick_back.max_dwell_ms`).
     pub quick_back_max: i64,
+    /// Direction changes of excessive scrolling, at least
+    /// (`signals.excessive_scroll.min_direction_changes`).
     pub scroll_changes: u32,
+    /// Excessive-scrolling window (ms, `signals.excessive_scroll.window_ms`).
     pub scroll_window: i64,
+    /// Reversals of a thrashed cursor, at least (`signals.thrashed_cursor.min_reversals`).
     pub thrash_reversals: u32,
+    /// Thrashed-cursor window (ms, `signals.thrashed_cursor.window_ms`).
     pub thrash_window: i64,
+    /// Heatmap cell size (px, `heatmap.cell_px`).
     pub cell: i32,
+    /// Viewport width breakpoints, increasing (px, `heatmap.viewport_breakpoints`).
     pub breakpoints: Vec<u32>,
+    /// Scroll-depth band width (percent, `scroll_depth.band_pct`).
     pub band_pct: u32,
+    /// The configured funnels, in order (their index is the funnel id in rows).
     pub funnels: Vec<FunnelSpec>,
     /// Logical ms an interned string outlives its last use (see [`crate::sym`]): a
     /// device's state re-publishes what it holds at least once per session gap, and is
@@ -44,10 +67,15 @@ pub struct Params {
 /// A funnel ready to match events.
 #[derive(Clone, Debug)]
 pub struct FunnelSpec {
+    /// The funnel's name.
     pub name: String,
+    /// How each step is recognised, in order.
     pub steps: Vec<StepMatcher>,
+    /// Each step's label (`funnel_steps.step_name`).
     pub labels: Vec<String>,
+    /// All steps within this long of the first (ms).
     pub window: i64,
+    /// Steps count distinct devices (else sessions).
     pub per_device: bool,
 }
 
@@ -55,7 +83,12 @@ pub struct FunnelSpec {
 #[derive(Clone, Debug)]
 pub enum StepMatcher {
     /// Page-view URL path (or whole URL) glob.
-    Page { pattern: String, whole_url: bool },
+    Page {
+        /// The glob; `*` matches any run of characters.
+        pattern: String,
+        /// Matched against the whole URL (the pattern starts with `http`), else the path.
+        whole_url: bool,
+    },
     /// Custom event name.
     Event(Sym),
     /// Click selector, exact or suffix.
@@ -63,6 +96,7 @@ pub enum StepMatcher {
 }
 
 impl Params {
+    /// Compiles the definitions of a configuration.
     pub fn from_config(c: &Config) -> Params {
         let s = &c.signals;
         let funnels = c

@@ -33,6 +33,7 @@ use crate::sym::Sym;
 pub struct Ann {
     /// Logical time of arrival.
     pub t: u64,
+    /// The event.
     pub ev: Event,
     /// Effective time.
     pub eff: i64,
@@ -44,15 +45,21 @@ pub struct Ann {
     pub page_no: u32,
     /// The page's viewport width and document scroll just before the event.
     pub width: u32,
+    /// The document scroll `(x, y)` just before the event (px).
     pub doc: (i32, i32),
 }
 
 /// One session of a device.
 #[derive(Clone, Debug)]
 pub struct Sess {
+    /// The session id.
     pub id: SessionId,
+    /// Effective time of its first event (ms).
     pub start: i64,
+    /// Effective time of its last event (ms).
     pub last: i64,
+    /// The first midnight after `start` in the session time zone (ms; `i64::MAX` when
+    /// sessions do not split at midnight).
     pub next_midnight: i64,
     /// A later session of the same device exists (split or release).
     pub superseded: bool,
@@ -63,19 +70,32 @@ pub struct Sess {
 /// One page of a tab within a session (counted, or carried over a split).
 #[derive(Clone, Debug)]
 pub struct PageInst {
+    /// Index into [`Timeline::sessions`].
     pub session: usize,
+    /// The tab.
     pub tab: Sym,
+    /// Started by a page view in this session (else carried over a split, and not a
+    /// page view of its own).
     pub counted: bool,
+    /// The page's URL.
     pub url: Sym,
+    /// Effective time the page started in this session (ms).
     pub start: i64,
+    /// Effective time of the page's last event (ms).
     pub last: i64,
+    /// Viewport width when the page started (px).
     pub start_width: u32,
+    /// Viewport width now, after resizes (px).
     pub width: u32,
+    /// Viewport height now, after resizes (px).
     pub height: u32,
+    /// Document height when known, else 0 (px).
     pub page_height: u32,
     /// Document scroll when the page started.
     pub base: (i32, i32),
+    /// Deepest visible y so far: document scroll plus viewport height (px).
     pub deepest: i32,
+    /// Largest document scroll y (px).
     pub max_scroll_y: i32,
     /// Document scroll records (event index, effective time, x, y).
     pub scrolls: Vec<(usize, i64, i32, i32)>,
@@ -84,10 +104,15 @@ pub struct PageInst {
 /// One device's events as the definitions see them.
 #[derive(Clone, Debug)]
 pub struct Timeline {
+    /// The device.
     pub key: DeviceKey,
+    /// The views' logical time: only events with logical time `<=` this are in.
     pub as_of: u64,
+    /// The device's events in processing order.
     pub anns: Vec<Ann>,
+    /// Its sessions, in order.
     pub sessions: Vec<Sess>,
+    /// Its page instances, in order of start.
     pub pages: Vec<PageInst>,
     /// Events of each page instance, in order.
     pub on_page: Vec<Vec<usize>>,

@@ -83,7 +83,9 @@ macro_rules! declare_fact_signals {
     ($($field:ident : $t:ty;)*) => {
         /// The per-session state of every signal built from facts.
         #[derive(Clone, Debug, Default)]
-        pub struct FactStates { $(pub $field: $t,)* }
+        pub struct FactStates {
+            $(#[doc = concat!("State of the `", stringify!($field), "` signal.")] pub $field: $t,)*
+        }
 
         impl FactStates {
             /// Hands a fact to every signal built from facts.
@@ -112,7 +114,9 @@ macro_rules! declare_views {
     ($($id:ident, $field:ident, $name:literal, $row:ty, $diff:ty, $shape:ident $(($vc:ident))?, $src:ident $(($out:ident))?;)*) => {
         /// A published view.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum ViewId { $($id),* }
+        pub enum ViewId {
+            $(#[doc = concat!("The `", $name, "` view.")] $id),*
+        }
 
         impl ViewId {
             /// Every view, in table order.
@@ -131,7 +135,9 @@ macro_rules! declare_views {
 
         /// One change to one view.
         #[derive(Clone, Debug)]
-        pub enum Update { $($id($row, $diff)),* }
+        pub enum Update {
+            $(#[doc = concat!("A row of `", $name, "` and its difference.")] $id($row, $diff)),*
+        }
 
         impl Update {
             /// The view this change is to.
@@ -143,7 +149,9 @@ macro_rules! declare_views {
         /// Every view as plain ordered maps: what the batch reference computes, and what
         /// the published snapshots are compared against.
         #[derive(Clone, Debug, Default, PartialEq, Eq)]
-        pub struct Views { $(pub $field: BTreeMap<$row, $diff>,)* }
+        pub struct Views {
+            $(#[doc = concat!("The rows of `", $name, "` and their accumulated differences.")] pub $field: BTreeMap<$row, $diff>,)*
+        }
 
         impl Views {
             /// Adds one change.
@@ -233,7 +241,9 @@ macro_rules! declare_emit {
         /// Changes a device produced while processing, one container per output of the
         /// behaviour operator; the operator stamps them with a time.
         #[derive(Default, Debug)]
-        pub struct Emit { $(pub $field: declare_emit!(@container $kind, $row, $diff),)* }
+        pub struct Emit {
+            $(#[doc = concat!("Changes to the `", stringify!($field), "` output.")] pub $field: declare_emit!(@container $kind, $row, $diff),)*
+        }
 
         impl Emit {
             /// Whether nothing was emitted.

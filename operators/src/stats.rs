@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 /// Records and approximate bytes one operator holds on one worker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateSize {
+    /// Records held.
     pub records: usize,
+    /// Approximate bytes held.
     pub bytes: usize,
 }
 
@@ -17,6 +19,7 @@ pub struct StateStats {
 }
 
 impl StateStats {
+    /// Records what `view`'s state holds on `worker` now (replacing the last report).
     pub fn set(&self, view: &str, worker: usize, records: usize, bytes: usize) {
         if let Ok(mut m) = self.inner.lock() {
             match m.get_mut(&(view.to_string(), worker)) {

@@ -222,6 +222,7 @@ impl Sym {
         self.resolve().map(|s| s.to_string()).unwrap_or_default()
     }
 
+    /// Whether this is [`Sym::EMPTY`].
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -31,7 +31,7 @@ macro_rules! declare_collections {
     ($($id:ident, $field:ident, $name:literal, $row:ty, $diff:ty, $shape:ident $(($vc:ident))?, $src:ident $(($out:ident))?;)*) => {
         /// All views, one collection per view of the registry.
         pub struct ViewCollections<'s> {
-            $(pub $field: VecCollection<'s, u64, $row, $diff>,)*
+            $(#[doc = concat!("The `", $name, "` view.")] pub $field: VecCollection<'s, u64, $row, $diff>,)*
             /// The arrangements whose bytes are measured rather than estimated from logs.
             pub measured: Vec<MeasuredTrace>,
         }

@@ -12,7 +12,12 @@ use crate::v1::Envelope;
 pub enum Progress {
     /// No envelope with a logical time below `frontier` will come any more; `busy` says
     /// whether the poll produced anything (idle sources let the worker park).
-    At { frontier: u64, busy: bool },
+    At {
+        /// The logical time every envelope still to come is at or after.
+        frontier: u64,
+        /// Whether this poll appended anything to `out`.
+        busy: bool,
+    },
     /// The source is exhausted.
     Done,
 }
@@ -21,9 +26,11 @@ pub enum Progress {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}{reason}", where_of(*.partition, *.offset))]
 pub struct SourceError {
-    /// The partition and offset the read failed at, when there is one.
+    /// The partition the read failed on, when the source has partitions.
     pub partition: Option<u32>,
+    /// The offset within that partition the read failed at, when known.
     pub offset: Option<u64>,
+    /// What went wrong, for the operator's log.
     pub reason: String,
 }
 
@@ -48,6 +55,7 @@ pub struct VecSource {
 }
 
 impl VecSource {
+    /// A source that hands out all of `items` at the first poll, then is done.
     pub fn new(items: Vec<(u64, Envelope)>) -> VecSource {
         VecSource { items: Some(items) }
     }

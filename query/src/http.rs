@@ -34,23 +34,37 @@ use crate::sql::{QueryError, QueryLimits, execute};
 /// An API error with its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
+    /// 400: the request is malformed (bad JSON, bad SQL, a refused body).
     BadRequest(String),
+    /// 401: the project key is unknown.
     Unauthorized(String),
+    /// 403: the origin is not allowed, or the server does not accept writes.
     Forbidden(String),
+    /// 404: no such endpoint or resource.
     NotFound(String),
+    /// 413: the body, the SQL text or the answer is too large.
     PayloadTooLarge(String),
+    /// 429: a rate limit is exceeded.
     TooManyRequests {
+        /// The reason given to the client.
         message: String,
+        /// Seconds until a token is available again (the `Retry-After` header).
         retry_after_s: u64,
     },
+    /// 408: the body did not arrive in time, or the query ran past its time limit.
     Timeout(String),
+    /// 503: a part of the system the request needs is failing.
     Unavailable(String),
-    /// Unavailable for a while: retry after this many seconds.
+    /// 503 for a while: too many queries or waiters; retry after this many seconds.
     Overloaded {
+        /// The reason given to the client.
         message: String,
+        /// Seconds to wait before retrying (the `Retry-After` header).
         retry_after_s: u64,
     },
+    /// 504: the views did not reach `min_as_of` within the wait allowed.
     GatewayTimeout(String),
+    /// 500: something failed that the client cannot fix.
     Internal(String),
 }
 
@@ -120,7 +134,9 @@ pub struct ProjectPolicy {
 /// Per-event outcome of an ingest request.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct TrackReport {
+    /// Events accepted and appended.
     pub accepted: usize,
+    /// Events refused, by position in the request.
     pub rejected: Vec<RejectedEvent>,
     /// Late events kept at the frontier's logical time.
     pub late: usize,
@@ -141,19 +157,28 @@ pub struct TrackReport {
     pub not_stored: Vec<RejectedEvent>,
 }
 
+/// One event of a request that was refused or not stored, and why.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RejectedEvent {
+    /// Position in the request.
     pub index: usize,
+    /// Why, for the client.
     pub reason: String,
 }
 
 /// A raw rrweb import request.
 #[derive(Clone, Debug)]
 pub struct RrwebImport {
+    /// The project key from the path.
     pub project: String,
+    /// The device id from the path.
     pub device: String,
+    /// The tab id (`tab` query parameter; the device id when absent).
     pub tab: String,
+    /// Sequence number of the chunk's first event (`seq_start`, 0 when absent), so that
+    /// chunks of one recording continue each other's numbering.
     pub seq_start: u64,
+    /// The batch id for idempotent retries (empty: none).
     pub batch_id: String,
 }
 
@@ -162,7 +187,9 @@ pub struct RrwebImport {
 pub struct ReplayChunk {
     /// Opaque to the HTTP layer.
     pub id: String,
+    /// Uncompressed bytes of the chunk's events (what a replay page is bounded by).
     pub raw_bytes: u64,
+    /// Bytes on disk.
     pub stored_bytes: u64,
 }
 
@@ -174,6 +201,7 @@ pub struct Health {
     /// Something is failing (the log cannot be written, ...): `/health` answers 503 with
     /// the reasons.
     pub failures: Vec<String>,
+    /// Backend-specific state shown by `/health` (source positions, damage, ...).
     pub details: Value,
 }
 
@@ -223,6 +251,7 @@ pub trait Backend: Send + Sync + 'static {
         from_ts: i64,
         to_ts: i64,
     ) -> impl std::future::Future<Output = Result<Vec<String>, ApiError>> + Send;
+    /// Readiness and failures, for `/health`.
     fn health(&self) -> Health;
     /// Prometheus text exposition of the backend's metrics.
     fn metrics(&self) -> String;
@@ -235,12 +264,15 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Time a client has to send its whole body.
     pub body_timeout: Duration,
+    /// Bounds on each query.
     pub query: QueryLimits,
     /// Queries run at once, and queued beyond that.
     pub query_threads: usize,
+    /// Queries waiting for a thread; more are refused with 503.
     pub query_queue: usize,
     /// How long `min_as_of` may wait for the views, and how many may wait at once.
     pub max_wait: Duration,
+    /// Requests waiting for `min_as_of` at once; more are refused with 503.
     pub max_waiters: usize,
     /// Requests per second per client IP (0: unlimited).
     pub per_ip_per_s: f64,
@@ -272,8 +304,11 @@ impl Default for HttpLimits {
 
 /// The router's shared state.
 pub struct AppState<B> {
+    /// Ingest, replay and health.
     pub backend: Arc<B>,
+    /// The published views queries run on.
     pub snapshots: Snapshots,
+    /// HTTP-level limits.
     pub limits: HttpLimits,
     /// Where queries run, apart from the threads serving requests and ingest.
     pub pool: QueryPool,
@@ -282,6 +317,7 @@ pub struct AppState<B> {
 }
 
 impl<B> AppState<B> {
+    /// The state with a fresh query pool and rate limiter.
     pub fn new(backend: Arc<B>, snapshots: Snapshots, limits: HttpLimits) -> AppState<B> {
         let pool = QueryPool::new(limits.query_threads, limits.query_queue, limits.query_threads.max(2));
         AppState {

@@ -5,6 +5,8 @@
 //! are at the same `as_of`. [`format`] renders results as JSON rows, CSV, text tables or
 //! Arrow IPC.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod bounds;
 pub mod format;
 pub mod http;

@@ -20,15 +20,25 @@ use std::time::{Duration, Instant};
 /// Why the pool did not run a query to the end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
+    /// The queue is full.
     #[error("{waiting} queries are already waiting to run; retry later")]
-    Busy { waiting: usize },
+    Busy {
+        /// Queries queued.
+        waiting: usize,
+    },
+    /// Too many timed-out queries still hold threads: nothing new is taken.
     #[error(
         "{runaway} queries are still running past their time limit; no more queries are taken until one \
          finishes"
     )]
-    Saturated { runaway: usize },
+    Saturated {
+        /// Queries running past their time limit.
+        runaway: usize,
+    },
+    /// The query ran past its time limit (the limit).
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(Duration),
+    /// The pool cannot take the query: its threads are gone.
     #[error("the query thread failed: {0}")]
     Failed(String),
 }

@@ -18,8 +18,11 @@ use sightflow_dataflows::Snapshot;
 /// Bounds on one query.
 #[derive(Clone, Debug)]
 pub struct QueryLimits {
+    /// Longest run before the query is cancelled.
     pub timeout: Duration,
+    /// Memory the query may use for execution, in bytes.
     pub memory_bytes: usize,
+    /// Most rows in a result.
     pub max_rows: usize,
     /// Longest SQL text.
     pub max_sql_bytes: usize,
@@ -46,17 +49,29 @@ pub enum QueryError {
     #[error(
         "only read-only queries are allowed (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE); `{statement}` statements are refused"
     )]
-    NotReadOnly { statement: String },
+    NotReadOnly {
+        /// The kind of statement (`INSERT`, `CREATE TABLE`, ...).
+        statement: String,
+    },
     /// The text does not parse, or planning or execution failed (unknown table or
     /// column, a type error, ...).
     #[error("{0}")]
     Sql(#[source] DataFusionError),
+    /// The query ran past its time limit (the limit).
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(Duration),
+    /// The result has more rows than allowed (the limit).
     #[error("query result exceeds the limit of {0} rows; add a LIMIT or aggregate")]
     TooManyRows(usize),
+    /// The SQL text is longer than allowed.
     #[error("the SQL text is {len} bytes long, at most {max} are accepted")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The result (or its rendering) is larger than allowed (the limit in bytes).
     #[error("query result exceeds the limit of {0} bytes; select fewer columns or rows")]
     TooLarge(usize),
     /// The query needs more memory (or work) than it may use.
@@ -77,12 +92,16 @@ impl From<DataFusionError> for QueryError {
 /// A query's result.
 #[derive(Debug, Clone)]
 pub struct QueryResult {
+    /// The result's columns.
     pub schema: SchemaRef,
+    /// The rows, in order.
     pub batches: Vec<RecordBatch>,
+    /// The `as_of` of the snapshot the query read.
     pub as_of: u64,
 }
 
 impl QueryResult {
+    /// Rows in the result.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }

@@ -56,10 +56,13 @@ row! {
 pub struct PendingClick {
     eff: i64,
     page_number: u32,
+    /// The page's URL.
     pub url: Sym,
     x: i32,
     y: i32,
+    /// The target's selector.
     pub selector: Sym,
+    /// The target's tag.
     pub tag: Sym,
     /// When the dead verdict is due (logical time).
     deadline: u64,
@@ -79,8 +82,11 @@ pub struct Pending {
 /// A click judged dead: its place, for whoever counts per element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
+    /// The page's URL.
     pub url: Sym,
+    /// The target's selector.
     pub selector: Sym,
+    /// The target's tag.
     pub tag: Sym,
 }
 

@@ -20,8 +20,11 @@ row! {
 row! {
     /// A session in which an error occurred (made distinct for errors.sessions).
     ErrSession {
+        /// The error's project.
         project: Sym,
+        /// The error's fingerprint.
         fingerprint: u64,
+        /// The session it occurred in.
         session: SessionId,
     }
 }

@@ -26,8 +26,11 @@ row! {
 row! {
     /// A funnel step; its multiplicity is the number of sessions (or devices) reaching it.
     FunnelStepRow {
+        /// The project.
         project: Sym,
+        /// Index of the funnel in the configuration.
         funnel: u32,
+        /// The step reached, counting from 1.
         step: u32,
     }
 }

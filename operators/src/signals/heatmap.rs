@@ -14,8 +14,11 @@ use crate::sym::Sym;
 /// What a heatmap cell counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum HeatKind {
+    /// Clicks per cell.
     Click,
+    /// Mouse positions per cell.
     Move,
+    /// Sessions reaching each depth band.
     Scroll,
 }
 
@@ -40,6 +43,7 @@ row! {
     HeatRow {
         project: Sym as project Str,
         url: Sym as url Str,
+        /// What the cell counts.
         kind: HeatKind,
         + kind Label (r => r.kind.as_str()),
         viewport_bucket: u32 as viewport_bucket I32,

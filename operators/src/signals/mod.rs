@@ -49,13 +49,35 @@ use crate::sym::Sym;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fact {
     /// A click on a page view's element.
-    Click { url: Sym, selector: Sym, tag: Sym },
+    Click {
+        /// The page's URL.
+        url: Sym,
+        /// The element's selector.
+        selector: Sym,
+        /// The element's tag.
+        tag: Sym,
+    },
     /// A click became a rage click (it is in a burst with enough clicks).
-    RageClick { url: Sym, selector: Sym },
+    RageClick {
+        /// The page's URL.
+        url: Sym,
+        /// The element's selector.
+        selector: Sym,
+    },
     /// A click was judged dead.
-    DeadClick { url: Sym, selector: Sym },
+    DeadClick {
+        /// The page's URL.
+        url: Sym,
+        /// The element's selector.
+        selector: Sym,
+    },
     /// A click was followed by an uncaught error.
-    ErrorClick { url: Sym, selector: Sym },
+    ErrorClick {
+        /// The page's URL.
+        url: Sym,
+        /// The element's selector.
+        selector: Sym,
+    },
 }
 
 /// A signal built from [`Fact`]s, with state kept per session. Listed in
@@ -73,8 +95,11 @@ pub trait FactSignal: Default + Clone + std::fmt::Debug {
 /// What the rows of a page are stamped with.
 #[derive(Clone, Copy, Debug)]
 pub struct RowCtx {
+    /// The session.
     pub session: SessionId,
+    /// The device's project.
     pub project: Sym,
+    /// The page's URL.
     pub url: Sym,
 }
 

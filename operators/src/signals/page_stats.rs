@@ -20,8 +20,11 @@ row! {
 row! {
     /// A device that viewed a URL (made distinct for page_stats.visitors).
     PageVisitor {
+        /// The project.
         project: Sym,
+        /// The URL viewed.
         url: Sym,
+        /// The device that viewed it.
         device: Sym,
     }
 }

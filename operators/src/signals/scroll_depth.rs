@@ -16,9 +16,13 @@ row! {
     /// One session's deepest visible y on one URL (px, rounded down to a cell), and the
     /// page height when the sender knew it (else 0).
     DepthObs {
+        /// The project.
         project: Sym,
+        /// The URL.
         url: Sym,
+        /// Deepest visible y (px, rounded down to a cell).
         deepest: u32,
+        /// Page height (px), 0 when unknown.
         page_height: u32,
     }
 }
