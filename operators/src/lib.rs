@@ -7,7 +7,7 @@
 //! hooks of one module per signal ([`signals`]); it runs inside one timely operator
 //! ([`behaviour::behaviour`]), and aggregates are differential operators on top. Every
 //! view has a plain batch implementation of the same definition in its signal module,
-//! run by [`reference`] for the oracle tests. Nothing here does I/O.
+//! run by [`reference`](mod@reference) for the oracle tests. Nothing here does I/O.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -2,7 +2,7 @@
 //!
 //! Every view of a [`sightflow_dataflows::Snapshot`] is registered as a DataFusion table;
 //! [`sql::execute`] runs one read-only query against one snapshot, so all views it reads
-//! are at the same `as_of`. [`format`] renders results as JSON rows, CSV, text tables or
+//! are at the same `as_of`. [`format`](mod@format) renders results as JSON rows, CSV, text tables or
 //! Arrow IPC.
 
 #![warn(missing_docs, unreachable_pub)]
