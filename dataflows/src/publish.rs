@@ -207,6 +207,8 @@ pub struct Publisher {
     final_only: bool,
     /// The string-table epoch of the last reclaim.
     reclaimed: u64,
+    /// A one-shot build holds the string table until its snapshot is built.
+    pin: Option<sym::Pinned>,
 }
 
 impl Publisher {
@@ -232,6 +234,7 @@ impl Publisher {
             on_publish,
             final_only,
             reclaimed: 0,
+            pin: final_only.then(Sym::pin),
         }
     }
 
@@ -262,6 +265,7 @@ impl Publisher {
             self.complete = true;
             let as_of = self.max_time.max(self.published.saturating_sub(1));
             self.publish(as_of);
+            self.pin = None;
         } else if least > self.published {
             Sym::advance(least);
             // Changes are applied as the frontier passes them, so a one-shot build's

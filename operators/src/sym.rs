@@ -81,6 +81,8 @@ struct Table {
     first: AtomicU32,
     entries: AtomicUsize,
     bytes: AtomicUsize,
+    /// One-shot builds in progress ([`Sym::pin`]); no reclaiming while any runs.
+    pins: AtomicUsize,
 }
 
 /// Bytes an entry holds: its text and the `Arc`'s counts, and the key, entry and control
@@ -107,6 +109,7 @@ impl Table {
             first: AtomicU32::new(0),
             entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            pins: AtomicUsize::new(0),
         }
     }
 
@@ -152,6 +155,9 @@ impl Table {
     }
 
     fn reclaim(&self, keep_ms: u64) -> usize {
+        if self.pins.load(Ordering::Acquire) > 0 {
+            return 0;
+        }
         let keep = keep_ms.div_ceil(EPOCH_MS).min(u64::from(u32::MAX)) as u32;
         // One epoch more than asked: an entry touched early in an epoch is as old as one
         // touched at its end.
@@ -240,9 +246,27 @@ impl Sym {
     }
 
     /// Drops the entries neither interned nor resolved in the last `keep_ms` of logical
-    /// time; returns how many.
+    /// time; returns how many. Nothing is dropped while a [`Pinned`] lives.
     pub fn reclaim(keep_ms: u64) -> usize {
         table().reclaim(keep_ms)
+    }
+
+    /// Holds every entry until the guard is dropped: a one-shot build (batch mode, a
+    /// backfill) resolves its strings only at its end, at whatever epoch it interned them,
+    /// so a live dataflow in the same process must not reclaim them meanwhile.
+    pub fn pin() -> Pinned {
+        table().pins.fetch_add(1, Ordering::AcqRel);
+        Pinned(())
+    }
+}
+
+/// Suspends reclaiming while it lives ([`Sym::pin`]).
+#[derive(Debug)]
+pub struct Pinned(());
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        table().pins.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
