@@ -316,12 +316,20 @@ pub fn write_parquet(snapshot: &Snapshot, dir: &Path) -> Result<Vec<(String, usi
 
 /// Serves SQL over a finished backfill's views on `listen` until interrupted (ingest
 /// and replay answer that this server holds only a backfill result).
-pub fn serve_read_only(config: &Config, done: &Backfilled, listen: std::net::SocketAddr) -> std::io::Result<()> {
+pub fn serve_read_only(
+    config: &Config,
+    data_dir: &std::path::Path,
+    done: &Backfilled,
+    listen: std::net::SocketAddr,
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let mut limits = crate::serve::http_limits(config);
     limits.per_ip_per_s = 0.0;
     let backend = Arc::new(ReadOnly { stats: done.stats.clone() });
-    let state = Arc::new(sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits));
+    // The same accounts as the server of this data directory.
+    let meta = Arc::new(crate::accounts::open(config, data_dir).map_err(std::io::Error::other)?);
+    let gate = crate::accounts::gate(config, meta);
+    let state = Arc::new(sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits, gate));
     let router = sightflow_query::http::router(state);
     let options = crate::serve::serve_options(config);
     rt.block_on(async move {

@@ -150,10 +150,10 @@ pub fn import(
 
 /// Waits until the server's views reach `as_of` (an import's `min_as_of`), asking again
 /// while the server answers that they have not yet, for up to `wait_for`.
-pub fn wait_visible(url: &str, as_of: u64, wait_for: Duration) -> Result<(), ClientError> {
+pub fn wait_visible(url: &str, token: &str, as_of: u64, wait_for: Duration) -> Result<(), ClientError> {
     let started = Instant::now();
     loop {
-        match query(url, "select 1", Some(as_of)) {
+        match query(url, token, "select 1", Some(as_of)) {
             Ok(_) => return Ok(()),
             Err(ClientError::Status { status: 504, .. }) if started.elapsed() < wait_for => continue,
             Err(e) => return Err(e),
@@ -161,13 +161,14 @@ pub fn wait_visible(url: &str, as_of: u64, wait_for: Duration) -> Result<(), Cli
     }
 }
 
-/// Runs SQL on a server and returns its result (fetched as an Arrow stream, so it
-/// prints as batch mode's does).
-pub fn query(url: &str, sql: &str, min_as_of: Option<u64>) -> Result<QueryResult, ClientError> {
+/// Runs SQL on a server with an API token and returns its result (fetched as an Arrow
+/// stream, so it prints as batch mode's does).
+pub fn query(url: &str, token: &str, sql: &str, min_as_of: Option<u64>) -> Result<QueryResult, ClientError> {
     let target = format!("{}/api/v1/query", url.trim_end_matches('/'));
     let body = serde_json::json!({ "sql": sql, "min_as_of": min_as_of }).to_string();
     let mut resp = agent()
         .post(&target)
+        .header("authorization", &format!("Bearer {token}"))
         .header("accept", "application/vnd.apache.arrow.stream")
         .content_type("application/json")
         .send(body.as_str())

@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sightflow::batch::{self, Input};
 use sightflow_config::Config;
+use sightflow_config::access::{Grant, Role};
+use sightflow_connectors::meta::MetaStore;
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -38,6 +40,137 @@ enum Command {
     /// Re-read the Kafka topic (or the embedded log) into fresh views, then write them
     /// out as Parquet or serve them.
     Backfill(BackfillArgs),
+    /// Console users and their roles (in the metadata store; works while `serve` runs).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API tokens for SQL, REST, the live feed, pgwire and Grafana.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Projects: their names, ingest keys and allowed origins.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+}
+
+/// Where the metadata store is: as for `serve`.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Config file (its `metadata.url`, else SQLite under the data directory).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The server's data directory [default: server.data_dir, ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse().map_err(|e: sightflow_config::access::UnknownRole| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user with a role on one project (--project) or on every project. The
+    /// password is read from standard input when it is not a terminal, else prompted.
+    Add {
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The project's name [default: every project].
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set a user's password (read as for `add`); their console logins end.
+    Passwd {
+        email: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give a user a role on a project (or every project), replacing their role there.
+    Grant {
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a user.
+    Remove {
+        email: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List users and their roles.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once on standard output (nothing else goes there).
+    Create {
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The one project it may read [default: every project].
+        #[arg(long)]
+        project: Option<String>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a token by its id (the `sf_...` prefix `list` shows); it stops working at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Add a project; prints its ingest key.
+    Add {
+        name: String,
+        /// The public ingest key [default: a random sf_pk_... key].
+        #[arg(long)]
+        ingest_key: Option<String>,
+        /// A browser origin allowed to send events (repeat for more).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        /// IANA time zone [default: UTC].
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Days of data kept (0: the server's retention).
+        #[arg(long, default_value_t = 0)]
+        retention_days: u32,
+        /// Events per second accepted (0: unlimited).
+        #[arg(long, default_value_t = 0.0)]
+        rate_limit: f64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List projects with their ingest keys.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -117,9 +250,12 @@ struct ImportArgs {
     /// How long to keep retrying when the server is unreachable or overloaded (s).
     #[arg(long, default_value_t = 60)]
     retry_for: u64,
-    /// Wait until the views reflect every imported event before exiting.
+    /// Wait until the views reflect every imported event before exiting (needs --token).
     #[arg(long)]
     wait: bool,
+    /// With --wait: an API token to ask the views with.
+    #[arg(long, env = "SIGHTFLOW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// The recording: a JSON array of rrweb events.
     file: PathBuf,
 }
@@ -148,6 +284,9 @@ struct QueryArgs {
     /// Run the query on this server instead of on files.
     #[arg(long)]
     url: Option<String>,
+    /// With --url: an API token (`sightflow token create --role viewer`).
+    #[arg(long, env = "SIGHTFLOW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// With --url: wait until the views have caught up to this logical time (ms).
     #[arg(long)]
     min_as_of: Option<u64>,
@@ -182,6 +321,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
         Command::Backfill(args) => backfill(args),
+        Command::User { command } => user(command),
+        Command::Token { command } => token(command),
+        Command::Project { command } => project(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,7 +346,10 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
             if !args.rrweb.is_empty() || !args.events.is_empty() {
                 bail!("--url queries a server; --rrweb and --events are for batch mode");
             }
-            sightflow::client::query(url, &args.sql, args.min_as_of)?
+            let token = args.token.as_deref().context(
+                "--url needs an API token: pass --token or set SIGHTFLOW_TOKEN (`sightflow token create --role viewer`)",
+            )?;
+            sightflow::client::query(url, token, &args.sql, args.min_as_of)?
         }
         None => query_files(&args)?,
     };
@@ -299,6 +444,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let options = sightflow::serve::serve_options(&config);
         let started = sightflow::serve::build(config, &data_dir, read)?;
         started.server.spawn_maintenance();
+        if let Some((email, password)) = &started.first_owner {
+            // Once, on the terminal (not through the log): the store had no users.
+            eprintln!(
+                "\n  created the first owner: log in to the console as {email} with password {password}\n  \
+                 (shown once; change it with `sightflow user passwd {email}`, add people with `sightflow user add`)\n"
+            );
+        }
         if args.demo {
             sightflow::demo::spawn(started.server.clone(), std::time::Duration::from_secs(4));
         }
@@ -364,7 +516,8 @@ fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(listen) = listen {
-        backfill::serve_read_only(&config, &done, listen).with_context(|| format!("cannot serve on {listen}"))?;
+        backfill::serve_read_only(&config, &data_dir, &done, listen)
+            .with_context(|| format!("cannot serve on {listen}"))?;
     }
     Ok(())
 }
@@ -395,8 +548,189 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
     if args.wait
         && let Some(t) = summary.min_as_of
     {
-        sightflow::client::wait_visible(&args.url, t, std::time::Duration::from_secs(args.retry_for))?;
+        let token = args.token.as_deref().context("--wait asks the views: pass --token (or SIGHTFLOW_TOKEN)")?;
+        sightflow::client::wait_visible(&args.url, token, t, std::time::Duration::from_secs(args.retry_for))?;
         println!("the views reflect the import (as_of >= {t})");
+    }
+    Ok(())
+}
+
+fn open_store(args: &StoreArgs) -> anyhow::Result<MetaStore> {
+    let config = Config::from_file_and_env(args.config.as_deref())?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(&config.server.data_dir));
+    let store = sightflow::accounts::open(&config, &data_dir)?;
+    // The configuration's projects exist for commands as they do for `serve`.
+    sightflow::accounts::seed(&store, &config)?;
+    Ok(store)
+}
+
+/// A password from standard input when it is not a terminal (one line), else prompted
+/// twice on the terminal without echo.
+fn read_password(what: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        let p = line.trim_end_matches(['\n', '\r']).to_string();
+        if p.is_empty() {
+            bail!("no password on standard input");
+        }
+        return Ok(p);
+    }
+    let first = rpassword::prompt_password(format!("{what}: "))?;
+    let again = rpassword::prompt_password("again: ")?;
+    if first != again {
+        bail!("the two passwords differ");
+    }
+    Ok(first)
+}
+
+fn grant(role: Role, project: Option<String>) -> Grant {
+    Grant { project, role }
+}
+
+fn scope_text(g: &Grant) -> String {
+    format!("{} on {}", g.role, g.project.as_deref().unwrap_or("every project"))
+}
+
+fn time_text(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(header);
+    for r in rows {
+        t.add_row(r);
+    }
+    println!("{t}");
+}
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { email, role, project, store } => {
+            let store = open_store(&store)?;
+            let password = read_password(&format!("password for {email}"))?;
+            let u = store.user_add(&email, &password, grant(role, project))?;
+            eprintln!("added {} ({})", u.email, u.grants.iter().map(scope_text).collect::<Vec<_>>().join(", "));
+        }
+        UserCommand::Passwd { email, store } => {
+            let store = open_store(&store)?;
+            let password = read_password(&format!("new password for {email}"))?;
+            store.user_passwd(&email, &password)?;
+            eprintln!("password of {email} changed; their console logins ended");
+        }
+        UserCommand::Grant { email, role, project, store } => {
+            let store = open_store(&store)?;
+            let g = grant(role, project);
+            store.user_grant(&email, g.clone())?;
+            eprintln!("{email} is now {}", scope_text(&g));
+        }
+        UserCommand::Remove { email, store } => {
+            open_store(&store)?.user_delete(&email)?;
+            eprintln!("removed {email}");
+        }
+        UserCommand::List { store } => {
+            let rows = open_store(&store)?
+                .users()?
+                .into_iter()
+                .map(|u| {
+                    vec![
+                        u.email,
+                        u.grants.iter().map(scope_text).collect::<Vec<_>>().join(", "),
+                        time_text(Some(u.created_ms)),
+                    ]
+                })
+                .collect();
+            print_table(&["email", "roles", "created"], rows);
+        }
+    }
+    Ok(())
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { role, project, name, store } => {
+            let store = open_store(&store)?;
+            let (secret, row) = store.token_create(&name, role, project.as_deref(), "cli")?;
+            // The token alone on stdout, so that `$(sightflow token create ...)` takes it.
+            println!("{secret}");
+            eprintln!(
+                "created token {} ({}); it is shown once: keep it now",
+                row.id,
+                scope_text(&Grant { project: row.project, role: row.role })
+            );
+        }
+        TokenCommand::List { store } => {
+            let rows = open_store(&store)?
+                .tokens()?
+                .into_iter()
+                .map(|t| {
+                    let state = if t.revoked_ms.is_some() {
+                        format!("revoked {}", time_text(t.revoked_ms))
+                    } else {
+                        "active".into()
+                    };
+                    vec![
+                        t.id,
+                        t.name,
+                        t.role.to_string(),
+                        t.project.unwrap_or_else(|| "every project".into()),
+                        time_text(Some(t.created_ms)),
+                        time_text(t.last_used_ms),
+                        state,
+                    ]
+                })
+                .collect();
+            print_table(&["id", "name", "role", "project", "created", "last used", "state"], rows);
+        }
+        TokenCommand::Revoke { id, store } => {
+            open_store(&store)?.token_revoke(&id)?;
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn project(command: ProjectCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectCommand::Add { name, ingest_key, origins, time_zone, retention_days, rate_limit, store } => {
+            for o in &origins {
+                if o != "*" && !o.contains("://") {
+                    bail!("--origin {o:?}: expected an origin like https://shop.test, https://*.shop.test or *");
+                }
+            }
+            let p = open_store(&store)?.project_add(
+                &name,
+                sightflow_connectors::meta::NewProject {
+                    ingest_key,
+                    allowed_origins: origins,
+                    time_zone,
+                    retention_days,
+                    rate_limit_per_s: rate_limit,
+                },
+            )?;
+            println!("{}", p.ingest_key);
+            eprintln!("added project {} (ingest key above; a running server takes its events within a second)", p.name);
+        }
+        ProjectCommand::List { store } => {
+            let rows = open_store(&store)?
+                .projects()?
+                .into_iter()
+                .map(|p| {
+                    vec![
+                        p.name,
+                        p.ingest_key,
+                        if p.allowed_origins.is_empty() { "-".into() } else { p.allowed_origins.join(" ") },
+                        p.time_zone,
+                        if p.retention_days == 0 { "server's".into() } else { format!("{} days", p.retention_days) },
+                    ]
+                })
+                .collect();
+            print_table(&["name", "ingest key", "allowed origins", "time zone", "retention"], rows);
+        }
     }
     Ok(())
 }

@@ -29,7 +29,9 @@ use sightflow_dataflows::{Empty, RunError, RunOptions, Running, Snapshots, Sourc
 use sightflow_operators::Params;
 use sightflow_query::QueryLimits;
 
+use crate::accounts::{self, ProjectKeys};
 use crate::kafka::kafka_options;
+use sightflow_connectors::meta::MetaStore;
 use sightflow_query::http::{
     self, Admit, ApiError, AppState, Backend, Health, HttpLimits, ProjectPolicy, ReplayChunk, RrwebImport, TrackReport,
 };
@@ -49,6 +51,8 @@ pub enum StartError {
     Start(#[from] BadStart),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Meta(#[from] sightflow_connectors::meta::MetaError),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -95,6 +99,8 @@ pub struct Server {
     /// Blocking reads of the read side (replay chunks) run on this runtime's threads,
     /// apart from the ones ingest uses.
     read_rt: tokio::runtime::Handle,
+    /// Projects by ingest key, from the metadata store.
+    projects: ProjectKeys,
 }
 
 /// A started server: the router to serve, and the engine behind it.
@@ -103,6 +109,10 @@ pub struct Started {
     pub server: Arc<Server>,
     pub snapshots: Snapshots,
     pub engine: Running,
+    /// The metadata store: projects, accounts, tokens.
+    pub meta: Arc<MetaStore>,
+    /// The owner a first start created, (email, password), to be shown once.
+    pub first_owner: Option<(String, String)>,
 }
 
 pub(crate) fn log_options(config: &Config, dir: &Path) -> LogOptions {
@@ -137,9 +147,11 @@ impl Server {
         config: Config,
         data_dir: &Path,
         read_rt: tokio::runtime::Handle,
+        meta: Arc<MetaStore>,
     ) -> Result<(Arc<Server>, Running), StartError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+        let projects = ProjectKeys::load(meta)?;
         let replay = ReplayStore::local(&data_dir.join("replay"), fsync_policy(&config))?;
         let checkpoint: Option<serde_json::Value> =
             std::fs::read_to_string(data_dir.join("checkpoint.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
@@ -173,6 +185,7 @@ impl Server {
             workers: workers.min(partitions),
             snapshots: engine.snapshots.clone(),
             data_dir: data_dir.to_path_buf(),
+            projects,
         });
         server.write_checkpoint();
         Ok((server, engine))
@@ -426,6 +439,10 @@ impl Server {
                 tick.tick().await;
                 n += 1;
                 this.write_checkpoint();
+                let t = this.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.projects.refresh()).await {
+                    tracing::warn!(error = %e, "cannot reload the projects from the metadata store");
+                }
                 if let EventLog::Kafka { sink, .. } = &this.log {
                     let s = sink.clone();
                     let refresh = n.is_multiple_of(10);
@@ -600,14 +617,11 @@ impl std::ops::Deref for Api {
 
 impl Backend for Api {
     fn project(&self, key: &str) -> Option<ProjectPolicy> {
-        self.config
-            .projects
-            .get(key)
-            .map(|p| ProjectPolicy { allowed_origins: p.allowed_origins.clone(), rate_limit_per_s: p.rate_limit_per_s })
+        self.projects.get(key)
     }
 
     fn origin_allowed_anywhere(&self, origin: &str) -> bool {
-        self.config.projects.values().any(|p| http::origin_allowed(origin, &p.allowed_origins))
+        self.projects.all().values().any(|p| http::origin_allowed(origin, &p.allowed_origins))
     }
 
     async fn track(
@@ -633,8 +647,9 @@ impl Backend for Api {
                 &this.decoders,
             )
             .and_then(|d| match &d.project {
-                Some(p) if *p != project => {
-                    Err(BodyError::Json(format!("the body is for project {p:?}, the key is {project:?}")))
+                // The body may name its project by name or by ingest key.
+                Some(p) if *p != project && this.projects.get(p).is_none_or(|named| named.name != project) => {
+                    Err(BodyError::Json(format!("the body is for project {p:?}, the key is of project {project:?}")))
                 }
                 _ => Ok(d),
             })
@@ -892,8 +907,17 @@ pub fn serve_options(c: &Config) -> sightflow_query::server::ServeOptions {
 /// Starts everything and returns the router (not yet listening). `read_runtime` runs
 /// the read side's blocking work (replay chunks), apart from ingest's.
 pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Handle) -> Result<Started, StartError> {
-    let (server, engine) = Server::start(config, data_dir, read_runtime)?;
-    let state = Arc::new(AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits()));
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+    let meta = Arc::new(accounts::open(&config, data_dir)?);
+    for name in accounts::seed(&meta, &config)? {
+        tracing::info!(project = %name, "created project from the configuration");
+    }
+    let first_owner = accounts::first_owner(&meta)?;
+    let gate = accounts::gate(&config, meta.clone());
+    let (server, engine) = Server::start(config, data_dir, read_runtime, meta.clone())?;
+    let state =
+        Arc::new(AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits(), gate));
     let router = http::router(state);
-    Ok(Started { router, snapshots: engine.snapshots.clone(), server, engine })
+    Ok(Started { router, snapshots: engine.snapshots.clone(), server, engine, meta, first_owner })
 }

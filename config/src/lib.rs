@@ -21,6 +21,7 @@
 
 use std::path::Path;
 
+pub mod access;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,10 @@ pub struct Config {
     pub query: QueryConfig,
     /// `[kafka]`: Kafka as the event log, when `brokers` is set.
     pub kafka: KafkaConfig,
+    /// `[metadata]`: where projects, accounts and tokens are kept.
+    pub metadata: Metadata,
+    /// `[auth]`: console sessions and logins.
+    pub auth: Auth,
     /// `[projects.<key>]`: the accepted project keys; a file that declares any replaces
     /// the defaults' table.
     #[serde(default)]
@@ -335,10 +340,40 @@ pub struct QueryConfig {
     pub max_waiters: usize,
 }
 
-/// One project key.
+/// The metadata store: projects, users, memberships, API tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Empty: an SQLite database at `<data_dir>/meta.sqlite`; `sqlite://PATH` for another
+    /// file; `postgres://...` for a PostgreSQL database that several servers share.
+    pub url: String,
+}
+
+/// Console sessions and logins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// How long a console login lasts (s).
+    pub session_ttl_s: u64,
+    /// Login attempts per minute from one client address.
+    pub login_attempts_per_min_per_ip: u32,
+    /// Login attempts per minute for one email address.
+    pub login_attempts_per_min_per_email: u32,
+}
+
+/// One project, by name (`[projects.<name>]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Project {
+    /// The public ingest key browsers send; the project's name when absent.
+    #[serde(default)]
+    pub ingest_key: Option<String>,
+    /// The project's time zone (IANA name) as shown to people; UTC when absent.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Days of data kept for the project (0: the server's retention).
+    #[serde(default)]
+    pub retention_days: u32,
     /// Browser origins allowed to send events (`https://shop.test`, `https://*.shop.test`,
     /// `http://localhost:*`, or `*`); none when absent.
     #[serde(default)]
@@ -726,6 +761,24 @@ impl Config {
             return Err(ConfigError::value("query.concurrency", q.concurrency, "at most 64"));
         }
         positive("query.max_waiters", q.max_waiters as u64)?;
+        let a = &self.auth;
+        positive("auth.session_ttl_s", a.session_ttl_s)?;
+        positive("auth.login_attempts_per_min_per_ip", a.login_attempts_per_min_per_ip as u64)?;
+        positive("auth.login_attempts_per_min_per_email", a.login_attempts_per_min_per_email as u64)?;
+        let url = &self.metadata.url;
+        if !(url.is_empty()
+            || url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            // Only the scheme: the rest may hold a password.
+            let scheme = url.split_once("://").map_or("(no scheme)", |(s, _)| s);
+            return Err(ConfigError::value(
+                "metadata.url",
+                format!("with scheme {scheme:?}"),
+                "empty (SQLite under the data directory), sqlite://PATH or postgres://USER@HOST/DB",
+            ));
+        }
         let sv = &self.server;
         positive("server.header_timeout_ms", sv.header_timeout_ms)?;
         positive("server.body_timeout_ms", sv.body_timeout_ms)?;
@@ -764,6 +817,24 @@ impl Config {
                     "projects",
                     format!("{key:?}"),
                     "project keys without whitespace, at most 200 bytes",
+                ));
+            }
+            if let Some(k) = &p.ingest_key
+                && (k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(ConfigError::value(
+                    &format!("projects.{key}.ingest_key"),
+                    format!("{k:?}"),
+                    "1 to 200 printable ASCII characters without spaces",
+                ));
+            }
+            if let Some(tz) = &p.time_zone
+                && tz.parse::<chrono_tz::Tz>().is_err()
+            {
+                return Err(ConfigError::value(
+                    &format!("projects.{key}.time_zone"),
+                    format!("{tz:?}"),
+                    "an IANA time zone such as \"Europe/Paris\" or \"UTC\"",
                 ));
             }
             for o in &p.allowed_origins {
@@ -835,12 +906,26 @@ impl Config {
                 *v = "<redacted>".into();
             }
         }
+        c.metadata.url = redact_url_password(&c.metadata.url);
         toml::to_string_pretty(&c).expect("config serialises")
     }
 
     /// The configured session time zone.
     pub fn time_zone(&self) -> chrono_tz::Tz {
         self.session.time_zone.parse().unwrap_or(chrono_tz::UTC)
+    }
+}
+
+/// A URL with the password of its user info replaced (`postgres://u:<redacted>@h/db`).
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_string() };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let redacted = if userinfo.contains(':') { format!("{user}:<redacted>") } else { user.to_string() };
+    match path {
+        Some(p) => format!("{scheme}://{redacted}@{host}/{p}"),
+        None => format!("{scheme}://{redacted}@{host}"),
     }
 }
 
@@ -991,6 +1076,17 @@ mod tests {
         assert_eq!(c.heatmap.cell_px, 16);
         assert_eq!(c.funnels[0].steps.len(), 4);
         assert!(c.projects.contains_key("demo"));
+    }
+
+    #[test]
+    fn the_metadata_url_password_is_redacted() {
+        assert_eq!(redact_url_password("postgres://sf:hunter2@db:5432/meta"), "postgres://sf:<redacted>@db:5432/meta");
+        assert_eq!(redact_url_password("postgres://sf@db/meta"), "postgres://sf@db/meta");
+        assert_eq!(redact_url_password("sqlite:///var/lib/meta.sqlite"), "sqlite:///var/lib/meta.sqlite");
+        let c = Config::from_toml_str("[metadata]\nurl = \"postgres://sf:hunter2@db/meta\"\n").unwrap();
+        assert!(!c.to_toml_redacted().contains("hunter2"));
+        let e = Config::from_toml_str("[metadata]\nurl = \"mysql://sf:hunter2@db/meta\"\n").unwrap_err().to_string();
+        assert!(e.contains("metadata.url") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Everything that knows a wire or file format: the rrweb decoder (with its per-tab node
 //! map), the JSON event format, validation, and readers for recordings and event files.
 //! Transport is kept apart from format: readers and decoders take text. The embedded
-//! event log ([`log`]), the replay store ([`replay`]) and Kafka ([`kafka`]) are here too.
+//! event log ([`log`]), the replay store ([`replay`]), Kafka ([`kafka`]) and the metadata
+//! store of projects, accounts and tokens ([`meta`]) are here too.
 //!
 //! ```
 //! use sightflow_connectors::{files, rrweb::Decoders, validate::Limits};
@@ -21,6 +22,7 @@ pub mod ingest;
 pub mod json;
 pub mod kafka;
 pub mod log;
+pub mod meta;
 pub mod replay;
 pub mod rrweb;
 pub mod source;

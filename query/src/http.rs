@@ -7,7 +7,12 @@
 //! | `POST /api/v1/projects/{key}/devices/{device}/rrweb` | raw rrweb import |
 //! | `POST /api/v1/query` | SQL over the live views, `{"sql", "min_as_of"}` |
 //! | `GET /api/v1/sessions/{id}/replay` | a session's rrweb events, in pages |
+//! | `POST /api/v1/login`, `POST /api/v1/logout`, `GET /api/v1/me` | console logins |
 //! | `GET /health`, `GET /metrics` | readiness and Prometheus metrics |
+//!
+//! Ingest (the first two) takes a project's public key; `/health` is open; everything
+//! else needs a credential ([`crate::access`]): 401 without a valid one, 403 when the
+//! caller's role does not allow it. SQL reads only the caller's projects' rows.
 //!
 //! Every error, axum's own rejections included, is a JSON object `{"error": reason}`.
 
@@ -27,18 +32,22 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sightflow_dataflows::{Snapshot, Snapshots};
 
+use sightflow_config::access::Role;
+
+use crate::access::{Caller, Gate, Via};
 use crate::format;
 use crate::pool::{PoolError, QueryPool};
-use crate::sql::{QueryError, QueryLimits, execute};
+use crate::sql::{QueryError, QueryLimits, execute_scoped};
 
 /// An API error with its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// 400: the request is malformed (bad JSON, bad SQL, a refused body).
     BadRequest(String),
-    /// 401: the project key is unknown.
+    /// 401: the project key is unknown, or a read has no valid credential.
     Unauthorized(String),
-    /// 403: the origin is not allowed, or the server does not accept writes.
+    /// 403: the origin is not allowed, the caller's role does not allow the request, or
+    /// the server does not accept writes.
     Forbidden(String),
     /// 404: no such endpoint or resource.
     NotFound(String),
@@ -112,6 +121,9 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(json!({ "error": self.message() }))).into_response();
+        if let ApiError::Unauthorized(_) = &self {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sightflow\""));
+        }
         if let ApiError::TooManyRequests { retry_after_s, .. } | ApiError::Overloaded { retry_after_s, .. } = &self
             && let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string())
         {
@@ -124,6 +136,8 @@ impl IntoResponse for ApiError {
 /// What the server knows about a project key.
 #[derive(Clone, Debug)]
 pub struct ProjectPolicy {
+    /// The project's name: what the events and views carry.
+    pub name: String,
     /// Origins allowed to send events from a browser: exact (`https://shop.test`),
     /// host wildcards (`https://*.shop.test`), any port (`http://localhost:*`), or `*`.
     pub allowed_origins: Vec<String>,
@@ -312,19 +326,22 @@ pub struct AppState<B> {
     pub limits: HttpLimits,
     /// Where queries run, apart from the threads serving requests and ingest.
     pub pool: QueryPool,
+    /// Credentials and logins.
+    pub gate: Gate,
     limiter: Mutex<RateLimiter>,
     waiters: AtomicUsize,
 }
 
 impl<B> AppState<B> {
     /// The state with a fresh query pool and rate limiter.
-    pub fn new(backend: Arc<B>, snapshots: Snapshots, limits: HttpLimits) -> AppState<B> {
+    pub fn new(backend: Arc<B>, snapshots: Snapshots, limits: HttpLimits, gate: Gate) -> AppState<B> {
         let pool = QueryPool::new(limits.query_threads, limits.query_queue, limits.query_threads.max(2));
         AppState {
             backend,
             snapshots,
             limits,
             pool,
+            gate,
             limiter: Mutex::new(RateLimiter::default()),
             waiters: AtomicUsize::new(0),
         }
@@ -398,6 +415,9 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/v1/projects/{key}/devices/{device}/rrweb", post(import_rrweb::<B>).options(preflight::<B>))
         .route("/api/v1/query", post(query::<B>))
         .route("/api/v1/sessions/{id}/replay", get(replay::<B>))
+        .route("/api/v1/login", post(login::<B>))
+        .route("/api/v1/logout", post(logout::<B>))
+        .route("/api/v1/me", get(me::<B>))
         .route("/health", get(health::<B>))
         .route("/metrics", get(metrics::<B>))
         .fallback(not_found)
@@ -597,8 +617,8 @@ async fn track<B: Backend>(
         let batch_id = batch_id(&params, &headers)?;
         let body = read_body(req, &state.limits).await?;
         let ct = header_str(&headers, "content-type").map(str::to_string);
-        let admit = project_admit(&state, &key, &policy);
-        let report = state.backend.track(key, ct, batch_id, body, admit).await?;
+        let admit = project_admit(&state, &policy.name, &policy);
+        let report = state.backend.track(policy.name.clone(), ct, batch_id, body, admit).await?;
         Ok::<_, ApiError>(report_response(report))
     }
     .await;
@@ -622,8 +642,14 @@ async fn import_rrweb<B: Backend>(
         let batch_id = batch_id(&params, &headers)?;
         let body = read_body(req, &state.limits).await?;
         let tab = params.tab.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| device.clone());
-        let admit = project_admit(&state, &key, &policy);
-        let import = RrwebImport { project: key, device, tab, seq_start: params.seq_start.unwrap_or(0), batch_id };
+        let admit = project_admit(&state, &policy.name, &policy);
+        let import = RrwebImport {
+            project: policy.name.clone(),
+            device,
+            tab,
+            seq_start: params.seq_start.unwrap_or(0),
+            batch_id,
+        };
         let report = state.backend.import_rrweb(import, body, admit).await?;
         Ok::<_, ApiError>(report_response(report))
     }
@@ -728,8 +754,15 @@ fn query_error(e: QueryError) -> ApiError {
     }
 }
 
-async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn query<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
+        let caller = state.gate.caller(&method, &headers).await?;
+        let scope = forbidden_counted(&state, caller.readable())?;
         let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
             ApiError::BadRequest(format!("expected a JSON body {{\"sql\": \"...\", \"min_as_of\": ms}}: {e}"))
         })?;
@@ -740,7 +773,8 @@ async fn query<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: Heade
         let snap = snapshot_at(&state, req.min_as_of).await?;
         let sql = req.sql;
         let timeout = limits.timeout;
-        let run = state.pool.run(timeout, move || async move { execute(&snap, &sql, &limits).await }).await;
+        let run =
+            state.pool.run(timeout, move || async move { execute_scoped(&snap, &sql, &limits, &scope).await }).await;
         let (result, cost) = match run {
             Ok((r, cost)) => (r.map_err(query_error)?, cost),
             Err(PoolError::Timeout(_)) => return Err(query_error(QueryError::Timeout(timeout))),
@@ -789,11 +823,18 @@ async fn replay<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path(id): Path<String>,
     Query(params): Query<ReplayParams>,
+    method: axum::http::Method,
+    headers: HeaderMap,
 ) -> Response {
     let result = async {
+        let caller = state.gate.caller(&method, &headers).await?;
+        let scope = forbidden_counted(&state, caller.readable())?;
         let snap = state.snapshots.latest();
+        // A session of a project the caller cannot read is not there for them.
         let (project, device, start, end) = find_session(&snap, &id)
+            .filter(|(project, ..)| scope.contains(project))
             .ok_or_else(|| ApiError::NotFound(format!("no session {id:?} in the views (as_of {})", snap.as_of)))?;
+        forbidden_counted(&state, caller.require(Role::Member, &project, "watching a replay"))?;
         let chunks = state.backend.replay_chunks(project.clone(), device.clone(), start, end).await?;
         let first = params.cursor.unwrap_or(0);
         if first > chunks.len() {
@@ -923,7 +964,18 @@ async fn health<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
+async fn metrics<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = async {
+        let caller = state.gate.caller(&method, &headers).await?;
+        forbidden_counted(&state, caller.require_everywhere(Role::Viewer, "/metrics"))
+    };
+    if let Err(e) = allowed.await {
+        return e.into_response();
+    }
     let snap = state.snapshots.latest();
     let mut text = state.backend.metrics();
     text.push_str("# HELP sightflow_views_as_of_ms Logical time of the newest published snapshot.\n# TYPE sightflow_views_as_of_ms gauge\n");
@@ -943,7 +995,110 @@ async fn metrics<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response 
         cpu.as_secs_f64(),
         state.waiters.load(Ordering::Relaxed),
     ));
+    let c = &state.gate.counters;
+    for (name, help, v) in [
+        ("sightflow_logins_total", "Console logins.", &c.logins),
+        ("sightflow_login_failures_total", "Refused logins: wrong email or password.", &c.login_failures),
+        ("sightflow_login_throttled_total", "Logins refused by the rate limit.", &c.login_throttled),
+        ("sightflow_unauthenticated_total", "Reads refused for a missing or bad credential.", &c.unauthenticated),
+        ("sightflow_forbidden_total", "Reads refused for the caller's role.", &c.forbidden),
+    ] {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Counts a 403.
+fn forbidden_counted<B, T>(state: &AppState<B>, r: Result<T, ApiError>) -> Result<T, ApiError> {
+    if let Err(ApiError::Forbidden(_)) = &r {
+        state.gate.counters.forbidden.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// Whether the client reached us over TLS (a trusted proxy's `X-Forwarded-Proto`).
+fn over_tls(headers: &HeaderMap, addr: Option<SocketAddr>, trusted: &[(IpAddr, u8)]) -> bool {
+    let from_proxy = addr.is_some_and(|a| trusted.iter().any(|net| sightflow_config::cidr_contains(*net, a.ip())));
+    from_proxy && header_str(headers, "x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+fn login_answer(caller_id: &str, grants: &[sightflow_config::access::Grant], csrf: &str, expires_ms: i64) -> Value {
+    json!({"principal": caller_id, "grants": grants, "csrf_token": csrf, "expires_ms": expires_ms})
+}
+
+async fn login<B: Backend>(State(state): State<Arc<AppState<B>>>, req: Request) -> Response {
+    let headers = req.headers().clone();
+    let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned().map(|c| c.0);
+    let result = async {
+        let body = read_body(req, &state.limits).await?;
+        let creds: LoginRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("expected a JSON body {{\"email\": \"...\", \"password\": \"...\"}}: {e}"))
+        })?;
+        let ip = client_ip(&headers, connect, &state.limits.trusted_proxies)
+            .parse::<IpAddr>()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let Some((cookie, login)) = state.gate.login(ip, &creds.email, &creds.password).await? else {
+            return Err(ApiError::Unauthorized("wrong email or password".into()));
+        };
+        let secure = over_tls(&headers, connect, &state.limits.trusted_proxies);
+        let max_age = state.gate.session_ttl_ms / 1000;
+        let mut resp = Json(login_answer(&login.principal.id, &login.principal.grants, &login.csrf, login.expires_ms))
+            .into_response();
+        if let Some(v) = crate::access::set_cookie(&cookie, max_age, secure) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok::<_, ApiError>(resp)
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+async fn logout<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let caller = state.gate.caller(&method, &headers).await?;
+        let Via::Cookie(cookie) = caller.via else {
+            return Err(ApiError::BadRequest("logout ends a console login; an API token is revoked instead".into()));
+        };
+        state.gate.logout(cookie).await?;
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Some(v) = crate::access::set_cookie("", 0, false) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        Ok::<_, ApiError>(resp)
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+async fn me<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let Caller { principal, csrf, .. } = state.gate.caller(&method, &headers).await?;
+        let mut v = json!({"principal": principal.id, "grants": principal.grants});
+        if let Some(csrf) = csrf {
+            v["csrf_token"] = json!(csrf);
+        }
+        let mut resp = Json(v).into_response();
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok::<_, ApiError>(resp)
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
 }
 
 #[cfg(test)]

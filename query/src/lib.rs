@@ -7,6 +7,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access;
 pub mod bounds;
 pub mod format;
 pub mod http;
@@ -14,4 +15,4 @@ pub mod pool;
 pub mod server;
 pub mod sql;
 
-pub use sql::{QueryError, QueryLimits, QueryResult, execute};
+pub use sql::{QueryError, QueryLimits, QueryResult, execute, execute_scoped};

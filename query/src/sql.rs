@@ -1,18 +1,24 @@
 //! Read-only SQL over one snapshot with DataFusion.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::StreamExt;
+use sightflow_config::access::Scope;
 use sightflow_dataflows::Snapshot;
 
 /// Bounds on one query.
@@ -107,19 +113,83 @@ impl QueryResult {
     }
 }
 
-/// A session over a snapshot: every view is a table, and the expansive functions are
-/// bounded ([`crate::bounds`]).
-pub fn context(snapshot: &Snapshot, limits: &QueryLimits) -> Result<SessionContext, QueryError> {
+/// A session over a snapshot: every view is a table, holding only the rows of the
+/// projects in `scope`, and the expansive functions are bounded ([`crate::bounds`]).
+///
+/// The scope is applied here, where the tables are handed to DataFusion, so no SQL can
+/// read a row outside it: a table scoped to projects P yields only rows whose `project`
+/// is in P (and a table without a `project` column, such as `sightflow_state`, none).
+pub fn context(snapshot: &Snapshot, limits: &QueryLimits, scope: &Scope) -> Result<SessionContext, QueryError> {
     let runtime =
         RuntimeEnvBuilder::new().with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes))).build_arc()?;
     let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, batches) in &snapshot.tables {
-        let table = MemTable::try_new(schema.clone(), vec![batches.clone()])?;
-        ctx.register_table(*name, Arc::new(table))?;
+        let table: Arc<dyn TableProvider> = match scope.names() {
+            None => Arc::new(MemTable::try_new(schema.clone(), vec![batches.clone()])?),
+            Some(projects) => Arc::new(ScopedTable {
+                schema: schema.clone(),
+                batches: batches.clone(),
+                projects: Arc::new(projects.iter().cloned().collect()),
+            }),
+        };
+        ctx.register_table(*name, table)?;
     }
     crate::bounds::install(&ctx, crate::bounds::FunctionLimits::for_memory(limits.memory_bytes));
     Ok(ctx)
+}
+
+/// A view restricted to some projects' rows: the rows are filtered when the table is
+/// scanned (only the tables a query reads pay for it).
+#[derive(Debug)]
+struct ScopedTable {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    projects: Arc<BTreeSet<String>>,
+}
+
+impl ScopedTable {
+    fn rows(&self) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let Ok(col) = self.schema.index_of("project") else {
+            // A table that is not per project shows nothing to a scoped caller.
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(self.batches.len());
+        for b in &self.batches {
+            let Some(projects) = b.column(col).as_string_opt::<i32>() else {
+                return Err(DataFusionError::Internal("the project column is not text".into()));
+            };
+            let keep: BooleanArray =
+                projects.iter().map(|p| Some(p.is_some_and(|p| self.projects.contains(p)))).collect();
+            let kept = filter_record_batch(b, &keep)?;
+            if kept.num_rows() > 0 {
+                out.push(kept);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for ScopedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let table = MemTable::try_new(self.schema.clone(), vec![self.rows()?])?;
+        table.scan(state, projection, filters, limit).await
+    }
 }
 
 /// Refuses anything but a query before planning, by the parsed statement: a query,
@@ -163,13 +233,23 @@ fn read_only(s: &DFStatement) -> bool {
     }
 }
 
-/// Runs `sql` against `snapshot`.
+/// Runs `sql` against every project's rows of `snapshot`.
 pub async fn execute(snapshot: &Snapshot, sql: &str, limits: &QueryLimits) -> Result<QueryResult, QueryError> {
+    execute_scoped(snapshot, sql, limits, &Scope::All).await
+}
+
+/// Runs `sql` against the rows of `snapshot` that belong to the projects in `scope`.
+pub async fn execute_scoped(
+    snapshot: &Snapshot,
+    sql: &str,
+    limits: &QueryLimits,
+    scope: &Scope,
+) -> Result<QueryResult, QueryError> {
     if sql.len() > limits.max_sql_bytes {
         return Err(QueryError::TooLong { len: sql.len(), max: limits.max_sql_bytes });
     }
     check_read_only(sql)?;
-    let ctx = context(snapshot, limits)?;
+    let ctx = context(snapshot, limits, scope)?;
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let run = async {
         let df = ctx.sql_with_options(sql, options).await?;
@@ -215,6 +295,62 @@ mod tests {
         let e = execute(&empty(), "select v from range(3000000) t(v) order by v desc", &limits).await.unwrap_err();
         assert!(matches!(e, QueryError::Resources(_)), "{e:?}");
         assert!(e.to_string().starts_with("query refused: "), "{e}");
+    }
+
+    fn two_projects() -> Snapshot {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("project", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let batch = |p: Vec<&str>, n: Vec<i64>| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(p)), Arc::new(Int64Array::from(n))])
+                .unwrap()
+        };
+        let state = Arc::new(Schema::new(vec![Field::new("rows", DataType::Int64, false)]));
+        let state_batch = RecordBatch::try_new(state.clone(), vec![Arc::new(Int64Array::from(vec![3]))]).unwrap();
+        Snapshot {
+            as_of: 7,
+            complete: true,
+            tables: vec![
+                (
+                    "sessions",
+                    schema.clone(),
+                    vec![batch(vec!["a", "b"], vec![1, 2]), batch(vec!["b", "c"], vec![4, 8])],
+                ),
+                ("sightflow_state", state, vec![state_batch]),
+            ],
+            state: Default::default(),
+        }
+    }
+
+    async fn sum(snap: &Snapshot, sql: &str, scope: &Scope) -> String {
+        let r = execute_scoped(snap, sql, &QueryLimits::default(), scope).await.unwrap();
+        let rows = crate::format::to_json_answer(&r, 1 << 20).unwrap();
+        String::from_utf8(rows).unwrap()
+    }
+
+    /// A scoped catalog holds only the scope's rows, whatever the SQL asks for.
+    #[tokio::test]
+    async fn a_scope_limits_every_table_to_its_projects() {
+        let snap = two_projects();
+        let b = Scope::Projects(vec!["b".into()]);
+        let all = sum(&snap, "select sum(n) s from sessions", &Scope::All).await;
+        assert!(all.contains("[15]"), "{all}");
+        let only_b = sum(&snap, "select sum(n) s from sessions", &b).await;
+        assert!(only_b.contains("[6]"), "{only_b}");
+        let asks_for_a = sum(&snap, "select count(*) c from sessions where project = 'a'", &b).await;
+        assert!(asks_for_a.contains("[0]"), "{asks_for_a}");
+        let state = sum(&snap, "select count(*) c from sightflow_state", &b).await;
+        assert!(state.contains("[0]"), "a table that is not per project shows nothing: {state}");
+        let union = sum(&snap, "select count(*) c from (select project from sessions union all select 'x')", &b).await;
+        assert!(union.contains("[3]"), "{union}");
+        let none = sum(&snap, "select count(*) c from sessions", &Scope::Projects(vec![])).await;
+        assert!(none.contains("[0]"), "{none}");
+        let tables =
+            sum(&snap, "select count(*) c from information_schema.tables where table_name = 'sessions'", &b).await;
+        assert!(tables.contains("[1]"), "the schema stays visible: {tables}");
     }
 
     #[test]

@@ -9,10 +9,13 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use sightflow::serve::{Started, build, now_ms};
 use sightflow_config::Config;
+use sightflow_config::access::Role;
 use tower::ServiceExt;
 
-struct Api {
-    started: Started,
+pub(crate) struct Api {
+    pub(crate) started: Started,
+    /// An owner token: requests without an `authorization` header get it.
+    pub(crate) token: String,
     _dir: tempfile::TempDir,
     query_rt: Option<tokio::runtime::Runtime>,
 }
@@ -26,7 +29,7 @@ impl Drop for Api {
     }
 }
 
-fn api(extra: &str) -> Api {
+pub(crate) fn api(extra: &str) -> Api {
     api_with(extra, &[])
 }
 
@@ -56,7 +59,8 @@ fn api_with(extra: &str, sections: &[(&str, &str)]) -> Api {
     let config = Config::from_toml_str(&dedupe_keys(&text)).unwrap();
     let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let started = build(config, dir.path(), query_rt.handle().clone()).unwrap();
-    Api { started, _dir: dir, query_rt: Some(query_rt) }
+    let (token, _) = started.meta.token_create("tests", Role::Owner, None, "tests").unwrap();
+    Api { started, token, _dir: dir, query_rt: Some(query_rt) }
 }
 
 /// Keeps the last value of a key repeated within a section (so that tests can override
@@ -77,24 +81,33 @@ fn dedupe_keys(text: &str) -> String {
     out.join("\n") + "\n"
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 impl Api {
-    async fn call(&self, req: Request<Body>) -> Reply {
+    pub(crate) async fn call(&self, mut req: Request<Body>) -> Reply {
+        if !req.headers().contains_key(header::AUTHORIZATION) {
+            let v = format!("Bearer {}", self.token).parse().unwrap();
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        self.call_as_is(req).await
+    }
+
+    /// The request as given: no credential is added.
+    pub(crate) async fn call_as_is(&self, req: Request<Body>) -> Reply {
         let resp = self.started.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -102,7 +115,7 @@ impl Api {
         Reply { status, headers, body }
     }
 
-    async fn post(&self, uri: &str, ct: &str, body: impl Into<Body>) -> Reply {
+    pub(crate) async fn post(&self, uri: &str, ct: &str, body: impl Into<Body>) -> Reply {
         self.call(Request::post(uri).header(header::CONTENT_TYPE, ct).body(body.into()).unwrap()).await
     }
 
@@ -111,18 +124,18 @@ impl Api {
     }
 
     /// Rows of a query once the views have caught up with now.
-    async fn rows(&self, sql: &str) -> Vec<Value> {
+    pub(crate) async fn rows(&self, sql: &str) -> Vec<Value> {
         let r = self.query(sql, Some(now_ms())).await;
         assert_eq!(r.status, StatusCode::OK, "{sql}: {}", r.text());
         r.json()["rows"].as_array().unwrap().clone()
     }
 }
 
-fn recording(name: &str) -> String {
+pub(crate) fn recording(name: &str) -> String {
     std::fs::read_to_string(format!("{}/tests/fixtures/rrweb/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-fn now_event(kind: &str, device: &str, extra: Value) -> Value {
+pub(crate) fn now_event(kind: &str, device: &str, extra: Value) -> Value {
     let mut e = json!({"type": kind, "device_id": device, "ts": now_ms()});
     e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     e
@@ -723,6 +736,7 @@ async fn waiting_queries_do_not_starve_ingest() {
         let router = a.started.router.clone();
         let req = Request::post("/api/v1/query")
             .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {}", a.token))
             .body(Body::from(json!({"sql": "select 1", "min_as_of": far}).to_string()))
             .unwrap();
         waiters.push(tokio::spawn(async move { router.oneshot(req).await.map(|r| r.status()) }));

@@ -71,7 +71,8 @@ fn query_on_a_server_prints_as_batch_mode_does() {
     let sql = "select count(*) as n, sum(error_clicks) as e from sessions";
     let on_server = |fmt: &str| {
         let mut c = bin();
-        c.args(["query", "--url", &server.url, "--min-as-of", &token.to_string(), "--sql", sql, "--format", fmt]);
+        c.args(["query", "--url", &server.url, "--token", &server.token, "--min-as-of", &token.to_string()]);
+        c.args(["--sql", sql, "--format", fmt]);
         run(&mut c)
     };
     let (ok, out, err) = on_server("csv");
@@ -82,8 +83,15 @@ fn query_on_a_server_prints_as_batch_mode_does() {
     let (ok, out, _) = on_server("json");
     assert!(ok);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), serde_json::json!([{"n": 1, "e": 2}]));
-    let (ok, _, err) = run(bin().args(["query", "--url", &server.url, "--sql", "select nope"]));
+    let (ok, _, err) =
+        run(bin().args(["query", "--url", &server.url, "--token", &server.token, "--sql", "select nope"]));
     assert!(!ok && err.contains("server answered 400") && err.contains("nope"), "{err}");
+    let (ok, _, err) =
+        run(bin().args(["query", "--url", &server.url, "--sql", "select 1"]).env_remove("SIGHTFLOW_TOKEN"));
+    assert!(!ok && err.contains("--url needs an API token"), "{err}");
+    let (ok, _, err) =
+        run(bin().args(["query", "--url", &server.url, "--token", "sf_forged_0000", "--sql", "select 1"]));
+    assert!(!ok && err.contains("server answered 401") && err.contains("not valid"), "{err}");
 }
 
 #[test]

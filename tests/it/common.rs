@@ -36,6 +36,36 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
+/// The API token each server URL of these tests is read with.
+static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Reads the server at `url` with `token` from now on.
+pub fn register_token(url: &str, token: &str) {
+    let mut t = TOKENS.lock().unwrap();
+    t.retain(|(u, _)| u != url);
+    t.push((url.to_string(), token.to_string()));
+}
+
+/// The token registered for `url`.
+pub fn token_for(url: &str) -> String {
+    TOKENS.lock().unwrap().iter().find(|(u, _)| u == url).map(|(_, t)| t.clone()).unwrap_or_default()
+}
+
+/// `sightflow token create` of an owner token in the metadata store of a data directory.
+pub fn owner_token(config_file: &Path, data_dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sightflow"))
+        .args(["token", "create", "--role", "owner", "--name", "tests", "--config"])
+        .arg(config_file)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("sf_") && !token.contains('\n'), "only the token on stdout: {token:?}");
+    token
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -43,8 +73,11 @@ pub fn free_port() -> u16 {
 /// Rows of a table on a server (as sorted JSON objects), once the views reach `min_as_of`.
 pub fn rows(url: &str, table: &str, min_as_of: u64) -> Vec<String> {
     let body = serde_json::json!({"sql": format!("select * from {table}"), "min_as_of": min_as_of}).to_string();
-    let mut r =
-        ureq::post(&format!("{url}/api/v1/query")).content_type("application/json").send(body.as_str()).unwrap();
+    let mut r = ureq::post(&format!("{url}/api/v1/query"))
+        .header("authorization", &format!("Bearer {}", token_for(url)))
+        .content_type("application/json")
+        .send(body.as_str())
+        .unwrap();
     let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
     let cols: Vec<String> = v["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     let mut rows: Vec<String> = v["rows"]
@@ -109,6 +142,8 @@ pub fn assert_same_views(url: &str, files: &[(String, String)], min_as_of: u64, 
 pub struct ServerProcess {
     pub child: Child,
     pub url: String,
+    /// An owner token of the server's metadata store.
+    pub token: String,
 }
 
 impl ServerProcess {
@@ -117,6 +152,7 @@ impl ServerProcess {
         std::fs::create_dir_all(dir).unwrap();
         let file = dir.join("sightflow.toml");
         std::fs::write(&file, config).unwrap();
+        let token = owner_token(&file, &dir.join("data"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_sightflow"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
             .arg(&file)
@@ -130,7 +166,9 @@ impl ServerProcess {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert!(line.contains("listening on http://127.0.0.1:"), "unexpected first line {line:?}");
-        ServerProcess { child, url: format!("http://127.0.0.1:{port}") }
+        let url = format!("http://127.0.0.1:{port}");
+        register_token(&url, &token);
+        ServerProcess { child, url, token }
     }
 
     /// Waits (up to a minute) for `/health` to say ready, and returns it.
@@ -154,7 +192,10 @@ impl ServerProcess {
 
     /// A counter or gauge without labels from `/metrics` (0 when absent).
     pub fn metric(&self, name: &str) -> u64 {
-        let mut r = ureq::get(&format!("{}/metrics", self.url)).call().unwrap();
+        let mut r = ureq::get(&format!("{}/metrics", self.url))
+            .header("authorization", &format!("Bearer {}", self.token))
+            .call()
+            .unwrap();
         let m = r.body_mut().read_to_string().unwrap();
         m.lines()
             .find(|l| l.starts_with(&format!("{name} ")))

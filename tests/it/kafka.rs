@@ -130,6 +130,8 @@ fn backfill(config_file: &Path, from: &str, out: &Path) -> (Child, String, Strin
     let mut child = Command::new(env!("CARGO_BIN_EXE_sightflow"))
         .args(["backfill", "--config"])
         .arg(config_file)
+        .arg("--data-dir")
+        .arg(config_file.parent().unwrap().join("data"))
         .args(["--from", from, "--until", "end", "--progress", "lines", "--out"])
         .arg(out)
         .args(["--serve", &format!("127.0.0.1:{port}")])
@@ -163,7 +165,13 @@ fn backfill(config_file: &Path, from: &str, out: &Path) -> (Child, String, Strin
         }
     }
     eprintln!("--- backfill --from {from} ---\n{stderr}{printed}");
-    (child, format!("http://127.0.0.1:{port}"), format!("{stderr}{printed}"))
+    let url = format!("http://127.0.0.1:{port}");
+    // The backfill's server reads the accounts of the data directory it was given.
+    crate::common::register_token(
+        &url,
+        &crate::common::owner_token(config_file, &config_file.parent().unwrap().join("data")),
+    );
+    (child, url, format!("{stderr}{printed}"))
 }
 
 #[test]

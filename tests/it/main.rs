@@ -1,6 +1,7 @@
 //! The end-to-end tests of the `sightflow` binary, as one test binary (each links
 //! DataFusion and librdkafka once):
 //!
+//! - `access`: who may read what: every endpoint against every kind of credential;
 //! - `api`: the HTTP API through the router, backed by a real log, store and dataflow;
 //! - `cli`: batch queries, bad input, config checks, backfill failures;
 //! - `fixtures`: the real rrweb recordings against their ground truth;
@@ -8,6 +9,7 @@
 //! - `server`: the real `serve` on a loopback port: imports, `kill -9`, hostile input, a
 //!   full disk.
 
+mod access;
 mod api;
 mod cli;
 mod common;

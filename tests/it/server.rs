@@ -75,7 +75,10 @@ fn a_server_killed_mid_import_resumes_without_losing_or_double_counting() {
     // Kill the server once part of the recording is in.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut r = ureq::get(&format!("{url}/metrics")).call().unwrap();
+        let mut r = ureq::get(&format!("{url}/metrics"))
+            .header("authorization", &format!("Bearer {}", server.token))
+            .call()
+            .unwrap();
         let m = r.body_mut().read_to_string().unwrap();
         let accepted: u64 = m
             .lines()
@@ -115,9 +118,14 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// Status, body and headers of one request.
+/// Status, body and headers of one request (with its server's owner token unless the
+/// headers carry an `authorization`).
 fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String, Vec<(String, String)>) {
     let mut b = ureq::http::Request::builder().method(method).uri(url);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+        let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        b = b.header("authorization", format!("Bearer {}", crate::common::token_for(&base)));
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }

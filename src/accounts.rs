@@ -1,0 +1,153 @@
+//! The metadata store wired to the rest: it answers the HTTP layer's credential checks
+//! ([`Directory`] as [`Accounts`]), gives ingest its project keys ([`ProjectKeys`], a
+//! cache refreshed every second, so a project added by `sightflow project add` while
+//! `serve` runs takes events within a second and ingest never waits on the store), and
+//! is seeded from the configuration's projects.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use sightflow_config::Config;
+use sightflow_config::access::{Grant, Role};
+use sightflow_connectors::meta::{MetaError, MetaStore, NewProject};
+use sightflow_query::access::{Accounts, Gate, Login, LoginPolicy};
+use sightflow_query::http::ProjectPolicy;
+
+/// The email of the owner a first start creates.
+pub const FIRST_OWNER: &str = "owner@localhost";
+
+/// Opens the store `metadata.url` names (SQLite under `data_dir` by default).
+pub fn open(config: &Config, data_dir: &Path) -> Result<MetaStore, MetaError> {
+    MetaStore::open(&config.metadata.url, data_dir)
+}
+
+/// Creates the configuration's projects that the store lacks (a project there keeps its
+/// settings); returns the names created.
+pub fn seed(store: &MetaStore, config: &Config) -> Result<Vec<String>, MetaError> {
+    let mut created = Vec::new();
+    for (name, p) in &config.projects {
+        let new = NewProject {
+            ingest_key: Some(p.ingest_key.clone().unwrap_or_else(|| name.clone())),
+            allowed_origins: p.allowed_origins.clone(),
+            time_zone: p.time_zone.clone(),
+            retention_days: p.retention_days,
+            rate_limit_per_s: p.rate_limit_per_s,
+        };
+        if store.project_seed(name, new)? {
+            created.push(name.clone());
+        }
+    }
+    Ok(created)
+}
+
+/// On a store without users, creates an owner of every project with a random password
+/// and returns (email, password), to be shown once.
+pub fn first_owner(store: &MetaStore) -> Result<Option<(String, String)>, MetaError> {
+    if store.user_count()? > 0 {
+        return Ok(None);
+    }
+    let password = random_password();
+    match store.user_add(FIRST_OWNER, &password, Grant::everywhere(Role::Owner)) {
+        Ok(_) => Ok(Some((FIRST_OWNER.to_string(), password))),
+        // Another server created it in the meantime.
+        Err(MetaError::Exists(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// 20 characters from an unambiguous alphabet (about 100 bits).
+pub fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..20).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// The store as the HTTP layer's accounts.
+pub struct Directory(pub Arc<MetaStore>);
+
+impl Accounts for Directory {
+    fn token(&self, token: &str) -> Result<Option<sightflow_config::access::Principal>, String> {
+        self.0.authenticate_token(token).map_err(|e| e.to_string())
+    }
+
+    fn session(&self, cookie: &str) -> Result<Option<Login>, String> {
+        let s = self.0.login(cookie).map_err(|e| e.to_string())?;
+        Ok(s.map(|s| Login { principal: s.principal, csrf: s.csrf, expires_ms: s.expires_ms }))
+    }
+
+    fn login(&self, email: &str, password: &str, ttl_ms: i64) -> Result<Option<(String, Login)>, String> {
+        let Some(user) = self.0.verify_password(email, password).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let (cookie, s) = self.0.login_create(&user, ttl_ms).map_err(|e| e.to_string())?;
+        Ok(Some((cookie, Login { principal: s.principal, csrf: s.csrf, expires_ms: s.expires_ms })))
+    }
+
+    fn logout(&self, cookie: &str) -> Result<(), String> {
+        self.0.logout(cookie).map_err(|e| e.to_string())
+    }
+}
+
+/// The credential gate of a configuration over a store.
+pub fn gate(config: &Config, store: Arc<MetaStore>) -> Gate {
+    let a = &config.auth;
+    Gate::new(
+        Arc::new(Directory(store)),
+        &LoginPolicy {
+            session_ttl_ms: (a.session_ttl_s as i64).saturating_mul(1000),
+            per_ip_per_min: a.login_attempts_per_min_per_ip,
+            per_email_per_min: a.login_attempts_per_min_per_email,
+        },
+    )
+}
+
+/// Ingest's view of the projects: by ingest key, refreshed from the store.
+pub struct ProjectKeys {
+    store: Arc<MetaStore>,
+    by_key: RwLock<Arc<HashMap<String, ProjectPolicy>>>,
+}
+
+impl ProjectKeys {
+    /// Loads the projects now.
+    pub fn load(store: Arc<MetaStore>) -> Result<ProjectKeys, MetaError> {
+        let keys = ProjectKeys { store, by_key: RwLock::new(Arc::default()) };
+        keys.refresh()?;
+        Ok(keys)
+    }
+
+    /// Reloads the projects (blocking: the store is read).
+    pub fn refresh(&self) -> Result<(), MetaError> {
+        let map: HashMap<String, ProjectPolicy> = self
+            .store
+            .projects()?
+            .into_iter()
+            .map(|p| {
+                let policy = ProjectPolicy {
+                    name: p.name,
+                    allowed_origins: p.allowed_origins,
+                    rate_limit_per_s: p.rate_limit_per_s,
+                };
+                (p.ingest_key, policy)
+            })
+            .collect();
+        *self.by_key.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        Ok(())
+    }
+
+    /// The project of an ingest key.
+    pub fn get(&self, key: &str) -> Option<ProjectPolicy> {
+        self.by_key.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// Every project's policy.
+    pub fn all(&self) -> Arc<HashMap<String, ProjectPolicy>> {
+        self.by_key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The store behind.
+    pub fn store(&self) -> &Arc<MetaStore> {
+        &self.store
+    }
+}
