@@ -9,8 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use sightflow_config::Config;
-use sightflow_config::access::{Grant, Role};
-use sightflow_connectors::meta::{MetaError, MetaStore, NewProject};
+use sightflow_config::access::{
+    AccountError, Grant, NewProject, Principal, ProjectRow, ProjectUpdate, Role, TokenRow, UserRow,
+};
+use sightflow_connectors::meta::{MetaError, MetaStore};
 use sightflow_query::access::{Accounts, Gate, Login, LoginPolicy};
 use sightflow_query::http::ProjectPolicy;
 
@@ -68,25 +70,75 @@ pub fn random_password() -> String {
 pub struct Directory(pub Arc<MetaStore>);
 
 impl Accounts for Directory {
-    fn token(&self, token: &str) -> Result<Option<sightflow_config::access::Principal>, String> {
-        self.0.authenticate_token(token).map_err(|e| e.to_string())
+    fn token(&self, token: &str) -> Result<Option<Principal>, AccountError> {
+        Ok(self.0.authenticate_token(token)?)
     }
 
-    fn session(&self, cookie: &str) -> Result<Option<Login>, String> {
-        let s = self.0.login(cookie).map_err(|e| e.to_string())?;
+    fn session(&self, cookie: &str) -> Result<Option<Login>, AccountError> {
+        let s = self.0.login(cookie)?;
         Ok(s.map(|s| Login { principal: s.principal, csrf: s.csrf, expires_ms: s.expires_ms }))
     }
 
-    fn login(&self, email: &str, password: &str, ttl_ms: i64) -> Result<Option<(String, Login)>, String> {
-        let Some(user) = self.0.verify_password(email, password).map_err(|e| e.to_string())? else {
+    fn login(&self, email: &str, password: &str, ttl_ms: i64) -> Result<Option<(String, Login)>, AccountError> {
+        let Some(user) = self.0.verify_password(email, password)? else {
             return Ok(None);
         };
-        let (cookie, s) = self.0.login_create(&user, ttl_ms).map_err(|e| e.to_string())?;
+        let (cookie, s) = self.0.login_create(&user, ttl_ms)?;
         Ok(Some((cookie, Login { principal: s.principal, csrf: s.csrf, expires_ms: s.expires_ms })))
     }
 
-    fn logout(&self, cookie: &str) -> Result<(), String> {
-        self.0.logout(cookie).map_err(|e| e.to_string())
+    fn logout(&self, cookie: &str) -> Result<(), AccountError> {
+        Ok(self.0.logout(cookie)?)
+    }
+
+    fn projects(&self) -> Result<Vec<ProjectRow>, AccountError> {
+        Ok(self.0.projects()?)
+    }
+
+    fn project_add(&self, name: &str, p: NewProject) -> Result<ProjectRow, AccountError> {
+        Ok(self.0.project_add(name, p)?)
+    }
+
+    fn project_update(&self, name: &str, u: ProjectUpdate) -> Result<ProjectRow, AccountError> {
+        Ok(self.0.project_update(name, u)?)
+    }
+
+    fn project_delete(&self, name: &str) -> Result<(), AccountError> {
+        Ok(self.0.project_delete(name)?)
+    }
+
+    fn users(&self) -> Result<Vec<UserRow>, AccountError> {
+        Ok(self.0.users()?)
+    }
+
+    fn user_add(&self, email: &str, password: &str, grant: Grant) -> Result<UserRow, AccountError> {
+        Ok(self.0.user_add(email, password, grant)?)
+    }
+
+    fn user_grant(&self, email: &str, grant: Grant) -> Result<(), AccountError> {
+        Ok(self.0.user_grant(email, grant)?)
+    }
+
+    fn user_ungrant(&self, email: &str, project: Option<&str>) -> Result<(), AccountError> {
+        Ok(self.0.user_ungrant(email, project)?)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRow>, AccountError> {
+        Ok(self.0.tokens()?)
+    }
+
+    fn token_create(
+        &self,
+        name: &str,
+        role: Role,
+        project: Option<&str>,
+        created_by: &str,
+    ) -> Result<(String, TokenRow), AccountError> {
+        Ok(self.0.token_create(name, role, project, created_by)?)
+    }
+
+    fn token_revoke(&self, id: &str) -> Result<(), AccountError> {
+        Ok(self.0.token_revoke(id)?)
     }
 }
 

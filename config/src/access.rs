@@ -164,6 +164,115 @@ impl Principal {
     }
 }
 
+/// Why an account operation failed, by what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// A value given is not acceptable (names the field): 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing named does not exist: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing named exists already: 409.
+    #[error("{0}")]
+    Exists(String),
+    /// The store is failing: 503.
+    #[error("the metadata store is failing: {0}")]
+    Failing(String),
+}
+
+/// A project as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectRow {
+    /// Its name: what views, commands and the API call it.
+    pub name: String,
+    /// The public key browsers send with events.
+    pub ingest_key: String,
+    /// Browser origins allowed to send events.
+    pub allowed_origins: Vec<String>,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Days kept (0: the server's retention).
+    pub retention_days: u32,
+    /// Events per second accepted (0: unlimited).
+    pub rate_limit_per_s: f64,
+    /// When it was created (ms since the epoch).
+    pub created_ms: i64,
+}
+
+/// A new project's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    /// Its ingest key; a random `sf_pk_...` one when absent.
+    #[serde(default)]
+    pub ingest_key: Option<String>,
+    /// Browser origins allowed to send events.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// IANA time zone; UTC when absent.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Days kept (0: the server's retention).
+    #[serde(default)]
+    pub retention_days: u32,
+    /// Events per second accepted (0: unlimited).
+    #[serde(default)]
+    pub rate_limit_per_s: f64,
+}
+
+/// Changes to a project's settings; what is absent stays.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdate {
+    /// Browser origins allowed to send events.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
+    /// IANA time zone.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Days kept (0: the server's retention).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// Events per second accepted (0: unlimited).
+    #[serde(default)]
+    pub rate_limit_per_s: Option<f64>,
+}
+
+/// A user as listed (never with the password hash).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserRow {
+    /// Opaque id.
+    pub id: String,
+    /// The login.
+    pub email: String,
+    /// Roles held, by project (`None`: every project).
+    pub grants: Vec<Grant>,
+    /// When it was created (ms since the epoch).
+    pub created_ms: i64,
+}
+
+/// An API token as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenRow {
+    /// The visible prefix, `sf_<id>`: how lists and `token revoke` name it.
+    pub id: String,
+    /// What it is for.
+    pub name: String,
+    /// The role it carries.
+    pub role: Role,
+    /// The one project it may read; `None`: every project.
+    pub project: Option<String>,
+    /// Who created it (`user:EMAIL`, `cli`).
+    pub created_by: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: i64,
+    /// When it was last used, to the minute.
+    pub last_used_ms: Option<i64>,
+    /// When it was revoked.
+    pub revoked_ms: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

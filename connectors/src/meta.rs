@@ -18,7 +18,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sightflow_config::access::{Grant, Principal, Role};
+use sightflow_config::access::{AccountError, Grant, Principal, Role};
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,17 @@ pub enum MetaError {
     /// The thing named exists already.
     #[error("{0}")]
     Exists(String),
+}
+
+impl From<MetaError> for AccountError {
+    fn from(e: MetaError) -> AccountError {
+        match e {
+            MetaError::Invalid(m) => AccountError::Invalid(m),
+            MetaError::NotFound(m) => AccountError::NotFound(m),
+            MetaError::Exists(m) => AccountError::Exists(m),
+            other => AccountError::Failing(other.to_string()),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for MetaError {
@@ -236,73 +247,7 @@ CREATE INDEX login_sessions_expiry ON login_sessions (expires_ms);
 /// The `project` of a membership on every project.
 const EVERY_PROJECT: &str = "*";
 
-/// A project as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ProjectRow {
-    /// Its name: what views, commands and the API call it.
-    pub name: String,
-    /// The public key browsers send with events.
-    pub ingest_key: String,
-    /// Browser origins allowed to send events.
-    pub allowed_origins: Vec<String>,
-    /// IANA time zone.
-    pub time_zone: String,
-    /// Days kept (0: the server's retention).
-    pub retention_days: u32,
-    /// Events per second accepted (0: unlimited).
-    pub rate_limit_per_s: f64,
-    /// When it was created (ms since the epoch).
-    pub created_ms: i64,
-}
-
-/// A new project's settings.
-#[derive(Debug, Clone, Default)]
-pub struct NewProject {
-    /// Its ingest key; a random `sf_pk_...` one when absent.
-    pub ingest_key: Option<String>,
-    /// Browser origins allowed to send events.
-    pub allowed_origins: Vec<String>,
-    /// IANA time zone; UTC when absent.
-    pub time_zone: Option<String>,
-    /// Days kept (0: the server's retention).
-    pub retention_days: u32,
-    /// Events per second accepted (0: unlimited).
-    pub rate_limit_per_s: f64,
-}
-
-/// A user as listed (never with the password hash).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct UserRow {
-    /// Opaque id.
-    pub id: String,
-    /// The login.
-    pub email: String,
-    /// Roles held, by project (`None`: every project).
-    pub grants: Vec<Grant>,
-    /// When it was created (ms since the epoch).
-    pub created_ms: i64,
-}
-
-/// An API token as listed (never with its secret).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct TokenRow {
-    /// The visible prefix, `sf_<id>`: how lists and `token revoke` name it.
-    pub id: String,
-    /// What it is for.
-    pub name: String,
-    /// The role it carries.
-    pub role: Role,
-    /// The one project it may read; `None`: every project.
-    pub project: Option<String>,
-    /// Who created it (`user:EMAIL`, `cli`).
-    pub created_by: String,
-    /// When it was created (ms since the epoch).
-    pub created_ms: i64,
-    /// When it was last used, to the minute.
-    pub last_used_ms: Option<i64>,
-    /// When it was revoked.
-    pub revoked_ms: Option<i64>,
-}
+pub use sightflow_config::access::{NewProject, ProjectRow, ProjectUpdate, TokenRow, UserRow};
 
 /// A console login, as the cookie finds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -566,6 +511,46 @@ impl MetaStore {
                 db.query(&format!("SELECT {} FROM projects WHERE name = ?1", Self::PROJECT_COLUMNS), &[name.into()])?;
             Ok(rows.first().map(|r| Self::project_of(r)))
         })
+    }
+
+    /// Changes a project's settings (what is `None` stays).
+    pub fn project_update(&self, name: &str, u: ProjectUpdate) -> Result<ProjectRow, MetaError> {
+        let Some(mut p) = self.project(name)? else {
+            return Err(MetaError::NotFound(format!("no project {name:?}")));
+        };
+        if let Some(tz) = &u.time_zone
+            && tz.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(MetaError::Invalid(format!("{tz:?} is not an IANA time zone")));
+        }
+        if let Some(o) = u.allowed_origins.as_ref().and_then(|o| o.iter().find(|o| *o != "*" && !o.contains("://"))) {
+            return Err(MetaError::Invalid(format!(
+                "{o:?} is not an origin like \"https://shop.test\", \"https://*.shop.test\" or \"*\""
+            )));
+        }
+        if u.rate_limit_per_s.is_some_and(|r| !(r >= 0.0 && r.is_finite())) {
+            return Err(MetaError::Invalid("rate_limit_per_s must be a number of events per second, 0 or more".into()));
+        }
+        p.allowed_origins = u.allowed_origins.unwrap_or(p.allowed_origins);
+        p.time_zone = u.time_zone.unwrap_or(p.time_zone);
+        p.retention_days = u.retention_days.unwrap_or(p.retention_days);
+        p.rate_limit_per_s = u.rate_limit_per_s.unwrap_or(p.rate_limit_per_s);
+        let origins = serde_json::to_string(&p.allowed_origins).unwrap_or_else(|_| "[]".into());
+        self.with(|db| {
+            db.execute(
+                "UPDATE projects SET allowed_origins = ?2, time_zone = ?3, retention_days = ?4, rate_limit_per_s = ?5 \
+                 WHERE name = ?1",
+                &[
+                    name.into(),
+                    origins.into(),
+                    p.time_zone.as_str().into(),
+                    (p.retention_days as i64).into(),
+                    p.rate_limit_per_s.into(),
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(p)
     }
 
     /// Deletes a project's metadata: its memberships go, its tokens are revoked.

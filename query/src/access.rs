@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use sightflow_config::access::{Principal, Role, Scope};
+use sightflow_config::access::{
+    AccountError, Grant, NewProject, Principal, ProjectRow, ProjectUpdate, Role, Scope, TokenRow, UserRow,
+};
 
 use crate::http::ApiError;
 
@@ -34,18 +36,59 @@ pub struct Login {
     pub expires_ms: i64,
 }
 
-/// The accounts the HTTP layer checks credentials against. Calls may block (they run on
-/// blocking threads); an `Err` is a failing store, answered with 503.
+/// The accounts the HTTP layer checks credentials against and manages. Calls may block
+/// (they run on blocking threads). Role checks are the caller's: these only do.
 pub trait Accounts: Send + Sync + 'static {
     /// The principal of an API token's text, if it is a live token.
-    fn token(&self, token: &str) -> Result<Option<Principal>, String>;
+    fn token(&self, token: &str) -> Result<Option<Principal>, AccountError>;
     /// The live login of a cookie's value.
-    fn session(&self, cookie: &str) -> Result<Option<Login>, String>;
+    fn session(&self, cookie: &str) -> Result<Option<Login>, AccountError>;
     /// Checks an email and password; on success starts a login of `ttl_ms` and returns
     /// the cookie's value with it.
-    fn login(&self, email: &str, password: &str, ttl_ms: i64) -> Result<Option<(String, Login)>, String>;
+    fn login(&self, email: &str, password: &str, ttl_ms: i64) -> Result<Option<(String, Login)>, AccountError>;
     /// Ends the login of a cookie's value.
-    fn logout(&self, cookie: &str) -> Result<(), String>;
+    fn logout(&self, cookie: &str) -> Result<(), AccountError>;
+    /// Every project.
+    fn projects(&self) -> Result<Vec<ProjectRow>, AccountError>;
+    /// Creates a project.
+    fn project_add(&self, name: &str, p: NewProject) -> Result<ProjectRow, AccountError>;
+    /// Changes a project's settings.
+    fn project_update(&self, name: &str, u: ProjectUpdate) -> Result<ProjectRow, AccountError>;
+    /// Deletes a project's metadata (memberships, tokens); its events stay in the log.
+    fn project_delete(&self, name: &str) -> Result<(), AccountError>;
+    /// Every user.
+    fn users(&self) -> Result<Vec<UserRow>, AccountError>;
+    /// Creates a user with a grant.
+    fn user_add(&self, email: &str, password: &str, grant: Grant) -> Result<UserRow, AccountError>;
+    /// Sets a user's role on a project (or every project).
+    fn user_grant(&self, email: &str, grant: Grant) -> Result<(), AccountError>;
+    /// Takes a user's role on a project (or every project) away.
+    fn user_ungrant(&self, email: &str, project: Option<&str>) -> Result<(), AccountError>;
+    /// Every token.
+    fn tokens(&self) -> Result<Vec<TokenRow>, AccountError>;
+    /// Creates a token: its text (shown once) and its row.
+    fn token_create(
+        &self,
+        name: &str,
+        role: Role,
+        project: Option<&str>,
+        created_by: &str,
+    ) -> Result<(String, TokenRow), AccountError>;
+    /// Revokes a token by id.
+    fn token_revoke(&self, id: &str) -> Result<(), AccountError>;
+}
+
+/// The answer for an account error.
+pub fn account_error(e: AccountError) -> ApiError {
+    match e {
+        AccountError::Invalid(m) => ApiError::BadRequest(m),
+        AccountError::NotFound(m) => ApiError::NotFound(m),
+        AccountError::Exists(m) => ApiError::Conflict(m),
+        AccountError::Failing(m) => {
+            tracing::error!(error = %m, "the metadata store is failing");
+            ApiError::Unavailable(format!("the metadata store is failing: {m}"))
+        }
+    }
 }
 
 /// How a request was authenticated.
@@ -162,18 +205,16 @@ impl Gate {
         }
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// Runs `f` on the accounts on a blocking thread.
+    pub async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Accounts) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(&dyn Accounts) -> Result<T, AccountError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let accounts = self.accounts.clone();
         tokio::task::spawn_blocking(move || f(accounts.as_ref()))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "the metadata store is failing");
-                ApiError::Unavailable(format!("the metadata store is failing: {e}"))
-            })
+            .map_err(account_error)
     }
 
     /// The caller of a request, or 401 (no or a bad credential) / 403 (a cookie request

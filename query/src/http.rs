@@ -51,6 +51,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404: no such endpoint or resource.
     NotFound(String),
+    /// 409: the thing to create exists already.
+    Conflict(String),
     /// 413: the body, the SQL text or the answer is too large.
     PayloadTooLarge(String),
     /// 429: a rate limit is exceeded.
@@ -84,6 +86,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -100,6 +103,7 @@ impl ApiError {
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
             | ApiError::PayloadTooLarge(m)
             | ApiError::Timeout(m)
             | ApiError::Unavailable(m)
@@ -418,6 +422,7 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/v1/login", post(login::<B>))
         .route("/api/v1/logout", post(logout::<B>))
         .route("/api/v1/me", get(me::<B>))
+        .merge(crate::rest::routes::<B>())
         .route("/health", get(health::<B>))
         .route("/metrics", get(metrics::<B>))
         .fallback(not_found)
@@ -746,6 +751,43 @@ async fn snapshot_at<B>(state: &AppState<B>, min_as_of: Option<u64>) -> Result<A
     }
 }
 
+/// The snapshot a read should use: the latest, or the first at `min_as_of` (bounded wait).
+pub(crate) async fn snapshot_for<B>(state: &AppState<B>, min_as_of: Option<u64>) -> Result<Arc<Snapshot>, ApiError> {
+    snapshot_at(state, min_as_of).await
+}
+
+/// Runs read-only SQL over `snap` within `scope` on the query pool.
+pub(crate) async fn run_scoped<B>(
+    state: &AppState<B>,
+    snap: Arc<Snapshot>,
+    sql: String,
+    scope: sightflow_config::access::Scope,
+) -> Result<crate::sql::QueryResult, ApiError> {
+    run_with_cost(state, snap, sql, scope).await.map(|(r, _)| r)
+}
+
+async fn run_with_cost<B>(
+    state: &AppState<B>,
+    snap: Arc<Snapshot>,
+    sql: String,
+    scope: sightflow_config::access::Scope,
+) -> Result<(crate::sql::QueryResult, crate::pool::Cost), ApiError> {
+    let limits = state.limits.query.clone();
+    if sql.len() > limits.max_sql_bytes {
+        return Err(query_error(QueryError::TooLong { len: sql.len(), max: limits.max_sql_bytes }));
+    }
+    let timeout = limits.timeout;
+    let run = state.pool.run(timeout, move || async move { execute_scoped(&snap, &sql, &limits, &scope).await }).await;
+    match run {
+        Ok((r, cost)) => Ok((r.map_err(query_error)?, cost)),
+        Err(PoolError::Timeout(_)) => Err(query_error(QueryError::Timeout(timeout))),
+        Err(e @ (PoolError::Busy { .. } | PoolError::Saturated { .. })) => {
+            Err(ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 })
+        }
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
 fn query_error(e: QueryError) -> ApiError {
     match e {
         QueryError::Timeout(_) => ApiError::Timeout(e.to_string()),
@@ -771,18 +813,7 @@ async fn query<B: Backend>(
             return Err(query_error(QueryError::TooLong { len: req.sql.len(), max: limits.max_sql_bytes }));
         }
         let snap = snapshot_at(&state, req.min_as_of).await?;
-        let sql = req.sql;
-        let timeout = limits.timeout;
-        let run =
-            state.pool.run(timeout, move || async move { execute_scoped(&snap, &sql, &limits, &scope).await }).await;
-        let (result, cost) = match run {
-            Ok((r, cost)) => (r.map_err(query_error)?, cost),
-            Err(PoolError::Timeout(_)) => return Err(query_error(QueryError::Timeout(timeout))),
-            Err(e @ (PoolError::Busy { .. } | PoolError::Saturated { .. })) => {
-                return Err(ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 });
-            }
-            Err(e) => return Err(ApiError::Internal(e.to_string())),
-        };
+        let (result, cost) = run_with_cost(&state, snap, req.sql, scope).await?;
         let accept = header_str(&headers, "accept").unwrap_or("application/json").to_ascii_lowercase();
         // The answer as text is bounded like the result it renders.
         let max_answer = state.limits.query.max_result_bytes;

@@ -85,6 +85,7 @@ async fn every_endpoint_answers_every_credential_as_its_role_allows() {
     let session = traffic(&a).await;
     let p = people(&a);
     let replay = format!("/api/v1/sessions/{session}/replay");
+    let detail = format!("/api/v1/sessions/{session}");
     let track = json!([now_event("activity", "d-x", json!({}))]).to_string();
     let q = query("select count(*) from sessions");
     // (method, path, body, expected status per person in `people` order)
@@ -96,6 +97,15 @@ async fn every_endpoint_answers_every_credential_as_its_role_allows() {
         ("GET", "/metrics", "", [401, 401, 403, 403, 403, 200, 403, 401]),
         ("GET", "/api/v1/me", "", [401, 401, 200, 200, 200, 200, 200, 401]),
         ("POST", "/api/v1/logout", "", [401, 401, 400, 400, 400, 400, 400, 401]),
+        ("GET", "/api/v1/sessions", "", [401, 401, 200, 200, 200, 200, 200, 401]),
+        ("GET", &detail, "", [401, 401, 200, 200, 200, 200, 404, 401]),
+        ("GET", "/api/v1/heatmap?url=https://demo.test/&kind=click", "", [401, 401, 200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/projects", "", [401, 401, 200, 200, 200, 200, 200, 401]),
+        ("PATCH", "/api/v1/projects/demo", "{}", [401, 401, 403, 403, 200, 200, 403, 401]),
+        ("GET", "/api/v1/projects/demo/members", "", [401, 401, 403, 403, 200, 200, 403, 401]),
+        ("GET", "/api/v1/tokens", "", [401, 401, 403, 403, 200, 200, 200, 401]),
+        ("POST", "/api/v1/projects", "{\"name\": \"matrix\"}", [401, 401, 403, 403, 403, 201, 403, 401]),
+        ("DELETE", "/api/v1/projects/matrix", "", [401, 401, 403, 403, 403, 204, 403, 401]),
         ("GET", "/health", "", [200; 8]),
         ("POST", "/api/v1/track?key=demo", &track, [200; 8]),
     ];

@@ -5,6 +5,7 @@
 //! - `api`: the HTTP API through the router, backed by a real log, store and dataflow;
 //! - `cli`: batch queries, bad input, config checks, backfill failures;
 //! - `fixtures`: the real rrweb recordings against their ground truth;
+//! - `rest`: the REST resources (sessions, timeline, heatmap, projects, members, tokens);
 //! - `kafka`: `serve` and `backfill` against a real broker (tansu) on loopback;
 //! - `server`: the real `serve` on a loopback port: imports, `kill -9`, hostile input, a
 //!   full disk.
@@ -15,4 +16,5 @@ mod cli;
 mod common;
 mod fixtures;
 mod kafka;
+mod rest;
 mod server;
