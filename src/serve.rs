@@ -893,6 +893,12 @@ pub fn http_limits(c: &Config) -> HttpLimits {
         trusted_proxies: c.server.trusted_proxies.iter().filter_map(|p| sightflow_config::parse_cidr(p).ok()).collect(),
         tick_ms: c.engine.tick_ms,
         max_page_bytes: c.replay.max_page_bytes,
+        live: sightflow_query::live::LiveLimits {
+            max_subscriptions: c.query.max_subscriptions,
+            min_interval: Duration::from_millis(c.query.subscribe_interval_ms),
+            max_rows: c.query.subscribe_max_rows,
+            ..Default::default()
+        },
     }
 }
 

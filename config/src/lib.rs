@@ -338,6 +338,12 @@ pub struct QueryConfig {
     /// Requests waiting for `min_as_of` at once (they hold no thread); more are refused
     /// with 503.
     pub max_waiters: usize,
+    /// Live-feed subscriptions at once; more are refused with 503.
+    pub max_subscriptions: usize,
+    /// Least time between two evaluations of one subscription (ms).
+    pub subscribe_interval_ms: u64,
+    /// Rows a subscribed result may have.
+    pub subscribe_max_rows: usize,
 }
 
 /// The metadata store: projects, users, memberships, API tokens.
@@ -761,6 +767,8 @@ impl Config {
             return Err(ConfigError::value("query.concurrency", q.concurrency, "at most 64"));
         }
         positive("query.max_waiters", q.max_waiters as u64)?;
+        positive("query.max_subscriptions", q.max_subscriptions as u64)?;
+        positive("query.subscribe_max_rows", q.subscribe_max_rows as u64)?;
         let a = &self.auth;
         positive("auth.session_ttl_s", a.session_ttl_s)?;
         positive("auth.login_attempts_per_min_per_ip", a.login_attempts_per_min_per_ip as u64)?;

@@ -300,6 +300,8 @@ pub struct HttpLimits {
     pub tick_ms: u64,
     /// Raw rrweb bytes per replay page.
     pub max_page_bytes: u64,
+    /// Bounds of the live feed.
+    pub live: crate::live::LiveLimits,
 }
 
 impl Default for HttpLimits {
@@ -316,6 +318,7 @@ impl Default for HttpLimits {
             trusted_proxies: Vec::new(),
             tick_ms: 100,
             max_page_bytes: 64 << 20,
+            live: crate::live::LiveLimits::default(),
         }
     }
 }
@@ -332,6 +335,8 @@ pub struct AppState<B> {
     pub pool: QueryPool,
     /// Credentials and logins.
     pub gate: Gate,
+    /// The live feed's subscriptions, tickets and history.
+    pub live: Arc<crate::live::Live>,
     limiter: Mutex<RateLimiter>,
     waiters: AtomicUsize,
 }
@@ -346,6 +351,7 @@ impl<B> AppState<B> {
             limits,
             pool,
             gate,
+            live: Arc::default(),
             limiter: Mutex::new(RateLimiter::default()),
             waiters: AtomicUsize::new(0),
         }
@@ -423,6 +429,7 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/v1/logout", post(logout::<B>))
         .route("/api/v1/me", get(me::<B>))
         .merge(crate::rest::routes::<B>())
+        .merge(crate::live::routes::<B>())
         .route("/health", get(health::<B>))
         .route("/metrics", get(metrics::<B>))
         .fallback(not_found)
@@ -1026,7 +1033,19 @@ async fn metrics<B: Backend>(
         cpu.as_secs_f64(),
         state.waiters.load(Ordering::Relaxed),
     ));
+    let l = &state.live;
+    text.push_str(&format!(
+        "# HELP sightflow_live_subscribers Live-feed subscriptions running.\n# TYPE sightflow_live_subscribers gauge\nsightflow_live_subscribers {}\n",
+        l.subscribers.load(Ordering::Relaxed)
+    ));
     let c = &state.gate.counters;
+    for (name, help, v) in [
+        ("sightflow_live_events_dropped_total", "Live-feed events dropped for clients that fell behind.", &l.dropped),
+        ("sightflow_live_resets_total", "Live-feed resets sent.", &l.resets),
+        ("sightflow_live_closed_total", "Live-feed clients closed (behind, result too large).", &l.closed),
+    ] {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
+    }
     for (name, help, v) in [
         ("sightflow_logins_total", "Console logins.", &c.logins),
         ("sightflow_login_failures_total", "Refused logins: wrong email or password.", &c.login_failures),

@@ -11,6 +11,7 @@ pub mod access;
 pub mod bounds;
 pub mod format;
 pub mod http;
+pub mod live;
 pub mod pool;
 pub mod rest;
 pub mod server;

@@ -35,7 +35,7 @@ pub(crate) fn api(extra: &str) -> Api {
 
 /// An API over a config; `sections` replaces keys of the default test sections
 /// (`("server", "max_body_bytes = 1")`).
-fn api_with(extra: &str, sections: &[(&str, &str)]) -> Api {
+pub(crate) fn api_with(extra: &str, sections: &[(&str, &str)]) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let section = |name: &str, default: &str| {
         let mut body = default.to_string();

@@ -6,6 +6,7 @@
 //! - `cli`: batch queries, bad input, config checks, backfill failures;
 //! - `fixtures`: the real rrweb recordings against their ground truth;
 //! - `rest`: the REST resources (sessions, timeline, heatmap, projects, members, tokens);
+//! - `live`: the live feed over SSE (changes, progress, slow clients, tickets, resuming);
 //! - `kafka`: `serve` and `backfill` against a real broker (tansu) on loopback;
 //! - `server`: the real `serve` on a loopback port: imports, `kill -9`, hostile input, a
 //!   full disk.
@@ -16,5 +17,6 @@ mod cli;
 mod common;
 mod fixtures;
 mod kafka;
+mod live;
 mod rest;
 mod server;
