@@ -415,10 +415,7 @@ impl sightflow_query::http::Backend for ReadOnly {
         }
     }
 
-    fn metrics(&self) -> String {
-        format!(
-            "# HELP sightflow_backfill_events Events read by the backfill.\n# TYPE sightflow_backfill_events gauge\nsightflow_backfill_events {}\n",
-            self.stats.events
-        )
+    fn metrics(&self, out: &mut sightflow_query::metrics::Scrape) {
+        out.gauge("sightflow_backfill_events", "Events read by the backfill.", self.stats.events as i64);
     }
 }

@@ -28,6 +28,7 @@ use sightflow_connectors::validate::Limits;
 use sightflow_dataflows::{Empty, RunError, RunOptions, Running, Snapshots, Source, start};
 use sightflow_operators::Params;
 use sightflow_query::QueryLimits;
+use sightflow_query::metrics::Scrape;
 
 use crate::accounts::{self, ProjectKeys};
 use crate::kafka::kafka_options;
@@ -75,6 +76,24 @@ struct Metrics {
     not_stored: AtomicU64,
     /// Raw rrweb events the views could not fully use, per [`Note::ALL`].
     unanalysed: [AtomicU64; Note::ALL.len()],
+    /// Rejected events by the kind of refusal.
+    rejected_by: Rejections,
+}
+
+/// Counters per [`sightflow_connectors::json::BadEvent::label`].
+#[derive(Default)]
+struct Rejections(std::sync::Mutex<BTreeMap<&'static str, u64>>);
+
+impl Rejections {
+    fn add(&self, label: &'static str) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(label).or_insert(0) += 1;
+        }
+    }
+
+    fn all(&self) -> Vec<(String, u64)> {
+        self.0.lock().map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect()).unwrap_or_default()
+    }
 }
 
 /// Where accepted events go and where the dataflow reads them from.
@@ -382,6 +401,9 @@ impl Server {
         let m = &self.metrics;
         m.accepted.fetch_add(appended.events as u64, Ordering::Relaxed);
         m.rejected.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
+        for r in &decoded.rejected {
+            m.rejected_by.add(r.reason.label());
+        }
         m.late.fetch_add(appended.clamped as u64, Ordering::Relaxed);
         m.dropped.fetch_add(appended.dropped as u64, Ordering::Relaxed);
         m.future.fetch_add(appended.future as u64, Ordering::Relaxed);
@@ -778,75 +800,87 @@ impl Backend for Api {
         }
     }
 
-    fn metrics(&self) -> String {
+    fn metrics(&self, out: &mut Scrape) {
         let m = &self.metrics;
-        let mut s = String::new();
         for (name, help, v) in [
-            ("sightflow_ingest_requests_total", "Ingest requests.", &m.requests),
-            ("sightflow_events_accepted_total", "Events appended to the log.", &m.accepted),
-            ("sightflow_events_rejected_total", "Events rejected with a reason.", &m.rejected),
-            ("sightflow_events_late_total", "Late events kept at the frontier.", &m.late),
-            ("sightflow_events_dropped_total", "Late events dropped.", &m.dropped),
-            ("sightflow_duplicate_batches_total", "Retried batches already appended.", &m.duplicates),
-            ("sightflow_replay_stored_bytes_total", "Compressed replay bytes written.", &m.replay_bytes),
-            ("sightflow_events_future_total", "Events dated past the server clock plus the allowed skew.", &m.future),
-            ("sightflow_replay_not_stored_total", "Raw rrweb events over their tab's replay quota.", &m.not_stored),
+            ("sightflow_ingest_requests", "Ingest requests.", &m.requests),
+            ("sightflow_events_accepted", "Events appended to the log.", &m.accepted),
+            ("sightflow_events_rejected", "Events rejected with a reason.", &m.rejected),
+            ("sightflow_events_late", "Late events kept at the frontier.", &m.late),
+            ("sightflow_events_dropped", "Late events dropped.", &m.dropped),
+            ("sightflow_duplicate_batches", "Retried batches already appended.", &m.duplicates),
+            ("sightflow_replay_stored_bytes", "Compressed replay bytes written.", &m.replay_bytes),
+            ("sightflow_events_future", "Events dated past the server clock plus the allowed skew.", &m.future),
+            ("sightflow_replay_not_stored", "Raw rrweb events over their tab's replay quota.", &m.not_stored),
         ] {
-            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
+            out.counter(name, help, v.load(Ordering::Relaxed));
         }
-        s.push_str("# HELP sightflow_rrweb_unanalysed_total Raw rrweb events kept for replay that the views could not fully use.\n# TYPE sightflow_rrweb_unanalysed_total counter\n");
-        for (note, v) in Note::ALL.iter().zip(&m.unanalysed) {
-            s.push_str(&format!(
-                "sightflow_rrweb_unanalysed_total{{reason=\"{}\"}} {}\n",
-                note.label(),
-                v.load(Ordering::Relaxed)
-            ));
-        }
+        out.counters(
+            "sightflow_events_rejected_by_reason",
+            "Events rejected, by reason.",
+            "reason",
+            m.rejected_by.all(),
+        );
+        out.counters(
+            "sightflow_rrweb_unanalysed",
+            "Raw rrweb events kept for replay that the views could not fully use.",
+            "reason",
+            Note::ALL.iter().zip(&m.unanalysed).map(|(n, v)| (n.label().to_string(), v.load(Ordering::Relaxed))),
+        );
         let (nodes, tabs) = self.decoders.size();
-        s.push_str(&format!(
-            "# HELP sightflow_decoder_nodes DOM nodes remembered for click targets.\n# TYPE sightflow_decoder_nodes gauge\nsightflow_decoder_nodes {nodes}\n\
-             # HELP sightflow_decoder_tabs Tabs with a node map.\n# TYPE sightflow_decoder_tabs gauge\nsightflow_decoder_tabs {tabs}\n"
-        ));
+        out.gauge("sightflow_decoder_nodes", "DOM nodes remembered for click targets.", nodes as i64);
+        out.gauge("sightflow_decoder_tabs", "Tabs with a node map.", tabs as i64);
+        let details = self.partition_details();
+        let per_partition = |field: &str| {
+            details
+                .iter()
+                .filter_map(|d| Some((d["partition"].to_string(), d[field].as_i64()?)))
+                .collect::<Vec<(String, i64)>>()
+        };
+        out.gauges(
+            "sightflow_partition_lag",
+            "Records behind the end of the partition.",
+            "partition",
+            per_partition("lag"),
+        );
+        out.gauges(
+            "sightflow_partition_frontier_ms",
+            "The partition's frontier (logical time).",
+            "partition",
+            per_partition("frontier"),
+        );
         match &self.log {
             EventLog::Embedded { log, .. } => {
-                s.push_str(
-                    "# HELP sightflow_log_bytes Bytes held by the event log.\n# TYPE sightflow_log_bytes gauge\n",
+                out.gauges(
+                    "sightflow_log_bytes",
+                    "Bytes held by the event log.",
+                    "partition",
+                    log.bytes().iter().enumerate().map(|(p, b)| (p.to_string(), *b as i64)),
                 );
-                for (p, b) in log.bytes().iter().enumerate() {
-                    s.push_str(&format!("sightflow_log_bytes{{partition=\"{p}\"}} {b}\n"));
-                }
-                s.push_str(&format!(
-                    "# HELP sightflow_log_write_errors_total Failed writes to the event log.\n# TYPE sightflow_log_write_errors_total counter\nsightflow_log_write_errors_total {}\n",
-                    log.write_errors()
-                ));
-                let failing = log.failures().len();
-                s.push_str(&format!(
-                    "# HELP sightflow_log_failing_partitions Partitions refusing appends until a write succeeds.\n# TYPE sightflow_log_failing_partitions gauge\nsightflow_log_failing_partitions {failing}\n"
-                ));
+                out.counter("sightflow_log_write_errors", "Failed writes to the event log.", log.write_errors());
+                out.gauge(
+                    "sightflow_log_failing_partitions",
+                    "Partitions refusing appends until a write succeeds.",
+                    log.failures().len() as i64,
+                );
             }
             EventLog::Kafka { .. } => {
                 let shared = &self.sources;
                 for (name, help, v) in [
-                    ("sightflow_kafka_records_total", "Kafka records read.", &shared.records),
-                    ("sightflow_kafka_malformed_total", "Kafka messages skipped as malformed.", &shared.garbage),
-                    ("sightflow_kafka_duplicates_total", "Retried batches read again and skipped.", &shared.duplicates),
+                    ("sightflow_kafka_records", "Kafka records read.", &shared.records),
+                    ("sightflow_kafka_malformed", "Kafka messages skipped as malformed.", &shared.garbage),
+                    ("sightflow_kafka_duplicates", "Retried batches read again and skipped.", &shared.duplicates),
                 ] {
-                    s.push_str(&format!(
-                        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                        v.load(Ordering::Relaxed)
-                    ));
+                    out.counter(name, help, v.load(Ordering::Relaxed));
                 }
-                s.push_str(
-                    "# HELP sightflow_kafka_lag Records behind the high watermark.\n# TYPE sightflow_kafka_lag gauge\n",
+                out.gauges(
+                    "sightflow_kafka_lag",
+                    "Records behind the high watermark.",
+                    "partition",
+                    per_partition("lag"),
                 );
-                for d in self.partition_details() {
-                    if let Some(lag) = d["lag"].as_u64() {
-                        s.push_str(&format!("sightflow_kafka_lag{{partition=\"{}\"}} {lag}\n", d["partition"]));
-                    }
-                }
             }
         }
-        s
     }
 }
 

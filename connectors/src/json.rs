@@ -230,6 +230,29 @@ pub enum BadEvent {
     },
 }
 
+impl BadEvent {
+    /// A short name of the kind of refusal, for metrics (a fixed set).
+    pub fn label(&self) -> &'static str {
+        match self {
+            BadEvent::NotAnObject { .. } => "not_an_object",
+            BadEvent::Json(_) => "json",
+            BadEvent::NotUtf8 { .. } => "not_utf8",
+            BadEvent::TooLarge { .. } | BadEvent::TooLargeBesidesEvent { .. } => "too_large",
+            BadEvent::RrwebTooLarge { .. } => "rrweb_too_large",
+            BadEvent::Missing { .. } => "missing_field",
+            BadEvent::WrongType { .. } => "wrong_type",
+            BadEvent::OutOfRange { .. } | BadEvent::Negative { .. } => "out_of_range",
+            BadEvent::Pointer(_) | BadEvent::Position { .. } | BadEvent::PositionNotAnObject { .. } => "position",
+            BadEvent::PageViewWithoutUrl => "page_view_without_url",
+            BadEvent::UnknownType(_) => "unknown_type",
+            BadEvent::Rrweb(_) => "rrweb",
+            BadEvent::Element(_) => "element",
+            BadEvent::Invalid(_) => "invalid",
+            BadEvent::WrongProject { .. } => "wrong_project",
+        }
+    }
+}
+
 fn json_error(e: &serde_json::Error) -> BadEvent {
     BadEvent::Json(e.to_string())
 }

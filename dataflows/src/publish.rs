@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub tables: Vec<(&'static str, SchemaRef, Vec<RecordBatch>)>,
     /// State held per view when the snapshot was taken.
     pub state: BTreeMap<String, StateSize>,
+    /// How long building this snapshot took (µs).
+    pub build_us: u64,
 }
 
 impl Snapshot {
@@ -45,7 +47,7 @@ impl Snapshot {
             .collect();
         let b = state_table(&BTreeMap::new());
         tables.push((STATE_TABLE, b.schema(), vec![b]));
-        Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new() }
+        Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new(), build_us: 0 }
     }
 
     /// A table's batches by name.
@@ -292,6 +294,7 @@ impl Publisher {
     }
 
     fn publish(&mut self, as_of: u64) {
+        let started = Instant::now();
         if let Some(cb) = &mut self.on_publish {
             cb(as_of, self.complete, &self.tables);
         }
@@ -316,7 +319,8 @@ impl Publisher {
         let state = self.stats.per_view();
         let b = state_table(&state);
         tables.push((STATE_TABLE, b.schema(), vec![b]));
-        self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state });
+        let build_us = started.elapsed().as_micros() as u64;
+        self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state, build_us });
     }
 }
 

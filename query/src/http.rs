@@ -271,8 +271,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// Readiness and failures, for `/health`.
     fn health(&self) -> Health;
-    /// Prometheus text exposition of the backend's metrics.
-    fn metrics(&self) -> String;
+    /// Adds the backend's metrics to a scrape.
+    fn metrics(&self, out: &mut crate::metrics::Scrape);
 }
 
 /// HTTP-level limits.
@@ -337,6 +337,8 @@ pub struct AppState<B> {
     pub gate: Gate,
     /// The live feed's subscriptions, tickets and history.
     pub live: Arc<crate::live::Live>,
+    /// Request and query latencies.
+    pub metrics: Arc<crate::metrics::HttpMetrics>,
     limiter: Mutex<RateLimiter>,
     waiters: AtomicUsize,
 }
@@ -352,6 +354,7 @@ impl<B> AppState<B> {
             pool,
             gate,
             live: Arc::default(),
+            metrics: Arc::default(),
             limiter: Mutex::new(RateLimiter::default()),
             waiters: AtomicUsize::new(0),
         }
@@ -420,6 +423,7 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 
 /// Builds the API router.
 pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
+    let timing = axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track);
     Router::new()
         .route("/api/v1/track", post(track::<B>).options(preflight::<B>))
         .route("/api/v1/projects/{key}/devices/{device}/rrweb", post(import_rrweb::<B>).options(preflight::<B>))
@@ -430,6 +434,7 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/v1/me", get(me::<B>))
         .merge(crate::rest::routes::<B>())
         .merge(crate::live::routes::<B>())
+        .route_layer(timing)
         .route("/health", get(health::<B>))
         .route("/metrics", get(metrics::<B>))
         .fallback(not_found)
@@ -784,15 +789,19 @@ async fn run_with_cost<B>(
         return Err(query_error(QueryError::TooLong { len: sql.len(), max: limits.max_sql_bytes }));
     }
     let timeout = limits.timeout;
+    let started = Instant::now();
     let run = state.pool.run(timeout, move || async move { execute_scoped(&snap, &sql, &limits, &scope).await }).await;
-    match run {
-        Ok((r, cost)) => Ok((r.map_err(query_error)?, cost)),
-        Err(PoolError::Timeout(_)) => Err(query_error(QueryError::Timeout(timeout))),
+    let (outcome, r) = match run {
+        Ok((Ok(r), cost)) => ("ok", Ok((r, cost))),
+        Ok((Err(e), _)) => ("error", Err(query_error(e))),
+        Err(PoolError::Timeout(_)) => ("timeout", Err(query_error(QueryError::Timeout(timeout)))),
         Err(e @ (PoolError::Busy { .. } | PoolError::Saturated { .. })) => {
-            Err(ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 })
+            ("overloaded", Err(ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 }))
         }
-        Err(e) => Err(ApiError::Internal(e.to_string())),
-    }
+        Err(e) => ("error", Err(ApiError::Internal(e.to_string()))),
+    };
+    state.metrics.query(started.elapsed().as_secs_f64(), outcome);
+    r
 }
 
 fn query_error(e: QueryError) -> ApiError {
@@ -1015,47 +1024,93 @@ async fn metrics<B: Backend>(
         return e.into_response();
     }
     let snap = state.snapshots.latest();
-    let mut text = state.backend.metrics();
-    text.push_str("# HELP sightflow_views_as_of_ms Logical time of the newest published snapshot.\n# TYPE sightflow_views_as_of_ms gauge\n");
-    text.push_str(&format!("sightflow_views_as_of_ms {}\n", snap.as_of));
-    text.push_str("# HELP sightflow_state_bytes State held per view.\n# TYPE sightflow_state_bytes gauge\n");
-    for (view, s) in &snap.state {
-        text.push_str(&format!("sightflow_state_bytes{{view=\"{view}\"}} {}\n", s.bytes));
-    }
+    let mut out = crate::metrics::Scrape::default();
+    state.backend.metrics(&mut out);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    out.gauge("sightflow_views_as_of_ms", "Logical time of the newest published snapshot.", snap.as_of as i64);
+    out.gauge_f64(
+        "sightflow_freshness_seconds",
+        "Wall clock minus the newest snapshot's as_of.",
+        if snap.as_of == 0 { 0.0 } else { (now - snap.as_of as i64).max(0) as f64 / 1000.0 },
+    );
+    out.gauge_f64(
+        "sightflow_snapshot_build_seconds",
+        "Time the newest snapshot took to build.",
+        snap.build_us as f64 / 1e6,
+    );
+    out.gauges(
+        "sightflow_state_bytes",
+        "State held per view.",
+        "view",
+        snap.state.iter().map(|(v, s)| (v.clone(), s.bytes as i64)),
+    );
+    out.gauges(
+        "sightflow_state_records",
+        "Records held per view.",
+        "view",
+        snap.state.iter().map(|(v, s)| (v.clone(), s.records as i64)),
+    );
+    out.gauges(
+        "sightflow_view_rows",
+        "Rows per published view.",
+        "view",
+        snap.tables
+            .iter()
+            .map(|(name, _, batches)| (name.to_string(), batches.iter().map(|b| b.num_rows() as i64).sum())),
+    );
     let (finished, cpu) = state.pool.totals();
     let (queued, runaway) = state.pool.load();
-    text.push_str(&format!(
-        "# HELP sightflow_queries_total Queries run to the end.\n# TYPE sightflow_queries_total counter\nsightflow_queries_total {finished}\n\
-         # HELP sightflow_query_cpu_seconds_total CPU time of queries.\n# TYPE sightflow_query_cpu_seconds_total counter\nsightflow_query_cpu_seconds_total {:.6}\n\
-         # HELP sightflow_queries_queued Queries waiting for a thread.\n# TYPE sightflow_queries_queued gauge\nsightflow_queries_queued {queued}\n\
-         # HELP sightflow_queries_runaway Query threads running past their deadline.\n# TYPE sightflow_queries_runaway gauge\nsightflow_queries_runaway {runaway}\n\
-         # HELP sightflow_query_waiters Requests waiting for min_as_of.\n# TYPE sightflow_query_waiters gauge\nsightflow_query_waiters {}\n",
-        cpu.as_secs_f64(),
-        state.waiters.load(Ordering::Relaxed),
-    ));
+    out.counter("sightflow_queries", "Queries run to the end.", finished);
+    out.counter_f64("sightflow_query_cpu_seconds", "CPU time of queries.", cpu.as_secs_f64());
+    out.gauge("sightflow_queries_queued", "Queries waiting for a thread.", queued as i64);
+    out.gauge("sightflow_queries_runaway", "Query threads running past their deadline.", runaway as i64);
+    out.gauge(
+        "sightflow_query_waiters",
+        "Requests waiting for min_as_of.",
+        state.waiters.load(Ordering::Relaxed) as i64,
+    );
+    out.metric("sightflow_query_seconds", "Query latency by outcome.", state.metrics.queries.clone());
+    out.metric(
+        "sightflow_http_request_seconds",
+        "Request latency by route, method and status.",
+        state.metrics.requests.clone(),
+    );
     let l = &state.live;
-    text.push_str(&format!(
-        "# HELP sightflow_live_subscribers Live-feed subscriptions running.\n# TYPE sightflow_live_subscribers gauge\nsightflow_live_subscribers {}\n",
-        l.subscribers.load(Ordering::Relaxed)
-    ));
+    out.gauge(
+        "sightflow_live_subscribers",
+        "Live-feed subscriptions running.",
+        l.subscribers.load(Ordering::Relaxed) as i64,
+    );
+    out.counter(
+        "sightflow_live_events_dropped",
+        "Live-feed events dropped for clients that fell behind.",
+        l.dropped.load(Ordering::Relaxed),
+    );
+    out.counter("sightflow_live_resets", "Live-feed resets sent.", l.resets.load(Ordering::Relaxed));
+    out.counter(
+        "sightflow_live_closed",
+        "Live-feed clients closed (behind, result too large).",
+        l.closed.load(Ordering::Relaxed),
+    );
     let c = &state.gate.counters;
-    for (name, help, v) in [
-        ("sightflow_live_events_dropped_total", "Live-feed events dropped for clients that fell behind.", &l.dropped),
-        ("sightflow_live_resets_total", "Live-feed resets sent.", &l.resets),
-        ("sightflow_live_closed_total", "Live-feed clients closed (behind, result too large).", &l.closed),
-    ] {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
-    }
-    for (name, help, v) in [
-        ("sightflow_logins_total", "Console logins.", &c.logins),
-        ("sightflow_login_failures_total", "Refused logins: wrong email or password.", &c.login_failures),
-        ("sightflow_login_throttled_total", "Logins refused by the rate limit.", &c.login_throttled),
-        ("sightflow_unauthenticated_total", "Reads refused for a missing or bad credential.", &c.unauthenticated),
-        ("sightflow_forbidden_total", "Reads refused for the caller's role.", &c.forbidden),
-    ] {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", v.load(Ordering::Relaxed)));
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    out.counter("sightflow_logins", "Console logins.", c.logins.load(Ordering::Relaxed));
+    out.counter(
+        "sightflow_login_failures",
+        "Refused logins: wrong email or password.",
+        c.login_failures.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "sightflow_login_throttled",
+        "Logins refused by the rate limit.",
+        c.login_throttled.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "sightflow_unauthenticated",
+        "Reads refused for a missing or bad credential.",
+        c.unauthenticated.load(Ordering::Relaxed),
+    );
+    out.counter("sightflow_forbidden", "Reads refused for the caller's role.", c.forbidden.load(Ordering::Relaxed));
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out.encode()).into_response()
 }
 
 /// Counts a 403.

@@ -12,6 +12,7 @@ pub mod bounds;
 pub mod format;
 pub mod http;
 pub mod live;
+pub mod metrics;
 pub mod pool;
 pub mod rest;
 pub mod server;

@@ -282,7 +282,7 @@ mod tests {
     use super::*;
 
     fn empty() -> Snapshot {
-        Snapshot { as_of: 0, complete: true, tables: Vec::new(), state: Default::default() }
+        Snapshot { as_of: 0, complete: true, tables: Vec::new(), state: Default::default(), build_us: 0 }
     }
 
     /// Errors are classified by DataFusion's variant and keep it as their source.
@@ -322,6 +322,7 @@ mod tests {
                 ("sightflow_state", state, vec![state_batch]),
             ],
             state: Default::default(),
+            build_us: 0,
         }
     }
 

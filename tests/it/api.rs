@@ -806,3 +806,64 @@ async fn answers_are_bounded_in_bytes() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["rows"].as_array().unwrap().len(), 100);
 }
+
+/// `/metrics` is valid exposition text (parsed by a Prometheus parser), names the series
+/// operators watch, and they move with traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_with_traffic() {
+    let a = api("");
+    let scrape = |text: String| {
+        let lines = text.lines().map(|l| Ok(l.to_string())).collect::<Vec<_>>();
+        prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition text")
+    };
+    let value = |s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| -> Option<f64> {
+        s.samples
+            .iter()
+            .filter(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+            .map(|x| match &x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+                prometheus_parse::Value::Summary(_) => 0.0,
+            })
+            .reduce(|a, b| a + b)
+    };
+    let r = a.call(get("/metrics")).await;
+    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let before = scrape(r.text());
+    for name in [
+        "sightflow_events_accepted_total",
+        "sightflow_events_late_total",
+        "sightflow_events_dropped_total",
+        "sightflow_freshness_seconds",
+        "sightflow_snapshot_build_seconds",
+        "sightflow_views_as_of_ms",
+        "sightflow_live_subscribers",
+        "sightflow_logins_total",
+        "sightflow_login_failures_total",
+        "sightflow_queries_total",
+    ] {
+        assert!(value(&before, name, None).is_some(), "{name} is exposed");
+    }
+    assert!(value(&before, "sightflow_partition_lag", Some(("partition", "0"))).is_some());
+    assert!(value(&before, "sightflow_partition_frontier_ms", Some(("partition", "1"))).is_some());
+    assert!(value(&before, "sightflow_view_rows", Some(("view", "element_clicks"))).is_some());
+
+    let body = json!([now_event("page_view", "m1", json!({"url": "https://x.test/"})), {"type": "click"}]).to_string();
+    assert_eq!(a.post("/api/v1/track?key=demo", "application/json", body).await.status, StatusCode::OK);
+    a.rows("select count(*) from sessions").await;
+    let after = scrape(a.call(get("/metrics")).await.text());
+    assert_eq!(value(&after, "sightflow_events_accepted_total", None), Some(1.0));
+    assert_eq!(
+        value(&after, "sightflow_events_rejected_by_reason_total", Some(("reason", "missing_field"))),
+        Some(1.0)
+    );
+    assert_eq!(value(&after, "sightflow_view_rows", Some(("view", "sessions"))), Some(1.0));
+    let tracked = value(&after, "sightflow_http_request_seconds_count", Some(("route", "/api/v1/track")));
+    assert_eq!(tracked, Some(1.0), "request latency is kept per route");
+    assert!(value(&after, "sightflow_query_seconds_count", Some(("outcome", "ok"))).unwrap_or(0.0) >= 1.0);
+    assert!(value(&after, "sightflow_state_bytes", None).is_some_and(|b| b > 0.0), "state bytes per view");
+    let fresh = value(&after, "sightflow_freshness_seconds", None).unwrap();
+    assert!((0.0..60.0).contains(&fresh), "freshness {fresh}");
+}
