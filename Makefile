@@ -18,6 +18,7 @@ lint:
 ## Installs what the tests need, skipping what is already there.
 tools:
 	@test -x "$(TANSU)" || $(CARGO) install tansu --version 0.6.0 --locked --features libsql
+	@command -v psql >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql-client)
 
 unit: tools
 	TANSU=$(TANSU) $(CARGO) test --workspace

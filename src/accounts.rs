@@ -91,6 +91,10 @@ impl Accounts for Directory {
         Ok(self.0.logout(cookie)?)
     }
 
+    fn verify(&self, email: &str, password: &str) -> Result<Option<Principal>, AccountError> {
+        Ok(self.0.verify_password(email, password)?.map(|u| MetaStore::user_principal(&u)))
+    }
+
     fn projects(&self) -> Result<Vec<ProjectRow>, AccountError> {
         Ok(self.0.projects()?)
     }

@@ -1,5 +1,6 @@
 //! The `sightflow` command.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -216,6 +217,10 @@ struct ServeArgs {
     /// Where the log, replay chunks and checkpoint live [default: server.data_dir, ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The Postgres-wire endpoint's address ("" for none) [default: server.pg_listen,
+    /// 127.0.0.1:5433].
+    #[arg(long)]
+    pg_listen: Option<String>,
     /// Send demo traffic: the bundled recordings replayed as live visitors.
     #[arg(long)]
     demo: bool,
@@ -421,6 +426,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         config.server.listen = l;
     }
+    if let Some(l) = args.pg_listen {
+        config.server.pg_listen = l;
+    }
+    let pg_listen: Option<std::net::SocketAddr> = match config.server.pg_listen.as_str() {
+        "" => None,
+        a => Some(a.parse().with_context(|| format!("--pg-listen {a:?} is not an address like 127.0.0.1:5433"))?),
+    };
     let listen: std::net::SocketAddr = config
         .server
         .listen
@@ -458,7 +470,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, data_dir = %data_dir.display(), demo = args.demo, "sightflow listening");
+        let pg_listener = match pg_listen {
+            Some(pg) => Some(
+                tokio::net::TcpListener::bind(pg)
+                    .await
+                    .with_context(|| format!("cannot listen on {pg} (server.pg_listen)"))?,
+            ),
+            None => None,
+        };
         println!("sightflow listening on http://{local}");
+        if let Some(pg_listener) = pg_listener {
+            let pg_local = pg_listener.local_addr()?;
+            tracing::info!(addr = %pg_local, "postgres wire listening");
+            // Nobody may be reading stdout any more: a closed pipe is not an error here.
+            let _ = writeln!(std::io::stdout(), "postgres wire on {pg_local} (user: anything, password: an API token)");
+            tokio::spawn(sightflow_query::pg::serve(pg_listener, started.state.clone()));
+        }
         sightflow_query::server::serve(listener, started.router.clone(), options, async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");

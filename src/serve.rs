@@ -125,6 +125,8 @@ pub struct Server {
 /// A started server: the router to serve, and the engine behind it.
 pub struct Started {
     pub router: axum::Router,
+    /// The API's state (the Postgres endpoint serves from it too).
+    pub state: Arc<AppState<Api>>,
     pub server: Arc<Server>,
     pub snapshots: Snapshots,
     pub engine: Running,
@@ -958,6 +960,6 @@ pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Hand
     let (server, engine) = Server::start(config, data_dir, read_runtime, meta.clone())?;
     let state =
         Arc::new(AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits(), gate));
-    let router = http::router(state);
-    Ok(Started { router, snapshots: engine.snapshots.clone(), server, engine, meta, first_owner })
+    let router = http::router(state.clone());
+    Ok(Started { router, state, snapshots: engine.snapshots.clone(), server, engine, meta, first_owner })
 }

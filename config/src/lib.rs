@@ -122,6 +122,8 @@ pub struct Config {
 pub struct Server {
     /// Socket address `sightflow serve` listens on (`127.0.0.1:8080`).
     pub listen: String,
+    /// Socket address of the Postgres-wire endpoint (`127.0.0.1:5433`); empty: off.
+    pub pg_listen: String,
     /// Directory for the log, replay chunks and checkpoints.
     pub data_dir: String,
     /// Largest request body as sent (compressed), in bytes; larger ones get 413.
@@ -812,6 +814,13 @@ impl Config {
             ));
         }
         positive("replay.max_page_bytes", self.replay.max_page_bytes)?;
+        if !self.server.pg_listen.is_empty() && self.server.pg_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::value(
+                "server.pg_listen",
+                format!("{:?}", self.server.pg_listen),
+                "an address like 127.0.0.1:5433, or \"\" for no Postgres endpoint",
+            ));
+        }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::value(
                 "server.listen",

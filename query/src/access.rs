@@ -48,6 +48,8 @@ pub trait Accounts: Send + Sync + 'static {
     fn login(&self, email: &str, password: &str, ttl_ms: i64) -> Result<Option<(String, Login)>, AccountError>;
     /// Ends the login of a cookie's value.
     fn logout(&self, cookie: &str) -> Result<(), AccountError>;
+    /// The principal of an email and password, without starting a login (pgwire).
+    fn verify(&self, email: &str, password: &str) -> Result<Option<Principal>, AccountError>;
     /// Every project.
     fn projects(&self) -> Result<Vec<ProjectRow>, AccountError>;
     /// Creates a project.

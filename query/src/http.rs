@@ -339,6 +339,8 @@ pub struct AppState<B> {
     pub live: Arc<crate::live::Live>,
     /// Request and query latencies.
     pub metrics: Arc<crate::metrics::HttpMetrics>,
+    /// The Postgres port's counters.
+    pub pg: crate::pg::PgCounters,
     limiter: Mutex<RateLimiter>,
     waiters: AtomicUsize,
 }
@@ -355,6 +357,7 @@ impl<B> AppState<B> {
             gate,
             live: Arc::default(),
             metrics: Arc::default(),
+            pg: Default::default(),
             limiter: Mutex::new(RateLimiter::default()),
             waiters: AtomicUsize::new(0),
         }
@@ -1092,6 +1095,23 @@ async fn metrics<B: Backend>(
         "Live-feed clients closed (behind, result too large).",
         l.closed.load(Ordering::Relaxed),
     );
+    let pg = &state.pg;
+    out.gauge(
+        "sightflow_pg_connections",
+        "Postgres-wire connections open.",
+        pg.connections.load(Ordering::Relaxed) as i64,
+    );
+    out.counter(
+        "sightflow_pg_connections_accepted",
+        "Postgres-wire connections accepted.",
+        pg.accepted.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "sightflow_pg_connections_refused",
+        "Postgres-wire connections refused (password, limit).",
+        pg.refused.load(Ordering::Relaxed),
+    );
+    out.counter("sightflow_pg_statements", "Postgres-wire statements run.", pg.statements.load(Ordering::Relaxed));
     let c = &state.gate.counters;
     out.counter("sightflow_logins", "Console logins.", c.logins.load(Ordering::Relaxed));
     out.counter(

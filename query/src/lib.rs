@@ -13,6 +13,7 @@ pub mod format;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod pg;
 pub mod pool;
 pub mod rest;
 pub mod server;

@@ -1,6 +1,5 @@
 //! Read-only SQL over one snapshot with DataFusion.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,11 +126,7 @@ pub fn context(snapshot: &Snapshot, limits: &QueryLimits, scope: &Scope) -> Resu
     for (name, schema, batches) in &snapshot.tables {
         let table: Arc<dyn TableProvider> = match scope.names() {
             None => Arc::new(MemTable::try_new(schema.clone(), vec![batches.clone()])?),
-            Some(projects) => Arc::new(ScopedTable {
-                schema: schema.clone(),
-                batches: batches.clone(),
-                projects: Arc::new(projects.iter().cloned().collect()),
-            }),
+            Some(_) => Arc::new(ScopedTable { schema: schema.clone(), batches: batches.clone(), scope: scope.clone() }),
         };
         ctx.register_table(*name, table)?;
     }
@@ -145,29 +140,33 @@ pub fn context(snapshot: &Snapshot, limits: &QueryLimits, scope: &Scope) -> Resu
 struct ScopedTable {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
-    projects: Arc<BTreeSet<String>>,
+    scope: Scope,
 }
 
-impl ScopedTable {
-    fn rows(&self) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let Ok(col) = self.schema.index_of("project") else {
-            // A table that is not per project shows nothing to a scoped caller.
-            return Ok(Vec::new());
+/// The rows of a view's batches that belong to the projects in `scope` (none for a
+/// table without a `project` column, unless the scope is every project).
+pub(crate) fn scoped_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    scope: &Scope,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let Some(projects) = scope.names() else { return Ok(batches.to_vec()) };
+    let Ok(col) = schema.index_of("project") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let Some(values) = b.column(col).as_string_opt::<i32>() else {
+            return Err(DataFusionError::Internal("the project column is not text".into()));
         };
-        let mut out = Vec::with_capacity(self.batches.len());
-        for b in &self.batches {
-            let Some(projects) = b.column(col).as_string_opt::<i32>() else {
-                return Err(DataFusionError::Internal("the project column is not text".into()));
-            };
-            let keep: BooleanArray =
-                projects.iter().map(|p| Some(p.is_some_and(|p| self.projects.contains(p)))).collect();
-            let kept = filter_record_batch(b, &keep)?;
-            if kept.num_rows() > 0 {
-                out.push(kept);
-            }
+        let keep: BooleanArray =
+            values.iter().map(|p| Some(p.is_some_and(|p| projects.iter().any(|n| n == p)))).collect();
+        let kept = filter_record_batch(b, &keep)?;
+        if kept.num_rows() > 0 {
+            out.push(kept);
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 #[async_trait::async_trait]
@@ -187,7 +186,8 @@ impl TableProvider for ScopedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let table = MemTable::try_new(self.schema.clone(), vec![self.rows()?])?;
+        let rows = scoped_rows(&self.schema, &self.batches, &self.scope)?;
+        let table = MemTable::try_new(self.schema.clone(), vec![rows])?;
         table.scan(state, projection, filters, limit).await
     }
 }

@@ -400,7 +400,7 @@ fn a_first_start_creates_an_owner_and_says_how_to_log_in() {
     std::fs::write(dir.path().join("sightflow.toml"), "").unwrap();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_sightflow"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--pg-listen", "127.0.0.1:0", "--config"])
             .arg(dir.path().join("sightflow.toml"))
             .arg("--data-dir")
             .arg(dir.path().join("data"))

@@ -246,7 +246,7 @@ fn serve_with_an_unreachable_broker_exits_with_a_clear_error() {
     let cfg = write(dir.path(), "k.toml", &format!("[kafka]\nbrokers = \"127.0.0.1:{port}\"\n"));
     let started = std::time::Instant::now();
     let (ok, _, err) = run(bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "", "--config"])
         .arg(&cfg)
         .arg("--data-dir")
         .arg(dir.path().join("data"))

@@ -158,6 +158,8 @@ impl ServerProcess {
             .arg(&file)
             .arg("--data-dir")
             .arg(dir.join("data"))
+            // Tests run side by side: each its own Postgres port unless the config names one.
+            .args(if config.contains("pg_listen") { vec![] } else { vec!["--pg-listen", "127.0.0.1:0"] })
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

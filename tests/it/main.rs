@@ -7,6 +7,7 @@
 //! - `fixtures`: the real rrweb recordings against their ground truth;
 //! - `rest`: the REST resources (sessions, timeline, heatmap, projects, members, tokens);
 //! - `live`: the live feed over SSE (changes, progress, slow clients, tickets, resuming);
+//! - `pg`: the Postgres wire with the real psql, and Grafana's queries through a client library;
 //! - `kafka`: `serve` and `backfill` against a real broker (tansu) on loopback;
 //! - `server`: the real `serve` on a loopback port: imports, `kill -9`, hostile input, a
 //!   full disk.
@@ -18,5 +19,6 @@ mod common;
 mod fixtures;
 mod kafka;
 mod live;
+mod pg;
 mod rest;
 mod server;
