@@ -9,6 +9,7 @@
 //! - `live`: the live feed over SSE (changes, progress, slow clients, tickets, resuming);
 //! - `pg`: the Postgres wire with the real psql, and Grafana's queries through a client library;
 //! - `kafka`: `serve` and `backfill` against a real broker (tansu) on loopback;
+//! - `slt`: the sqllogictest files of `tests/slt/` (SQL over live views fed as it goes);
 //! - `server`: the real `serve` on a loopback port: imports, `kill -9`, hostile input, a
 //!   full disk.
 
@@ -22,3 +23,4 @@ mod live;
 mod pg;
 mod rest;
 mod server;
+mod slt;
