@@ -153,8 +153,131 @@ trait Db: Send {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, MetaError>;
     /// Runs a query, returning every row.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, MetaError>;
-    /// Runs `f` in a transaction that takes the write lock at once.
+    /// Starts a transaction that takes the write lock at once.
     fn begin(&mut self) -> Result<(), MetaError>;
+    /// Within a transaction: waits until no other process migrates the schema.
+    fn lock_schema(&mut self) -> Result<(), MetaError> {
+        Ok(())
+    }
+}
+
+/// A PostgreSQL database several servers share. The `postgres` client runs its own
+/// runtime, so it lives on a thread of its own and statements are handed to it: the
+/// store can then be used from any thread, async or not.
+struct Postgres {
+    jobs: std::sync::mpsc::Sender<PgJob>,
+}
+
+/// A statement handed to the PostgreSQL thread.
+type PgJob = Box<dyn FnOnce(&mut postgres::Client) + Send>;
+
+impl Postgres {
+    fn connect(url: &str) -> Result<Postgres, String> {
+        let (jobs, rx) = std::sync::mpsc::channel::<PgJob>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<Result<(), String>>();
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("metadata-pg".into())
+            .spawn(move || {
+                let mut client = match postgres::Client::connect(&url, postgres::NoTls) {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    job(&mut client);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        ready.recv().map_err(|e| e.to_string())??;
+        Ok(Postgres { jobs })
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| MetaError::Db("the connection to PostgreSQL is gone".into()))?;
+        rx.recv()
+            .map_err(|_| MetaError::Db("the connection to PostgreSQL is gone".into()))?
+            .map_err(|e| MetaError::Db(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())))
+    }
+}
+
+/// `?N` parameters as PostgreSQL's `$N`.
+fn dollar_params(sql: &str) -> String {
+    sql.replace('?', "$")
+}
+
+fn pg_params(params: &[Value]) -> Vec<Box<dyn postgres::types::ToSql + Sync + Send>> {
+    params
+        .iter()
+        .map(|v| -> Box<dyn postgres::types::ToSql + Sync + Send> {
+            match v {
+                Value::Null => Box::new(None::<String>),
+                Value::Int(i) => Box::new(*i),
+                Value::Real(f) => Box::new(*f),
+                Value::Text(t) => Box::new(t.clone()),
+            }
+        })
+        .collect()
+}
+
+fn pg_value(row: &postgres::Row, i: usize) -> Value {
+    use postgres::types::Type;
+    let ty = row.columns()[i].type_().clone();
+    let v = if ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(i).ok().flatten().map(Value::Int)
+    } else if ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(i).ok().flatten().map(|v| Value::Int(v.into()))
+    } else if ty == Type::INT2 {
+        row.try_get::<_, Option<i16>>(i).ok().flatten().map(|v| Value::Int(v.into()))
+    } else if ty == Type::FLOAT8 {
+        row.try_get::<_, Option<f64>>(i).ok().flatten().map(Value::Real)
+    } else {
+        row.try_get::<_, Option<String>>(i).ok().flatten().map(Value::Text)
+    };
+    v.unwrap_or(Value::Null)
+}
+
+impl Db for Postgres {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, MetaError> {
+        let (sql, params) = (dollar_params(sql), pg_params(params));
+        self.call(move |c| {
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync)).collect();
+            c.execute(sql.as_str(), &refs)
+        })
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, MetaError> {
+        let (sql, params) = (dollar_params(sql), pg_params(params));
+        self.call(move |c| {
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync)).collect();
+            let rows = c.query(sql.as_str(), &refs)?;
+            Ok(rows.iter().map(|r| (0..r.len()).map(|i| pg_value(r, i)).collect()).collect())
+        })
+    }
+
+    fn begin(&mut self) -> Result<(), MetaError> {
+        self.call(|c| c.batch_execute("BEGIN"))
+    }
+
+    fn lock_schema(&mut self) -> Result<(), MetaError> {
+        // Two servers starting at once migrate one after the other.
+        self.call(|c| c.batch_execute("SELECT pg_advisory_xact_lock(7317001)"))
+    }
 }
 
 struct Sqlite(rusqlite::Connection);
@@ -341,10 +464,22 @@ impl MetaStore {
             return Self::open_sqlite(Path::new(path));
         }
         let scheme = url.split_once("://").map_or("(none)", |(s, _)| s);
+        if scheme == "postgres" || scheme == "postgresql" {
+            return Self::open_postgres(url);
+        }
         Err(MetaError::Open {
             location: format!("of scheme {scheme:?}"),
-            reason: "this build keeps metadata in SQLite only (metadata.url empty or sqlite://PATH)".into(),
+            reason: "metadata.url is empty (SQLite under the data directory), sqlite://PATH or postgres://...".into(),
         })
+    }
+
+    /// Opens (migrating) a store in a PostgreSQL database.
+    pub fn open_postgres(url: &str) -> Result<MetaStore, MetaError> {
+        let location = sightflow_config::redact_url_password(url);
+        let db = Postgres::connect(url).map_err(|reason| MetaError::Open { location: location.clone(), reason })?;
+        let store = MetaStore { db: Mutex::new(Box::new(db)), location };
+        store.migrate()?;
+        Ok(store)
     }
 
     /// Opens (creating and migrating) an SQLite store at `path`.
@@ -395,6 +530,7 @@ impl MetaStore {
 
     fn migrate(&self) -> Result<(), MetaError> {
         self.transaction(|db| {
+            db.lock_schema()?;
             db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
                 &[],

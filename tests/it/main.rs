@@ -7,6 +7,7 @@
 //! - `fixtures`: the real rrweb recordings against their ground truth;
 //! - `rest`: the REST resources (sessions, timeline, heatmap, projects, members, tokens);
 //! - `live`: the live feed over SSE (changes, progress, slow clients, tickets, resuming);
+//! - `meta_pg`: the metadata store in a real PostgreSQL, shared by two servers;
 //! - `pg`: the Postgres wire with the real psql, and Grafana's queries through a client library;
 //! - `kafka`: `serve` and `backfill` against a real broker (tansu) on loopback;
 //! - `slt`: the sqllogictest files of `tests/slt/` (SQL over live views fed as it goes);
@@ -20,6 +21,7 @@ mod common;
 mod fixtures;
 mod kafka;
 mod live;
+mod meta_pg;
 mod pg;
 mod rest;
 mod server;
