@@ -341,6 +341,8 @@ pub struct AppState<B> {
     pub metrics: Arc<crate::metrics::HttpMetrics>,
     /// The Postgres port's counters.
     pub pg: crate::pg::PgCounters,
+    /// Sessions by id, for replays.
+    pub sessions: crate::index::SessionIndex,
     limiter: Mutex<RateLimiter>,
     waiters: AtomicUsize,
 }
@@ -358,6 +360,7 @@ impl<B> AppState<B> {
             live: Arc::default(),
             metrics: Arc::default(),
             pg: Default::default(),
+            sessions: Default::default(),
             limiter: Mutex::new(RateLimiter::default()),
             waiters: AtomicUsize::new(0),
         }
@@ -881,7 +884,9 @@ async fn replay<B: Backend>(
         let scope = forbidden_counted(&state, caller.readable())?;
         let snap = state.snapshots.latest();
         // A session of a project the caller cannot read is not there for them.
-        let (project, device, start, end) = find_session(&snap, &id)
+        let (project, device, start, end) = state
+            .sessions
+            .find(&snap, &id)
             .filter(|(project, ..)| scope.contains(project))
             .ok_or_else(|| ApiError::NotFound(format!("no session {id:?} in the views (as_of {})", snap.as_of)))?;
         forbidden_counted(&state, caller.require(Role::Member, &project, "watching a replay"))?;
@@ -971,25 +976,6 @@ async fn replay<B: Backend>(
     }
     .await;
     result.unwrap_or_else(|e| e.into_response())
-}
-
-/// (project, device, started_at, ended_at) of a session in a snapshot.
-fn find_session(snap: &Snapshot, id: &str) -> Option<(String, String, i64, i64)> {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::TimestampMillisecondType;
-    for b in snap.batches("sessions")? {
-        let col = |n: &str| b.column_by_name(n);
-        let ids = col("session_id")?.as_string::<i32>();
-        let Some(row) = (0..ids.len()).find(|&i| ids.value(i) == id) else {
-            continue;
-        };
-        let project = col("project")?.as_string::<i32>().value(row).to_string();
-        let device = col("device_id")?.as_string::<i32>().value(row).to_string();
-        let start = col("started_at")?.as_primitive::<TimestampMillisecondType>().value(row);
-        let end = col("ended_at")?.as_primitive::<TimestampMillisecondType>().value(row);
-        return Some((project, device, start, end));
-    }
-    None
 }
 
 async fn health<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {

@@ -11,6 +11,7 @@ pub mod access;
 pub mod bounds;
 pub mod format;
 pub mod http;
+pub mod index;
 pub mod live;
 pub mod metrics;
 pub mod pg;
