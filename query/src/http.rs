@@ -438,6 +438,7 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/v1/login", post(login::<B>))
         .route("/api/v1/logout", post(logout::<B>))
         .route("/api/v1/me", get(me::<B>))
+        .route("/api/v1/openapi.json", get(crate::openapi::openapi_json))
         .merge(crate::rest::routes::<B>())
         .merge(crate::live::routes::<B>())
         .route_layer(timing)
@@ -477,7 +478,7 @@ async fn json_errors(resp: Response) -> Response {
 }
 
 #[derive(Deserialize, Default)]
-struct KeyParams {
+pub(crate) struct KeyParams {
     key: Option<String>,
     tab: Option<String>,
     seq_start: Option<u64>,
@@ -620,7 +621,18 @@ fn batch_id(params: &KeyParams, headers: &HeaderMap) -> Result<String, ApiError>
     Ok(id)
 }
 
-async fn track<B: Backend>(
+#[utoipa::path(post, path = "/api/v1/track", tag = "ingest",
+    params(("key" = Option<String>, Query, description = "The project's ingest key (or the X-Sightflow-Key header)"),
+           ("batch_id" = Option<String>, Query, description = "Idempotent retries (or X-Batch-Id)")),
+    request_body(content = Vec<serde_json::Value>, description = "A JSON array of events, `{events: [...]}`, or a protobuf Batch; gzip by magic bytes"),
+    responses((status = 200, description = "Per-event outcome: accepted, rejected with reasons, min_as_of", body = serde_json::Value),
+        (status = 400, description = "Nothing acceptable in the body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Unknown project key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Origin not allowed", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over a limit", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over a rate limit; Retry-After", body = crate::openapi::ErrorBody)),
+    security(("ingest_key" = [])))]
+pub(crate) async fn track<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Query(params): Query<KeyParams>,
     req: Request,
@@ -648,7 +660,14 @@ async fn track<B: Backend>(
     with_cors(result.unwrap_or_else(|e| e.into_response()), cors)
 }
 
-async fn import_rrweb<B: Backend>(
+#[utoipa::path(post, path = "/api/v1/projects/{key}/devices/{device}/rrweb", tag = "ingest",
+    params(("key" = String, Path, description = "The project's ingest key"), ("device" = String, Path, description = "Device id"),
+           ("tab" = Option<String>, Query, description = "Tab id"), ("seq_start" = Option<u64>, Query, description = "Sequence number of the first event")),
+    request_body(content = Vec<serde_json::Value>, description = "A JSON array of rrweb events"),
+    responses((status = 200, description = "Per-event outcome", body = serde_json::Value),
+        (status = 401, description = "Unknown project key", body = crate::openapi::ErrorBody), (status = 413, description = "Body over a limit", body = crate::openapi::ErrorBody)),
+    security(("ingest_key" = [])))]
+pub(crate) async fn import_rrweb<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path((key, device)): Path<(String, String)>,
     Query(params): Query<KeyParams>,
@@ -818,7 +837,20 @@ fn query_error(e: QueryError) -> ApiError {
     }
 }
 
-async fn query<B: Backend>(
+/// SQL over the live views of the caller's projects.
+#[utoipa::path(post, path = "/api/v1/query", tag = "sql",
+    request_body(content = crate::openapi::QueryBody, description = "The SQL and an optional `min_as_of` (read your writes)"),
+    responses(
+        (status = 200, description = "`{columns, rows, as_of}`; CSV or Arrow IPC by `Accept`", body = crate::openapi::QueryAnswer),
+        (status = 400, description = "Bad SQL, not read-only, or over a limit", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "No role on any project", body = crate::openapi::ErrorBody),
+        (status = 408, description = "Past the query's time limit", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too many queries; retry after `Retry-After`", body = crate::openapi::ErrorBody),
+        (status = 504, description = "The views did not reach `min_as_of` in time", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn query<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: axum::http::Method,
     headers: HeaderMap,
@@ -865,14 +897,22 @@ async fn query<B: Backend>(
 }
 
 #[derive(Deserialize, Default)]
-struct ReplayParams {
+pub(crate) struct ReplayParams {
     /// The first chunk of the page (from a previous page's `next_cursor`).
     cursor: Option<usize>,
     /// Raw bytes per page (at most the server's limit).
     max_bytes: Option<u64>,
 }
 
-async fn replay<B: Backend>(
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/replay", tag = "sessions",
+    params(("id" = String, Path, description = "Session id"), ("cursor" = Option<usize>, Query, description = "First chunk of the page"),
+           ("max_bytes" = Option<u64>, Query, description = "Raw bytes per page")),
+    responses((status = 200, description = "`{session_id, chunks, next_cursor, events, skipped}`, streamed", body = serde_json::Value),
+        (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such session among the caller's projects", body = crate::openapi::ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn replay<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     Path(id): Path<String>,
     Query(params): Query<ReplayParams>,
@@ -978,7 +1018,9 @@ async fn replay<B: Backend>(
     result.unwrap_or_else(|e| e.into_response())
 }
 
-async fn health<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Ready", body = serde_json::Value), (status = 503, description = "Starting or failing, with reasons", body = serde_json::Value)))]
+pub(crate) async fn health<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     let h = state.backend.health();
     let snap = state.snapshots.latest();
     let (queued, runaway) = state.pool.load();
@@ -1000,7 +1042,11 @@ async fn health<B: Backend>(State(state): State<Arc<AppState<B>>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics<B: Backend>(
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn metrics<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: axum::http::Method,
     headers: HeaderMap,
@@ -1144,7 +1190,11 @@ fn login_answer(caller_id: &str, grants: &[sightflow_config::access::Grant], csr
     json!({"principal": caller_id, "grants": grants, "csrf_token": csrf, "expires_ms": expires_ms})
 }
 
-async fn login<B: Backend>(State(state): State<Arc<AppState<B>>>, req: Request) -> Response {
+#[utoipa::path(post, path = "/api/v1/login", tag = "auth",
+    request_body(content = serde_json::Value, description = "`{email, password}`"),
+    responses((status = 200, description = "Sets the sf_session cookie; `{principal, grants, csrf_token, expires_ms}`", body = serde_json::Value),
+        (status = 401, description = "Wrong email or password", body = crate::openapi::ErrorBody), (status = 429, description = "Too many attempts", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn login<B: Backend>(State(state): State<Arc<AppState<B>>>, req: Request) -> Response {
     let headers = req.headers().clone();
     let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned().map(|c| c.0);
     let result = async {
@@ -1172,7 +1222,10 @@ async fn login<B: Backend>(State(state): State<Arc<AppState<B>>>, req: Request) 
     result.unwrap_or_else(|e| e.into_response())
 }
 
-async fn logout<B: Backend>(
+#[utoipa::path(post, path = "/api/v1/logout", tag = "auth",
+    responses((status = 204, description = "The login ended"), (status = 401, description = "No login", body = crate::openapi::ErrorBody)),
+    security(("cookie" = [])))]
+pub(crate) async fn logout<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: axum::http::Method,
     headers: HeaderMap,
@@ -1193,7 +1246,10 @@ async fn logout<B: Backend>(
     result.unwrap_or_else(|e| e.into_response())
 }
 
-async fn me<B: Backend>(
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    responses((status = 200, description = "`{principal, grants, csrf_token?}`", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn me<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: axum::http::Method,
     headers: HeaderMap,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod index;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod pg;
 pub mod pool;
 pub mod rest;

@@ -152,7 +152,7 @@ impl Live {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubscribeParams {
+pub(crate) struct SubscribeParams {
     sql: String,
     #[serde(default)]
     ticket: Option<String>,
@@ -210,7 +210,13 @@ impl Drop for Subscribed {
     }
 }
 
-async fn subscribe<B: Backend>(
+#[utoipa::path(get, path = "/api/v1/subscribe", tag = "sql",
+    params(("sql" = String, Query, description = "A read-only query"), ("ticket" = Option<String>, Query, description = "From POST /api/v1/subscribe/ticket, for EventSource")),
+    responses((status = 200, description = "text/event-stream: snapshot, then diff or progress per snapshot; reset, close", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Bad SQL or a result too large", body = crate::openapi::ErrorBody), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody), (status = 503, description = "Too many subscriptions", body = crate::openapi::ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn subscribe<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -408,7 +414,14 @@ impl<B: Backend> Feed<B> {
     }
 }
 
-async fn ticket<B: Backend>(State(state): State<Arc<AppState<B>>>, method: Method, headers: HeaderMap) -> Response {
+#[utoipa::path(post, path = "/api/v1/subscribe/ticket", tag = "sql",
+    responses((status = 200, description = "`{ticket, expires_in_s}`: single use", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn ticket<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let c = state.gate.caller(&method, &headers).await?;
         c.readable()?;

@@ -76,7 +76,7 @@ fn done(r: Result<Response, ApiError>) -> Response {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct SessionsParams {
+pub(crate) struct SessionsParams {
     project: Option<String>,
     /// Sessions started at or after (ms since the epoch).
     from: Option<i64>,
@@ -182,7 +182,17 @@ fn session_filters(p: &SessionsParams) -> Result<Vec<String>, ApiError> {
     Ok(w)
 }
 
-async fn sessions<B: Backend>(
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
+    params(("project" = Option<String>, Query,), ("from" = Option<i64>, Query, description = "Started at or after (ms)"), ("to" = Option<i64>, Query, description = "Started before (ms)"),
+        ("url" = Option<String>, Query, description = "A page viewed; `*` matches any text"), ("has" = Option<String>, Query, description = "rage,dead,error,quick_back,excessive_scroll,thrashed_cursor,errors"),
+        ("device_type" = Option<String>, Query,), ("browser" = Option<String>, Query,), ("os" = Option<String>, Query,), ("country" = Option<String>, Query,),
+        ("min_duration_ms" = Option<i64>, Query,), ("live" = Option<bool>, Query,), ("sort" = Option<String>, Query,), ("order" = Option<String>, Query, description = "asc or desc"),
+        ("limit" = Option<usize>, Query, description = "At most 500"), ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor")),
+    responses((status = 200, description = "`{sessions, total, next_cursor, as_of}`", body = serde_json::Value),
+        (status = 400, description = "A bad parameter, named", body = crate::openapi::ErrorBody), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn sessions<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -269,7 +279,13 @@ const TIMELINE: &[(&str, &str)] = &[
     ("thrashed_cursors", "thrashed_cursor"),
 ];
 
-async fn session<B: Backend>(
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path,)),
+    responses((status = 200, description = "`{session, timeline, as_of}`", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such session among the caller's projects", body = crate::openapi::ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn session<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -308,14 +324,19 @@ async fn session<B: Backend>(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HeatmapParams {
+pub(crate) struct HeatmapParams {
     project: Option<String>,
     url: String,
     kind: String,
     viewport: Option<u32>,
 }
 
-async fn heatmap<B: Backend>(
+#[utoipa::path(get, path = "/api/v1/heatmap", tag = "sessions",
+    params(("url" = String, Query,), ("kind" = String, Query, description = "click, move or scroll"), ("viewport" = Option<u32>, Query, description = "Viewport-width bucket"), ("project" = Option<String>, Query,)),
+    responses((status = 200, description = "`{url, kind, cells, total, as_of}`", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn heatmap<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -349,7 +370,14 @@ async fn heatmap<B: Backend>(
 
 // ----- projects, members, tokens -----
 
-async fn projects<B: Backend>(State(state): State<Arc<AppState<B>>>, method: Method, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    responses((status = 200, description = "The projects the caller reads, with its role", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn projects<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     done(
         async {
             let c = caller(&state, &method, &headers).await?;
@@ -383,7 +411,11 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Resul
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("expected a JSON body {shape}: {e}")))
 }
 
-async fn project_create<B: Backend>(
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
+    request_body(content = serde_json::Value, description = "`{name, ingest_key?, allowed_origins?, time_zone?, retention_days?, rate_limit_per_s?}`"),
+    responses((status = 201, description = "The project", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody), (status = 409, description = "The name or key is taken", body = crate::openapi::ErrorBody)), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn project_create<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -402,7 +434,11 @@ async fn project_create<B: Backend>(
     )
 }
 
-async fn project_update<B: Backend>(
+#[utoipa::path(patch, path = "/api/v1/projects/{name}", tag = "projects", params(("name" = String, Path,)),
+    request_body(content = serde_json::Value, description = "`{allowed_origins?, time_zone?, retention_days?, rate_limit_per_s?}`"),
+    responses((status = 200, description = "The project", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn project_update<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -423,7 +459,10 @@ async fn project_update<B: Backend>(
     )
 }
 
-async fn project_delete<B: Backend>(
+#[utoipa::path(delete, path = "/api/v1/projects/{name}", tag = "projects", params(("name" = String, Path,)),
+    responses((status = 204, description = "Deleted (memberships and tokens go)"), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn project_delete<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -442,7 +481,10 @@ async fn project_delete<B: Backend>(
     )
 }
 
-async fn members<B: Backend>(
+#[utoipa::path(get, path = "/api/v1/projects/{name}/members", tag = "projects", params(("name" = String, Path,)),
+    responses((status = 200, description = "`{project, members: [{email, role, every_project}]}`", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn members<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -481,7 +523,11 @@ struct MemberSet {
     password: Option<String>,
 }
 
-async fn member_set<B: Backend>(
+#[utoipa::path(put, path = "/api/v1/projects/{name}/members/{email}", tag = "projects", params(("name" = String, Path,), ("email" = String, Path,)),
+    request_body(content = serde_json::Value, description = "`{role, password?}` (a new user needs a password)"),
+    responses((status = 200, description = "Role set"), (status = 201, description = "User created with the role"), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn member_set<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -519,7 +565,10 @@ async fn member_set<B: Backend>(
     )
 }
 
-async fn member_remove<B: Backend>(
+#[utoipa::path(delete, path = "/api/v1/projects/{name}/members/{email}", tag = "projects", params(("name" = String, Path,), ("email" = String, Path,)),
+    responses((status = 204, description = "Removed"), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn member_remove<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -546,7 +595,14 @@ fn administers(c: &Caller, project: Option<&str>) -> bool {
     }
 }
 
-async fn tokens<B: Backend>(State(state): State<Arc<AppState<B>>>, method: Method, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, description = "Tokens of the projects the caller administers, without secrets", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn tokens<B: Backend>(
+    State(state): State<Arc<AppState<B>>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     done(
         async {
             let c = caller(&state, &method, &headers).await?;
@@ -574,7 +630,11 @@ struct TokenCreate {
     project: Option<String>,
 }
 
-async fn token_create<B: Backend>(
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+    request_body(content = serde_json::Value, description = "`{name, role, project?}`"),
+    responses((status = 201, description = "`{token, info}`: the token, shown once", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn token_create<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
@@ -608,7 +668,10 @@ async fn token_create<B: Backend>(
     )
 }
 
-async fn token_revoke<B: Backend>(
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path,)),
+    responses((status = 204, description = "Revoked"), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody), (status = 404, description = "No such token", body = crate::openapi::ErrorBody)), security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn token_revoke<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,

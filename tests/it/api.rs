@@ -867,3 +867,64 @@ async fn metrics_parse_and_move_with_traffic() {
     let fresh = value(&after, "sightflow_freshness_seconds", None).unwrap();
     assert!((0.0..60.0).contains(&fresh), "freshness {fresh}");
 }
+
+/// The OpenAPI document lists every route of the API with its methods, and is public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_covers_every_route() {
+    let a = api("");
+    let r = a.call_as_is(get("/api/v1/openapi.json")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+    let routes = [
+        ("/api/v1/track", "post"),
+        ("/api/v1/projects/{key}/devices/{device}/rrweb", "post"),
+        ("/api/v1/query", "post"),
+        ("/api/v1/sessions", "get"),
+        ("/api/v1/sessions/{id}", "get"),
+        ("/api/v1/sessions/{id}/replay", "get"),
+        ("/api/v1/heatmap", "get"),
+        ("/api/v1/projects", "get"),
+        ("/api/v1/projects", "post"),
+        ("/api/v1/projects/{name}", "patch"),
+        ("/api/v1/projects/{name}", "delete"),
+        ("/api/v1/projects/{name}/members", "get"),
+        ("/api/v1/projects/{name}/members/{email}", "put"),
+        ("/api/v1/projects/{name}/members/{email}", "delete"),
+        ("/api/v1/tokens", "get"),
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/tokens/{id}", "delete"),
+        ("/api/v1/subscribe", "get"),
+        ("/api/v1/subscribe/ticket", "post"),
+        ("/api/v1/login", "post"),
+        ("/api/v1/logout", "post"),
+        ("/api/v1/me", "get"),
+        ("/api/v1/openapi.json", "get"),
+        ("/health", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in routes {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} has responses");
+        // And the route exists: anything but the router's 404 for unknown paths.
+        let uri = path
+            .replace("{key}", "demo")
+            .replace("{device}", "d")
+            .replace("{id}", "x")
+            .replace("{name}", "demo")
+            .replace("{email}", "a@b");
+        let r = a
+            .call(
+                Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(uri.as_str())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert!(!r.text().contains("no such endpoint"), "{method} {path} is routed: {}", r.text());
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["paths"]["/api/v1/query"]["post"]["security"].is_array());
+}
