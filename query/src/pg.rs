@@ -26,8 +26,6 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser as SqlParser;
 use datafusion_postgres::DfSessionService;
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -230,10 +228,15 @@ fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
 }
 
-/// Refuses text with a statement that writes (or does not parse as Postgres SQL: the
-/// planner then gives its own error).
+/// Refuses text with a statement that writes. The text is parsed as the session will
+/// parse it (the compatibility parser, rewrites included), so what is checked is what
+/// would run; text that does not parse does not run either.
 fn check_read_only(sql: &str) -> PgWireResult<()> {
-    let Ok(statements) = SqlParser::parse_sql(&PostgreSqlDialect {}, sql) else { return Ok(()) };
+    let parser = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+    let statements = match parser.parse(sql) {
+        Ok(s) => s,
+        Err(e) => return Err(user_error("42601", format!("syntax error: {e}"))),
+    };
     for s in &statements {
         if !reads_only(s) {
             let kind = format!("{s}").split_whitespace().next().unwrap_or("").to_ascii_uppercase();
@@ -535,6 +538,7 @@ mod tests {
             "prepare w as insert into sessions values (1)",
             "explain analyze insert into t values (1)",
             "select * into t2 from sessions",
+            "selec 1",
         ] {
             assert!(check_read_only(sql).is_err(), "{sql}");
         }
