@@ -379,6 +379,13 @@ impl sightflow_query::http::Backend for ReadOnly {
         Err(sightflow_query::http::ApiError::Forbidden(READ_ONLY.into()))
     }
 
+    async fn sessions_views(
+        &self,
+        _sessions: Vec<sightflow_query::index::SessionPlace>,
+    ) -> Result<Arc<sightflow_dataflows::Snapshot>, sightflow_query::http::ApiError> {
+        Err(sightflow_query::http::ApiError::NotFound(READ_ONLY.into()))
+    }
+
     async fn replay_chunks(
         &self,
         _project: String,

@@ -628,6 +628,52 @@ fn body_error(e: BodyError) -> ApiError {
     }
 }
 
+/// Raw rrweb bytes the views of chosen sessions may read.
+const MAX_SESSIONS_REPLAY_BYTES: u64 = 512 << 20;
+
+/// Every view over the stored replay of some sessions: their chunks are decoded per tab
+/// (with node maps of their own) and run through batch mode, the live views' definitions.
+fn views_of_replays(
+    store: &ReplayStore,
+    config: &Config,
+    sessions: Vec<sightflow_query::index::SessionPlace>,
+) -> Result<Arc<sightflow_dataflows::Snapshot>, ApiError> {
+    let decoders = Decoders::default();
+    let limits = Limits::any_age(now_ms());
+    let mut envelopes = Vec::new();
+    let mut bytes = 0u64;
+    for (project, device, start, end) in sessions {
+        let chunks = store
+            .chunks(&project, &device, start, end)
+            .map_err(|e| ApiError::Unavailable(format!("replay store: {e}")))?;
+        let mut by_tab: BTreeMap<String, Vec<RawEvent>> = BTreeMap::new();
+        for c in chunks {
+            bytes += c.raw_bytes;
+            if bytes > MAX_SESSIONS_REPLAY_BYTES {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the chosen sessions' replays hold more than {MAX_SESSIONS_REPLAY_BYTES} bytes; choose fewer"
+                )));
+            }
+            match store.read_chunk(&c, &project, &device) {
+                Ok(events) => by_tab
+                    .entry(c.tab_hash.clone())
+                    .or_default()
+                    .extend(events.into_iter().filter(|e| e.ts >= start && e.ts <= end)),
+                Err(e) => tracing::warn!(chunk = %c.path, error = %e, "a replay chunk is unreadable; left out"),
+            }
+        }
+        for (tab, mut events) in by_tab {
+            events.sort_by_key(|e| e.ts);
+            let text = format!("[{}]", events.iter().map(|e| e.json.as_str()).collect::<Vec<_>>().join(","));
+            let import =
+                sightflow_connectors::files::read_rrweb(&text, &project, &device, &tab, &limits, &decoders, None)
+                    .map_err(|e| ApiError::Internal(format!("a stored replay does not decode: {e}")))?;
+            envelopes.extend(import.envelopes);
+        }
+    }
+    crate::batch::run(config, envelopes).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 /// The server as the HTTP layer's backend.
 #[derive(Clone)]
 pub struct Api(pub Arc<Server>);
@@ -765,6 +811,17 @@ impl Backend for Api {
         // In time order within the chunk; equal times keep the order they were sent in.
         events.sort_by_key(|e| e.ts);
         Ok(events.into_iter().map(|e| e.json).collect())
+    }
+
+    async fn sessions_views(
+        &self,
+        sessions: Vec<sightflow_query::index::SessionPlace>,
+    ) -> Result<Arc<sightflow_dataflows::Snapshot>, ApiError> {
+        let (store, config) = (self.replay.clone(), self.config.clone());
+        self.read_rt
+            .spawn_blocking(move || views_of_replays(&store, &config, sessions))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
     }
 
     fn health(&self) -> Health {

@@ -269,6 +269,13 @@ pub trait Backend: Send + Sync + 'static {
         from_ts: i64,
         to_ts: i64,
     ) -> impl std::future::Future<Output = Result<Vec<String>, ApiError>> + Send;
+    /// Every view computed from the stored replay of these sessions alone (project,
+    /// device, start, end), through the same definitions as the live views: what a
+    /// heatmap of chosen sessions reads.
+    fn sessions_views(
+        &self,
+        sessions: Vec<crate::index::SessionPlace>,
+    ) -> impl std::future::Future<Output = Result<Arc<Snapshot>, ApiError>> + Send;
     /// Readiness and failures, for `/health`.
     fn health(&self) -> Health;
     /// Adds the backend's metrics to a scrape.

@@ -331,20 +331,38 @@ pub(crate) struct HeatmapParams {
     viewport: Option<u32>,
 }
 
+/// Sessions a heatmap of chosen sessions may name.
+const MAX_HEATMAP_SESSIONS: usize = 300;
+
 #[utoipa::path(get, path = "/api/v1/heatmap", tag = "sessions",
-    params(("url" = String, Query,), ("kind" = String, Query, description = "click, move or scroll"), ("viewport" = Option<u32>, Query, description = "Viewport-width bucket"), ("project" = Option<String>, Query,)),
-    responses((status = 200, description = "`{url, kind, cells, total, as_of}`", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),),
+    params(("url" = String, Query,), ("kind" = String, Query, description = "click, move or scroll"), ("viewport" = Option<u32>, Query, description = "Viewport-width bucket"), ("project" = Option<String>, Query,),
+        ("session" = Option<Vec<String>>, Query, description = "Only these sessions (repeatable, at most 300): computed from their replay through the same definitions")),
+    responses((status = 200, description = "`{url, kind, cells, total, sessions, as_of}`", body = serde_json::Value), (status = 400, description = "A bad parameter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody), (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),
+        (status = 404, description = "A session not among the caller's projects", body = crate::openapi::ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn heatmap<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
     method: Method,
     headers: HeaderMap,
-    Query(p): Query<HeatmapParams>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
     done(
         async {
             let c = caller(&state, &method, &headers).await?;
+            // Repeated `session=` parameters, which a typed query cannot hold.
+            let mut chosen: Vec<String> = Vec::new();
+            let mut rest: Vec<(String, String)> = Vec::new();
+            for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+                if k == "session" {
+                    chosen.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string));
+                } else {
+                    rest.push((k.into_owned(), v.into_owned()));
+                }
+            }
+            let encoded = form_urlencoded::Serializer::new(String::new()).extend_pairs(&rest).finish();
+            let p: HeatmapParams = serde_urlencoded::from_str(&encoded)
+                .map_err(|e| ApiError::BadRequest(format!("heatmap parameters: {e}")))?;
             let scope = narrowed(&c, p.project.as_deref())?;
             if !["click", "move", "scroll"].contains(&p.kind.as_str()) {
                 return Err(ApiError::BadRequest(format!("kind: expected click, move or scroll, not {:?}", p.kind)));
@@ -359,10 +377,34 @@ pub(crate) async fn heatmap<B: Backend>(
                  GROUP BY viewport_bucket, cell_x, cell_y ORDER BY viewport_bucket, cell_y, cell_x",
                 w.join(" AND ")
             );
-            let snap = state.snapshots.latest();
+            let live = state.snapshots.latest();
+            let (snap, sessions) = if chosen.is_empty() {
+                (live.clone(), Value::Null)
+            } else {
+                chosen.sort();
+                chosen.dedup();
+                if chosen.len() > MAX_HEATMAP_SESSIONS {
+                    return Err(ApiError::BadRequest(format!(
+                        "at most {MAX_HEATMAP_SESSIONS} sessions at once, not {}",
+                        chosen.len()
+                    )));
+                }
+                let mut places = Vec::with_capacity(chosen.len());
+                for id in &chosen {
+                    let place = session_id_ok(id)
+                        .then(|| state.sessions.find(&live, id))
+                        .flatten()
+                        .filter(|(project, ..)| scope.contains(project))
+                        .ok_or_else(|| ApiError::NotFound(format!("no session {id:?}")))?;
+                    places.push(place);
+                }
+                (state.backend.sessions_views(places).await?, json!(chosen))
+            };
             let cells = format::rows_as_objects(&run(&state, &snap, &sql, &scope).await?);
             let total: i64 = cells.iter().filter_map(|c| c["count"].as_i64()).sum();
-            Ok(respond(json!({"url": url, "kind": p.kind, "cells": cells, "total": total, "as_of": snap.as_of})))
+            Ok(respond(
+                json!({"url": url, "kind": p.kind, "cells": cells, "total": total, "sessions": sessions, "as_of": live.as_of}),
+            ))
         }
         .await,
     )

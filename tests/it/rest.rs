@@ -244,3 +244,42 @@ async fn projects_members_and_tokens_are_managed_by_role() {
     let r = send_as(&a, &admin, "DELETE", "/api/v1/tokens/sf_000000000000", json!({})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// A heatmap of chosen sessions is computed from their replays through the same
+/// definitions: the two sessions of a page together give the page's heatmap, one of
+/// them gives its own share, and a session of another project is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heatmaps_of_chosen_sessions_come_from_their_replays() {
+    let a = api(PROJECTS);
+    for (file, device) in [("02-rage.json", "r1"), ("03-dead.json", "r2")] {
+        let r =
+            a.post(&format!("/api/v1/projects/demo/devices/{device}/rrweb"), "application/json", recording(file)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let ids: Vec<String> = a
+        .rows("select session_id from sessions order by device_id")
+        .await
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let t = a.token.clone();
+    let page = "/api/v1/heatmap?url=http://lumen-notes.test:8731/&kind=click";
+    let all = get_as(&a, &t, page).await.json();
+    let both = get_as(&a, &t, &format!("{page}&session={}&session={}", ids[0], ids[1])).await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.text());
+    let both = both.json();
+    assert!(all["total"].as_i64().unwrap() > 0, "{all}");
+    assert_eq!(both["cells"], all["cells"], "the two sessions are all the page's sessions");
+    assert_eq!(both["sessions"].as_array().unwrap().len(), 2);
+    let one = get_as(&a, &t, &format!("{page}&session={}", ids[0])).await.json();
+    let other = get_as(&a, &t, &format!("{page}&session={}", ids[1])).await.json();
+    assert_eq!(one["total"].as_i64().unwrap() + other["total"].as_i64().unwrap(), all["total"].as_i64().unwrap());
+    assert!(one["total"].as_i64().unwrap() > 0 && other["total"].as_i64().unwrap() > 0);
+    let (o, _) = a.started.meta.token_create("o", Role::Viewer, Some("other"), "tests").unwrap();
+    assert_eq!(get_as(&a, &o, &format!("{page}&session={}", ids[0])).await.status, StatusCode::NOT_FOUND);
+    let r = get_as(&a, &t, &format!("{page}&session=nope")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let many: Vec<String> = (0..301).map(|i| format!("session=s{i}")).collect();
+    assert_eq!(get_as(&a, &t, &format!("{page}&{}", many.join("&"))).await.status, StatusCode::BAD_REQUEST);
+}
