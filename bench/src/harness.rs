@@ -799,6 +799,8 @@ pub fn export_parquet(envelopes: &[Envelope], path: &Path) -> anyhow::Result<()>
             Some(Kind::Snapshot(_)) => ("snapshot", None, None, None, false),
             Some(Kind::Activity(_)) => ("activity", None, None, None, false),
             Some(Kind::TouchMove(_)) => ("touch_move", None, None, None, false),
+            Some(Kind::Identify(_)) => ("identify", None, None, None, false),
+            Some(Kind::Vitals(_)) => ("vitals", None, None, None, false),
             Some(Kind::Rrweb(_)) | None => ("other", None, None, None, false),
         };
         kind.append_value(k);

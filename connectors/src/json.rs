@@ -13,15 +13,16 @@
 //! `mouse_move` and `touch_move` (positions: [{x, y, t}] with t the offset in ms),
 //! `input` (node), `resize` (width, height), `mutation`, `snapshot` (scroll_x,
 //! scroll_y), `error` (message, source, stack, fingerprint), `exit` (hidden), `custom`
-//! (name, properties), `activity` (name), and `rrweb` (event: a raw rrweb event, decoded
+//! (name, properties), `identify` (user_id, traits), `vitals` (lcp, cls, inp, ttfb, fcp:
+//! numbers, ms but cls), `activity` (name), and `rrweb` (event: a raw rrweb event, decoded
 //! with the tab's node map; `ts` defaults to its timestamp).
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::{
-    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove, PageExit, PageView,
-    PointerType, Position, Scroll, TouchMove, ViewportResize,
+    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Identify, Input, JsError, MouseMove, PageExit,
+    PageView, PointerType, Position, Scroll, TouchMove, ViewportResize, WebVitals,
 };
 
 use crate::files::BadElement;
@@ -96,6 +97,22 @@ impl<'a> Fields<'a> {
             Some(v) => {
                 u32::try_from(v).map_err(|_| BadEvent::OutOfRange { key: k, value: v, min: 0, max: u32::MAX.into() })
             }
+        }
+    }
+
+    fn f64(&self, k: &'static str) -> Result<Option<f64>, BadEvent> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(v) => Err(BadEvent::WrongType { key: k, expected: "a number", got: kind_name(v).into() }),
+        }
+    }
+
+    fn object(&self, k: &'static str) -> Result<String, BadEvent> {
+        match self.get(k) {
+            None => Ok(String::new()),
+            Some(p @ Value::Object(_)) => Ok(p.to_string()),
+            Some(v) => Err(BadEvent::WrongType { key: k, expected: "an object", got: kind_name(v).into() }),
         }
     }
 
@@ -487,21 +504,21 @@ fn decode_sdk(
             fingerprint: f.string("fingerprint")?,
         }),
         "exit" => Kind::Exit(PageExit { hidden: f.bool("hidden")? }),
-        "custom" => {
-            let name = f.need_str("name", "custom")?.to_string();
-            let properties_json = match f.get("properties") {
-                None => String::new(),
-                Some(p @ Value::Object(_)) => p.to_string(),
-                Some(v) => {
-                    return Err(BadEvent::WrongType {
-                        key: "properties",
-                        expected: "an object",
-                        got: kind_name(v).into(),
-                    });
-                }
-            };
-            Kind::Custom(CustomEvent { name, properties_json })
-        }
+        "custom" => Kind::Custom(CustomEvent {
+            name: f.need_str("name", "custom")?.to_string(),
+            properties_json: f.object("properties")?,
+        }),
+        "identify" => Kind::Identify(Identify {
+            user_id: f.need_str("user_id", "identify")?.to_string(),
+            traits_json: f.object("traits")?,
+        }),
+        "vitals" => Kind::Vitals(WebVitals {
+            lcp_ms: f.f64("lcp")?,
+            cls: f.f64("cls")?,
+            inp_ms: f.f64("inp")?,
+            ttfb_ms: f.f64("ttfb")?,
+            fcp_ms: f.f64("fcp")?,
+        }),
         "activity" => Kind::Activity(Activity { name: f.string("name")? }),
         other => return Err(BadEvent::UnknownType(other.to_string())),
     };
@@ -563,6 +580,14 @@ mod tests {
             json!({"type": "rrweb", "device_id": "d", "event": {"type": 4, "timestamp": 5, "data": {"href": "http://x/"}}}),
             Ok(()),
         );
+        check(
+            json!({"type": "identify", "device_id": "d", "ts": 1, "user_id": "u-7", "traits": {"plan": "pro"}}),
+            Ok(()),
+        );
+        check(json!({"type": "identify", "device_id": "d", "ts": 1}), Err("field `user_id` is required"));
+        check(json!({"type": "identify", "device_id": "d", "ts": 1, "user_id": 7}), Err("`user_id` must be a string"));
+        check(json!({"type": "vitals", "device_id": "d", "ts": 1, "lcp": 812.5, "cls": 0.02}), Ok(()));
+        check(json!({"type": "vitals", "device_id": "d", "ts": 1, "lcp": "fast"}), Err("`lcp` must be a number"));
         check(json!([1]), Err("must be a JSON object, got an array"));
         check(json!(5), Err("must be a JSON object, got a number"));
     }

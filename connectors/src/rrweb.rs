@@ -590,6 +590,13 @@ struct Meta<'a> {
     width: Option<&'a RawValue>,
     #[serde(borrow)]
     height: Option<&'a RawValue>,
+    // What the sightflow SDK adds to the Meta it records (rrweb's replayer ignores them).
+    #[serde(borrow)]
+    referrer: Option<&'a RawValue>,
+    #[serde(borrow, rename = "userAgent")]
+    user_agent: Option<&'a RawValue>,
+    #[serde(borrow)]
+    title: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -859,6 +866,9 @@ fn decode_kind(
                 url: href,
                 viewport_width: int(m.width).unwrap_or(0).clamp(0, 100_000) as u32,
                 viewport_height: int(m.height).unwrap_or(0).clamp(0, 100_000) as u32,
+                referrer: text(m.referrer).unwrap_or_default(),
+                user_agent: text(m.user_agent).unwrap_or_default(),
+                title: text(m.title).unwrap_or_default(),
                 ..Default::default()
             })
         }
@@ -1145,6 +1155,20 @@ mod tests {
         match d.decode("p", "d", "t", 0, &click(id)).unwrap().envelope.kind {
             Some(Kind::Click(c)) => c,
             other => panic!("not a click: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_meta_from_the_sdk_carries_referrer_user_agent_and_title() {
+        let mut d = Decoder::new();
+        let meta = json!({"type": 4, "timestamp": 1, "data": {"href": "http://x.test/a", "width": 800, "height": 600,
+            "referrer": "http://r.test/", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", "title": "A"}});
+        match d.decode("p", "d", "t", 0, &meta.to_string()).unwrap().envelope.kind {
+            Some(Kind::PageView(pv)) => {
+                assert_eq!((pv.referrer.as_str(), pv.title.as_str()), ("http://r.test/", "A"));
+                assert!(pv.user_agent.contains("Chrome/120"));
+            }
+            other => panic!("not a page view: {other:?}"),
         }
     }
 

@@ -2,8 +2,8 @@
 
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::{
-    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Input, JsError, MouseMove, PageExit, PageView,
-    RawRrweb, Scroll, TouchMove, ViewportResize,
+    Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Identify, Input, JsError, MouseMove, PageExit,
+    PageView, RawRrweb, Scroll, TouchMove, ViewportResize, WebVitals,
 };
 
 /// Bounds on acceptable events.
@@ -92,6 +92,15 @@ pub enum Invalid {
         n: usize,
         /// The limit.
         max: usize,
+    },
+    /// A web-vitals metric is negative, not a number, or beyond an hour (a day of
+    /// layout shift).
+    #[error("web vital `{field}` is {value}, not a plausible measurement")]
+    Vital {
+        /// The metric (`lcp_ms`, `cls`, ...).
+        field: &'static str,
+        /// The value sent.
+        value: String,
     },
     /// A `RawRrweb` kind reached validation undecoded.
     #[error("a raw rrweb event must be decoded first")]
@@ -191,6 +200,28 @@ pub fn validate(e: &Envelope, limits: &Limits) -> Result<(), Invalid> {
         Some(Kind::Activity(a)) => {
             let Activity { name } = a;
             text("name", name, MAX_LABEL_BYTES)?;
+        }
+        Some(Kind::Identify(i)) => {
+            let Identify { user_id, traits_json } = i;
+            id("user_id", user_id, limits, true)?;
+            text("user_id", user_id, MAX_LABEL_BYTES)?;
+            text("traits", traits_json, long)?;
+        }
+        Some(Kind::Vitals(v)) => {
+            let WebVitals { lcp_ms, cls, inp_ms, ttfb_ms, fcp_ms } = v;
+            for (field, value, max) in [
+                ("lcp_ms", lcp_ms, 3_600_000.0),
+                ("cls", cls, 86_400.0),
+                ("inp_ms", inp_ms, 3_600_000.0),
+                ("ttfb_ms", ttfb_ms, 3_600_000.0),
+                ("fcp_ms", fcp_ms, 3_600_000.0),
+            ] {
+                if let Some(value) = *value
+                    && !(value.is_finite() && (0.0..=max).contains(&value))
+                {
+                    return Err(Invalid::Vital { field, value: value.to_string() });
+                }
+            }
         }
         Some(Kind::MouseMove(MouseMove { positions: p })) => positions(p.len())?,
         Some(Kind::TouchMove(TouchMove { positions: p })) => positions(p.len())?,

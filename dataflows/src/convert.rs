@@ -82,6 +82,18 @@ pub fn envelope_events(env: &Envelope, out: &mut Vec<Event>) {
         Some(WireKind::Exit(_)) => Kind::Exit,
         Some(WireKind::Custom(c)) => Kind::Custom { name: Sym::new(&c.name) },
         Some(WireKind::Activity(_)) => Kind::Activity,
+        Some(WireKind::Identify(i)) => Kind::Identify { user: Sym::new(&i.user_id) },
+        Some(WireKind::Vitals(v)) => {
+            // Validation bounds every metric; rounding keeps events `Copy` and ordered.
+            let ms = |x: Option<f64>| x.map(|x| x.round().clamp(0.0, u32::MAX as f64) as u32);
+            Kind::Vitals(event::Vitals::new(
+                ms(v.lcp_ms),
+                ms(v.cls.map(|c| c * 1000.0)),
+                ms(v.inp_ms),
+                ms(v.ttfb_ms),
+                ms(v.fcp_ms),
+            ))
+        }
         Some(WireKind::Rrweb(_)) => return,
     };
     out.push(Event { kind, ..base });

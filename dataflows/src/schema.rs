@@ -36,6 +36,8 @@ fn field(c: &Column) -> Field {
         ColType::I64 => (DataType::Int64, false),
         ColType::I32 => (DataType::Int32, false),
         ColType::F64 => (DataType::Float64, false),
+        ColType::OptI32 => (DataType::Int32, true),
+        ColType::OptF64 => (DataType::Float64, true),
         ColType::Bool => (DataType::Boolean, false),
     };
     Field::new(c.name, ty, nullable)
@@ -95,6 +97,22 @@ fn column<T>(rows: &[T], c: &Column, cell: impl Fn(&T) -> Cell, params: &Params)
             for r in rows {
                 let Cell::F64(v) = cell(r) else { panic!("{}: not a number", c.name) };
                 b.append_value(v);
+            }
+            Arc::new(b.finish())
+        }
+        ColType::OptI32 => {
+            let mut b = Int32Builder::with_capacity(n);
+            for r in rows {
+                let Cell::OptI32(v) = cell(r) else { panic!("{}: not an optional integer", c.name) };
+                b.append_option(v);
+            }
+            Arc::new(b.finish())
+        }
+        ColType::OptF64 => {
+            let mut b = Float64Builder::with_capacity(n);
+            for r in rows {
+                let Cell::OptF64(v) = cell(r) else { panic!("{}: not an optional number", c.name) };
+                b.append_option(v);
             }
             Arc::new(b.finish())
         }

@@ -461,6 +461,7 @@ mod tests {
             excessive_scrolls: 0,
             thrashed_cursors: 0,
             tabs: 1,
+            user_id: Sym::EMPTY,
         }
     }
 

@@ -23,6 +23,10 @@ pub enum ColType {
     I32,
     /// A 64-bit float.
     F64,
+    /// A 32-bit integer or null.
+    OptI32,
+    /// A 64-bit float or null.
+    OptF64,
     /// A boolean.
     Bool,
     /// A funnel index, published as the funnel's name.
@@ -57,6 +61,10 @@ pub enum Cell {
     I32(i32),
     /// [`ColType::F64`].
     F64(f64),
+    /// [`ColType::OptI32`].
+    OptI32(Option<i32>),
+    /// [`ColType::OptF64`].
+    OptF64(Option<f64>),
     /// [`ColType::Bool`].
     Bool(bool),
     /// A funnel index ([`ColType::Funnel`]).
@@ -130,6 +138,14 @@ pub mod cells {
     pub fn I32(v: impl AsI32) -> Cell {
         Cell::I32(v.to_i32())
     }
+    /// The cell of a [`ColType::OptI32`](super::ColType::OptI32) field (saturated).
+    pub fn OptI32(v: Option<u32>) -> Cell {
+        Cell::OptI32(v.map(|v| v.to_i32()))
+    }
+    /// The cell of a [`ColType::OptF64`](super::ColType::OptF64) field.
+    pub fn OptF64(v: Option<f64>) -> Cell {
+        Cell::OptF64(v)
+    }
     /// The cell of a [`ColType::F64`](super::ColType::F64) field.
     pub fn F64(v: f64) -> Cell {
         Cell::F64(v)
@@ -167,7 +183,7 @@ impl FieldSyms for Sym {
 macro_rules! no_syms {
     ($($t:ty),*) => { $(impl FieldSyms for $t { fn field_syms(&self, _f: &mut dyn FnMut(Sym)) {} })* };
 }
-no_syms!(u64, i64, u32, i32, bool, isize);
+no_syms!(u64, i64, u32, i32, bool, isize, Option<u32>);
 
 /// Defines a row struct and its published columns in one list.
 ///

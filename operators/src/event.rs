@@ -120,6 +120,57 @@ pub enum Kind {
     },
     /// Anything else recorded: keeps the session alive and is counted.
     Activity,
+    /// The site said who the visitor is: the session's user id from now on.
+    Identify {
+        /// The user id the site gave.
+        user: Sym,
+    },
+    /// Web performance of the tab's current page view.
+    Vitals(Vitals),
+}
+
+/// Web vitals as the browser measured them, in the order LCP (ms), CLS (thousandths),
+/// INP (ms), TTFB (ms), FCP (ms); [`Vitals::NONE`] where a report left a metric out. A
+/// later report replaces the metrics it carries. Kept as five `u32`s (20 bytes) since
+/// every live page holds one twice (its state and its emitted row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Vitals(pub [u32; 5]);
+
+impl Default for Vitals {
+    fn default() -> Vitals {
+        Vitals([Vitals::NONE; 5])
+    }
+}
+
+impl Vitals {
+    /// A metric that was not measured.
+    pub const NONE: u32 = u32::MAX;
+
+    /// From optional metrics (a measurement of `u32::MAX` saturates to one less).
+    pub fn new(
+        lcp_ms: Option<u32>,
+        cls_milli: Option<u32>,
+        inp_ms: Option<u32>,
+        ttfb_ms: Option<u32>,
+        fcp_ms: Option<u32>,
+    ) -> Vitals {
+        let v = |x: Option<u32>| x.map_or(Vitals::NONE, |x| x.min(Vitals::NONE - 1));
+        Vitals([v(lcp_ms), v(cls_milli), v(inp_ms), v(ttfb_ms), v(fcp_ms)])
+    }
+
+    /// Metric `i` (see the type), if measured.
+    pub fn get(&self, i: usize) -> Option<u32> {
+        Some(self.0[i]).filter(|&x| x != Vitals::NONE)
+    }
+
+    /// Takes the metrics `later` carries.
+    pub fn update(&mut self, later: &Vitals) {
+        for (mine, theirs) in self.0.iter_mut().zip(later.0) {
+            if theirs != Vitals::NONE {
+                *mine = theirs;
+            }
+        }
+    }
 }
 
 /// A page view: the page and what is known of the browser showing it.

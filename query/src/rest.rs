@@ -91,6 +91,8 @@ pub(crate) struct SessionsParams {
     browser: Option<String>,
     os: Option<String>,
     country: Option<String>,
+    /// The user id the site gave with `identify`.
+    user_id: Option<String>,
     min_duration_ms: Option<i64>,
     live: Option<bool>,
     sort: Option<String>,
@@ -167,8 +169,13 @@ fn session_filters(p: &SessionsParams) -> Result<Vec<String>, ApiError> {
             w.push(format!("{col} > 0"));
         }
     }
-    for (name, v) in [("device_type", &p.device_type), ("browser", &p.browser), ("os", &p.os), ("country", &p.country)]
-    {
+    for (name, v) in [
+        ("device_type", &p.device_type),
+        ("browser", &p.browser),
+        ("os", &p.os),
+        ("country", &p.country),
+        ("user_id", &p.user_id),
+    ] {
         if let Some(v) = v {
             w.push(format!("{name} = {}", lit(&text_param(name, v)?)));
         }
@@ -185,7 +192,7 @@ fn session_filters(p: &SessionsParams) -> Result<Vec<String>, ApiError> {
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
     params(("project" = Option<String>, Query,), ("from" = Option<i64>, Query, description = "Started at or after (ms)"), ("to" = Option<i64>, Query, description = "Started before (ms)"),
         ("url" = Option<String>, Query, description = "A page viewed; `*` matches any text"), ("has" = Option<String>, Query, description = "rage,dead,error,quick_back,excessive_scroll,thrashed_cursor,errors"),
-        ("device_type" = Option<String>, Query,), ("browser" = Option<String>, Query,), ("os" = Option<String>, Query,), ("country" = Option<String>, Query,),
+        ("device_type" = Option<String>, Query,), ("browser" = Option<String>, Query,), ("os" = Option<String>, Query,), ("country" = Option<String>, Query,), ("user_id" = Option<String>, Query, description = "From the SDK's identify"),
         ("min_duration_ms" = Option<i64>, Query,), ("live" = Option<bool>, Query,), ("sort" = Option<String>, Query,), ("order" = Option<String>, Query, description = "asc or desc"),
         ("limit" = Option<usize>, Query, description = "At most 500"), ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor")),
     responses((status = 200, description = "`{sessions, total, next_cursor, as_of}`", body = serde_json::Value),

@@ -5,7 +5,7 @@
 //! midnight in the project's time zone. The [`Device`](crate::device::Device) keeps the
 //! timeline; this module owns the rows and their reference.
 
-use crate::event::{DeviceKey, Kind};
+use crate::event::{DeviceKey, Kind, Vitals};
 use crate::params::Params;
 use crate::reference::Timeline;
 use crate::row;
@@ -57,6 +57,8 @@ row! {
         excessive_scrolls: u32 as excessive_scrolls I64,
         thrashed_cursors: u32 as thrashed_cursors I64,
         tabs: u32 as tabs I64,
+        /// The user id of the session's latest `identify`.
+        user_id: Sym as user_id OptStr,
     }
 }
 
@@ -76,6 +78,32 @@ row! {
         viewport_width: u32 as viewport_width I32,
         viewport_height: u32 as viewport_height I32,
         clicks: u32 as clicks I64,
+        lcp_ms: Option<u32> as lcp_ms OptI32,
+        /// Cumulative layout shift in thousandths.
+        cls_milli: Option<u32>,
+        + cls OptF64 (r => r.cls_milli.map(|m| m as f64 / 1000.0)),
+        inp_ms: Option<u32> as inp_ms OptI32,
+        ttfb_ms: Option<u32> as ttfb_ms OptI32,
+        fcp_ms: Option<u32> as fcp_ms OptI32,
+    }
+}
+
+impl PageViewRow {
+    /// The page view's web vitals.
+    pub fn vitals(&self) -> Vitals {
+        Vitals::new(self.lcp_ms, self.cls_milli, self.inp_ms, self.ttfb_ms, self.fcp_ms)
+    }
+
+    /// The row with these web vitals.
+    pub fn with_vitals(self, v: Vitals) -> PageViewRow {
+        PageViewRow {
+            lcp_ms: v.get(0),
+            cls_milli: v.get(1),
+            inp_ms: v.get(2),
+            ttfb_ms: v.get(3),
+            fcp_ms: v.get(4),
+            ..self
+        }
     }
 }
 
@@ -106,6 +134,7 @@ impl SessionRow {
             excessive_scrolls: 0,
             thrashed_cursors: 0,
             tabs: 0,
+            user_id: Sym::EMPTY,
         }
     }
 
@@ -125,8 +154,8 @@ impl SessionRow {
 }
 
 impl Kept for PageViewRow {
-    /// Duration, scroll, viewport and clicks.
-    type Part = (i64, i32, i32, u32, u32, u32);
+    /// Duration, scroll, viewport, clicks and web vitals.
+    type Part = (i64, i32, i32, u32, u32, u32, Vitals);
     fn part(&self) -> Self::Part {
         (
             self.duration_ms,
@@ -135,11 +164,13 @@ impl Kept for PageViewRow {
             self.viewport_width,
             self.viewport_height,
             self.clicks,
+            self.vitals(),
         )
     }
     fn with(self, p: Self::Part) -> Self {
-        let (duration_ms, max_scroll_y, deepest_visible_y, viewport_width, viewport_height, clicks) = p;
+        let (duration_ms, max_scroll_y, deepest_visible_y, viewport_width, viewport_height, clicks, vitals) = p;
         PageViewRow { duration_ms, max_scroll_y, deepest_visible_y, viewport_width, viewport_height, clicks, ..self }
+            .with_vitals(vitals)
     }
 }
 
@@ -192,6 +223,7 @@ pub(crate) fn reference_rows(tl: &Timeline, p: &Params) -> Vec<SessionRow> {
                 r.fill_client(&pv);
             }
             Kind::Click(_) => r.clicks += 1,
+            Kind::Identify { user } => r.user_id = user,
             _ => {}
         }
     }
@@ -208,6 +240,16 @@ pub(crate) fn reference_page_views(tl: &Timeline, rows: &[SessionRow], v: &mut c
             continue;
         }
         let clicks = tl.on_page[pi].iter().filter(|&&i| matches!(tl.anns[i].ev.kind, Kind::Click(_))).count() as u32;
+        // Each metric as the page's last report that carried it.
+        let mut vitals: [Option<u32>; 5] = [None; 5];
+        for &i in &tl.on_page[pi] {
+            if let Kind::Vitals(w) = tl.anns[i].ev.kind {
+                for (m, mine) in vitals.iter_mut().enumerate() {
+                    *mine = w.get(m).or(*mine);
+                }
+            }
+        }
+        let [lcp_ms, cls_milli, inp_ms, ttfb_ms, fcp_ms] = vitals;
         *v.page_views
             .entry(PageViewRow {
                 session: rows[pg.session].session,
@@ -222,6 +264,11 @@ pub(crate) fn reference_page_views(tl: &Timeline, rows: &[SessionRow], v: &mut c
                 viewport_width: pg.width,
                 viewport_height: pg.height,
                 clicks,
+                lcp_ms,
+                cls_milli,
+                inp_ms,
+                ttfb_ms,
+                fcp_ms,
             })
             .or_insert(0) += 1;
     }
@@ -246,5 +293,40 @@ mod tests {
             urls.sort();
             assert_eq!(urls, vec![("/a".into(), 500, 0), ("/b".into(), 400, 1)]);
         });
+    }
+
+    #[test]
+    fn identify_names_the_session_and_the_latest_name_wins() {
+        let users = |v: &crate::Views| v.sessions.keys().map(|r| r.user_id.as_string()).collect::<Vec<_>>();
+        check("0 pv /a; 100 click 1 1", |v| assert_eq!(users(v), vec![String::new()]));
+        check("0 pv /a; 100 identify alice", |v| assert_eq!(users(v), vec!["alice".to_string()]));
+        check("0 pv /a; 100 identify alice; 200 t2 identify bob", |v| assert_eq!(users(v), vec!["bob".to_string()]));
+        // A new session starts without one.
+        check("0 identify alice; 1800001 pv /a", |v| {
+            let mut u = users(v);
+            u.sort();
+            assert_eq!(u, vec![String::new(), "alice".to_string()]);
+        });
+    }
+
+    #[test]
+    fn web_vitals_belong_to_their_page_view_and_later_reports_replace_earlier() {
+        let vitals = |v: &crate::Views| {
+            let mut r: Vec<_> =
+                v.page_views.keys().map(|r| (r.url.as_string(), r.lcp_ms, r.cls_milli, r.inp_ms, r.ttfb_ms)).collect();
+            r.sort();
+            r
+        };
+        check("0 pv /a; 100 vitals 900 - - 120; 300 vitals 1200 50 80; 400 pv /b; 500 vitals - 10", |v| {
+            assert_eq!(
+                vitals(v),
+                vec![
+                    ("/a".into(), Some(1200), Some(50), Some(80), Some(120)),
+                    ("/b".into(), None, Some(10), None, None)
+                ]
+            )
+        });
+        // Before any page view there is no page to measure.
+        check("0 vitals 900; 100 pv /a", |v| assert_eq!(vitals(v), vec![("/a".into(), None, None, None, None)]));
     }
 }

@@ -76,6 +76,11 @@ fn parse(events: &str) -> Vec<Event> {
             }
             "custom" => Kind::Custom { name: Sym::new(arg(1).unwrap_or("go")) },
             "act" => Kind::Activity,
+            "identify" => Kind::Identify { user: Sym::new(arg(1).unwrap_or("u1")) },
+            "vitals" => {
+                let opt = |i: usize| arg(i).filter(|w| *w != "-").map(|w| w.parse().expect("a number"));
+                Kind::Vitals(crate::event::Vitals::new(opt(1), opt(2), opt(3), opt(4), opt(5)))
+            }
             other => panic!("unknown event kind {other:?} in {spec:?}"),
         };
         out.push(Event {
