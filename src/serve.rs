@@ -1015,8 +1015,9 @@ pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Hand
     let first_owner = accounts::first_owner(&meta)?;
     let gate = accounts::gate(&config, meta.clone());
     let (server, engine) = Server::start(config, data_dir, read_runtime, meta.clone())?;
-    let state =
-        Arc::new(AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits(), gate));
+    let mut state = AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits(), gate);
+    state.assets = crate::assets();
+    let state = Arc::new(state);
     let router = http::router(state.clone());
     Ok(Started { router, state, snapshots: engine.snapshots.clone(), server, engine, meta, first_owner })
 }

@@ -350,6 +350,8 @@ pub struct AppState<B> {
     pub pg: crate::pg::PgCounters,
     /// Sessions by id, for replays.
     pub sessions: crate::index::SessionIndex,
+    /// The files served without a credential (`/sdk.js`).
+    pub assets: crate::assets::Assets,
     limiter: Mutex<RateLimiter>,
     waiters: AtomicUsize,
 }
@@ -368,6 +370,7 @@ impl<B> AppState<B> {
             metrics: Arc::default(),
             pg: Default::default(),
             sessions: Default::default(),
+            assets: Default::default(),
             limiter: Mutex::new(RateLimiter::default()),
             waiters: AtomicUsize::new(0),
         }
@@ -450,10 +453,25 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .merge(crate::live::routes::<B>())
         .route_layer(timing)
         .route("/health", get(health::<B>))
+        .route("/sdk.js", get(sdk_js::<B>))
         .route("/metrics", get(metrics::<B>))
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// The browser SDK for the snippet (`<script async src="HOST/sdk.js">`).
+#[utoipa::path(get, path = "/sdk.js", tag = "ingest",
+    responses((status = 200, description = "The SDK (IIFE); ETag and Cache-Control", content_type = "application/javascript"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 404, description = "This binary was built without the SDK", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn sdk_js<B: Backend>(State(state): State<Arc<AppState<B>>>, headers: HeaderMap) -> Response {
+    crate::assets::serve(
+        &state.assets,
+        "/sdk.js",
+        &headers,
+        "build it with `make sdk` (npm ci and npm run build in sdk/), then rebuild the server",
+    )
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -8,6 +8,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod access;
+pub mod assets;
 pub mod bounds;
 pub mod format;
 pub mod http;

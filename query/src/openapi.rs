@@ -57,7 +57,7 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sightflow", description = "Real-time behaviour analytics and session replay: ingest, SQL over live views, REST, live feed."),
-    paths(crate::http::track, crate::http::import_rrweb, crate::http::query, crate::http::replay, crate::http::login, crate::http::logout, crate::http::me, crate::http::health, crate::http::metrics, crate::rest::sessions, crate::rest::session, crate::rest::heatmap, crate::rest::projects, crate::rest::project_create, crate::rest::project_update, crate::rest::project_delete, crate::rest::members, crate::rest::member_set, crate::rest::member_remove, crate::rest::tokens, crate::rest::token_create, crate::rest::token_revoke, crate::live::subscribe, crate::live::ticket, openapi_json),
+    paths(crate::http::track, crate::http::import_rrweb, crate::http::query, crate::http::replay, crate::http::login, crate::http::logout, crate::http::me, crate::http::health, crate::http::metrics, crate::rest::sessions, crate::rest::session, crate::rest::heatmap, crate::rest::projects, crate::rest::project_create, crate::rest::project_update, crate::rest::project_delete, crate::rest::members, crate::rest::member_set, crate::rest::member_remove, crate::rest::tokens, crate::rest::token_create, crate::rest::token_revoke, crate::live::subscribe, crate::live::ticket, crate::http::sdk_js, openapi_json),
     components(schemas(QueryBody, QueryAnswer, ErrorBody)),
     modifiers(&Security)
 )]

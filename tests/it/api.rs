@@ -928,3 +928,28 @@ async fn the_openapi_document_covers_every_route() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["paths"]["/api/v1/query"]["post"]["security"].is_array());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_is_served_without_a_credential_with_caching_headers() {
+    let a = api("");
+    let built = std::fs::read(format!("{}/sdk/dist/sdk.js", env!("CARGO_MANIFEST_DIR"))).ok();
+    let r = a.call_as_is(Request::get("/sdk.js").body(Body::empty()).unwrap()).await;
+    let Some(built) = built else {
+        // Built without `make sdk`: the answer says how to get it.
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(r.text().contains("make sdk"), "{}", r.text());
+        return;
+    };
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.body, built, "the bytes `make sdk` built");
+    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/javascript"));
+    assert_eq!(r.headers[header::CACHE_CONTROL], "public, max-age=300");
+    let etag = r.headers[header::ETAG].to_str().unwrap().to_string();
+    let again =
+        a.call_as_is(Request::get("/sdk.js").header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap()).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+    let stale =
+        a.call_as_is(Request::get("/sdk.js").header(header::IF_NONE_MATCH, "\"0\"").body(Body::empty()).unwrap()).await;
+    assert_eq!(stale.status, StatusCode::OK);
+}
