@@ -3,28 +3,48 @@
 
 CARGO ?= cargo
 
-.PHONY: test lint unit tools run bench
+.PHONY: test lint unit browser sdk tools run bench
+
+NPM ?= npm
+# Installed from the committed lockfile; redone only when the lockfile changes.
+SDK_DEPS := sdk/node_modules/.package-lock.json
 
 # The Kafka-compatible broker the Kafka tests start on loopback (installed once).
 TANSU ?= $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 
-## Runs every check and test (what CI runs).
-test: lint unit
+## Runs every check and test (what CI runs). The SDK is built first: the server
+## embeds it (build.rs) and the browser tests load it from there.
+test: sdk lint unit browser
 
-lint:
+lint: $(SDK_DEPS)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd sdk && $(NPM) run --silent typecheck
+
+## The browser SDK (sdk/dist/sdk.js and the ES module); fails over its size budget.
+sdk: $(SDK_DEPS)
+	cd sdk && $(NPM) run --silent build
+
+$(SDK_DEPS): sdk/package-lock.json
+	cd sdk && $(NPM) ci --no-audit --no-fund
 
 ## Installs what the tests need, skipping what is already there.
 tools:
 	@test -x "$(TANSU)" || $(CARGO) install tansu --version 0.6.0 --locked --features libsql
 	@command -v psql >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql-client)
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-unit: tools
+unit: tools $(SDK_DEPS)
 	TANSU=$(TANSU) $(CARGO) test --workspace
+	cd sdk && $(NPM) test --silent
+
+## Chromium against a real `serve` (the debug binary `cargo test` built).
+browser: tools $(SDK_DEPS)
+	@test -x target/debug/sightflow || $(CARGO) test --workspace --no-run
+	cd sdk && SIGHTFLOW_BIN=$(CURDIR)/target/debug/sightflow node --test --test-concurrency=1 browser/run.mjs
 
 ## The server with demo traffic on http://127.0.0.1:8080 (data in ./data).
-run:
+run: sdk
 	$(CARGO) run --release --bin sightflow -- serve --demo
 
 ## The whole benchmark suite in release mode (not part of `make test`; figures go to
