@@ -274,22 +274,11 @@ impl Gate {
     /// wrong email or password.
     pub async fn login(&self, ip: IpAddr, email: &str, password: &str) -> Result<Option<(String, Login)>, ApiError> {
         let email = email.trim().to_ascii_lowercase();
-        // Both limits are charged, whichever refuses.
-        let refused = [self.per_ip.check_key(&ip).err(), self.per_email.check_key(&email).err()];
-        if let Some(refused) = refused.into_iter().flatten().next() {
-            self.counters.login_throttled.fetch_add(1, Ordering::Relaxed);
-            let wait = refused.wait_time_from(DefaultClock::default().now()).as_secs().max(1);
-            tracing::warn!(%ip, %email, "login refused: too many attempts");
+        if let Err(wait) = self.throttle(ip, &email) {
             return Err(ApiError::TooManyRequests {
                 message: format!("too many login attempts; retry in {wait} s"),
                 retry_after_s: wait,
             });
-        }
-        if self.per_ip.len() > 100_000 {
-            self.per_ip.retain_recent();
-        }
-        if self.per_email.len() > 100_000 {
-            self.per_email.retain_recent();
         }
         let (e, p, ttl) = (email.clone(), password.to_string(), self.session_ttl_ms);
         let r = self.blocking(move |a| a.login(&e, &p, ttl)).await?;
@@ -304,6 +293,28 @@ impl Gate {
             }
         }
         Ok(r)
+    }
+
+    /// Charges one password attempt from `ip` for `email` (lower-case) against the login
+    /// limits, the console's and the Postgres port's alike; `Err(seconds to wait)` when
+    /// either limit refuses (both are charged, whichever refuses).
+    pub fn throttle(&self, ip: IpAddr, email: &str) -> Result<(), u64> {
+        let refused = [self.per_ip.check_key(&ip).err(), self.per_email.check_key(&email.to_string()).err()];
+        if self.per_ip.len() > 100_000 {
+            self.per_ip.retain_recent();
+        }
+        if self.per_email.len() > 100_000 {
+            self.per_email.retain_recent();
+        }
+        match refused.into_iter().flatten().next() {
+            None => Ok(()),
+            Some(refused) => {
+                self.counters.login_throttled.fetch_add(1, Ordering::Relaxed);
+                let wait = refused.wait_time_from(DefaultClock::default().now()).as_secs().max(1);
+                tracing::warn!(%ip, %email, "login refused: too many attempts");
+                Err(wait)
+            }
+        }
     }
 
     /// Ends a cookie's login.

@@ -356,7 +356,18 @@ impl<B: Backend> StartupHandler for Auth<B> {
                 let user = LoginInfo::from_client_info(client).user().unwrap_or("").to_string();
                 let gate = &self.conn.state.gate;
                 let found: Option<Principal> = if user.contains('@') {
-                    let (u, p) = (user.clone(), password.clone());
+                    // A user's password: the console's login limits apply (an API token
+                    // has 192 random bits, nothing to guess).
+                    let email = user.trim().to_ascii_lowercase();
+                    if let Err(wait) = gate.throttle(client.socket_addr().ip(), &email) {
+                        self.conn.state.pg.refused.fetch_add(1, Ordering::Relaxed);
+                        return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                            "FATAL".into(),
+                            "28000".into(),
+                            format!("too many login attempts for {email}; retry in {wait} s"),
+                        ))));
+                    }
+                    let (u, p) = (email, password.clone());
                     gate.blocking(move |a| a.verify(&u, &p)).await.ok().flatten()
                 } else {
                     let t = password.clone();

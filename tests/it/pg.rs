@@ -241,3 +241,40 @@ fn every_credential_on_the_postgres_port() {
         }
     }
 }
+
+#[test]
+fn a_users_password_on_the_postgres_port_has_the_consoles_login_limits() {
+    let pg = start();
+    let mut add = Command::new(env!("CARGO_BIN_EXE_sightflow"))
+        .args(["user", "add", "pat@shop.test", "--role", "viewer", "--project", "demo", "--config"])
+        .arg(pg._dir.path().join("sightflow.toml"))
+        .arg("--data-dir")
+        .arg(pg._dir.path().join("data"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin.take().unwrap().write_all(b"pats long password\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let connect = |password: &str| {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=Pat@Shop.test password='{password}' dbname=d connect_timeout=10",
+            pg.port
+        );
+        postgres::Client::connect(&conn, postgres::NoTls).map(|_| ()).map_err(|e| format!("{e:?}"))
+    };
+    // The password works, as the email's login (any case of it).
+    connect("pats long password").unwrap();
+    // Four wrong guesses, and the fifth attempt per minute is the last one allowed.
+    for _ in 0..4 {
+        let e = connect("guess").unwrap_err();
+        assert!(e.to_lowercase().contains("password authentication failed"), "{e}");
+    }
+    // Now even the right password waits: guessing costs the guesser, not the server.
+    let e = connect("pats long password").unwrap_err();
+    assert!(e.contains("too many login attempts for pat@shop.test"), "{e}");
+    // An API token is not an email's password: it still connects.
+    let t = token(&pg, "viewer", Some("demo"));
+    let conn = format!("host=127.0.0.1 port={} user=u password='{t}' dbname=d connect_timeout=10", pg.port);
+    postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+}
