@@ -589,3 +589,74 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// What the SDK sends: rrweb events and its own events in one gzipped batch with a
+/// batch id (`text/plain`, as a beacon must), answered per event; the same batch
+/// retried after a restart is stored once, in the views and in the replay.
+#[test]
+fn an_sdk_batch_retried_after_a_restart_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = ServerProcess::start(dir.path(), port, CONFIG);
+    server.wait_ready();
+    let t = now_ms() as i64 - 5_000;
+    let ev = |seq: u64, e: serde_json::Value| {
+        let mut e = e;
+        let o = e.as_object_mut().unwrap();
+        o.insert("device_id".into(), "sdk-dev".into());
+        o.insert("tab_id".into(), "tab-1".into());
+        o.insert("seq".into(), seq.into());
+        e
+    };
+    let batch = serde_json::json!([
+        ev(
+            1,
+            serde_json::json!({"type": "rrweb", "event": {"type": 4, "timestamp": t, "data": {
+            "href": "http://shop.test/p?token=[redacted]", "width": 1280, "height": 800,
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"}}})
+        ),
+        ev(
+            2,
+            serde_json::json!({"type": "rrweb", "event": {"type": 3, "timestamp": t + 100, "data": {
+            "source": 2, "type": 2, "id": 9, "x": 40, "y": 50}}})
+        ),
+        ev(3, serde_json::json!({"type": "identify", "ts": t + 200, "user_id": "u-9", "traits": {"plan": "pro"}})),
+        ev(4, serde_json::json!({"type": "vitals", "ts": t + 300, "lcp": "fast"})),
+        ev(5, serde_json::json!({"type": "vitals", "ts": t + 400, "lcp": 640.0, "ttfb": 12.5})),
+    ]);
+    let body = gzip(batch.to_string().as_bytes());
+    let url = format!("{}/api/v1/track?key=demo&batch_id=tab-1.7", server.url);
+    let (status, text, _) = send("POST", &url, &[("content-type", "text/plain")], body.clone());
+    assert_eq!(status, 200, "{text}");
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["accepted"], 4, "{r}");
+    assert_eq!(r["rejected"][0]["index"], 3, "{r}");
+    assert!(r["rejected"][0]["reason"].as_str().unwrap().contains("lcp"), "{r}");
+    server.kill();
+    let server = ServerProcess::start(dir.path(), port, CONFIG);
+    server.wait_ready();
+    let (status, text, _) = send("POST", &url, &[("content-type", "text/plain")], body);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["duplicate"], true, "{text}");
+    let q = serde_json::json!({"sql": "select s.session_id, s.clicks, s.events, s.user_id, s.browser, p.lcp_ms, p.ttfb_ms \
+        from sessions s join page_views p using (session_id) where s.device_id = 'sdk-dev'", "min_as_of": now_ms()});
+    let (status, text, _) = send(
+        "POST",
+        &format!("{}/api/v1/query", server.url),
+        &[("content-type", "application/json")],
+        q.to_string().into(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let rows = serde_json::from_str::<serde_json::Value>(&text).unwrap()["rows"].clone();
+    let row = rows.as_array().unwrap();
+    assert_eq!(row.len(), 1, "one session, one page view: {rows}");
+    assert_eq!(
+        row[0].as_array().unwrap()[1..],
+        serde_json::json!([1, 4, "u-9", "Chrome", 640, 13]).as_array().unwrap()[..]
+    );
+    let id = row[0][0].as_str().unwrap();
+    let (status, text, _) = send("GET", &format!("{}/api/v1/sessions/{id}/replay", server.url), &[], Vec::new());
+    assert_eq!(status, 200, "{text}");
+    let events = serde_json::from_str::<serde_json::Value>(&text).unwrap()["events"].as_array().unwrap().len();
+    assert_eq!(events, 2, "the two rrweb events, once: {text}");
+}
