@@ -11,7 +11,7 @@ import { DEFAULT_CAPS, idbStore, memoryStore, type OfflineStore } from './offlin
 import { enrichMeta, isUncaughtRecord, recordOptions, type RrwebEvent } from './recorder.js';
 import { sampled } from './sample.js';
 import { gzip, transport, type Transport } from './transport.js';
-import type { Options, Sightflow, Stats, StorageLike } from './types.js';
+import { zeroStats, type Options, type Sightflow, type Stats, type StorageLike } from './types.js';
 import { blocklist, scrubber } from './url.js';
 import { counter, randomId, safeStorage } from './util.js';
 
@@ -89,20 +89,7 @@ export function createSightflow(scriptOrigin?: string): Sightflow {
   let hrefScrubbed = '';
   let hiddenAt = -1e15;
   let lateHide = false;
-  const stats: Stats = {
-    events: 0,
-    sent: 0,
-    retried: 0,
-    dropped4xx: 0,
-    rejected: 0,
-    duplicate: 0,
-    offlineQueued: 0,
-    offlineDrained: 0,
-    offlineDropped: 0,
-    beaconed: 0,
-    queued: 0,
-    recording: false,
-  };
+  const stats: Stats = zeroStats();
 
   const href = () => {
     const h = location.href;

@@ -96,3 +96,19 @@ export interface Sightflow {
   stop(): void;
   stats(): Stats;
 }
+
+/** Counters before anything happened. */
+export const zeroStats = (): Stats => ({
+  events: 0,
+  sent: 0,
+  retried: 0,
+  dropped4xx: 0,
+  rejected: 0,
+  duplicate: 0,
+  offlineQueued: 0,
+  offlineDrained: 0,
+  offlineDropped: 0,
+  beaconed: 0,
+  queued: 0,
+  recording: false,
+});

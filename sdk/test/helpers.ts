@@ -1,7 +1,7 @@
 // Test doubles shared by the suites: a scripted fetch, storage in memory, stats.
 
 import { vi } from 'vitest';
-import type { Stats, StorageLike } from '../src/types';
+import type { StorageLike } from '../src/types';
 
 /** One scripted answer: a status, a status with headers, or a network failure. */
 export type Answer = number | 'network' | { status: number; headers?: Record<string, string>; body?: unknown };
@@ -53,20 +53,7 @@ export class MemStorage implements StorageLike {
   }
 }
 
-export const zeroStats = (): Stats => ({
-  events: 0,
-  sent: 0,
-  retried: 0,
-  dropped4xx: 0,
-  rejected: 0,
-  duplicate: 0,
-  offlineQueued: 0,
-  offlineDrained: 0,
-  offlineDropped: 0,
-  beaconed: 0,
-  queued: 0,
-  recording: false,
-});
+export { zeroStats } from '../src/types';
 
 /** Lets pending promise callbacks (and the transport's loop) run. */
 export async function settle(rounds = 20) {
