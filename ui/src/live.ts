@@ -1,0 +1,111 @@
+// A live query: the `/api/v1/subscribe` feed (SSE) kept as a multiset of rows. The
+// server sends the whole result (`snapshot`, or `reset` after falling behind) and then
+// only the rows that changed (`diff`: +1 added, -1 removed); `progress` moves `as_of`.
+
+import { objects, query, type Row } from './api';
+
+export interface Change {
+  diff: number;
+  row: unknown[];
+}
+
+/** The result of a live query as the feed's events build it. */
+export class LiveRows {
+  columns: string[] = [];
+  asOf = 0;
+  private rows = new Map<string, { row: unknown[]; n: number }>();
+
+  /** Replaces everything with a full result. */
+  reset(columns: string[], rows: unknown[][], asOf: number): void {
+    this.columns = columns;
+    this.rows.clear();
+    for (const r of rows) this.add(r, 1);
+    this.asOf = asOf;
+  }
+
+  /** Applies a diff; returns the rows it added (for "new session" toasts). */
+  apply(changes: Change[], asOf: number): unknown[][] {
+    const added: unknown[][] = [];
+    for (const c of changes) {
+      this.add(c.row, c.diff);
+      if (c.diff > 0) added.push(c.row);
+    }
+    this.asOf = Math.max(this.asOf, asOf);
+    return added;
+  }
+
+  private add(row: unknown[], n: number): void {
+    const k = JSON.stringify(row);
+    const e = this.rows.get(k);
+    const total = (e?.n ?? 0) + n;
+    if (total <= 0) this.rows.delete(k);
+    else this.rows.set(k, { row, n: total });
+  }
+
+  /** The rows as arrays (each repeated as often as it occurs). */
+  arrays(): unknown[][] {
+    const out: unknown[][] = [];
+    for (const { row, n } of this.rows.values()) for (let i = 0; i < n; i++) out.push(row);
+    return out;
+  }
+
+  /** The rows as objects. */
+  objects(): Row[] {
+    return objects(this.columns, this.arrays());
+  }
+}
+
+export interface LiveHandlers {
+  /** The current rows, after every snapshot, reset or diff. */
+  rows(rows: Row[], asOf: number, added: Row[]): void;
+  /** `as_of` moved without a change. */
+  progress?(asOf: number): void;
+  /** The feed failed or was closed; `message` says why. */
+  error(message: string): void;
+}
+
+/**
+ * Subscribes to `sql`; returns the function that ends it. An EventSource reconnects by
+ * itself (resuming from the last event id); an answer that is not a stream (bad SQL,
+ * no credential) is asked again as a plain query to show its reason.
+ */
+export function subscribe(sql: string, h: LiveHandlers): () => void {
+  const live = new LiveRows();
+  const es = new EventSource(`/api/v1/subscribe?sql=${encodeURIComponent(sql)}`, { withCredentials: true });
+  let closed = false;
+  const full = (ev: MessageEvent) => {
+    const d = JSON.parse(ev.data);
+    live.reset(d.columns, d.rows, d.as_of);
+    h.rows(live.objects(), live.asOf, []);
+  };
+  es.addEventListener('snapshot', full);
+  es.addEventListener('reset', full);
+  es.addEventListener('diff', (ev) => {
+    const d = JSON.parse((ev as MessageEvent).data);
+    const added = live.apply(d.changes, d.as_of);
+    h.rows(live.objects(), live.asOf, objects(live.columns, added));
+  });
+  es.addEventListener('progress', (ev) => {
+    const d = JSON.parse((ev as MessageEvent).data);
+    live.asOf = Math.max(live.asOf, d.as_of);
+    h.progress?.(live.asOf);
+  });
+  es.addEventListener('close', (ev) => {
+    const d = JSON.parse((ev as MessageEvent).data);
+    es.close();
+    closed = true;
+    h.error(`the live feed was closed: ${d.reason}`);
+  });
+  es.onerror = () => {
+    if (closed || es.readyState !== EventSource.CLOSED) return;
+    closed = true;
+    query(sql).then(
+      () => h.error('the live feed was refused; retrying on the next visit'),
+      (e: Error) => h.error(e.message),
+    );
+  };
+  return () => {
+    closed = true;
+    es.close();
+  };
+}
