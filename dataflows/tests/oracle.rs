@@ -342,6 +342,7 @@ fn random_streams_exercise_every_view() {
         *totals.entry("device funnel").or_default() += v.funnel_steps.keys().filter(|f| f.funnel == 1).count();
         *totals.entry("depth bands").or_default() += v.scroll_depth.len();
         *totals.entry("errors").or_default() += v.errors.len();
+        *totals.entry("error events").or_default() += v.error_events.len();
         *totals.entry("element rage clicks").or_default() +=
             v.element_clicks.values().filter(|a| a.rage_clicks > 0).count();
         *totals.entry("element dead clicks").or_default() +=

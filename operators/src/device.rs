@@ -372,7 +372,8 @@ impl Device {
                 }
             }
             Kind::Error { message, fingerprint } => {
-                crate::signals::errors::on_error(&mut s.row, message, fingerprint, eff, out);
+                let url = s.tabs[tab_index].page.as_ref().map_or(ev.url, |pg| pg.url);
+                crate::signals::errors::on_error(&mut s.row, url, message, fingerprint, eff, out);
                 let tab = &mut s.tabs[tab_index];
                 let hit = tab.clicks.on_error(tab.pages, eff, message, &mut s.row, p, out);
                 for c in hit {

@@ -38,6 +38,7 @@ macro_rules! for_each_view {
             FunnelSteps, funnel_steps, "funnel_steps", $crate::signals::funnels::FunnelStepRow, isize, derived, built;
             PageStats, page_stats, "page_stats", $crate::signals::page_stats::PageKey, $crate::signals::page_stats::PageAgg, agg, built;
             Errors, errors, "errors", $crate::signals::errors::ErrKey, $crate::signals::errors::ErrAgg, agg, built;
+            ErrorEvents, error_events, "error_events", $crate::signals::errors::ErrorEventRow, isize, rows, output(error_events);
             ElementClicks, element_clicks, "element_clicks", $crate::signals::element_clicks::ElementKey, $crate::signals::element_clicks::ElementAgg, agg, output(elements);
         }
     };
@@ -63,6 +64,7 @@ macro_rules! for_each_output {
             visitors: $crate::signals::page_stats::PageVisitor, isize, vec;
             err_occ: $crate::signals::errors::ErrKey, $crate::signals::errors::ErrAgg, vec;
             err_sessions: $crate::signals::errors::ErrSession, isize, vec;
+            error_events: $crate::signals::errors::ErrorEventRow, isize, vec;
             elements: $crate::signals::element_clicks::ElementKey, $crate::signals::element_clicks::ElementAgg, map;
         }
     };

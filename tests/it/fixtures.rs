@@ -65,6 +65,16 @@ fn check_recording(rec: &Value) {
         "{}",
         ctx("uncaught errors")
     );
+    // Every uncaught error, with its time, page and message (the replay links of the
+    // console's errors).
+    let events = sql(&snap, "select cast(ts as bigint) ts, url, message from error_events order by ts");
+    let want_errors = rec["uncaught_errors"].as_array().unwrap();
+    assert_eq!(events.len(), want_errors.len(), "{}", ctx("error events"));
+    for (row, want) in events.iter().zip(want_errors) {
+        assert_eq!(int(&row["ts"]), int(&want["ts"]), "{}", ctx("error time"));
+        assert!(row["url"].as_str().unwrap().ends_with(want["page"].as_str().unwrap()), "{}", ctx("error page"));
+        assert_eq!(row["message"], want["message"], "{}", ctx("error message"));
+    }
 
     // Page views, with scroll extent.
     let pvs =

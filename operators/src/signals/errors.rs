@@ -1,5 +1,6 @@
 //! Uncaught JavaScript errors grouped by fingerprint: occurrences, distinct sessions,
-//! first and last seen, and the first occurrence's message.
+//! first and last seen, and the first occurrence's message; and every occurrence with
+//! its session, page and time (`error_events`: what a replay link needs).
 
 use differential_dataflow::difference::{IsZero, Semigroup};
 
@@ -14,6 +15,18 @@ row! {
     ErrKey {
         project: Sym as project Str,
         fingerprint: u64 as fingerprint Hex,
+    }
+}
+
+row! {
+    /// One uncaught error: where and when it happened.
+    ErrorEventRow {
+        session: u64 as session_id Session,
+        project: Sym as project Str,
+        url: Sym as url Str,
+        ts: i64 as ts Ts,
+        fingerprint: u64 as fingerprint Hex,
+        message: Sym as message Str,
     }
 }
 
@@ -85,10 +98,12 @@ impl differential_dataflow::difference::Multiply<isize> for ErrAgg {
     }
 }
 
-/// An uncaught error at `eff` in `row`'s session.
-pub fn on_error(row: &mut SessionRow, message: Sym, fingerprint: u64, eff: i64, out: &mut Emit) {
+/// An uncaught error at `eff` on page `url` in `row`'s session.
+pub fn on_error(row: &mut SessionRow, url: Sym, message: Sym, fingerprint: u64, eff: i64, out: &mut Emit) {
     row.errors += 1;
     let project = row.project;
+    let event = ErrorEventRow { session: row.session, project, url, ts: eff, fingerprint, message };
+    out.error_events.push((event, 1));
     out.err_occ.push((ErrKey { project, fingerprint }, ErrAgg::occurrence(eff, message)));
     out.err_sessions.push((ErrSession { project, fingerprint, session: row.session }, 1));
 }
@@ -104,6 +119,15 @@ pub(crate) fn reference(
         let Kind::Error { message, fingerprint } = a.ev.kind else { continue };
         let r = &mut rows[a.session];
         r.errors += 1;
+        let event = ErrorEventRow {
+            session: r.session,
+            project: tl.key.project,
+            url: tl.url_of(a),
+            ts: a.eff,
+            fingerprint,
+            message,
+        };
+        *v.error_events.entry(event).or_insert(0) += 1;
         let key = ErrKey { project: tl.key.project, fingerprint };
         crate::registry::accumulate(&mut v.errors, key, ErrAgg::occurrence(a.eff, message));
         sessions.insert(ErrSession { project: tl.key.project, fingerprint, session: r.session });
