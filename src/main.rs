@@ -456,19 +456,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let options = sightflow::serve::serve_options(&config);
         let started = sightflow::serve::build(config, &data_dir, read)?;
         started.server.spawn_maintenance();
-        if let Some((email, password)) = &started.first_owner {
-            // Once, on the terminal (not through the log): the store had no users.
-            eprintln!(
-                "\n  created the first owner: log in to the console as {email} with password {password}\n  \
-                 (shown once; change it with `sightflow user passwd {email}`, add people with `sightflow user add`)\n"
-            );
-        }
         if args.demo {
             sightflow::demo::spawn(started.server.clone(), std::time::Duration::from_secs(4));
         }
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let local = listener.local_addr()?;
+        if let Some((email, password)) = &started.first_owner {
+            // Once, on the terminal (not through the log): the store had no users.
+            eprintln!(
+                "\n  created the first owner: open the console at http://{local}/ and log in as {email} with password {password}\n  \
+                 (shown once; change it with `sightflow user passwd {email}`, add people with `sightflow user add`)\n"
+            );
+        }
         tracing::info!(addr = %local, data_dir = %data_dir.display(), demo = args.demo, "sightflow listening");
         let pg_listener = match pg_listen {
             Some(pg) => Some(

@@ -455,7 +455,7 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>) -> Router {
         .route("/health", get(health::<B>))
         .route("/sdk.js", get(sdk_js::<B>))
         .route("/metrics", get(metrics::<B>))
-        .fallback(not_found)
+        .fallback(console::<B>)
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -472,6 +472,39 @@ pub(crate) async fn sdk_js<B: Backend>(State(state): State<Arc<AppState<B>>>, he
         &headers,
         "build it with `make sdk` (npm ci and npm run build in sdk/), then rebuild the server",
     )
+}
+
+/// The web console: its files, and its page for any other GET path outside the API
+/// (the console routes in the browser, so a shared link such as `/sessions?...` opens
+/// it). The page holds no data: everything it shows comes from the API after a login.
+async fn console<B: Backend>(State(state): State<Arc<AppState<B>>>, req: Request) -> Response {
+    let path = req.uri().path();
+    let page = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
+    if !page || path == "/api" || path.starts_with("/api/") {
+        return not_found(req).await.into_response();
+    }
+    let missing = "build it with `make ui` (npm ci and npm run build in ui/), then rebuild the server";
+    let file = if state.assets.get(path).is_some() && path != "/sdk.js" {
+        path
+    } else if path.starts_with("/assets/") {
+        // An asset this build does not have (an old hashed name) is not the page.
+        return not_found(req).await.into_response();
+    } else {
+        "/index.html"
+    };
+    let mut resp = crate::assets::serve(&state.assets, file, req.headers(), missing);
+    let h = resp.headers_mut();
+    h.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    if file == "/index.html" {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'; object-src 'none'; base-uri 'self'"),
+        );
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    }
+    resp
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -953,3 +953,41 @@ async fn the_sdk_is_served_without_a_credential_with_caching_headers() {
         a.call_as_is(Request::get("/sdk.js").header(header::IF_NONE_MATCH, "\"0\"").body(Body::empty()).unwrap()).await;
     assert_eq!(stale.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_at_its_page_paths_and_never_in_place_of_the_api() {
+    let a = api("");
+    let built = std::fs::read(format!("{}/ui/dist/index.html", env!("CARGO_MANIFEST_DIR"))).ok();
+    let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
+    // The API's unknown paths stay JSON 404s, and so does any other method.
+    let r = a.call_as_is(get("/api/v1/nope")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text().contains("no such endpoint"), "{}", r.text());
+    let r = a.call_as_is(Request::post("/sessions").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = a.call_as_is(get("/assets/missing-0000.js")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let Some(built) = built else {
+        let r = a.call_as_is(get("/")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(r.text().contains("make ui"), "{}", r.text());
+        return;
+    };
+    // Every page path (a shared link) answers the console's page, which holds no data.
+    for path in ["/", "/sessions?project=demo&has=rage", "/sessions/abc", "/heatmaps", "/settings"] {
+        let r = a.call_as_is(get(path)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(r.body, built, "{path}");
+        assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        assert_eq!(r.headers[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(r.headers[header::X_FRAME_OPTIONS], "DENY");
+        assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    }
+    // Its hashed files are cached for a year.
+    let html = String::from_utf8(built).unwrap();
+    let js = html.split("src=\"").nth(1).and_then(|s| s.split('"').next()).expect("the entry script");
+    let r = a.call_as_is(get(js)).await;
+    assert_eq!(r.status, StatusCode::OK, "{js}");
+    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/javascript"));
+    assert_eq!(r.headers[header::CACHE_CONTROL], "public, max-age=31536000");
+}
