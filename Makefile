@@ -3,23 +3,25 @@
 
 CARGO ?= cargo
 
-.PHONY: test lint unit browser sdk tools run bench
+.PHONY: test lint unit browser sdk ui tools run bench
 
 NPM ?= npm
 # Installed from the committed lockfile; redone only when the lockfile changes.
 SDK_DEPS := sdk/node_modules/.package-lock.json
+UI_DEPS := ui/node_modules/.package-lock.json
 
 # The Kafka-compatible broker the Kafka tests start on loopback (installed once).
 TANSU ?= $(shell command -v tansu 2>/dev/null || echo $(HOME)/.cargo/bin/tansu)
 
-## Runs every check and test (what CI runs). The SDK is built first: the server
-## embeds it (build.rs) and the browser tests load it from there.
-test: sdk lint unit browser
+## Runs every check and test (what CI runs). The SDK and the console are built first:
+## the server embeds them (build.rs) and the browser tests load them from there.
+test: sdk ui lint unit browser
 
-lint: $(SDK_DEPS)
+lint: $(SDK_DEPS) $(UI_DEPS)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd sdk && $(NPM) run --silent typecheck
+	cd ui && $(NPM) run --silent typecheck
 
 ## The browser SDK (sdk/dist/sdk.js and the ES module); fails over its size budget.
 sdk: $(SDK_DEPS)
@@ -28,23 +30,33 @@ sdk: $(SDK_DEPS)
 $(SDK_DEPS): sdk/package-lock.json
 	cd sdk && $(NPM) ci --no-audit --no-fund
 
+## The web console (ui/dist, served at /); prints each chunk's gzipped size and fails
+## when the entry is over its budget.
+ui: $(UI_DEPS)
+	cd ui && $(NPM) run --silent build
+
+$(UI_DEPS): ui/package-lock.json
+	cd ui && $(NPM) ci --no-audit --no-fund
+
 ## Installs what the tests need, skipping what is already there.
 tools:
 	@test -x "$(TANSU)" || $(CARGO) install tansu --version 0.6.0 --locked --features libsql
 	@command -v psql >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql-client)
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-unit: tools $(SDK_DEPS)
+unit: tools $(SDK_DEPS) $(UI_DEPS)
 	TANSU=$(TANSU) $(CARGO) test --workspace
 	cd sdk && $(NPM) test --silent
+	cd ui && $(NPM) test --silent
 
 ## Chromium against a real `serve` (the debug binary `cargo test` built).
-browser: tools $(SDK_DEPS)
+browser: tools $(SDK_DEPS) $(UI_DEPS)
 	@test -x target/debug/sightflow || $(CARGO) test --workspace --no-run
 	cd sdk && SIGHTFLOW_BIN=$(CURDIR)/target/debug/sightflow node --test --test-concurrency=1 browser/run.mjs
+	cd ui && SIGHTFLOW_BIN=$(CURDIR)/target/debug/sightflow node --test --test-concurrency=1 browser/console.mjs
 
-## The server with demo traffic on http://127.0.0.1:8080 (data in ./data).
-run: sdk
+## The server with demo traffic and the console on http://127.0.0.1:8080 (data in ./data).
+run: sdk ui
 	$(CARGO) run --release --bin sightflow -- serve --demo
 
 ## The whole benchmark suite in release mode (not part of `make test`; figures go to

@@ -10,21 +10,15 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, SHOTS, startServer } from '../../tests/browser/harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '../..');
-const BIN = process.env.SIGHTFLOW_BIN ?? path.join(root, 'target/debug/sightflow');
-const SHOTS = process.env.SCREENSHOTS ?? path.join(root, 'target/screenshots');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 // What the visitor types: none of it may reach anything the server keeps.
 const SECRETS = {
@@ -43,48 +37,7 @@ let browser;
 // ---------------------------------------------------------------------------------
 // The server
 
-async function startServer() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sightflow-sdk-'));
-  const config = path.join(dir, 'sightflow.toml');
-  fs.writeFileSync(config, '[projects.demo]\nallowed_origins = ["http://127.0.0.1:*"]\n');
-  const data = path.join(dir, 'data');
-  const common = ['--config', config, '--data-dir', data];
-  const token = execFileSync(BIN, ['token', 'create', '--role', 'owner', '--name', 'browser-tests', ...common])
-    .toString()
-    .trim();
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--pg-listen', '127.0.0.1:0', ...common], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: 'info' },
-  });
-  let log = '';
-  child.stderr.on('data', (d) => {
-    log += d.toString();
-  });
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the server did not start:\n${log}`)), 60_000);
-    const lines = readline.createInterface({ input: child.stdout });
-    lines.on('line', (line) => {
-      const m = line.match(/listening on (http:\/\/\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`the server exited (${code}):\n${log}`)));
-  });
-  return { child, url, token, dir, data, log: () => log };
-}
-
-async function sql(query) {
-  const r = await fetch(`${server.url}/api/v1/query`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ sql: query }),
-  });
-  const body = await r.json();
-  assert.equal(r.status, 200, `${query}: ${JSON.stringify(body)}`);
-  return body.rows.map((row) => Object.fromEntries(body.columns.map((c, i) => [c, row[i]])));
-}
+const sql = (query) => server.sql(query);
 
 /** Polls `probe` (up to `ms`) until it returns something truthy; fails with `what`. */
 async function until(what, probe, ms = 30_000) {
@@ -192,18 +145,18 @@ async function sessionOf(device) {
 
 before(async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
-  server = await startServer();
+  server = await startServer({ config: '[projects.demo]\nallowed_origins = ["http://127.0.0.1:*"]\n', prefix: 'sightflow-sdk-' });
   site = await startSite();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    args: CHROMIUM_ARGS,
   });
 });
 
 after(async () => {
   await browser?.close();
   site?.srv.close();
-  server?.child.kill();
+  server?.stop();
 });
 
 let visited; // the first test's session, replayed by the last

@@ -79,7 +79,9 @@ export type Level = 'fresh' | 'lagging' | 'stale';
 export function freshness(now: number, asOf: number | null): { text: string; level: Level } {
   if (!asOf) return { text: 'no data yet', level: 'stale' };
   const lag = Math.max(0, now - asOf);
-  const level: Level = lag < 2000 ? 'fresh' : lag < 30_000 ? 'lagging' : 'stale';
+  // The engine holds a few seconds for late events (allowed lateness) before `as_of`
+  // passes them: that much is fresh.
+  const level: Level = lag < 5000 ? 'fresh' : lag < 60_000 ? 'lagging' : 'stale';
   return { text: lag < 1000 ? `${lag} ms behind` : `${duration(lag)} behind`, level };
 }
 
@@ -87,4 +89,15 @@ export function freshness(now: number, asOf: number | null): { text: string; lev
 export function shortUrl(u: unknown): string {
   if (typeof u !== 'string' || !u) return '–';
   return u.replace(/^https?:\/\//, '');
+}
+
+/**
+ * A list cell (`array_agg`): the API writes lists as text, "[a, b]"; a JSON array is
+ * taken too. Only for lists of ids and numbers (no commas inside items).
+ */
+export function list(v: unknown): string[] {
+  if (Array.isArray(v)) return v.map(String);
+  if (typeof v !== 'string') return [];
+  const inner = v.trim().replace(/^\[/, '').replace(/\]$/, '').trim();
+  return inner ? inner.split(',').map((x) => x.trim()) : [];
 }

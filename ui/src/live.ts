@@ -1,22 +1,25 @@
 // A live query: the `/api/v1/subscribe` feed (SSE) kept as a multiset of rows. The
 // server sends the whole result (`snapshot`, or `reset` after falling behind) and then
 // only the rows that changed (`diff`: +1 added, -1 removed); `progress` moves `as_of`.
+// Rows come as objects (column → value); arrays in the order of `columns` are taken too.
 
 import { objects, query, type Row } from './api';
 
+export type FeedRow = Row | unknown[];
+
 export interface Change {
   diff: number;
-  row: unknown[];
+  row: FeedRow;
 }
 
 /** The result of a live query as the feed's events build it. */
 export class LiveRows {
   columns: string[] = [];
   asOf = 0;
-  private rows = new Map<string, { row: unknown[]; n: number }>();
+  private rows = new Map<string, { row: FeedRow; n: number }>();
 
   /** Replaces everything with a full result. */
-  reset(columns: string[], rows: unknown[][], asOf: number): void {
+  reset(columns: string[], rows: FeedRow[], asOf: number): void {
     this.columns = columns;
     this.rows.clear();
     for (const r of rows) this.add(r, 1);
@@ -24,8 +27,8 @@ export class LiveRows {
   }
 
   /** Applies a diff; returns the rows it added (for "new session" toasts). */
-  apply(changes: Change[], asOf: number): unknown[][] {
-    const added: unknown[][] = [];
+  apply(changes: Change[], asOf: number): FeedRow[] {
+    const added: FeedRow[] = [];
     for (const c of changes) {
       this.add(c.row, c.diff);
       if (c.diff > 0) added.push(c.row);
@@ -34,7 +37,7 @@ export class LiveRows {
     return added;
   }
 
-  private add(row: unknown[], n: number): void {
+  private add(row: FeedRow, n: number): void {
     const k = JSON.stringify(row);
     const e = this.rows.get(k);
     const total = (e?.n ?? 0) + n;
@@ -42,16 +45,21 @@ export class LiveRows {
     else this.rows.set(k, { row, n: total });
   }
 
-  /** The rows as arrays (each repeated as often as it occurs). */
-  arrays(): unknown[][] {
-    const out: unknown[][] = [];
+  /** The rows as they came (each repeated as often as it occurs). */
+  all(): FeedRow[] {
+    const out: FeedRow[] = [];
     for (const { row, n } of this.rows.values()) for (let i = 0; i < n; i++) out.push(row);
     return out;
   }
 
   /** The rows as objects. */
   objects(): Row[] {
-    return objects(this.columns, this.arrays());
+    return this.shape(this.all());
+  }
+
+  /** Rows as objects, whichever shape they came in. */
+  shape(rows: FeedRow[]): Row[] {
+    return rows.map((r) => (Array.isArray(r) ? objects(this.columns, [r])[0] : r));
   }
 }
 
@@ -83,7 +91,7 @@ export function subscribe(sql: string, h: LiveHandlers): () => void {
   es.addEventListener('diff', (ev) => {
     const d = JSON.parse((ev as MessageEvent).data);
     const added = live.apply(d.changes, d.as_of);
-    h.rows(live.objects(), live.asOf, objects(live.columns, added));
+    h.rows(live.objects(), live.asOf, live.shape(added));
   });
   es.addEventListener('progress', (ev) => {
     const d = JSON.parse((ev as MessageEvent).data);

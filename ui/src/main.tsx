@@ -151,7 +151,7 @@ function Shell({ me, projects, logout, reload }: { me: api.Me; projects: api.Pro
             </select>
           </label>
           <span class="me" title={`${api.roleIn(me, project.name)} on ${project.name}`}>
-            {me.principal} · {api.roleIn(me, project.name)}
+            {me.principal.replace(/^user:/, '')} · {api.roleIn(me, project.name)}
           </span>
           <button type="button" class="ghost" onClick={logout}>
             Log out
@@ -196,9 +196,11 @@ function NotFound() {
   );
 }
 
+const app = document.getElementById('app')!;
+app.textContent = '';
 render(
   <LocationProvider>
     <Root />
   </LocationProvider>,
-  document.getElementById('app')!,
+  app,
 );

@@ -40,13 +40,18 @@ describe('format', () => {
 
   it('says how fresh the data is', () => {
     expect(f.freshness(10_000, 9_880)).toEqual({ text: '120 ms behind', level: 'fresh' });
-    expect(f.freshness(10_000, 5_000).level).toBe('lagging');
+    expect(f.freshness(10_000, 7_000).level).toBe('fresh');
+    expect(f.freshness(20_000, 5_000).level).toBe('lagging');
     expect(f.freshness(100_000, 5_000).level).toBe('stale');
     expect(f.freshness(100_000, null).text).toBe('no data yet');
     expect(f.freshness(1000, 5000).text).toBe('0 ms behind');
     expect(f.ago(100_000, 99_500)).toBe('just now');
     expect(f.ago(100_000, 40_000)).toBe('1 min ago');
     expect(f.shortUrl('https://shop.test/a?b')).toBe('shop.test/a?b');
+    expect(f.list('[9f94, 0ab1]')).toEqual(['9f94', '0ab1']);
+    expect(f.list('[]')).toEqual([]);
+    expect(f.list([1, 2])).toEqual(['1', '2']);
+    expect(f.list(null)).toEqual([]);
   });
 });
 
@@ -64,12 +69,20 @@ describe('live rows', () => {
       20,
     );
     expect(added).toEqual([['a', 2], ['c', 1], ['c', 1]]);
-    expect(l.arrays().sort()).toEqual([['a', 2], ['b', 2], ['c', 1], ['c', 1]].sort());
+    expect(l.all().sort()).toEqual([['a', 2], ['b', 2], ['c', 1], ['c', 1]].sort());
     l.apply([{ diff: -1, row: ['c', 1] }, { diff: -1, row: ['zzz', 0] }], 15);
     expect(l.objects().filter((r) => r.id === 'c')).toHaveLength(1);
     expect(l.asOf).toBe(20);
     l.reset(['id'], [['x']], 30);
     expect(l.objects()).toEqual([{ id: 'x' }]);
+  });
+
+  it('takes rows as objects, as the server sends them', () => {
+    const l = new LiveRows();
+    l.reset(['url', 'n'], [{ url: '/a', n: 1 }], 1);
+    const added = l.apply([{ diff: -1, row: { url: '/a', n: 1 } }, { diff: 1, row: { url: '/a', n: 2 } }], 2);
+    expect(l.shape(added)).toEqual([{ url: '/a', n: 2 }]);
+    expect(l.objects()).toEqual([{ url: '/a', n: 2 }]);
   });
 });
 

@@ -113,7 +113,7 @@ export default function Dashboard() {
         return { x, y };
       });
     }
-  }, [numbers.state === 'ok' ? numbers.data : null]);
+  }, [numbers.state === 'ok' ? numbers.asOf : null]);
   useEffect(() => {
     rate.current = [];
     setPerSec(null);
@@ -225,9 +225,7 @@ export default function Dashboard() {
                       <a href={href(`/sessions/${s.session_id}`, project.name)}>
                         <span class="when">{f.ago(now, s.started_at)}</span>
                         <span class="url">{f.shortUrl(s.entry_url)}</span>
-                        <span class="meta">
-                          {[s.browser, s.os, s.country].filter(Boolean).join(' · ')} · {f.int(s.page_views)} pages
-                        </span>
+                        <span class="meta">{[s.browser, s.os, s.country, `${f.int(s.page_views)} page${Number(s.page_views) === 1 ? '' : 's'}`, f.duration(s.duration_ms)].filter(Boolean).join(' · ')}</span>
                         <SignalBadges s={s} />
                       </a>
                     </li>

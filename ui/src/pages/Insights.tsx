@@ -84,8 +84,8 @@ function Signal({ table, label, has, span, k, q }: { table: string; label: strin
 /** Up to three distinct example sessions, each opening its replay at the signal's time. */
 function Examples({ ids, ts }: { ids: unknown; ts: unknown }) {
   const { project } = useApp();
-  const list = Array.isArray(ids) ? ids.map(String) : [];
-  const times = Array.isArray(ts) ? ts.map(Number) : [];
+  const list = f.list(ids);
+  const times = f.list(ts).map(Number);
   const seen = new Set<string>();
   const out: { id: string; ts: number }[] = [];
   list.forEach((id, i) => {

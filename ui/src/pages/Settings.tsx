@@ -77,7 +77,9 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
       </dl>
       <form onSubmit={save} class="stack">
         <label>
-          Allowed origins (one per line; <code>https://*.shop.test</code>, <code>http://localhost:*</code> or <code>*</code>)
+          <span>
+            Allowed origins, one per line (<code>https://shop.test</code>, <code>https://*.shop.test</code>, <code>http://localhost:*</code> or <code>*</code>)
+          </span>
           <textarea rows={3} value={origins} disabled={!canEdit} onInput={(e) => setOrigins((e.target as HTMLTextAreaElement).value)} />
         </label>
         {canEdit ? (
