@@ -370,3 +370,54 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   assert.equal(await page.getByTestId('new-token').count(), 0);
   assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
 });
+
+test('a new project: made in Settings, switched to, and every page shows its empty state', async () => {
+  const page = owner;
+  await page.goto(`${server.url}/settings?project=demo`);
+  const form = page.getByRole('form', { name: 'New project' });
+  await form.getByLabel('Name').fill('blank');
+  await form.getByRole('button', { name: 'Create project' }).click();
+  await until('the switch to the new project', async () => new URL(page.url()).searchParams.get('project') === 'blank');
+  assert.equal(await page.getByLabel('Project', { exact: true }).inputValue(), 'blank');
+  // Keyboard: g then l goes to the live dashboard, of the chosen project.
+  await page.locator('body').click({ position: { x: 5, y: 300 } });
+  await page.keyboard.press('g');
+  await page.keyboard.press('l');
+  await until('the dashboard by keyboard', async () => new URL(page.url()).pathname === '/');
+  await page.getByText('No sessions recorded yet').waitFor();
+  await page.getByText('No page views in this range yet.').waitFor();
+  assert.equal(await page.locator('[data-metric="sessions"]').getAttribute('data-value'), '0');
+  await shot(page, 'empty-dashboard');
+  const empty = {
+    '/sessions': 'No session matches these filters',
+    '/heatmaps': 'No heatmap data yet',
+    '/funnels': 'No funnel has data yet',
+    '/insights': 'No uncaught errors in this range.',
+  };
+  for (const [p, text] of Object.entries(empty)) {
+    await page.goto(`${server.url}${p}?project=blank`);
+    await page.getByText(text).first().waitFor();
+  }
+  // The demo project's data is not in the new project's pages.
+  await page.goto(`${server.url}/sql?project=blank&sql=${encodeURIComponent("SELECT count(*) AS n FROM sessions WHERE project = 'blank'")}`);
+  await page.getByTestId('result').waitFor();
+  assert.equal(await page.getByTestId('result').locator('tbody td').first().innerText(), '0');
+});
+
+test('an error state: the server gone, the page says so and offers a retry', async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await ctx.newPage();
+  await login(page, OWNER);
+  await page.goto(`${server.url}/sessions?project=demo&range=all`);
+  await page.getByTestId('sessions').waitFor();
+  // The API fails (as a server that went away would): the list shows why, with a retry.
+  await page.route('**/api/v1/sessions?*', (route) => route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"the server is starting"}' }));
+  await page.getByLabel('Rage clicks').check();
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByText('the server is starting').waitFor();
+  await shot(page, 'error-state');
+  await page.unroute('**/api/v1/sessions?*');
+  await page.getByRole('button', { name: 'Try again' }).click();
+  await page.getByTestId('sessions').waitFor();
+  await ctx.close();
+});

@@ -13,6 +13,28 @@ export function snippet(origin: string, key: string): string {
   return `<script>!function(w,d,h,s,q){q=w.sightflow=w.sightflow||{q:[]};if(!q.q)return;"init capture identify reset optOut optIn flush stop".split(" ").forEach(function(m){q[m]=q[m]||function(){q.q.push([m].concat([].slice.call(arguments)))}});s=d.createElement("script");s.async=1;s.src=h+"/sdk.js";(d.head||d.documentElement).appendChild(s)}(window,document,${JSON.stringify(origin)});sightflow.init({projectKey:${JSON.stringify(key)}});</script>`;
 }
 
+/** What a form's action did: a confirmation, or the server's reason. */
+function Note({ msg }: { msg: { ok: boolean; text: string } | string | null }) {
+  if (!msg) return null;
+  const m = typeof msg === 'string' ? { ok: false, text: msg } : msg;
+  return (
+    <p class={m.ok ? 'form-ok' : 'form-error'} role={m.ok ? 'status' : 'alert'}>
+      {m.text}
+    </p>
+  );
+}
+
+/** A role picker. */
+function RoleSelect({ value, set, label }: { value: Role; set(r: Role): void; label?: string }) {
+  return (
+    <select aria-label={label} value={value} onChange={(e) => set((e.target as HTMLSelectElement).value as Role)}>
+      {ROLES.map((r) => (
+        <option key={r}>{r}</option>
+      ))}
+    </select>
+  );
+}
+
 export default function Settings() {
   const { project, me } = useApp();
   useTitle('Settings');
@@ -89,11 +111,7 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
         ) : (
           <p class="muted">Admins change the allowed origins.</p>
         )}
-        {msg && (
-          <p class={msg.ok ? 'form-ok' : 'form-error'} role={msg.ok ? 'status' : 'alert'}>
-            {msg.text}
-          </p>
-        )}
+        <Note msg={msg} />
       </form>
     </Card>
   );
@@ -171,11 +189,7 @@ function Members() {
                       {m.every_project ? (
                         m.role
                       ) : (
-                        <select aria-label={`Role of ${m.email}`} value={m.role} onChange={(e) => setMember(m.email, (e.target as HTMLSelectElement).value as Role)}>
-                          {ROLES.map((r) => (
-                            <option key={r}>{r}</option>
-                          ))}
-                        </select>
+                        <RoleSelect label={`Role of ${m.email}`} value={m.role} set={(r) => setMember(m.email, r)} />
                       )}
                     </td>
                     <td>{m.every_project ? 'every project' : project.name}</td>
@@ -222,11 +236,7 @@ function Members() {
         </label>
         <label>
           Role
-          <select value={role} onChange={(e) => setRole((e.target as HTMLSelectElement).value as Role)}>
-            {ROLES.map((r) => (
-              <option key={r}>{r}</option>
-            ))}
-          </select>
+          <RoleSelect value={role} set={setRole} />
         </label>
         <label>
           Password (new users)
@@ -236,11 +246,7 @@ function Members() {
           Add or change
         </button>
       </form>
-      {msg && (
-        <p class={msg.ok ? 'form-ok' : 'form-error'} role={msg.ok ? 'status' : 'alert'}>
-          {msg.text}
-        </p>
-      )}
+      <Note msg={msg} />
     </Card>
   );
 }
@@ -351,21 +357,13 @@ function Tokens() {
         </label>
         <label>
           Role
-          <select value={role} onChange={(e) => setRole((e.target as HTMLSelectElement).value as Role)}>
-            {ROLES.map((r) => (
-              <option key={r}>{r}</option>
-            ))}
-          </select>
+          <RoleSelect value={role} set={setRole} />
         </label>
         <button type="submit" class="primary">
           Create token
         </button>
       </form>
-      {msg && (
-        <p class="form-error" role="alert">
-          {msg}
-        </p>
-      )}
+      <Note msg={msg} />
     </Card>
   );
 }
@@ -406,11 +404,7 @@ function NewProject() {
           Create project
         </button>
       </form>
-      {msg && (
-        <p class="form-error" role="alert">
-          {msg}
-        </p>
-      )}
+      <Note msg={msg} />
     </Card>
   );
 }
