@@ -84,7 +84,7 @@ export default function Dashboard() {
       const id = String(r.session_id);
       if (known.current.has(id)) continue;
       known.current.add(id);
-      toast(`New session: ${f.shortUrl(r.entry_url)} · ${r.browser ?? 'unknown browser'}${r.country ? ` · ${r.country}` : ''}`, href(`/sessions/${id}`, project.name));
+      toast(`New session: ${[f.shortUrl(r.entry_url), r.browser, r.os, r.country].filter(Boolean).join(' · ')}`, href(`/sessions/${id}`, project.name));
     }
   });
   useEffect(() => {
