@@ -3,7 +3,7 @@
 
 import type { ComponentChildren } from 'preact';
 import { createContext } from 'preact';
-import { useContext, useEffect, useRef, useState } from 'preact/hooks';
+import { useContext, useEffect, useState } from 'preact/hooks';
 import type { Me, Project } from './api';
 
 export interface AppCtx {
@@ -150,10 +150,8 @@ export function useNow(ms: number): number {
 
 /** Sets the document title for a page. */
 export function useTitle(t: string): void {
-  const first = useRef(true);
   useEffect(() => {
     document.title = `${t} · sightflow`;
-    first.current = false;
   }, [t]);
 }
 

@@ -96,6 +96,7 @@ function HeatPage({ urls, url, q, set }: { urls: string[]; url: string; q: Recor
   const bucketList = buckets(cells);
   const bucket = q.viewport && bucketList.includes(q.viewport) ? q.viewport : (bucketList[bucketList.length - 1] ?? '');
   const shownCells = cells.filter((c) => bucket === '' || String(c.viewport_bucket) === bucket);
+  const interactions = heatPoints(shownCells).total;
   // The session whose recording rebuilds the page: a chosen one, else the newest one
   // seen at this viewport bucket.
   const widths = pageSessions.state === 'ok' ? pageSessions.data.rows : [];
@@ -189,9 +190,9 @@ function HeatPage({ urls, url, q, set }: { urls: string[]; url: string; q: Recor
           <span class="tile-label">Unique visitors</span>
           <span class="tile-value">{stats.state === 'ok' ? f.int(stats.data.rows[0]?.visitors) : '…'}</span>
         </div>
-        <div class="tile" data-metric="interactions" data-value={heat.state === 'ok' ? String(heatPoints(shownCells).total) : ''}>
+        <div class="tile" data-metric="interactions" data-value={heat.state === 'ok' ? String(interactions) : ''}>
           <span class="tile-label">{kind === 'scroll' ? 'Session depth marks' : 'Interactions'}</span>
-          <span class="tile-value">{heat.state === 'ok' ? f.int(heatPoints(shownCells).total) : '…'}</span>
+          <span class="tile-value">{heat.state === 'ok' ? f.int(interactions) : '…'}</span>
         </div>
       </div>
       {heat.state === 'error' && <ErrorBox error={heat.error} retry={retryHeat} />}
