@@ -73,5 +73,5 @@ bench:
 	./target/release/sightflow-bench freshness --rates 10000,50000,100000 --seconds 20 --senders 4 --tick-ms 10 --lateness-ms 20 --workers 1
 	@if [ -n "$(KAFKA)" ]; then \
 	  ./target/release/sightflow-bench backfill --devices 2000 --workers 1,2 --runs 2 --kafka $(KAFKA); \
-	  ./target/release/sightflow-bench freshness --rates 10000,50000 --seconds 10 --kafka $(KAFKA); \
+	  ./target/release/sightflow-bench freshness --rates 10000,50000 --seconds 10 --tick-ms 10 --lateness-ms 20 --kafka $(KAFKA); \
 	else echo "Kafka figures skipped: make bench KAFKA=127.0.0.1:19092 with a broker running"; fi

@@ -566,10 +566,18 @@ pub fn light_sessions(sessions: usize, start_ms: i64) -> anyhow::Result<Vec<Enve
 /// Freshness under live load over HTTP.
 #[derive(Debug, Clone)]
 pub struct FreshnessFigure {
-    pub offered: u64,
+    /// Events/s offered: the rate asked for, or with rrweb traffic what the generator made.
+    pub offered: f64,
     pub achieved: f64,
     pub requests: u64,
     pub failed: u64,
+    /// Events refused with 429 or 503, those of them with a Retry-After, and the p99
+    /// time to such an answer.
+    pub shed: u64,
+    pub shed_with_retry_after: u64,
+    pub shed_p99_ms: f64,
+    /// Acknowledged requests not visible by the end of the wait.
+    pub unseen: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
@@ -577,13 +585,21 @@ pub struct FreshnessFigure {
     /// p99 of the first and the last third of the run: a growing backlog shows here.
     pub p99_first_ms: f64,
     pub p99_last_ms: f64,
+    pub ack_p50_ms: f64,
     pub ack_p99_ms: f64,
 }
 
 /// Runs `serve` in this process on a free loopback port with the given engine timing,
-/// offers `rate` events/s of SDK events over `POST /api/v1/track` from `senders`
-/// threads for `seconds`, and measures for every acknowledged request the time from
-/// its acknowledgement until a published snapshot's `as_of` covers its newest event.
+/// offers `rate` events/s over `POST /api/v1/track` from `senders` threads for
+/// `seconds`, and measures for every acknowledged request the time from its
+/// acknowledgement until a published snapshot's `as_of` reaches the answer's
+/// `min_as_of` (every event of the request is then visible).
+///
+/// `rrweb` traffic is shaped as the SDK sends it: each tab's events in one request per
+/// 5 s (at most 900 KB of JSON), gzipped, with a batch id. The bodies are built and
+/// compressed before the timed part, so the senders cost little CPU while it runs.
+/// Answers 429 and 503 count as shed (the request is not retried: the offered load
+/// stays what it was).
 pub fn freshness(
     config: &Config,
     rate: u64,
@@ -594,7 +610,6 @@ pub fn freshness(
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let dir = tempfile::tempdir()?;
-    let tick = config.engine.tick_ms;
     let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = sightflow::serve::build(config.clone(), dir.path(), query_rt.handle().clone())?;
@@ -611,70 +626,109 @@ pub fn freshness(
     let per_request = ((rate as f64 / 100.0) / senders as f64).ceil().max(1.0) as usize;
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let mut ack = hdrhistogram::Histogram::<u64>::new(3)?;
-    let ack_hist = Arc::new(Mutex::new(std::mem::replace(&mut ack, hdrhistogram::Histogram::new(3)?)));
-    let mut timelines = if rrweb { rrweb_timelines(rate, seconds, senders)? } else { Vec::new() };
+    let shed = Arc::new(AtomicU64::new(0));
+    let shed_hint = Arc::new(AtomicU64::new(0));
+    let new_hist = || hdrhistogram::Histogram::<u64>::new(3);
+    let ack_hist = Arc::new(Mutex::new(new_hist()?));
+    let shed_hist = Arc::new(Mutex::new(new_hist()?));
+    let mut plans = if rrweb { sdk_requests(rate, seconds, senders)? } else { Vec::new() };
+    // The run starts with the first request that is due.
+    if let Some(first) = plans.iter().flatten().map(|r| r.due_ms).min() {
+        let wait = first - sightflow::serve::now_ms();
+        if wait < 0 {
+            eprintln!("warning: building the requests took {} ms longer than planned; the first ones go late", -wait);
+        }
+        std::thread::sleep(Duration::from_millis(wait.max(0) as u64));
+    }
     let begin = Instant::now();
+    let begin_ms = sightflow::serve::now_ms();
+    let offered_events: usize =
+        plans.iter().flatten().filter(|r| r.due_ms < begin_ms + run_for.as_millis() as i64).map(|r| r.events).sum();
     let mut threads = Vec::new();
     for k in 0..senders {
-        let (tx, url, sent, failed, ack_hist) =
-            (tx.clone(), url.clone(), sent.clone(), failed.clone(), ack_hist.clone());
-        let timeline: Option<Vec<(i64, String)>> = if rrweb { timelines.get_mut(k).map(std::mem::take) } else { None };
+        let (tx, url, sent, failed, shed, shed_hint, ack_hist, shed_hist) = (
+            tx.clone(),
+            url.clone(),
+            sent.clone(),
+            failed.clone(),
+            shed.clone(),
+            shed_hint.clone(),
+            ack_hist.clone(),
+            shed_hist.clone(),
+        );
+        let plan: Option<Vec<SdkRequest>> = if rrweb { plans.get_mut(k).map(std::mem::take) } else { None };
         threads.push(std::thread::spawn(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
             let interval = Duration::from_millis(10);
             let mut next = Instant::now();
             let mut n: u64 = 0;
             let mut body = String::with_capacity(per_request * 120);
-            let mut at = 0usize;
+            let mut plan = plan.map(|p| p.into_iter());
             while begin.elapsed() < run_for {
-                let now = Instant::now();
-                if now < next {
-                    std::thread::sleep(next - now);
-                }
-                next += interval;
-                let mut ts = sightflow::serve::now_ms();
-                body.clear();
-                body.push('[');
-                let mut count = per_request;
-                if let Some(timeline) = &timeline {
-                    // Every generated rrweb event that is due, as it happened.
-                    let from = at;
-                    while at < timeline.len() && timeline[at].0 <= ts && at - from < 2000 {
-                        if at > from {
+                let (count, response) = if let Some(plan) = &mut plan {
+                    let Some(r) = plan.next() else { break };
+                    let due = begin + Duration::from_millis((r.due_ms - begin_ms).max(0) as u64);
+                    let now = Instant::now();
+                    if now < due {
+                        std::thread::sleep(due - now);
+                    }
+                    if begin.elapsed() >= run_for {
+                        break;
+                    }
+                    let url = format!("{url}&batch_id={}", r.batch_id);
+                    let sent_at = Instant::now();
+                    let resp = agent.post(&url).header("content-encoding", "gzip").content_type("text/plain").send(&r.body[..]);
+                    (r.events, (sent_at, resp))
+                } else {
+                    let now = Instant::now();
+                    if now < next {
+                        std::thread::sleep(next - now);
+                    }
+                    next += interval;
+                    let ts = sightflow::serve::now_ms();
+                    body.clear();
+                    body.push('[');
+                    for i in 0..per_request {
+                        n += 1;
+                        let device = format!("fresh-{k}-{}", n % 500);
+                        if i > 0 {
                             body.push(',');
                         }
-                        body.push_str(&timeline[at].1);
-                        at += 1;
+                        if n.is_multiple_of(50) {
+                            body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
+                        } else {
+                            body.push_str(&format!("{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}", n % 1200, n % 700));
+                        }
                     }
-                    count = at - from;
-                    if count == 0 {
-                        continue;
-                    }
-                    ts = timeline[at - 1].0;
-                }
-                for i in 0..if timeline.is_some() { 0 } else { per_request } {
-                    n += 1;
-                    let device = format!("fresh-{k}-{}", n % 500);
-                    if i > 0 {
-                        body.push(',');
-                    }
-                    if n.is_multiple_of(50) {
-                        body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
-                    } else {
-                        body.push_str(&format!("{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}", n % 1200, n % 700));
-                    }
-                }
-                body.push(']');
-                let sent_at = Instant::now();
-                match agent.post(&url).content_type("application/json").send(body.as_str()) {
-                    Ok(r) if r.status() == 200 => {
-                        let acked = Instant::now();
+                    body.push(']');
+                    let sent_at = Instant::now();
+                    (per_request, (sent_at, agent.post(&url).content_type("application/json").send(body.as_str())))
+                };
+                let (sent_at, response) = response;
+                let answered = Instant::now();
+                let us = (answered - sent_at).as_micros() as u64;
+                match response {
+                    Ok(mut r) if r.status() == 200 => {
+                        let text = r.body_mut().read_to_string().unwrap_or_default();
+                        let min_as_of = serde_json::from_str::<serde_json::Value>(&text)
+                            .ok()
+                            .and_then(|v| v["min_as_of"].as_u64());
                         sent.fetch_add(count as u64, Ordering::Relaxed);
                         if let Ok(mut h) = ack_hist.lock() {
-                            let _ = h.record((acked - sent_at).as_micros() as u64);
+                            let _ = h.record(us);
                         }
-                        let _ = tx.send((acked, ts.max(0) as u64));
+                        if let Some(t) = min_as_of {
+                            let _ = tx.send((answered, t));
+                        }
+                    }
+                    Ok(r) if r.status() == 429 || r.status() == 503 => {
+                        shed.fetch_add(count as u64, Ordering::Relaxed);
+                        if r.headers().get("retry-after").is_some() {
+                            shed_hint.fetch_add(count as u64, Ordering::Relaxed);
+                        }
+                        if let Ok(mut h) = shed_hist.lock() {
+                            let _ = h.record(us);
+                        }
                     }
                     other => {
                         if failed.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -693,20 +747,20 @@ pub fn freshness(
         }));
     }
     drop(tx);
-    // The watcher: pending acknowledgements by the tick their newest event needs.
+    // The watcher: pending acknowledgements by the logical time that makes them visible.
     let mut pending: BinaryHeap<Reverse<(u64, Instant)>> = BinaryHeap::new();
-    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
-    let mut first = hdrhistogram::Histogram::<u64>::new(3)?;
-    let mut last = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut all = new_hist()?;
+    let mut first = new_hist()?;
+    let mut last = new_hist()?;
     let mut open = true;
     let deadline = begin + run_for + Duration::from_secs(30);
     let mut requests = 0u64;
     while (open || !pending.is_empty()) && Instant::now() < deadline {
         loop {
             match rx.try_recv() {
-                Ok((acked, ts)) => {
+                Ok((acked, need)) => {
                     requests += 1;
-                    pending.push(Reverse((ts.div_ceil(tick) * tick, acked)));
+                    pending.push(Reverse((need, acked)));
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
@@ -739,27 +793,105 @@ pub fn freshness(
             }
         }
     }
+    let unseen = pending.len() as u64;
     for t in threads {
         let _ = t.join();
     }
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let ack = ack_hist.lock().map(|h| ms(&h, 0.99)).unwrap_or(0.0);
+    let (ack_p50, ack_p99) = ack_hist.lock().map(|h| (ms(&h, 0.5), ms(&h, 0.99))).unwrap_or((0.0, 0.0));
+    let shed_p99 = shed_hist.lock().map(|h| ms(&h, 0.99)).unwrap_or(0.0);
     drop(started);
     query_rt.shutdown_background();
     rt.shutdown_background();
+    let offered = if rrweb { offered_events as f64 / run_for.as_secs_f64() } else { rate as f64 };
     Ok(FreshnessFigure {
-        offered: rate,
+        offered,
         achieved: sent.load(Ordering::Relaxed) as f64 / run_for.as_secs_f64(),
         requests,
         failed: failed.load(Ordering::Relaxed),
+        shed: shed.load(Ordering::Relaxed),
+        shed_with_retry_after: shed_hint.load(Ordering::Relaxed),
+        shed_p99_ms: shed_p99,
+        unseen,
         p50_ms: ms(&all, 0.5),
         p99_ms: ms(&all, 0.99),
         p999_ms: ms(&all, 0.999),
         max_ms: all.max() as f64 / 1000.0,
         p99_first_ms: ms(&first, 0.99),
         p99_last_ms: ms(&last, 0.99),
-        ack_p99_ms: ack,
+        ack_p50_ms: ack_p50,
+        ack_p99_ms: ack_p99,
     })
+}
+
+/// One request as the SDK would send it: a tab's events of the last 5 s.
+struct SdkRequest {
+    /// When it is sent (wall-clock ms).
+    due_ms: i64,
+    /// The gzipped JSON array.
+    body: Vec<u8>,
+    batch_id: String,
+    events: usize,
+}
+
+/// The SDK's flush period and its largest batch (`sdk/src/client.ts`).
+const SDK_BATCH_MS: i64 = 5000;
+const SDK_BATCH_BYTES: usize = 900_000;
+
+/// The generator's rrweb traffic for `seconds` at about `rate` events/s, cut into the
+/// requests the SDK would send, spread over `senders` (each tab's requests go through
+/// one sender, in order).
+fn sdk_requests(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<Vec<Vec<SdkRequest>>> {
+    use std::io::Write;
+    let (start, tabs) = rrweb_timelines(rate, seconds)?;
+    let mut plans: Vec<Vec<SdkRequest>> = (0..senders.max(1)).map(|_| Vec::new()).collect();
+    let senders = plans.len();
+    for (i, (tab, events)) in tabs.into_iter().enumerate() {
+        // Each tab's flush timer has its own phase.
+        let phase = (xxhash_rust::xxh3::xxh3_64(tab.as_bytes()) % SDK_BATCH_MS as u64) as i64;
+        let mut batch: Vec<&str> = Vec::new();
+        let mut bytes = 0usize;
+        let mut n = 0u64;
+        let mut flush = |batch: &mut Vec<&str>, bytes: &mut usize, due_ms: i64| -> anyhow::Result<()> {
+            if batch.is_empty() || due_ms < start {
+                // Sent before the run (the events of its period are not offered).
+                batch.clear();
+                *bytes = 0;
+                return Ok(());
+            }
+            let text = format!("[{}]", batch.join(","));
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(text.as_bytes())?;
+            n += 1;
+            plans[i % senders].push(SdkRequest {
+                due_ms,
+                body: gz.finish()?,
+                batch_id: format!("{tab}.{n}"),
+                events: batch.len(),
+            });
+            batch.clear();
+            *bytes = 0;
+            Ok(())
+        };
+        let boundary = |ts: i64| ts + SDK_BATCH_MS - (ts - phase).rem_euclid(SDK_BATCH_MS);
+        let mut until = events.first().map_or(0, |e| boundary(e.0));
+        for (ts, line) in &events {
+            if *ts > until {
+                flush(&mut batch, &mut bytes, until)?;
+                until = boundary(*ts);
+            }
+            if bytes + line.len() > SDK_BATCH_BYTES {
+                flush(&mut batch, &mut bytes, *ts)?;
+            }
+            bytes += line.len() + 1;
+            batch.push(line);
+        }
+        flush(&mut batch, &mut bytes, until)?;
+    }
+    for p in &mut plans {
+        p.sort_by_key(|r| r.due_ms);
+    }
+    Ok(plans)
 }
 
 /// Writes envelopes as one flat Parquet file for the peer engines: one row per
@@ -922,64 +1054,80 @@ pub fn incremental_updates(config: &Config, batches: &[Vec<Envelope>]) -> anyhow
     Ok(Updates { times, snapshot: snapshots.wait_complete(), cpu })
 }
 
-/// Generated rrweb traffic for the freshness benchmark, as `(event time, JSON event for
-/// /api/v1/track)` per sender in time order. Sessions start evenly over the run and the
-/// typical session length before it, so that the offered rate is steady from the start
-/// (events of sessions that began before the run are skipped); the device count is set
-/// from a sample so that the generated events arrive at about `rate` per second.
-fn rrweb_timelines(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<Vec<Vec<(i64, String)>>> {
-    let sample = GenOptions { devices: 50, paragraphs: 8, ..Default::default() };
-    let (recs, _) = generate(&sample);
-    let spans: Vec<i64> = recs
-        .iter()
+/// Raw rrweb traffic at about `rate` events/s for `seconds`: one timeline per tab,
+/// `(ts, the event as the SDK sends it)`, starting a little after now. Sessions start
+/// evenly, so the rate is steady. A pool of generated recordings (FullSnapshots of about
+/// the fixtures' size) is replayed under new device ids and times: generating every
+/// session would take longer than the run.
+fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<(String, Vec<(i64, String)>)>)> {
+    let pool = GenOptions { devices: 400, paragraphs: 60, seed: 99, ..Default::default() };
+    let (recs, _) = generate(&pool);
+    // Each event without its "timestamp", as the rest of an object: `,"type":2,...}`.
+    let mut snapshot_bytes = (0usize, 0usize);
+    let pool: Vec<Vec<(i64, String)>> = recs
+        .into_iter()
         .map(|r| {
-            let ts: Vec<i64> = r.events.iter().filter_map(|e| e["timestamp"].as_i64()).collect();
-            ts.iter().max().unwrap_or(&0) - ts.iter().min().unwrap_or(&0)
+            let first = r.events.iter().filter_map(|e| e["timestamp"].as_i64()).min().unwrap_or(0);
+            r.events
+                .into_iter()
+                .map(|mut e| {
+                    let ts = e["timestamp"].as_i64().unwrap_or(first);
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("timestamp");
+                    }
+                    let text = e.to_string();
+                    if e["type"] == 2 {
+                        snapshot_bytes.0 += text.len();
+                        snapshot_bytes.1 += 1;
+                    }
+                    let rest = if text.len() > 2 { format!(",{}", &text[1..]) } else { "}".to_string() };
+                    (ts - first, rest)
+                })
+                .collect()
         })
         .collect();
-    let per_device = recs.iter().map(|r| r.events.len()).sum::<usize>() as f64 / recs.len() as f64;
-    let session_ms = spans.iter().sum::<i64>() / spans.len().max(1) as i64;
-    let window_ms = seconds as i64 * 1000 + session_ms;
+    let per_device = pool.iter().map(Vec::len).sum::<usize>() as f64 / pool.len() as f64;
+    let session_ms = pool.iter().map(|r| r.last().map_or(0, |e| e.0)).sum::<i64>() / pool.len() as i64;
+    // Sessions start evenly from the longest one's length before the window: every
+    // session that can reach the window does, so the window gets `rate` on average.
+    let longest_ms = pool.iter().map(|r| r.last().map_or(0, |e| e.0)).max().unwrap_or(0);
+    // Events from a batch period before the start to one after the end, so that the
+    // requests due during the run carry a full period each.
+    let span_ms = seconds as i64 * 1000 + 2 * SDK_BATCH_MS;
+    let window_ms = span_ms + longest_ms;
     let devices = ((rate as f64 * window_ms as f64 / 1000.0) / per_device).ceil() as usize;
-    let now = sightflow::serve::now_ms() + 2000;
-    let opts = GenOptions {
-        devices,
-        paragraphs: 8,
-        start_ms: now - session_ms,
-        spread_ms: window_ms,
-        seed: 99,
-        origin: "http://shop.bench.test".into(),
-    };
-    let (recs, _) = generate(&opts);
-    // Generating took a while: move the traffic so that it starts a second from now.
-    // Serialising takes about 10 us per event; start after that.
-    let in_window: usize = recs
-        .iter()
-        .map(|r| {
-            r.events
-                .iter()
-                .filter(|e| e["timestamp"].as_i64().is_some_and(|ts| ts >= now && ts <= now + seconds as i64 * 1000))
-                .count()
-        })
-        .sum();
-    let shift = sightflow::serve::now_ms() + 1000 + in_window as i64 / 100 - now;
-    let mut timelines = vec![Vec::new(); senders.max(1)];
-    for (i, r) in recs.into_iter().enumerate() {
-        let device = format!("{}-{i}", r.device);
-        let line = &mut timelines[i % senders.max(1)];
-        for mut e in r.events {
-            let ts = e["timestamp"].as_i64().unwrap_or(0);
-            if ts < now || ts > now + seconds as i64 * 1000 {
+    let events = rate as i64 * span_ms / 1000;
+    // Building and compressing take about 8 us per event; start after that.
+    let now = sightflow::serve::now_ms() + 1000 + events * 8 / 1000;
+    let from = now - SDK_BATCH_MS;
+    let first_start = from - longest_ms;
+    eprintln!(
+        "traffic: {devices} sessions of {:.0} events over {:.0} s on average, FullSnapshots of {} bytes on average",
+        per_device,
+        session_ms as f64 / 1000.0,
+        snapshot_bytes.0 / snapshot_bytes.1.max(1)
+    );
+    let mut timelines = Vec::new();
+    for d in 0..devices {
+        let rec = &pool[d % pool.len()];
+        let device = format!("rrweb-{d}");
+        let tab = format!("{device}-tab");
+        let start = first_start + (d as i64 * window_ms) / devices as i64;
+        let mut line = Vec::new();
+        for (seq, (rel, rest)) in rec.iter().enumerate() {
+            let ts = start + rel;
+            if ts < from || ts > from + span_ms {
                 continue;
             }
-            let ts = ts + shift;
-            e["timestamp"] = serde_json::json!(ts);
-            let wrapped = serde_json::json!({"type": "rrweb", "device_id": device, "tab_id": format!("{device}-tab"), "event": e});
-            line.push((ts, wrapped.to_string()));
+            let text = format!(
+                "{{\"type\":\"rrweb\",\"device_id\":\"{device}\",\"tab_id\":\"{tab}\",\"seq\":{},\"ts\":{ts},\"event\":{{\"timestamp\":{ts}{rest}}}",
+                seq + 1
+            );
+            line.push((ts, text));
+        }
+        if !line.is_empty() {
+            timelines.push((tab, line));
         }
     }
-    for line in &mut timelines {
-        line.sort_by_key(|(ts, _)| *ts);
-    }
-    Ok(timelines)
+    Ok((now, timelines))
 }

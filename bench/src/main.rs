@@ -111,10 +111,12 @@ struct FreshnessArgs {
     seconds: u64,
     #[arg(long, default_value_t = 4)]
     senders: usize,
-    #[arg(long, default_value_t = 10)]
-    tick_ms: u64,
-    #[arg(long, default_value_t = 20)]
-    lateness_ms: u64,
+    /// The engine's tick (ms); the default configuration's when not given.
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Allowed lateness (ms), also the idle timeout; the defaults' when not given.
+    #[arg(long)]
+    lateness_ms: Option<u64>,
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// What the senders post: `sdk` (compact SDK click and page-view events) or
@@ -409,13 +411,17 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
 
 fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     let FreshnessArgs { rates, seconds, senders, tick_ms, lateness_ms, workers, .. } = args;
-    let (seconds, senders, tick_ms, lateness_ms, workers) = (*seconds, *senders, *tick_ms, *lateness_ms, *workers);
+    let (seconds, senders, workers) = (*seconds, *senders, *workers);
     let rrweb = args.traffic == "rrweb";
     let kafka = args.kafka.as_deref();
     let mut config = Config::defaults();
-    config.engine.tick_ms = tick_ms;
-    config.engine.allowed_lateness_ms = lateness_ms;
-    config.engine.idle_timeout_ms = lateness_ms.max(tick_ms);
+    if let Some(t) = tick_ms {
+        config.engine.tick_ms = *t;
+    }
+    if let Some(l) = lateness_ms {
+        config.engine.allowed_lateness_ms = *l;
+        config.engine.idle_timeout_ms = (*l).max(config.engine.tick_ms);
+    }
     config.engine.workers = workers;
     config.ingest.max_events_per_batch = 100_000;
     println!("machine: {}", machine());
@@ -424,8 +430,18 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         config.kafka.produce_timeout_ms = 10_000;
         println!("through Kafka at {k} (tansu on this machine), a fresh 4-partition topic per load");
     }
+    let e = &config.engine;
     println!(
-        "freshness over HTTP (serve in-process, fsync per batch, tick {tick_ms} ms, lateness {lateness_ms} ms, {workers} worker(s), {senders} senders, {seconds} s per load)"
+        "freshness over HTTP (serve in-process, fsync {:?}, tick {} ms, lateness {} ms, idle timeout {} ms, {workers} worker(s), {senders} senders, {seconds} s per load, {})",
+        config.log.fsync,
+        e.tick_ms,
+        e.allowed_lateness_ms,
+        e.idle_timeout_ms,
+        if rrweb {
+            "raw rrweb as the SDK sends it: a request per tab every 5 s, gzipped"
+        } else {
+            "compact SDK events every 10 ms per sender"
+        }
     );
     for &rate in rates {
         if let Some(k) = kafka {
@@ -433,23 +449,30 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         }
         let f = harness::freshness(&config, rate, seconds, senders, rrweb)?;
         println!(
-            "  offered {:>7}/s: achieved {:>9.0}/s, {} requests ({} failed); ack->visible p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; p99 first third {:.1} ms, last third {:.1} ms; ack p99 {:.1} ms",
+            "  offered {:>7.0}/s: achieved {:>7.0}/s, {} requests ({} failed, {} events shed, {} of them with Retry-After, shed answer p99 {:.1} ms); ack p50 {:.1} ms, p99 {:.1} ms; ack->visible p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; p99 first third {:.1} ms, last third {:.1} ms; {} never visible",
             f.offered,
             f.achieved,
             f.requests,
             f.failed,
+            f.shed,
+            f.shed_with_retry_after,
+            f.shed_p99_ms,
+            f.ack_p50_ms,
+            f.ack_p99_ms,
             f.p50_ms,
             f.p99_ms,
             f.p999_ms,
             f.max_ms,
             f.p99_first_ms,
             f.p99_last_ms,
-            f.ack_p99_ms
+            f.unseen
         );
     }
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders} --tick-ms {tick_ms} --lateness-ms {lateness_ms} --workers {workers} --traffic {}{}",
+        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders}{}{} --workers {workers} --traffic {}{}",
         rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","),
+        tick_ms.map(|t| format!(" --tick-ms {t}")).unwrap_or_default(),
+        lateness_ms.map(|t| format!(" --lateness-ms {t}")).unwrap_or_default(),
         if rrweb { "rrweb" } else { "sdk" },
         kafka.map(|k| format!(" --kafka {k}")).unwrap_or_default()
     );
