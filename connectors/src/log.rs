@@ -298,6 +298,27 @@ pub struct Log {
     parts: Arc<Vec<Shared>>,
     appended: Arc<(Mutex<u64>, Condvar)>,
     write_errors: Arc<AtomicU64>,
+    /// Appends waiting for the group commit, and the answers of those done.
+    group: Arc<(Mutex<Group>, Condvar)>,
+}
+
+/// The group commit: one appender at a time (the leader) takes every append waiting,
+/// writes them with one write and one sync per partition, and hands each its answer.
+/// Concurrent requests then share a sync instead of queueing for one each.
+#[derive(Debug, Default)]
+struct Group {
+    waiting: Vec<Job>,
+    leading: bool,
+    next_id: u64,
+    done: std::collections::HashMap<u64, Result<Appended, LogError>>,
+}
+
+#[derive(Debug)]
+struct Job {
+    id: u64,
+    batch_id: String,
+    events: Vec<Envelope>,
+    now_ms: i64,
 }
 
 fn segment_name(base: u64) -> String {
@@ -404,6 +425,7 @@ impl Log {
             parts: Arc::new(parts),
             appended: Arc::new((Mutex::new(0), Condvar::new())),
             write_errors: Arc::new(AtomicU64::new(0)),
+            group: Arc::new((Mutex::new(Group::default()), Condvar::new())),
         };
         if let FsyncPolicy::Interval(every) = log.opts.fsync {
             let weak = Arc::downgrade(&log.parts);
@@ -454,21 +476,112 @@ impl Log {
     /// device's share of a batch is one record, kept once per (project, device, batch id).
     /// A batch's records in one partition are written with one write, so they are
     /// appended all or none.
+    ///
+    /// Appends that arrive while another is being written wait and are then written
+    /// together (group commit): each still gets its own answer, and a batch is answered
+    /// only once its records are synced.
     pub fn append(&self, batch_id: &str, events: Vec<Envelope>, now_ms: i64) -> Result<Appended, LogError> {
-        let mut by_part: Vec<Vec<Envelope>> = vec![Vec::new(); self.opts.partitions as usize];
-        for e in events {
-            let p = self.partition_of(&e.project, &e.device_id);
-            by_part[p as usize].push(e);
-        }
-        let cap = now_ms.saturating_add(self.opts.max_skew_ms as i64);
-        let mut out = Appended::default();
-        for (p, events) in by_part.into_iter().enumerate() {
-            if events.is_empty() {
+        let (lock, cvar) = &*self.group;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let id = g.next_id;
+        g.next_id += 1;
+        g.waiting.push(Job { id, batch_id: batch_id.to_string(), events, now_ms });
+        loop {
+            if let Some(answer) = g.done.remove(&id) {
+                return answer;
+            }
+            if g.leading {
+                g = cvar.wait(g).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            let shared = &self.parts[p];
-            let mut part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
-            self.repair(p as u32, shared, &mut part)?;
+            g.leading = true;
+            let jobs = std::mem::take(&mut g.waiting);
+            drop(g);
+            let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+            let answers = self.append_jobs(jobs);
+            g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            g.leading = false;
+            for (id, answer) in ids.into_iter().zip(answers) {
+                g.done.insert(id, answer);
+            }
+            cvar.notify_all();
+        }
+    }
+
+    /// Writes a group of appends: per partition, the records of every job in order, with
+    /// one write and one sync. A job whose records failed to be written in some
+    /// partition gets that error (its other partitions may be appended: a retry with the
+    /// same batch id skips those).
+    fn append_jobs(&self, jobs: Vec<Job>) -> Vec<Result<Appended, LogError>> {
+        let parts = self.opts.partitions as usize;
+        // Per partition, per job: the job's events there, in arrival order.
+        let mut by_part: Vec<Vec<(usize, Vec<Envelope>)>> = vec![Vec::new(); parts];
+        let mut meta = Vec::with_capacity(jobs.len());
+        for (j, job) in jobs.into_iter().enumerate() {
+            meta.push((job.batch_id, job.now_ms));
+            for e in job.events {
+                let p = self.partition_of(&e.project, &e.device_id) as usize;
+                match by_part[p].last_mut() {
+                    Some((last, evs)) if *last == j => evs.push(e),
+                    _ => by_part[p].push((j, vec![e])),
+                }
+            }
+        }
+        let mut answers: Vec<Result<Appended, LogError>> = meta.iter().map(|_| Ok(Appended::default())).collect();
+        for (p, shares) in by_part.into_iter().enumerate() {
+            if shares.is_empty() {
+                continue;
+            }
+            let jobs_here: Vec<usize> = shares.iter().map(|(j, _)| *j).collect();
+            match self.append_partition(p, &meta, shares) {
+                Ok(stats) => {
+                    for (j, st) in jobs_here.iter().zip(stats) {
+                        if let Ok(a) = &mut answers[*j] {
+                            a.add(st);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    let mut first = Some(e);
+                    for j in &jobs_here {
+                        if answers[*j].is_ok() {
+                            answers[*j] = Err(first
+                                .take()
+                                .unwrap_or_else(|| LogError::Broken { partition: p as u32, reason: reason.clone() }));
+                        }
+                    }
+                }
+            }
+        }
+        let (lock, cvar) = &*self.appended;
+        if let Ok(mut n) = lock.lock() {
+            *n += 1;
+            cvar.notify_all();
+        }
+        answers
+    }
+
+    /// Appends the shares of a group's jobs to one partition: stamps them in order
+    /// with one clock, skips retried batches, writes all records with one write, and
+    /// only then moves the clock and the dedupe keys. Returns each share's stats.
+    fn append_partition(
+        &self,
+        p: usize,
+        meta: &[(String, i64)],
+        shares: Vec<(usize, Vec<Envelope>)>,
+    ) -> Result<Vec<Appended>, LogError> {
+        let shared = &self.parts[p];
+        let mut part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
+        self.repair(p as u32, shared, &mut part)?;
+        let mut clock = part.clock.clone();
+        let mut added: std::collections::HashSet<u128> = std::collections::HashSet::new();
+        let mut new_keys: Vec<u128> = Vec::new();
+        let mut records: Vec<LogRecord> = Vec::new();
+        let mut all_stats = Vec::with_capacity(shares.len());
+        for (j, events) in shares {
+            let (batch_id, now_ms) = (meta[j].0.as_str(), meta[j].1);
+            let cap = now_ms.saturating_add(self.opts.max_skew_ms as i64);
             // One record per device, in the order the devices first appear.
             let mut slot: BTreeMap<(&str, &str), usize> = BTreeMap::new();
             let mut keys: Vec<Option<u128>> = Vec::new();
@@ -478,14 +591,13 @@ impl Log {
                 .map(|e| {
                     *slot.entry((e.project.as_str(), e.device_id.as_str())).or_insert_with(|| {
                         let key = (!batch_id.is_empty()).then(|| batch_key(&e.project, &e.device_id, batch_id));
-                        duplicate.push(key.is_some_and(|k| part.recent.contains(&k)));
+                        duplicate.push(key.is_some_and(|k| part.recent.contains(&k) || added.contains(&k)));
                         keys.push(key);
                         keys.len() - 1
                     })
                 })
                 .collect();
             drop(slot);
-            let mut clock = part.clock.clone();
             clock.advance_idle(now_ms.saturating_sub(self.opts.idle_timeout_ms as i64));
             let before = clock.frontier();
             let mut kept: Vec<Vec<Envelope>> = vec![Vec::new(); keys.len()];
@@ -516,47 +628,41 @@ impl Log {
             }
             stats.duplicate_partitions = duplicate.iter().filter(|d| **d).count();
             let fresh: Vec<usize> = (0..keys.len()).filter(|d| !duplicate[*d]).collect();
-            if fresh.is_empty() {
-                out.add(stats);
-                continue;
-            }
-            // Only the last record may announce the frontier after the whole batch: the
+            // Only the last record of a job may announce the frontier after it: the
             // others hold times at or after the frontier before it.
-            let records: Vec<LogRecord> = fresh
-                .iter()
-                .enumerate()
-                .map(|(i, &d)| LogRecord {
+            for (i, &d) in fresh.iter().enumerate() {
+                records.push(LogRecord {
                     events: std::mem::take(&mut kept[d]),
                     frontier: if i + 1 == fresh.len() { clock.frontier() } else { before },
                     batch_id: keys[d].map(|k| format!("{k:032x}")).unwrap_or_default(),
                     appended_at_ms: now_ms,
-                })
-                .collect();
-            self.write_records(p as u32, shared, &mut part, &records)?;
-            // Committed: only now do the clock and the dedupe keys move.
-            part.clock = clock;
-            for &d in &fresh {
+                });
                 if let Some(k) = keys[d] {
-                    part.recent.insert(k);
-                    part.recent_order.push_back(k);
-                    if part.recent_order.len() > RECENT_BATCHES
-                        && let Some(old) = part.recent_order.pop_front()
-                    {
-                        part.recent.remove(&old);
-                    }
+                    added.insert(k);
+                    new_keys.push(k);
                 }
             }
-            let end = part.segments.last().map_or(0, |s| s.base + s.records);
-            shared.end.store(end, Ordering::Release);
-            shared.frontier.store(part.clock.frontier(), Ordering::Release);
-            out.add(stats);
+            all_stats.push(stats);
         }
-        let (lock, cvar) = &*self.appended;
-        if let Ok(mut n) = lock.lock() {
-            *n += 1;
-            cvar.notify_all();
+        if records.is_empty() {
+            return Ok(all_stats);
         }
-        Ok(out)
+        self.write_records(p as u32, shared, &mut part, &records)?;
+        // Committed: only now do the clock and the dedupe keys move.
+        part.clock = clock;
+        for k in new_keys {
+            part.recent.insert(k);
+            part.recent_order.push_back(k);
+            if part.recent_order.len() > RECENT_BATCHES
+                && let Some(old) = part.recent_order.pop_front()
+            {
+                part.recent.remove(&old);
+            }
+        }
+        let end = part.segments.last().map_or(0, |s| s.base + s.records);
+        shared.end.store(end, Ordering::Release);
+        shared.frontier.store(part.clock.frontier(), Ordering::Release);
+        Ok(all_stats)
     }
 
     /// Writes records (one write, synced per the policy). On failure the partition is
@@ -1091,6 +1197,43 @@ mod tests {
     }
 
     const T: i64 = 1_795_000_000_000;
+
+    #[test]
+    fn concurrent_appends_are_committed_together_and_answered_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.segment_bytes = 1 << 20;
+        let log = Log::open(o).unwrap();
+        // Threads t and t + 4 send the same batches at the same time, so that a batch and
+        // its copy can land in one group: exactly one of them may be appended.
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut answers = Vec::new();
+                    for i in 0..25 {
+                        let k = t % 4;
+                        let batch = vec![ev(&format!("d{k}-{}", i % 3), T + i), ev(&format!("x{k}"), T + i)];
+                        let first = log.append(&format!("b{k}.{i}"), batch.clone(), T + i).unwrap();
+                        let retry = log.append(&format!("b{k}.{i}"), batch, T + i).unwrap();
+                        assert_eq!(retry.events, 0, "a retry after an answer is always skipped");
+                        answers.push(((k, i), first.events + retry.events));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut appended: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+        for t in threads {
+            for (key, n) in t.join().unwrap() {
+                *appended.entry(key).or_default() += n;
+            }
+        }
+        assert_eq!(appended.len(), 100);
+        assert!(appended.values().all(|n| *n == 2), "each batch's two events once: {appended:?}");
+        assert_eq!(read_all(&log).len(), 4 * 25 * 2, "every batch once");
+        assert_eq!(log.end_offsets().iter().sum::<u64>(), 4 * 25 * 2, "one record per device and batch");
+    }
 
     #[test]
     fn appends_read_back_with_logical_times_across_segments() {
