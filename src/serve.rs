@@ -120,6 +120,57 @@ pub struct Server {
     read_rt: tokio::runtime::Handle,
     /// Projects by ingest key, from the metadata store.
     projects: ProjectKeys,
+    /// Admission to ingest: requests decoded and committed at once.
+    gate: Gate,
+}
+
+/// Admission control for ingest. At most `permits` requests are decoded and committed
+/// at once; the others wait in arrival order, each for at most `max_wait`, and are then
+/// refused with 503 and `Retry-After`. Without it every request got a blocking thread,
+/// and above the rate the server holds they all slowed down together.
+struct Gate {
+    permits: Arc<tokio::sync::Semaphore>,
+    size: usize,
+    max_wait: Duration,
+    waiting: AtomicU64,
+    shed: AtomicU64,
+}
+
+impl Gate {
+    fn new(max_in_flight: usize, max_queue_ms: u64) -> Gate {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let size = if max_in_flight == 0 { 2 * cores } else { max_in_flight };
+        Gate {
+            permits: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+            max_wait: Duration::from_millis(max_queue_ms),
+            waiting: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+        }
+    }
+
+    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let got = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match got {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::Overloaded {
+                    message: format!(
+                        "ingest is overloaded: {} requests are in progress and this one waited {} ms (ingest.max_queue_ms); retry after the Retry-After seconds",
+                        self.size,
+                        self.max_wait.as_millis()
+                    ),
+                    retry_after_s: 1,
+                })
+            }
+        }
+    }
 }
 
 /// A started server: the router to serve, and the engine behind it.
@@ -194,6 +245,7 @@ impl Server {
                 max_payload_bytes: 8192,
             },
         );
+        let gate = Gate::new(config.ingest.max_in_flight, config.ingest.max_queue_ms);
         let server = Arc::new(Server {
             config: Arc::new(config),
             log,
@@ -207,6 +259,7 @@ impl Server {
             snapshots: engine.snapshots.clone(),
             data_dir: data_dir.to_path_buf(),
             projects,
+            gate,
         });
         server.write_checkpoint();
         Ok((server, engine))
@@ -703,6 +756,7 @@ impl Backend for Api {
         admit: Admit,
     ) -> Result<TrackReport, ApiError> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let _permit = self.gate.enter().await?;
         let this = self.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             let now = now_ms();
@@ -744,6 +798,7 @@ impl Backend for Api {
                 )));
             }
         }
+        let _permit = self.gate.enter().await?;
         if import.seq_start > 0 {
             self.restore_tab(&import.project, &import.device, &import.tab).await?;
         }
@@ -871,9 +926,24 @@ impl Backend for Api {
             ("sightflow_replay_stored_bytes", "Compressed replay bytes written.", &m.replay_bytes),
             ("sightflow_events_future", "Events dated past the server clock plus the allowed skew.", &m.future),
             ("sightflow_replay_not_stored", "Raw rrweb events over their tab's replay quota.", &m.not_stored),
+            (
+                "sightflow_ingest_shed",
+                "Ingest requests refused with 503 after waiting ingest.max_queue_ms.",
+                &self.gate.shed,
+            ),
         ] {
             out.counter(name, help, v.load(Ordering::Relaxed));
         }
+        out.gauge(
+            "sightflow_ingest_waiting",
+            "Ingest requests waiting for admission.",
+            self.gate.waiting.load(Ordering::Relaxed) as i64,
+        );
+        out.gauge(
+            "sightflow_ingest_in_flight",
+            "Ingest requests being decoded and committed.",
+            (self.gate.size - self.gate.permits.available_permits()) as i64,
+        );
         out.counters(
             "sightflow_events_rejected_by_reason",
             "Events rejected, by reason.",

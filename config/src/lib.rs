@@ -166,6 +166,12 @@ pub struct Ingest {
     /// DOM nodes remembered over all tabs; the least recently used tabs are forgotten
     /// beyond it.
     pub max_nodes_total: usize,
+    /// Ingest requests decoded and committed at once (0: twice the CPU cores). More
+    /// wait in line, in order of arrival.
+    pub max_in_flight: usize,
+    /// How long a request may wait in that line (ms) before it is answered 503 with
+    /// `Retry-After`: above the rate the server holds, it sheds instead of slowing down.
+    pub max_queue_ms: u64,
 }
 
 /// The embedded event log.
@@ -760,6 +766,10 @@ impl Config {
             .map_err(|m| ConfigError::Key { key: "kafka.start".into(), message: m.to_string() })?;
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("ingest.max_events_per_batch", self.ingest.max_events_per_batch as u64)?;
+        positive("ingest.max_queue_ms", self.ingest.max_queue_ms)?;
+        if self.ingest.max_in_flight > 4096 {
+            return Err(ConfigError::value("ingest.max_in_flight", self.ingest.max_in_flight, "at most 4096"));
+        }
         positive("query.timeout_ms", self.query.timeout_ms)?;
         let q = &self.query;
         positive("query.max_sql_bytes", q.max_sql_bytes as u64)?;
