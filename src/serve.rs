@@ -429,8 +429,10 @@ impl Server {
             let written = tokio::task::spawn_blocking(move || {
                 let mut n = 0;
                 for ((project, device, tab), events) in by_tab {
-                    n += store.write(&project, &device, &tab, batch.as_deref(), &events)?;
+                    n += store.put(&project, &device, &tab, batch.as_deref(), &events)?;
                 }
+                // One sync for the request's chunks, shared with concurrent requests.
+                store.sync()?;
                 Ok::<u64, sightflow_connectors::replay::ReplayError>(n)
             })
             .await

@@ -709,7 +709,11 @@ pub fn freshness(
                 let us = (answered - sent_at).as_micros() as u64;
                 match response {
                     Ok(mut r) if r.status() == 200 => {
-                        let text = r.body_mut().read_to_string().unwrap_or_default();
+                        let mut text = String::new();
+                        let _ = std::io::Read::read_to_string(
+                            &mut std::io::Read::take(r.body_mut().as_reader(), 1 << 16),
+                            &mut text,
+                        );
                         let min_as_of = serde_json::from_str::<serde_json::Value>(&text)
                             .ok()
                             .and_then(|v| v["min_as_of"].as_u64());

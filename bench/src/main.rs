@@ -13,6 +13,11 @@ use sightflow_config::Config;
 use sightflow_dataflows::convert::envelope_events;
 use sightflow_proto::v1::Envelope;
 
+/// The allocator `sightflow` ships with: the server measured in this process is the one
+/// users run.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "sightflow-bench")]
 struct Cli {

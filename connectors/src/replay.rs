@@ -11,7 +11,12 @@
 //! which device and time range to fetch.
 //!
 //! Durability follows the log's fsync policy: with [`FsyncPolicy::EveryBatch`] a chunk
-//! and its directory are synced before the write returns (before the ingest answer).
+//! and its directory are synced before the ingest answer. Writers that finish while a
+//! sync runs share the next one ([`ReplayStore::sync`], a group commit with one
+//! `syncfs` of the store's file system), so a request costs no sync of its own per
+//! chunk. A chunk is renamed into place before it is synced: after a crash, a chunk
+//! that was never acknowledged may be torn, which its gzip checksum shows; readers skip
+//! it and a retry of its batch replaces it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -117,6 +122,20 @@ pub struct ReplayStore {
     /// Chunks written but not yet synced (the interval policy).
     unsynced: Mutex<Vec<PathBuf>>,
     writes: AtomicU64,
+    /// The group commit of [`ReplayStore::sync`].
+    group: (Mutex<SyncGroup>, std::sync::Condvar),
+}
+
+/// Tickets of writers waiting for a sync, and the syncs done.
+#[derive(Debug, Default)]
+struct SyncGroup {
+    /// The last ticket handed out.
+    issued: u64,
+    /// Every ticket up to this is covered by a finished sync.
+    done: u64,
+    syncing: bool,
+    /// Recent failed syncs: the tickets each covered, and why.
+    failed: std::collections::VecDeque<(u64, u64, String)>,
 }
 
 /// Parses `{first_ts}-{last_ts}-{first_seq}-{raw_bytes}-{tag}.gz`.
@@ -133,18 +152,85 @@ impl ReplayStore {
     /// A store in a local directory (created if missing).
     pub fn local(dir: &Path, fsync: FsyncPolicy) -> Result<ReplayStore, ReplayError> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        Ok(ReplayStore { dir: dir.to_path_buf(), fsync, unsynced: Mutex::new(Vec::new()), writes: AtomicU64::new(0) })
+        Ok(ReplayStore {
+            dir: dir.to_path_buf(),
+            fsync,
+            unsynced: Mutex::new(Vec::new()),
+            writes: AtomicU64::new(0),
+            group: Default::default(),
+        })
+    }
+
+    /// Makes every chunk written before the call durable (with
+    /// [`FsyncPolicy::EveryBatch`]; otherwise it returns at once). Callers that arrive
+    /// while a sync runs wait for the next one, which covers them all.
+    pub fn sync(&self) -> Result<(), ReplayError> {
+        if self.fsync != FsyncPolicy::EveryBatch {
+            return Ok(());
+        }
+        let (lock, cvar) = &self.group;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        g.issued += 1;
+        let ticket = g.issued;
+        loop {
+            if g.done >= ticket {
+                return match g.failed.iter().find(|(from, to, _)| (*from..=*to).contains(&ticket)) {
+                    Some((_, _, why)) => Err(ReplayError::Io {
+                        what: "sync",
+                        path: self.dir.display().to_string(),
+                        source: std::io::Error::other(why.clone()),
+                    }),
+                    None => Ok(()),
+                };
+            }
+            if g.syncing {
+                g = cvar.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            g.syncing = true;
+            let (from, upto) = (g.done + 1, g.issued);
+            drop(g);
+            let synced =
+                std::fs::File::open(&self.dir).and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from));
+            g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            g.syncing = false;
+            g.done = upto;
+            if let Err(e) = synced {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot sync the replay store");
+                g.failed.push_back((from, upto, e.to_string()));
+                if g.failed.len() > 64 {
+                    g.failed.pop_front();
+                }
+            }
+            cvar.notify_all();
+        }
     }
 
     fn device_dir(&self, project: &str, device: &str) -> PathBuf {
         self.dir.join(h(project)).join(h(device))
     }
 
-    /// Writes one chunk of a tab's events (in order). `batch` names the ingest batch
+    /// Writes one chunk of a tab's events (in order), durably: [`ReplayStore::put`]
+    /// and then [`ReplayStore::sync`].
+    pub fn write(
+        &self,
+        project: &str,
+        device: &str,
+        tab: &str,
+        batch: Option<&str>,
+        events: &[RawEvent],
+    ) -> Result<u64, ReplayError> {
+        let n = self.put(project, device, tab, batch, events)?;
+        self.sync()?;
+        Ok(n)
+    }
+
+    /// Writes one chunk of a tab's events (in order); it is durable once a
+    /// [`ReplayStore::sync`] that began after it returns. `batch` names the ingest batch
     /// (its batch id and the device), so that a retry replaces the chunk instead of
     /// adding a copy; without one every write is its own chunk. Returns the compressed
     /// size.
-    pub fn write(
+    pub fn put(
         &self,
         project: &str,
         device: &str,
@@ -156,7 +242,8 @@ impl ReplayStore {
         let first_ts = events.iter().map(|e| e.ts).min().unwrap_or(first.ts);
         let last_ts = events.iter().map(|e| e.ts).max().unwrap_or(first.ts);
         let header = serde_json::json!({"project": project, "device": device, "tab": tab});
-        let mut text = header.to_string();
+        let mut text = String::with_capacity(128 + events.iter().map(|e| e.json.len() + 32).sum::<usize>());
+        text.push_str(&header.to_string());
         text.push('\n');
         for e in events {
             text.push_str(&format!("{}\t{}\t", e.seq, e.ts));
@@ -192,14 +279,7 @@ impl ReplayStore {
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
-            if self.fsync == FsyncPolicy::EveryBatch {
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &path)?;
-            if self.fsync == FsyncPolicy::EveryBatch {
-                std::fs::File::open(&dir)?.sync_all()?;
-            }
-            Ok(())
+            std::fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_file(&tmp);
@@ -404,6 +484,34 @@ mod tests {
             let mut back = String::new();
             flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut back).unwrap();
             assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_share_syncs_and_every_chunk_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(ReplayStore::local(dir.path(), FsyncPolicy::EveryBatch).unwrap());
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20u64 {
+                        let e = ev(&format!("tab{t}"), i, 1_000 + i as i64);
+                        store.write("p", &format!("d{t}"), &format!("tab{t}"), Some(&format!("b{i}")), &[e]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let g = store.group.0.lock().unwrap();
+        assert_eq!(g.done, g.issued, "every sync asked for was done");
+        assert!(g.failed.is_empty());
+        drop(g);
+        for t in 0..6 {
+            let (events, chunks) = read(&store, &format!("d{t}"), 0, i64::MAX);
+            assert_eq!((events.len(), chunks), (20, 20), "device {t}");
         }
     }
 
