@@ -124,7 +124,7 @@ pub struct Server {
     gate: Gate,
 }
 
-/// Admission control for ingest. At most `permits` requests are decoded and committed
+/// Admission control for ingest. At most `size` requests are decoded and committed
 /// at once; the others wait in arrival order, each for at most `max_wait`, and are then
 /// refused with 503 and `Retry-After`. Without it every request got a blocking thread,
 /// and above the rate the server holds they all slowed down together.
@@ -139,7 +139,10 @@ struct Gate {
 impl Gate {
     fn new(max_in_flight: usize, max_queue_ms: u64) -> Gate {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let size = if max_in_flight == 0 { 2 * cores } else { max_in_flight };
+        // A request spends much of its time waiting for a sync it shares with others,
+        // so a core keeps several busy; fewer than 8 per core left the CPU idle
+        // (bench/README.md).
+        let size = if max_in_flight == 0 { 8 * cores } else { max_in_flight };
         Gate {
             permits: Arc::new(tokio::sync::Semaphore::new(size)),
             size,

@@ -124,6 +124,12 @@ struct FreshnessArgs {
     lateness_ms: Option<u64>,
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// `ingest.max_in_flight` (the default configuration's when not given).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// `ingest.max_queue_ms` (the default configuration's when not given).
+    #[arg(long)]
+    max_queue_ms: Option<u64>,
     /// What the senders post: `sdk` (compact SDK click and page-view events) or
     /// `rrweb` (the generator's raw rrweb traffic, as it happens).
     #[arg(long, default_value = "sdk")]
@@ -429,6 +435,12 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     }
     config.engine.workers = workers;
     config.ingest.max_events_per_batch = 100_000;
+    if let Some(n) = args.max_in_flight {
+        config.ingest.max_in_flight = n;
+    }
+    if let Some(ms) = args.max_queue_ms {
+        config.ingest.max_queue_ms = ms;
+    }
     println!("machine: {}", machine());
     if let Some(k) = kafka {
         config.kafka.brokers = k.to_string();
@@ -437,11 +449,13 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     }
     let e = &config.engine;
     println!(
-        "freshness over HTTP (serve in-process, fsync {:?}, tick {} ms, lateness {} ms, idle timeout {} ms, {workers} worker(s), {senders} senders, {seconds} s per load, {})",
+        "freshness over HTTP (serve in-process, fsync {:?}, tick {} ms, lateness {} ms, idle timeout {} ms, ingest in flight {} (0: per core), queue {} ms, {workers} worker(s), {senders} senders, {seconds} s per load, {})",
         config.log.fsync,
         e.tick_ms,
         e.allowed_lateness_ms,
         e.idle_timeout_ms,
+        config.ingest.max_in_flight,
+        config.ingest.max_queue_ms,
         if rrweb {
             "raw rrweb as the SDK sends it: a request per tab every 5 s, gzipped"
         } else {
@@ -474,10 +488,12 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders}{}{} --workers {workers} --traffic {}{}",
+        "  reproduce: cargo run --release -p sightflow-bench -- freshness --rates {} --seconds {seconds} --senders {senders}{}{}{}{} --workers {workers} --traffic {}{}",
         rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","),
         tick_ms.map(|t| format!(" --tick-ms {t}")).unwrap_or_default(),
         lateness_ms.map(|t| format!(" --lateness-ms {t}")).unwrap_or_default(),
+        args.max_in_flight.map(|t| format!(" --max-in-flight {t}")).unwrap_or_default(),
+        args.max_queue_ms.map(|t| format!(" --max-queue-ms {t}")).unwrap_or_default(),
         if rrweb { "rrweb" } else { "sdk" },
         kafka.map(|k| format!(" --kafka {k}")).unwrap_or_default()
     );

@@ -279,6 +279,63 @@ async fn rate_limits_answer_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_503_and_retry_after_and_what_is_accepted_counts() {
+    // One request at a time, and none may wait: the rest of a burst is shed at once.
+    let a = api_with("", &[("ingest", "max_in_flight = 1\nmax_queue_ms = 1")]);
+    let bodies: Vec<String> = (0..24)
+        .map(|r| {
+            let events: Vec<Value> =
+                (0..500).map(|i| now_event("click", &format!("d{r}"), json!({"x": i, "y": 1}))).collect();
+            Value::Array(events).to_string()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            let router = a.started.router.clone();
+            tokio::spawn(async move {
+                let req = Request::post("/api/v1/track?key=demo")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(b))
+                    .unwrap();
+                let resp = router.oneshot(req).await.unwrap();
+                let (status, headers) = (resp.status(), resp.headers().clone());
+                let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+                Reply { status, headers, body }
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    let (mut accepted, mut ok, mut shed) = (0, 0, 0);
+    for r in &replies {
+        match r.status {
+            StatusCode::OK => {
+                ok += 1;
+                accepted += r.json()["accepted"].as_u64().unwrap();
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                shed += 1;
+                assert_eq!(r.headers.get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), Some("1"));
+                assert!(r.text().contains("ingest.max_queue_ms"), "{}", r.text());
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    assert!(ok >= 1 && shed >= 1, "{ok} accepted, {shed} shed of a burst of 24");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // What was accepted is in the views, and nothing of what was shed.
+    let rows = a.rows("select coalesce(sum(clicks), 0) from sessions").await;
+    assert_eq!(rows, vec![json!([accepted])], "{ok} accepted requests");
+    let m = a.call(get("/metrics")).await.text();
+    let shed_metric = m.lines().find(|l| l.starts_with("sightflow_ingest_shed ")).expect("the shed counter");
+    assert_eq!(shed_metric, format!("sightflow_ingest_shed {shed}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_are_read_only_bounded_and_formatted() {
     let a = api("");
     let r = a.query("select 1 as one, 'x' as s", None).await;
