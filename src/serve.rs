@@ -126,8 +126,9 @@ pub struct Server {
 
 /// Admission control for ingest. At most `size` requests are decoded and committed
 /// at once; the others wait in arrival order, each for at most `max_wait`, and are then
-/// refused with 503 and `Retry-After`. Without it every request got a blocking thread,
-/// and above the rate the server holds they all slowed down together.
+/// refused with 503 and `Retry-After` (at once when as many wait as are in progress).
+/// Without it every request got a blocking thread, and above the rate the server holds
+/// they all slowed down together.
 struct Gate {
     permits: Arc<tokio::sync::Semaphore>,
     size: usize,
@@ -156,16 +157,24 @@ impl Gate {
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let got = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await;
+        // A line as long as the requests in progress would not clear within the wait
+        // allowed: refuse at once rather than after it.
+        let got = if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.size as u64 {
+            Err(())
+        } else {
+            tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| ())
+                .and_then(|p| p.map_err(|_| ()))
+        };
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         match got {
-            Ok(Ok(p)) => Ok(p),
-            _ => {
+            Ok(p) => Ok(p),
+            Err(()) => {
                 self.shed.fetch_add(1, Ordering::Relaxed);
                 Err(ApiError::Overloaded {
                     message: format!(
-                        "ingest is overloaded: {} requests are in progress and this one waited {} ms (ingest.max_queue_ms); retry after the Retry-After seconds",
+                        "ingest is overloaded: {} requests are in progress (ingest.max_in_flight) and the line waits longer than {} ms (ingest.max_queue_ms); retry after the Retry-After seconds",
                         self.size,
                         self.max_wait.as_millis()
                     ),
