@@ -126,8 +126,7 @@ pub struct Server {
 
 /// Admission control for ingest. At most `size` requests are decoded and committed
 /// at once; the others wait in arrival order, each for at most `max_wait`, and are then
-/// refused with 503 and `Retry-After` (at once when as many wait as are in progress).
-/// Without it every request got a blocking thread, and above the rate the server holds
+/// refused with 503 and `Retry-After`. Without it every request got a blocking thread, and above the rate the server holds
 /// they all slowed down together.
 struct Gate {
     permits: Arc<tokio::sync::Semaphore>,
@@ -157,16 +156,15 @@ impl Gate {
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
-        // A line as long as the requests in progress would not clear within the wait
-        // allowed: refuse at once rather than after it.
-        let got = if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.size as u64 {
-            Err(())
-        } else {
-            tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| ())
-                .and_then(|p| p.map_err(|_| ()))
-        };
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        // Every refused request waits the full time, even when the line is long: an A/B
+        // of refusing at once when as many wait as are in progress answered refusals
+        // sooner but held 26 % fewer events/s, as refused senders came straight back
+        // (bench/README.md).
+        let got = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| ())
+            .and_then(|p| p.map_err(|_| ()));
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         match got {
             Ok(p) => Ok(p),
