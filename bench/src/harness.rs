@@ -1058,12 +1058,15 @@ pub fn incremental_updates(config: &Config, batches: &[Vec<Envelope>]) -> anyhow
     Ok(Updates { times, snapshot: snapshots.wait_complete(), cpu })
 }
 
+/// One tab's events: `(ts, the event as the SDK sends it)`, in time order.
+type TabTimeline = (String, Vec<(i64, String)>);
+
 /// Raw rrweb traffic at about `rate` events/s for `seconds`: one timeline per tab,
 /// `(ts, the event as the SDK sends it)`, starting a little after now. Sessions start
 /// evenly, so the rate is steady. A pool of generated recordings (FullSnapshots of about
 /// the fixtures' size) is replayed under new device ids and times: generating every
 /// session would take longer than the run.
-fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<(String, Vec<(i64, String)>)>)> {
+fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<TabTimeline>)> {
     let pool = GenOptions { devices: 400, paragraphs: 60, seed: 99, ..Default::default() };
     let (recs, _) = generate(&pool);
     // Each event without its "timestamp", as the rest of an object: `,"type":2,...}`.

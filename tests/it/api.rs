@@ -331,8 +331,8 @@ async fn overload_is_shed_with_503_and_retry_after_and_what_is_accepted_counts()
     let rows = a.rows("select coalesce(sum(clicks), 0) from sessions").await;
     assert_eq!(rows, vec![json!([accepted])], "{ok} accepted requests");
     let m = a.call(get("/metrics")).await.text();
-    let shed_metric = m.lines().find(|l| l.starts_with("sightflow_ingest_shed ")).expect("the shed counter");
-    assert_eq!(shed_metric, format!("sightflow_ingest_shed {shed}"));
+    let shed_metric = m.lines().find(|l| l.starts_with("sightflow_ingest_shed_total ")).expect("the shed counter");
+    assert_eq!(shed_metric, format!("sightflow_ingest_shed_total {shed}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
