@@ -156,7 +156,16 @@ impl Gate {
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
+        // Counted while it waits, also when the client goes away mid-wait (the future
+        // is dropped then, and the guard with it).
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&self.waiting);
         // Every refused request waits the full time, even when the line is long: an A/B
         // of refusing at once when as many wait as are in progress answered refusals
         // sooner but held 26 % fewer events/s, as refused senders came straight back
@@ -165,7 +174,7 @@ impl Gate {
             .await
             .map_err(|_| ())
             .and_then(|p| p.map_err(|_| ()));
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         match got {
             Ok(p) => Ok(p),
             Err(()) => {

@@ -498,7 +498,19 @@ impl Log {
             let jobs = std::mem::take(&mut g.waiting);
             drop(g);
             let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
-            let answers = self.append_jobs(jobs);
+            // A leader that panicked would leave every later append waiting: its group
+            // gets an error instead, and the next append leads.
+            let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.append_jobs(jobs)))
+                .unwrap_or_else(|_| {
+                    ids.iter()
+                        .map(|_| {
+                            Err(LogError::Io {
+                                path: self.opts.dir.display().to_string(),
+                                source: std::io::Error::other("the append failed unexpectedly (a panic); it is not acknowledged, and a retry with its batch id is kept once"),
+                            })
+                        })
+                        .collect()
+                });
             g = lock.lock().unwrap_or_else(|e| e.into_inner());
             g.leading = false;
             for (id, answer) in ids.into_iter().zip(answers) {
