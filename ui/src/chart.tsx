@@ -3,6 +3,7 @@
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+import { timeRange } from './chartspec';
 
 export interface Series {
   label: string;
@@ -35,7 +36,9 @@ export function Chart({
       height,
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: !categories } },
+      scales: {
+        x: categories ? { time: false } : { time: true, range: (_u, min, max) => timeRange(min, max) },
+      },
       axes: [
         categories
           ? { values: (_u, ticks) => ticks.map((t) => (categories[t] ?? '').slice(0, 18)), gap: 4 }

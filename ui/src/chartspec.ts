@@ -47,3 +47,18 @@ export function schemaOf(rows: Row[]): Record<string, string[]> {
   }
   return out;
 }
+
+/** The x range (seconds) of a time chart: a minute around a single point, which would
+ * otherwise stretch the axis over years. */
+export function timeRange(min: number, max: number): [number, number] {
+  return min === max ? [min - 30, max + 30] : [min, max];
+}
+
+/** A live series with `(x, y)` added: one point per x (snapshots come many times a
+ * second, and repeated x values break the chart), at most `keep` points. */
+export function appendPoint(s: { x: number[]; y: number[] }, x: number, y: number, keep: number) {
+  const same = s.x.length > 0 && s.x[s.x.length - 1] === x;
+  const xs = same ? [...s.x.slice(0, -1), x] : [...s.x, x];
+  const ys = same ? [...s.y.slice(0, -1), y] : [...s.y, y];
+  return { x: xs.slice(-keep), y: ys.slice(-keep) };
+}

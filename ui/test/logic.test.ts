@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { atLeast, lit, objects, roleIn, type Me } from '../src/api';
-import { chartOf, schemaOf } from '../src/chartspec';
+import { appendPoint, chartOf, schemaOf, timeRange } from '../src/chartspec';
 import * as f from '../src/format';
 import { badNumber, day, rangeStart, sessionFilters, sessionSearch, sessionsApi, spanOf } from '../src/filters';
 import { funnelSteps } from '../src/funnel';
@@ -272,4 +272,15 @@ describe('funnels and charts', () => {
     expect(chartOf(['a', 'b'], [])).toBeNull();
     expect(schemaOf([{ table_name: 't', column_name: 'a' }, { table_name: 't', column_name: 'b' }])).toEqual({ t: ['a', 'b'] });
   });
+});
+
+it('a time chart of one point spans a minute around it, not years', () => {
+  expect(timeRange(1_800_000_000, 1_800_000_000)).toEqual([1_799_999_970, 1_800_000_030]);
+  expect(timeRange(10, 20)).toEqual([10, 20]);
+});
+
+it('a live series keeps one point per second, the newest value', () => {
+  let s = { x: [] as number[], y: [] as number[] };
+  for (const [x, y] of [[100, 1], [100, 2], [101, 3], [101, 4], [102, 5]]) s = appendPoint(s, x, y, 2);
+  expect(s).toEqual({ x: [101, 102], y: [4, 5] });
 });

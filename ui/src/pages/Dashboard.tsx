@@ -5,6 +5,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { useLocation } from 'preact-iso';
 import { query, type Row } from '../api';
 import { Chart } from '../chart';
+import { appendPoint } from '../chartspec';
 import * as f from '../format';
 import { DEFAULT_RANGE, RANGES, spanOf } from '../filters';
 import { subscribe } from '../live';
@@ -107,11 +108,7 @@ export default function Dashboard() {
       const dt = (t - a.t) / 1000;
       const v = dt > 0 ? Math.max(0, (n - a.n) / dt) : 0;
       setPerSec(v);
-      setRateSeries((old) => {
-        const x = [...old.x, Math.floor(t / 1000)].slice(-120);
-        const y = [...old.y, v].slice(-120);
-        return { x, y };
-      });
+      setRateSeries((old) => appendPoint(old, Math.floor(t / 1000), v, 120));
     }
   }, [numbers.state === 'ok' ? numbers.asOf : null]);
   useEffect(() => {
