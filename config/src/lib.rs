@@ -416,8 +416,9 @@ pub struct Engine {
     /// A device's per-tab state is kept this long (ms of logical time) after its last
     /// event, so a recording imported in chunks continues its session.
     pub state_grace_ms: u64,
-    /// A late click waits this long (ms of logical time) for the rest of its window
-    /// before a quiet device's click is judged dead.
+    /// A click waits this long (ms of logical time) after it arrived, and at least until
+    /// its window closes, before a quiet device's click is judged dead: its reactions may
+    /// come in the device's next batch.
     pub late_verdict_ms: u64,
     /// An event dated after the server clock plus this (ms) counts as if it were dated
     /// then: it neither moves the frontier nor gets a logical time beyond it. Used as at

@@ -495,7 +495,7 @@ fn click(s: &mut Session, tab_index: usize, t: u64, eff: i64, ev: &Event, c: &Cl
         let ctx = page.ctx(s.row.session, project);
         rage_targets = page.rage.on_click(ctx, eff, c, &mut s.row, p, out);
     }
-    tab.clicks.on_click(t, ev.ts, eff, page_number, url, c, p);
+    tab.clicks.on_click(t, eff, page_number, url, c, p);
     s.funnels.on_click(c.selector, eff, p);
     if tab.page.is_some() {
         s.facts.on_fact(&Fact::Click { url, selector: c.selector, tag: c.tag }, &s.row, out);

@@ -8,9 +8,11 @@
 //!
 //! Verdicts need the windows closed: a click is judged as soon as the device has an event
 //! past the longest window, or at a deadline in logical time when the device goes quiet
-//! (the tick the window closes for a click that arrived on time, `late_verdict_ms` after
-//! its arrival for a late one), or when its session or state ends. Only events that
-//! arrived by the deadline count as reactions.
+//! (`late_verdict_ms` after the click arrived, and not before its window closes), or when
+//! its session or state ends. Only events that arrived by the deadline count as
+//! reactions. A click that arrived on time waits as long as a late one: browsers send
+//! their events in batches every few seconds, so the reaction to a click at the end of
+//! one batch comes in the next, after the click's window has closed in logical time.
 
 use std::collections::VecDeque;
 
@@ -90,17 +92,16 @@ pub struct Verdict {
     pub tag: Sym,
 }
 
-/// When a quiet device's click is judged: at the tick its window closes when it arrived
-/// on time (later reactions would be late themselves), else `late_verdict` after it
-/// arrived.
-pub fn verdict_deadline(t: u64, ts: i64, eff: i64, p: &Params) -> u64 {
-    if t == tick_ceil(ts, p.tick) { tick_ceil(eff + p.dead_window(), p.tick).max(t) } else { t + p.late_verdict }
+/// When a quiet device's click is judged: `late_verdict` after it arrived (logical time
+/// `t`), and not before the tick its window closes. Its reactions may come in the
+/// device's next batch, whether the click itself arrived on time or late.
+pub fn verdict_deadline(t: u64, eff: i64, p: &Params) -> u64 {
+    tick_ceil(eff + p.dead_window(), p.tick).max(t).max(t + p.late_verdict)
 }
 
 impl Pending {
     /// A new click of this tab, at effective time `eff`, arrived at logical time `t`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_click(&mut self, t: u64, ts: i64, eff: i64, page_number: u32, url: Sym, c: &Click, p: &Params) {
+    pub fn on_click(&mut self, t: u64, eff: i64, page_number: u32, url: Sym, c: &Click, p: &Params) {
         // Grow by half (a deque's first allocation would hold four).
         if self.clicks.len() == self.clicks.capacity() {
             self.clicks.reserve_exact(self.clicks.len() / 2 + 1);
@@ -113,7 +114,7 @@ impl Pending {
             y: c.y,
             selector: c.selector,
             tag: c.tag,
-            deadline: verdict_deadline(t, ts, eff, p),
+            deadline: verdict_deadline(t, eff, p),
             exempt: c.text_field,
             reacted: false,
             judged: false,
@@ -284,13 +285,8 @@ pub(crate) fn reference_verdicts(tl: &Timeline, p: &Params) -> (Vec<(usize, usiz
             continue;
         }
         // The verdict's deadline in logical time.
-        let on_time = a.t == (a.ev.ts.max(0) as u64).div_ceil(p.tick) * p.tick;
-        let deadline = if on_time {
-            let closes = (a.eff + longest).max(0) as u64;
-            (closes.div_ceil(p.tick) * p.tick).max(a.t)
-        } else {
-            a.t + p.late_verdict
-        };
+        let closes = (a.eff + longest).max(0) as u64;
+        let deadline = (closes.div_ceil(p.tick) * p.tick).max(a.t).max(a.t + p.late_verdict);
         let s = &tl.sessions[a.session];
         let moved_past = (i + 1..tl.anns.len())
             .take_while(|&j| tl.anns[j].session == a.session)
@@ -368,6 +364,16 @@ mod tests {
         let mut d: Vec<i64> = v.dead_clicks.keys().map(|r| r.ts).collect();
         d.sort();
         d
+    }
+
+    #[test]
+    fn a_reaction_in_the_next_batch_saves_a_click_that_came_on_time() {
+        // The click ends one SDK batch and came on time; the mutation answering it comes
+        // with the next batch, 5 s later, when the click's window has closed in logical
+        // time. It counts: the quiet device's click waits for late_verdict_ms.
+        check("0 pv /a; 1000 click 1 1; 1300 @6000 mut; 5900 @6000 act", |v| assert!(dead(v).is_empty()));
+        // Nothing in the next batch answers it: dead.
+        check("0 pv /a; 1000 click 1 1; 5900 @6000 act", |v| assert_eq!(dead(v), [1000]));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! [`Device`] (as the behaviour operator runs it) and through the reference; the two
 //! must agree on every view, and the case checks its own.
 //!
-//! Events are `;`-separated: `<ms> [tN] [dN] <kind> <args>`, with `tN` the tab and `dN`
-//! the device (default `t1`, `d1`). Kinds: `pv <url> [width] [height] [page height]`,
+//! Events are `;`-separated: `<ms> [@ms] [tN] [dN] <kind> <args>`, with `@ms` when it
+//! arrived (default: on time, at its own time), `tN` the tab and `dN` the device
+//! (default `t1`, `d1`). Kinds: `pv <url> [width] [height] [page height]`,
 //! `click <x|-> <y|-> [selector] [tag] [field]`, `scroll <node> <y>`, `move <x> <y>
 //! [offset]`, `mut`, `input`, `resize <w> <h>`, `snap <scroll y>`, `error <message>`,
 //! `custom <name>`, `act`.
@@ -18,15 +19,20 @@ use crate::sym::Sym;
 /// Event times count from here (the epoch: a case's times are its own).
 const T0: i64 = 0;
 
-fn parse(events: &str) -> Vec<Event> {
+/// The events with the time each arrived (`None`: on time).
+fn parse(events: &str) -> Vec<(Option<i64>, Event)> {
     let mut out = Vec::new();
     for (seq, spec) in events.split(';').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
         let mut words: Vec<&str> = spec.split_whitespace().collect();
         let ts = T0 + words.remove(0).parse::<i64>().expect("a time");
         let mut tab = "t1";
         let mut dev = "d1";
+        let mut arrived = None;
         while let Some(w) = words.first() {
-            if w.len() > 1 && w.starts_with('t') && w[1..].chars().all(|c| c.is_ascii_digit()) {
+            if let Some(at) = w.strip_prefix('@') {
+                arrived = Some(T0 + at.parse::<i64>().expect("an arrival time"));
+                words.remove(0);
+            } else if w.len() > 1 && w.starts_with('t') && w[1..].chars().all(|c| c.is_ascii_digit()) {
                 tab = words.remove(0);
             } else if w.len() > 1 && w.starts_with('d') && w[1..].chars().all(|c| c.is_ascii_digit()) {
                 dev = words.remove(0);
@@ -83,15 +89,18 @@ fn parse(events: &str) -> Vec<Event> {
             }
             other => panic!("unknown event kind {other:?} in {spec:?}"),
         };
-        out.push(Event {
-            ts,
-            device: DeviceKey { project: Sym::new("p"), device: Sym::new(dev) },
-            tab: Sym::new(tab),
-            seq: seq as u64 + 1,
-            sub: 0,
-            url: Sym::EMPTY,
-            kind,
-        });
+        out.push((
+            arrived,
+            Event {
+                ts,
+                device: DeviceKey { project: Sym::new("p"), device: Sym::new(dev) },
+                tab: Sym::new(tab),
+                seq: seq as u64 + 1,
+                sub: 0,
+                url: Sym::EMPTY,
+                kind,
+            },
+        ));
     }
     out
 }
@@ -139,7 +148,8 @@ fn incremental(events: &[(u64, Event)], p: &Params) -> Views {
 /// on the views a device emits directly, and hands the reference's views to `expect`.
 pub(crate) fn check(events: &str, expect: impl FnOnce(&Views)) {
     let p = Params::from_config(&sightflow_config::Config::defaults());
-    let evs: Vec<(u64, Event)> = parse(events).into_iter().map(|e| (tick_ceil(e.ts, p.tick), e)).collect();
+    let evs: Vec<(u64, Event)> =
+        parse(events).into_iter().map(|(at, e)| (tick_ceil(at.unwrap_or(e.ts).max(e.ts), p.tick), e)).collect();
     let want = reference(&evs, u64::MAX, &p);
     let got = incremental(&evs, &p);
     // The views a device emits as they are (the aggregates on top are checked by the
