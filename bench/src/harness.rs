@@ -41,9 +41,9 @@ pub fn traffic(opts: &GenOptions) -> anyhow::Result<Traffic> {
         o.devices = chunk.min(opts.devices - first);
         o.seed = opts.seed.wrapping_add(first as u64);
         let (recs, t) = generate(&o);
-        add_truth(&mut truth, &t);
+        truth.add(&t);
         for (i, r) in recs.into_iter().enumerate() {
-            let Recording { device, events } = r;
+            let Recording { device, events, .. } = r;
             let device = format!("{device}-{}", first + i);
             truth.rrweb_bytes += events.iter().map(|e| e.to_string().len() as u64 + 1).sum::<u64>();
             let tab = format!("{device}-tab");
@@ -68,22 +68,6 @@ pub fn traffic(opts: &GenOptions) -> anyhow::Result<Traffic> {
         .sum();
     let protobuf_bytes = envelopes.iter().map(|e| e.encoded_len() as u64).sum();
     Ok(Traffic { envelopes, truth, events, protobuf_bytes })
-}
-
-fn add_truth(a: &mut Truth, b: &Truth) {
-    a.devices += b.devices;
-    a.sessions += b.sessions;
-    a.page_views += b.page_views;
-    a.clicks += b.clicks;
-    a.rage_bursts += b.rage_bursts;
-    a.dead_clicks += b.dead_clicks;
-    a.error_clicks += b.error_clicks;
-    a.quick_backs += b.quick_backs;
-    a.excessive_scrolls += b.excessive_scrolls;
-    a.thrashed_cursors += b.thrashed_cursors;
-    a.funnel_conversions += b.funnel_conversions;
-    a.uncaught_errors += b.uncaught_errors;
-    a.rrweb_events += b.rrweb_events;
 }
 
 /// Writes envelopes to an embedded log under `dir` (as `serve` would, without fsync).
@@ -261,6 +245,11 @@ fn stat_cpu(path: &Path) -> Option<(String, f64)> {
     Some((stat[open + 1..close].to_string(), (ticks(11) + ticks(12)) / 100.0))
 }
 
+/// CPU seconds used so far by process `pid`, exited threads included.
+pub fn cpu_of(pid: u32) -> f64 {
+    stat_cpu(Path::new(&format!("/proc/{pid}/stat"))).map_or(0.0, |(_, cpu)| cpu)
+}
+
 /// CPU seconds used so far by the whole process, exited threads included.
 pub fn process_cpu() -> f64 {
     stat_cpu(Path::new("/proc/self/stat")).map_or(0.0, |(_, cpu)| cpu)
@@ -282,7 +271,7 @@ pub fn thread_cpu() -> BTreeMap<String, f64> {
 
 /// The dataflow's state in bytes, the published views' bytes and the per-view split.
 /// The string table is reported apart ([`strings`]).
-fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
+pub(crate) fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
     let mut total = 0;
     let mut views = 0;
     let mut per = Vec::new();
@@ -298,7 +287,7 @@ fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
 }
 
 /// The string table's entries and bytes, as `sightflow_state` shows them.
-fn strings(snap: &Snapshot) -> (u64, u64) {
+pub(crate) fn strings(snap: &Snapshot) -> (u64, u64) {
     snap.state.get("strings").map_or((0, 0), |s| (s.records as u64, s.bytes as u64))
 }
 
@@ -335,7 +324,7 @@ impl Feeder {
         o.spread_ms = self.span;
         let (recs, t) = generate(&o);
         if let Ok(mut truth) = self.truth.lock() {
-            add_truth(&mut truth, &t);
+            truth.add(&t);
         }
         let mut batch = Vec::new();
         for (i, r) in recs.into_iter().enumerate() {
@@ -839,8 +828,8 @@ struct SdkRequest {
 }
 
 /// The SDK's flush period and its largest batch (`sdk/src/client.ts`).
-const SDK_BATCH_MS: i64 = 5000;
-const SDK_BATCH_BYTES: usize = 900_000;
+pub(crate) const SDK_BATCH_MS: i64 = 5000;
+pub(crate) const SDK_BATCH_BYTES: usize = 900_000;
 
 /// The generator's rrweb traffic for `seconds` at about `rate` events/s, cut into the
 /// requests the SDK would send, spread over `senders` (each tab's requests go through
@@ -1058,24 +1047,29 @@ pub fn incremental_updates(config: &Config, batches: &[Vec<Envelope>]) -> anyhow
     Ok(Updates { times, snapshot: snapshots.wait_complete(), cpu })
 }
 
-/// One tab's events: `(ts, the event as the SDK sends it)`, in time order.
-type TabTimeline = (String, Vec<(i64, String)>);
+/// One recording of the rrweb pool: its events as `(ms after its first, the event
+/// without its "timestamp" as the rest of an object: `,"type":2,...}`)`, and what it
+/// planted.
+pub(crate) struct PoolSession {
+    pub events: Vec<(i64, String)>,
+    pub truth: Truth,
+}
 
-/// Raw rrweb traffic at about `rate` events/s for `seconds`: one timeline per tab,
-/// `(ts, the event as the SDK sends it)`, starting a little after now. Sessions start
-/// evenly, so the rate is steady. A pool of generated recordings (FullSnapshots of about
-/// the fixtures' size) is replayed under new device ids and times: generating every
-/// session would take longer than the run.
-fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<TabTimeline>)> {
+/// The generated recordings that raw rrweb traffic replays under new ids and times
+/// (FullSnapshots of about the fixtures' size), and their FullSnapshots' mean size.
+pub(crate) fn rrweb_pool() -> (Vec<PoolSession>, usize) {
     let pool = GenOptions { devices: 400, paragraphs: 60, seed: 99, ..Default::default() };
     let (recs, _) = generate(&pool);
-    // Each event without its "timestamp", as the rest of an object: `,"type":2,...}`.
     let mut snapshot_bytes = (0usize, 0usize);
-    let pool: Vec<Vec<(i64, String)>> = recs
+    let pool = recs
         .into_iter()
         .map(|r| {
             let first = r.events.iter().filter_map(|e| e["timestamp"].as_i64()).min().unwrap_or(0);
-            r.events
+            // In the order a recorder emits them: by time (the generator writes a
+            // slot's reactions before the mouse moves that lead up to them).
+            let mut events = r.events;
+            events.sort_by_key(|e| e["timestamp"].as_i64().unwrap_or(first));
+            let events = events
                 .into_iter()
                 .map(|mut e| {
                     let ts = e["timestamp"].as_i64().unwrap_or(first);
@@ -1090,9 +1084,31 @@ fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<TabTimel
                     let rest = if text.len() > 2 { format!(",{}", &text[1..]) } else { "}".to_string() };
                     (ts - first, rest)
                 })
-                .collect()
+                .collect();
+            PoolSession { events, truth: r.truth }
         })
         .collect();
+    (pool, snapshot_bytes.0 / snapshot_bytes.1.max(1))
+}
+
+/// One rrweb event as the SDK sends it to `/track`.
+pub(crate) fn sdk_event(device: &str, tab: &str, seq: u64, ts: i64, rest: &str) -> String {
+    format!(
+        "{{\"type\":\"rrweb\",\"device_id\":\"{device}\",\"tab_id\":\"{tab}\",\"seq\":{seq},\"ts\":{ts},\"event\":{{\"timestamp\":{ts}{rest}}}"
+    )
+}
+
+/// One tab's events: `(ts, the event as the SDK sends it)`, in time order.
+type TabTimeline = (String, Vec<(i64, String)>);
+
+/// Raw rrweb traffic at about `rate` events/s for `seconds`: one timeline per tab,
+/// `(ts, the event as the SDK sends it)`, starting a little after now. Sessions start
+/// evenly, so the rate is steady. A pool of generated recordings (FullSnapshots of about
+/// the fixtures' size) is replayed under new device ids and times: generating every
+/// session would take longer than the run.
+fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<TabTimeline>)> {
+    let (pool, snapshot_bytes) = rrweb_pool();
+    let pool: Vec<Vec<(i64, String)>> = pool.into_iter().map(|p| p.events).collect();
     let per_device = pool.iter().map(Vec::len).sum::<usize>() as f64 / pool.len() as f64;
     let session_ms = pool.iter().map(|r| r.last().map_or(0, |e| e.0)).sum::<i64>() / pool.len() as i64;
     // Sessions start evenly from the longest one's length before the window: every
@@ -1112,7 +1128,7 @@ fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<TabTimel
         "traffic: {devices} sessions of {:.0} events over {:.0} s on average, FullSnapshots of {} bytes on average",
         per_device,
         session_ms as f64 / 1000.0,
-        snapshot_bytes.0 / snapshot_bytes.1.max(1)
+        snapshot_bytes
     );
     let mut timelines = Vec::new();
     for d in 0..devices {
@@ -1126,11 +1142,7 @@ fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<TabTimel
             if ts < from || ts > from + span_ms {
                 continue;
             }
-            let text = format!(
-                "{{\"type\":\"rrweb\",\"device_id\":\"{device}\",\"tab_id\":\"{tab}\",\"seq\":{},\"ts\":{ts},\"event\":{{\"timestamp\":{ts}{rest}}}",
-                seq + 1
-            );
-            line.push((ts, text));
+            line.push((ts, sdk_event(&device, &tab, seq as u64 + 1, ts, rest)));
         }
         if !line.is_empty() {
             timelines.push((tab, line));

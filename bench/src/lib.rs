@@ -2,4 +2,5 @@
 //! small smoke pass of the generator and every measurement with exact checks.
 
 pub mod harness;
+pub mod soak;
 pub mod traffic;

@@ -98,6 +98,33 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// `serve` in its own process under raw rrweb traffic for a long time: RSS, counted
+    /// state, the string table and freshness sampled, their slopes after the warm-up,
+    /// and the views against what was planted.
+    Soak {
+        /// rrweb events per second offered.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// How long sessions keep starting (s); the last ones then play to their end.
+        #[arg(long, default_value_t = 1800)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10)]
+        sample_s: u64,
+        /// Samples before this are left out of the slopes (default: a third of the run).
+        #[arg(long)]
+        warmup_s: Option<u64>,
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        /// The server's `session.idle_gap_ms`, so that sessions end during the run.
+        #[arg(long, default_value_t = 120_000)]
+        idle_gap_ms: u64,
+    },
+    /// The server half of `soak` (started by it).
+    #[command(hide = true)]
+    ServeChild {
+        #[arg(long)]
+        idle_gap_ms: u64,
+    },
     /// Latency of live-dashboard queries over views holding many sessions.
     Query {
         #[arg(long, default_value_t = 1_000_000)]
@@ -152,6 +179,18 @@ fn main() -> anyhow::Result<()> {
             let files = files.unwrap_or(batches).clamp(1, batches.max(1));
             peers(devices, batches, files, points.unwrap_or(files).clamp(1, files), seed)
         }
+        Command::Soak { rate, seconds, sample_s, warmup_s, senders, idle_gap_ms } => {
+            let opts = sightflow_bench::soak::SoakOptions {
+                rate,
+                seconds,
+                sample_s,
+                warmup_s: warmup_s.unwrap_or(seconds / 3),
+                senders,
+                idle_gap_ms,
+            };
+            soak(&opts)
+        }
+        Command::ServeChild { idle_gap_ms } => sightflow_bench::soak::serve_child(soak_config(idle_gap_ms)),
         Command::Freshness(args) => {
             anyhow::ensure!(
                 args.traffic == "sdk" || args.traffic == "rrweb",
@@ -161,6 +200,86 @@ fn main() -> anyhow::Result<()> {
             freshness(&args)
         }
     }
+}
+
+/// The server configuration of the soak: the defaults, with a session idle gap short
+/// enough for sessions to end during the run.
+fn soak_config(idle_gap_ms: u64) -> Config {
+    let mut config = Config::defaults();
+    config.session.idle_gap_ms = idle_gap_ms;
+    config
+}
+
+fn soak(opts: &sightflow_bench::soak::SoakOptions) -> anyhow::Result<()> {
+    use sightflow_bench::soak::slope;
+    println!("machine: {}", machine());
+    let c = soak_config(opts.idle_gap_ms);
+    println!(
+        "soak: serve in its own process (defaults: tick {} ms, lateness {} ms, fsync {:?}; session idle gap {} ms), {} rrweb events/s for {} s, {} senders that resend after Retry-After",
+        c.engine.tick_ms,
+        c.engine.allowed_lateness_ms,
+        c.log.fsync,
+        opts.idle_gap_ms,
+        opts.rate,
+        opts.seconds,
+        opts.senders
+    );
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child.arg("serve-child").arg("--idle-gap-ms").arg(opts.idle_gap_ms.to_string());
+    let f = sightflow_bench::soak::soak(child, opts)?;
+    // The steady part: after the warm-up, while sessions still start.
+    let after: Vec<_> =
+        f.samples.iter().filter(|s| s.t >= opts.warmup_s as f64 && s.t <= opts.seconds as f64 + 1.0).collect();
+    println!(
+        "totals: {} rrweb events acknowledged, {} requests refused and sent again, {} failed, {} never visible; ack p99 {:.1} ms, ack->visible p50 {:.1} ms, p99 {:.1} ms",
+        f.sent_events, f.refused, f.failed, f.unseen, f.ack_p99_ms, f.visible_p50_ms, f.visible_p99_ms
+    );
+    if let (Some(a), Some(b)) = (after.first(), after.last()) {
+        let minutes = (b.t - a.t) / 60.0;
+        let sessions_per_min = (b.sessions - a.sessions) as f64 / minutes.max(1e-9);
+        println!("slopes from {:.0} s to {:.0} s ({} samples), per minute and over that part:", a.t, b.t, after.len());
+        let line = |name: &str, unit: &str, scale: f64, get: &dyn Fn(&sightflow_bench::soak::Sample) -> f64| {
+            let pts: Vec<(f64, f64)> = after.iter().map(|s| (s.t / 60.0, get(s) / scale)).collect();
+            let (k, mean) = slope(&pts);
+            println!(
+                "  {name:<22} {k:>+10.3} {unit}/min, {:>+9.2} {unit} ({:+.1} % of its mean {mean:.2} {unit})",
+                k * minutes,
+                if mean != 0.0 { 100.0 * k * minutes / mean } else { 0.0 }
+            );
+            k
+        };
+        let rss = line("RSS", "MB", 1e6, &|s| s.rss as f64);
+        let state = line("counted state", "MB", 1e6, &|s| s.state as f64);
+        let views = line("published views", "MB", 1e6, &|s| s.views as f64);
+        line("string table", "MB", 1e6, &|s| s.strings_bytes as f64);
+        line("string table entries", "k", 1e3, &|s| s.strings as f64);
+        line("ack->visible p99", "ms", 1.0, &|s| s.visible_p99_ms);
+        line("ack p99", "ms", 1.0, &|s| s.ack_p99_ms);
+        line("accepted", "k/s", 1e3, &|s| s.accepted_per_s);
+        if sessions_per_min >= 1.0 {
+            println!(
+                "  new sessions {sessions_per_min:.0}/min: counted state + views grow {:.0} B per new session (closed sessions stay in the views), RSS {:.0} B",
+                (state + views) * 1e6 / sessions_per_min,
+                rss * 1e6 / sessions_per_min
+            );
+        }
+    }
+    println!(
+        "CPU: server {:.0} s ({:.0} % of a core over {:.0} s), load generator and senders {:.0} s",
+        f.server_cpu,
+        100.0 * f.server_cpu / f.seconds.max(1e-9),
+        f.seconds,
+        f.generator_cpu
+    );
+    println!("views: planted {:?}", f.planted);
+    println!("       in views {:?}", f.observed);
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- soak --rate {} --seconds {} --sample-s {} --warmup-s {} --senders {} --idle-gap-ms {}",
+        opts.rate, opts.seconds, opts.sample_s, opts.warmup_s, opts.senders, opts.idle_gap_ms
+    );
+    anyhow::ensure!(f.observed == f.planted, "the views differ from what was planted");
+    anyhow::ensure!(f.failed == 0, "{} requests failed", f.failed);
+    Ok(())
 }
 
 /// The recordings as envelopes, one device each.

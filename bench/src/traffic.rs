@@ -68,7 +68,7 @@ impl Default for GenOptions {
 }
 
 /// What was planted, summed over all devices.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Truth {
     pub devices: u64,
     pub sessions: u64,
@@ -86,10 +86,31 @@ pub struct Truth {
     pub rrweb_bytes: u64,
 }
 
+impl Truth {
+    /// Adds `b`'s counts (all but `rrweb_bytes`, which is measured, not planted).
+    pub fn add(&mut self, b: &Truth) {
+        self.devices += b.devices;
+        self.sessions += b.sessions;
+        self.page_views += b.page_views;
+        self.clicks += b.clicks;
+        self.rage_bursts += b.rage_bursts;
+        self.dead_clicks += b.dead_clicks;
+        self.error_clicks += b.error_clicks;
+        self.quick_backs += b.quick_backs;
+        self.excessive_scrolls += b.excessive_scrolls;
+        self.thrashed_cursors += b.thrashed_cursors;
+        self.funnel_conversions += b.funnel_conversions;
+        self.uncaught_errors += b.uncaught_errors;
+        self.rrweb_events += b.rrweb_events;
+    }
+}
+
 /// One device's recording (one tab).
 pub struct Recording {
     pub device: String,
     pub events: Vec<Value>,
+    /// What this recording alone planted.
+    pub truth: Truth,
 }
 
 const RANDOM_PATHS: &[&str] = &["/", "/pricing", "/blog/launch", "/blog/roadmap", "/docs/start", "/docs/api", "/about"];
@@ -387,6 +408,7 @@ pub fn generate(opts: &GenOptions) -> (Vec<Recording>, Truth) {
     let mut truth = Truth::default();
     let mut out = Vec::with_capacity(opts.devices);
     for d in 0..opts.devices {
+        let mut own = Truth::default();
         let mut rng = Rng::new(opts.seed ^ (d as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
         let mobile = rng.chance(0.25);
         let (width, height) = if mobile { (390, 844) } else { [(1280, 800), (1440, 900), (1024, 768)][d % 3] };
@@ -394,7 +416,7 @@ pub fn generate(opts: &GenOptions) -> (Vec<Recording>, Truth) {
         let mut w = Writer {
             rng: &mut rng,
             events: Vec::new(),
-            truth: &mut truth,
+            truth: &mut own,
             x: width / 2,
             y: height / 2,
             dir: 1,
@@ -442,8 +464,9 @@ pub fn generate(opts: &GenOptions) -> (Vec<Recording>, Truth) {
             w.truth.funnel_conversions += 1;
         }
         let events = std::mem::take(&mut w.events);
-        truth.rrweb_events += events.len() as u64;
-        out.push(Recording { device: format!("bench-{:07}", d), events });
+        own.rrweb_events += events.len() as u64;
+        truth.add(&own);
+        out.push(Recording { device: format!("bench-{:07}", d), events, truth: own });
     }
     (out, truth)
 }
