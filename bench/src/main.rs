@@ -67,6 +67,10 @@ enum Command {
         /// instead of the embedded log.
         #[arg(long)]
         kafka: Option<String>,
+        /// The engine's tick (ms) the log is written and read with; the defaults' when
+        /// not given.
+        #[arg(long)]
+        tick_ms: Option<u64>,
     },
     /// Dataflow state and RSS per live and per closed session.
     Memory {
@@ -170,8 +174,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Batch { replicas, workers, fixtures, runs } => batch_throughput(replicas, workers, &fixtures, runs),
         Command::Gen { devices, seed, out } => gen_files(devices, seed, &out),
-        Command::Backfill { devices, seed, workers, runs, kafka } => {
-            backfill(devices, seed, &workers, runs, kafka.as_deref())
+        Command::Backfill { devices, seed, workers, runs, kafka, tick_ms } => {
+            backfill(devices, seed, &workers, runs, kafka.as_deref(), tick_ms)
         }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
@@ -403,8 +407,18 @@ fn gen_files(devices: usize, seed: u64, out: &std::path::Path) -> anyhow::Result
     Ok(())
 }
 
-fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize, kafka: Option<&str>) -> anyhow::Result<()> {
+fn backfill(
+    devices: usize,
+    seed: u64,
+    workers: &[usize],
+    runs: usize,
+    kafka: Option<&str>,
+    tick_ms: Option<u64>,
+) -> anyhow::Result<()> {
     let mut config = Config::defaults();
+    if let Some(t) = tick_ms {
+        config.engine.tick_ms = t;
+    }
     let started = Instant::now();
     let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
     let dir = tempfile::tempdir()?;
@@ -431,7 +445,7 @@ fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize, kafka: Op
         t.protobuf_bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
-    println!("machine: {}", machine());
+    println!("machine: {}, tick {} ms", machine(), config.engine.tick_ms);
     for &w in workers {
         let mut best: Option<harness::BackfillFigure> = None;
         let mut cpus = Vec::new();
@@ -464,6 +478,7 @@ fn backfill(devices: usize, seed: u64, workers: &[usize], runs: usize, kafka: Op
         "  reproduce: cargo run --release -p sightflow-bench -- backfill --devices {devices} --seed {seed} --workers {} --runs {runs}{}",
         workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
         kafka.map(|k| format!(" --kafka {k}")).unwrap_or_default()
+            + &tick_ms.map(|t| format!(" --tick-ms {t}")).unwrap_or_default()
     );
     Ok(())
 }
