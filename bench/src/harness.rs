@@ -698,14 +698,7 @@ pub fn freshness(
                 let us = (answered - sent_at).as_micros() as u64;
                 match response {
                     Ok(mut r) if r.status() == 200 => {
-                        let mut text = String::new();
-                        let _ = std::io::Read::read_to_string(
-                            &mut std::io::Read::take(r.body_mut().as_reader(), 1 << 16),
-                            &mut text,
-                        );
-                        let min_as_of = serde_json::from_str::<serde_json::Value>(&text)
-                            .ok()
-                            .and_then(|v| v["min_as_of"].as_u64());
+                        let min_as_of = min_as_of(&mut r);
                         sent.fetch_add(count as u64, Ordering::Relaxed);
                         if let Ok(mut h) = ack_hist.lock() {
                             let _ = h.record(us);
@@ -725,14 +718,7 @@ pub fn freshness(
                     }
                     other => {
                         if failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                            match other {
-                                Ok(mut r) => eprintln!(
-                                    "first failed request: {} {}",
-                                    r.status(),
-                                    r.body_mut().read_to_string().unwrap_or_default()
-                                ),
-                                Err(e) => eprintln!("first failed request: {e}"),
-                            }
+                            first_failure(other);
                         }
                     }
                 }
@@ -815,6 +801,23 @@ pub fn freshness(
         ack_p50_ms: ack_p50,
         ack_p99_ms: ack_p99,
     })
+}
+
+/// The `min_as_of` of an accepted `/track` answer (its body read up to 64 KiB).
+pub(crate) fn min_as_of(r: &mut ureq::http::Response<ureq::Body>) -> Option<u64> {
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::Read::take(r.body_mut().as_reader(), 1 << 16), &mut text);
+    serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["min_as_of"].as_u64())
+}
+
+/// Prints a failed request's status and body, or its error.
+pub(crate) fn first_failure(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) {
+    match answer {
+        Ok(mut r) => {
+            eprintln!("first failed request: {} {}", r.status(), r.body_mut().read_to_string().unwrap_or_default())
+        }
+        Err(e) => eprintln!("first failed request: {e}"),
+    }
 }
 
 /// One request as the SDK would send it: a tab's events of the last 5 s.

@@ -180,6 +180,7 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
     };
 
     let (pool, snapshot_bytes) = harness::rrweb_pool();
+    let pool = Arc::new(pool);
     let per_session = pool.iter().map(|p| p.events.len()).sum::<usize>() as f64 / pool.len() as f64;
     let longest_ms = pool.iter().map(|p| p.events.last().map_or(0, |e| e.0)).max().unwrap_or(0);
     let sessions_per_s = opts.rate as f64 / per_session;
@@ -206,7 +207,7 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
     // The generator: plays every session in real time and cuts its requests.
     let generator = {
         let (planted, started_sessions) = (planted.clone(), started_sessions.clone());
-        let (seconds, pool) = (opts.seconds, Arc::new(pool));
+        let (seconds, pool) = (opts.seconds, pool.clone());
         std::thread::Builder::new().name("generator".into()).spawn(move || -> anyhow::Result<()> {
             let mut playing: Vec<Playing> = Vec::new();
             let mut k: u64 = 0;
@@ -308,14 +309,7 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
                     let us = (answered - sent_at).as_micros() as u64;
                     match resp {
                         Ok(mut r) if r.status() == 200 => {
-                            let mut text = String::new();
-                            let _ = std::io::Read::read_to_string(
-                                &mut std::io::Read::take(r.body_mut().as_reader(), 1 << 16),
-                                &mut text,
-                            );
-                            let min_as_of = serde_json::from_str::<serde_json::Value>(&text)
-                                .ok()
-                                .and_then(|v| v["min_as_of"].as_u64());
+                            let min_as_of = harness::min_as_of(&mut r);
                             sent_events.fetch_add(job.events as u64, Ordering::Relaxed);
                             if let Ok(mut w) = window.lock() {
                                 let _ = w.ack.record(us);
@@ -345,14 +339,7 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
                         }
                         other => {
                             if failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                                match other {
-                                    Ok(mut r) => eprintln!(
-                                        "first failed request: {} {}",
-                                        r.status(),
-                                        r.body_mut().read_to_string().unwrap_or_default()
-                                    ),
-                                    Err(e) => eprintln!("first failed request: {e}"),
-                                }
+                                harness::first_failure(other);
                             }
                             break;
                         }
@@ -501,7 +488,6 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
     }
     if observed != want {
         // Which sessions differ, for the thrashed cursors and dead clicks.
-        let pool = harness::rrweb_pool().0;
         for (view, field) in [("thrashed_cursors", 0usize), ("dead_clicks", 1)] {
             let rows = ask(&format!(
                 "sql select s.device_id, count(*) from {view} t join sessions s using (session_id) group by 1"
