@@ -151,9 +151,9 @@ impl Appended {
     }
 }
 
-/// File operations of the log that tests can make fail, to show that a failed write
-/// (a full disk) loses nothing acknowledged.
-mod faults {
+/// File operations of the log and the replay store that tests can make fail, to show
+/// that a failed write (a full disk) loses nothing acknowledged.
+pub(crate) mod faults {
     use std::fs::File;
     use std::io::Write;
 
@@ -169,7 +169,7 @@ mod faults {
         std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device (injected)")
     }
 
-    pub(super) fn write_all(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write_all(mut f: impl Write, buf: &[u8]) -> std::io::Result<()> {
         #[cfg(test)]
         if let (Some(left), t) = BUDGET.get() {
             if left < buf.len() {
@@ -183,11 +183,11 @@ mod faults {
         f.write_all(buf)
     }
 
-    pub(super) fn sync(f: &File) -> std::io::Result<()> {
+    pub(crate) fn sync(f: &File) -> std::io::Result<()> {
         f.sync_data()
     }
 
-    pub(super) fn truncate(f: &File, len: u64) -> std::io::Result<()> {
+    pub(crate) fn truncate(f: &File, len: u64) -> std::io::Result<()> {
         #[cfg(test)]
         if BUDGET.get().1 {
             return Err(disk_full());

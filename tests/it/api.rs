@@ -558,20 +558,22 @@ async fn replay_is_paged_and_survives_an_unreadable_chunk() {
     assert_eq!(events.len(), 21);
     assert!(pages >= 5, "{pages} pages of at most 5000 bytes");
     assert!(skipped.is_empty());
-    // Corrupt one chunk on disk.
-    let mut files = Vec::new();
-    let mut stack = vec![a._dir.path().join("replay")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                files.push(e.path());
-            }
-        }
+    // Corrupt one chunk on disk: the fourth frame (`[u32 length][u32 crc32][chunk]`) of
+    // the segment the chunks were appended to.
+    let seg = std::fs::read_dir(a._dir.path().join("replay"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg") && std::fs::metadata(p).unwrap().len() > 0)
+        .unwrap();
+    let mut data = std::fs::read(&seg).unwrap();
+    let mut at = 0usize;
+    for _ in 0..3 {
+        at += 8 + u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
     }
-    files.sort();
-    std::fs::write(&files[3], b"\x1f\x8bgarbage").unwrap();
+    let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    data[at + 8 + len - 4..at + 8 + len].copy_from_slice(b"junk");
+    std::fs::write(&seg, &data).unwrap();
     let (events, _, skipped) = replay_all(&a, "long", None).await;
     assert_eq!(events.len(), 20, "everything but the broken chunk");
     assert_eq!(skipped.len(), 1, "{skipped:?}");
