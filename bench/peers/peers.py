@@ -93,6 +93,7 @@ P["err_b"] = max(P["err_w"], 1)
 # follows it on the tab (through session splits, which carry the page over uncounted);
 # a page instance is a chain within one session.
 DEV = "project, device_id"
+ORDER = "t, ts, tab_sym, seq, sub"
 CHAIN = "project, device_id, epoch, tab_id, pv_no"
 INST = "project, device_id, epoch, tab_id, pv_no, sess_no"
 PACK = 4294967296
@@ -128,21 +129,25 @@ STAGES = []
 
 
 def stage(group, table, sql):
-    STAGES.append((group, table, sql.format(**P)))
+    """A table built from `sql` (formatted with the parameters), or dropped (None)."""
+    STAGES.append((group, table, sql if sql is None else sql.format(**P)))
 
 
-# 1. The timeline: processing order, effective time, releases, sessions, pages.
+# 1. The timeline: processing order, effective time, releases, sessions, pages. The
+# events are sorted with all their columns once (ord); the window passes after that
+# carry only the columns they read, and the others are joined back by ord.
+stage("timeline", "ev", f"""
+SELECT *, CAST(row_number() OVER (PARTITION BY {DEV} ORDER BY {ORDER}) AS BIGINT) AS ord FROM {{src}}
+""")
 TIMELINE = f"""
-WITH a AS (
-  SELECT *, CAST(row_number() OVER (PARTITION BY {DEV} ORDER BY t, ts, tab_sym, seq, sub) AS BIGINT) AS ord
-  FROM {{src}}),
-b AS (
-  SELECT *, max(ts) OVER (PARTITION BY {DEV} ORDER BY ord ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS eff
-  FROM a),
-c AS (
-  SELECT *, lag(toNullable(eff)) OVER (PARTITION BY {DEV} ORDER BY ord) AS prev_eff,
-         lag(toNullable(t)) OVER (PARTITION BY {DEV} ORDER BY ord) AS prev_t
-  FROM b),
+WITH c AS (
+  -- Effective time (the running maximum of event time) and the previous event's.
+  SELECT project, device_id, tab_id, ord, t, ts, kind, pv_url, width, height, page_height, scroll_x, scroll_y,
+    x, y, node, url,
+    max(ts) OVER (PARTITION BY {DEV} ORDER BY ord ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS eff,
+    max(toNullable(ts)) OVER (PARTITION BY {DEV} ORDER BY ord ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_eff,
+    lag(toNullable(t)) OVER (PARTITION BY {DEV} ORDER BY ord) AS prev_t
+  FROM ev),
 d AS (
   -- A device's state is released when an event arrives (logical time) after its
   -- session closed (idle gap, or the next midnight) and after the grace since the
@@ -183,17 +188,24 @@ h AS (
     coalesce({last_val("rec_y IS NOT NULL", "rec_y", CHAIN, "1 PRECEDING")}, 0) AS doc_y_before,
     coalesce({last_val("rec_y IS NOT NULL", "rec_y", CHAIN)}, 0) AS doc_y_after
   FROM g)
-SELECT project, device_id, tab_id, t, ord, eff, kind, sess_no, epoch, sess_start,
-  concat(project, '|', device_id, '|', CAST(sess_start AS VARCHAR)) AS sess_id,
-  pv_no, page_url, pv_sess, pv_width, pv_page_height, width_before, w_after, h_after,
-  doc_x_before, doc_y_before, doc_y_after, rec_x, rec_y,
-  CASE WHEN pv_no > 0 THEN page_url ELSE url END AS url_of,
-  pv_url, path, browser, os, device_type, country, x, y, page_x, page_y, has_page, has_position,
-  selector, tag, tag_sym, text_field, node, "offset", "first", message, message_sym, fingerprint,
-  name, user_id, lcp_ms, cls_milli, inp_ms, ttfb_ms, fcp_ms
-FROM h
+SELECT h.project AS project, h.device_id AS device_id, h.tab_id AS tab_id, h.t AS t, h.ord AS ord, h.eff AS eff,
+  h.kind AS kind, h.sess_no AS sess_no, h.epoch AS epoch, h.sess_start AS sess_start,
+  concat(h.project, '|', h.device_id, '|', CAST(h.sess_start AS VARCHAR)) AS sess_id,
+  h.pv_no AS pv_no, h.page_url AS page_url, h.pv_sess AS pv_sess, h.pv_width AS pv_width,
+  h.pv_page_height AS pv_page_height, h.width_before AS width_before, h.w_after AS w_after, h.h_after AS h_after,
+  h.doc_x_before AS doc_x_before, h.doc_y_before AS doc_y_before, h.doc_y_after AS doc_y_after,
+  h.rec_x AS rec_x, h.rec_y AS rec_y,
+  CASE WHEN h.pv_no > 0 THEN h.page_url ELSE h.url END AS url_of,
+  h.pv_url AS pv_url, w.path AS path, w.browser AS browser, w.os AS os, w.device_type AS device_type,
+  w.country AS country, h.x AS x, h.y AS y, w.page_x AS page_x, w.page_y AS page_y, w.has_page AS has_page,
+  w.has_position AS has_position, w.selector AS selector, w.tag AS tag, w.tag_sym AS tag_sym,
+  w.text_field AS text_field, h.node AS node, w."offset" AS "offset", w."first" AS "first", w.message AS message,
+  w.message_sym AS message_sym, w.fingerprint AS fingerprint, w.name AS name, w.user_id AS user_id,
+  w.lcp_ms AS lcp_ms, w.cls_milli AS cls_milli, w.inp_ms AS inp_ms, w.ttfb_ms AS ttfb_ms, w.fcp_ms AS fcp_ms
+FROM h JOIN ev w ON w.project = h.project AND w.device_id = h.device_id AND w.ord = h.ord
 """
 stage("timeline", "tl", TIMELINE)
+stage("timeline", "ev", None)  # dropped: tl holds what the views read
 
 # Counted pages (a page view's own session), with what the page_views row needs. A page
 # lasts to the tab's next page view in the session, or to its last event.
@@ -658,7 +670,8 @@ class DuckEngine:
 
     def build(self, table, sql):
         self.con.execute(f"DROP TABLE IF EXISTS {table}")
-        self.con.execute(f"CREATE TEMPORARY TABLE {table} AS {sql}")
+        if sql is not None:
+            self.con.execute(f"CREATE TEMPORARY TABLE {table} AS {sql}")
 
     def fetch(self, table):
         rel = self.con.sql(f"SELECT * FROM {table}")
@@ -678,7 +691,8 @@ class ChEngine:
 
     def build(self, table, sql):
         self.s.query(f"DROP TEMPORARY TABLE IF EXISTS {table}")
-        self.s.query(f"CREATE TEMPORARY TABLE {table} ENGINE = Memory AS {sql}")
+        if sql is not None:
+            self.s.query(f"CREATE TEMPORARY TABLE {table} ENGINE = Memory AS {sql}")
 
     def fetch(self, table):
         return self.s.query(f"SELECT * FROM {table}", "ArrowTable")
@@ -691,7 +705,7 @@ def recompute(engine, n):
     for group, table, sql in STAGES:
         started = time.perf_counter()
         try:
-            engine.build(table, sql.replace("{src}", src))
+            engine.build(table, sql if sql is None else sql.replace("{src}", src))
         except Exception as e:
             raise RuntimeError(f"{engine.name}: building {table}: {e}") from e
         times[group] = times.get(group, 0.0) + time.perf_counter() - started
