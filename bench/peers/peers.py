@@ -677,6 +677,9 @@ class DuckEngine:
         rel = self.con.sql(f"SELECT * FROM {table}")
         return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
+    def close(self):
+        self.con.close()
+
 
 class ChEngine:
     name = "chdb"
@@ -696,6 +699,9 @@ class ChEngine:
 
     def fetch(self, table):
         return self.s.query(f"SELECT * FROM {table}", "ArrowTable")
+
+    def close(self):
+        self.s.close()
 
 
 def recompute(engine, n):
@@ -798,6 +804,7 @@ def main():
                 times.append(time.perf_counter() - started)
         except RuntimeError as e:
             print(str(e).splitlines()[0][:2000])
+            engine.close()
             ok = False
             continue
         equal = {}
@@ -815,6 +822,8 @@ def main():
                 equal[v] = False
                 print(f"  {v}: in sightflow's snapshot, not computed by the peers")
         ok &= all(equal.values())
+        # The next engine gets the memory.
+        engine.close()
         print(json.dumps({"engine": engine.name, "recompute_ms": [t * 1000 for t in times],
                           "last_ms": times[-1] * 1000,
                           "groups_ms": {g: t * 1000 for g, t in groups.items()},
