@@ -16,7 +16,8 @@ use sightflow_connectors::log::{FsyncPolicy, Log, LogOptions};
 use sightflow_connectors::rrweb::Decoder;
 use sightflow_dataflows::convert::envelope_events;
 use sightflow_dataflows::{Progress, RunOptions, Snapshot, Source, SourceError, start};
-use sightflow_operators::Params;
+use sightflow_operators::event::Kind;
+use sightflow_operators::{Event, Params, Sym};
 use sightflow_proto::v1::Envelope;
 
 use crate::traffic::{GenOptions, Recording, Truth, generate};
@@ -890,75 +891,245 @@ fn sdk_requests(rate: u64, seconds: u64, senders: usize) -> anyhow::Result<Vec<V
     Ok(plans)
 }
 
-/// Writes envelopes as one flat Parquet file for the peer engines: one row per
-/// envelope with the fields the compared views need.
-pub fn export_parquet(envelopes: &[Envelope], path: &Path) -> anyhow::Result<()> {
-    use datafusion::arrow::array::{
-        ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, UInt64Builder,
+/// One analytic event as the peers read it: the fields of its kind are set, the others
+/// are null.
+#[derive(Default)]
+struct PeerEvent {
+    t: i64,
+    project: String,
+    device_id: String,
+    tab_id: String,
+    tab_sym: u64,
+    seq: u64,
+    sub: i64,
+    ts: i64,
+    url: String,
+    kind: &'static str,
+    pv_url: Option<String>,
+    path: Option<String>,
+    width: Option<i64>,
+    height: Option<i64>,
+    page_height: Option<i64>,
+    browser: Option<String>,
+    os: Option<String>,
+    device_type: Option<String>,
+    country: Option<String>,
+    scroll_x: Option<i64>,
+    scroll_y: Option<i64>,
+    x: Option<i64>,
+    y: Option<i64>,
+    page_x: Option<i64>,
+    page_y: Option<i64>,
+    has_page: Option<bool>,
+    has_position: Option<bool>,
+    selector: Option<String>,
+    tag: Option<String>,
+    tag_sym: Option<u64>,
+    interactive: Option<bool>,
+    text_field: Option<bool>,
+    touch: Option<bool>,
+    node: Option<i64>,
+    offset: Option<i64>,
+    first: Option<bool>,
+    message: Option<String>,
+    message_sym: Option<u64>,
+    fingerprint: Option<String>,
+    name: Option<String>,
+    user_id: Option<String>,
+    lcp_ms: Option<i64>,
+    cls_milli: Option<i64>,
+    inp_ms: Option<i64>,
+    ttfb_ms: Option<i64>,
+    fcp_ms: Option<i64>,
+}
+
+fn text(s: Sym) -> String {
+    s.resolve().map(|s| s.to_string()).unwrap_or_default()
+}
+
+fn peer_event(t: u64, e: &Event) -> PeerEvent {
+    let base = PeerEvent {
+        t: t as i64,
+        project: text(e.device.project),
+        device_id: text(e.device.device),
+        tab_id: text(e.tab),
+        tab_sym: e.tab.0,
+        seq: e.seq,
+        sub: e.sub as i64,
+        ts: e.ts,
+        url: text(e.url),
+        ..Default::default()
     };
+    let i = |v: i32| Some(v as i64);
+    let u = |v: u32| Some(v as i64);
+    match e.kind {
+        Kind::PageView(pv) => PeerEvent {
+            kind: "page_view",
+            pv_url: Some(text(pv.url)),
+            path: Some(text(pv.path)),
+            width: u(pv.width),
+            height: u(pv.height),
+            page_height: u(pv.page_height),
+            browser: Some(text(pv.browser)),
+            os: Some(text(pv.os)),
+            device_type: Some(text(pv.device_type)),
+            country: Some(text(pv.country)),
+            ..base
+        },
+        Kind::Snapshot { scroll_x, scroll_y } => {
+            PeerEvent { kind: "snapshot", scroll_x: i(scroll_x), scroll_y: i(scroll_y), ..base }
+        }
+        Kind::Click(c) => PeerEvent {
+            kind: "click",
+            x: i(c.x),
+            y: i(c.y),
+            page_x: i(c.page_x),
+            page_y: i(c.page_y),
+            has_page: Some(c.has_page),
+            has_position: Some(c.has_position),
+            selector: Some(text(c.selector)),
+            tag: Some(text(c.tag)),
+            tag_sym: Some(c.tag.0),
+            interactive: Some(c.interactive),
+            text_field: Some(c.text_field),
+            touch: Some(c.touch),
+            ..base
+        },
+        Kind::Scroll { node, x, y } => PeerEvent { kind: "scroll", node: u(node), x: i(x), y: i(y), ..base },
+        Kind::Move { x, y, offset, first } => {
+            PeerEvent { kind: "move", x: i(x), y: i(y), offset: i(offset), first: Some(first), ..base }
+        }
+        Kind::TouchMove => PeerEvent { kind: "touch_move", ..base },
+        Kind::Input { node } => PeerEvent { kind: "input", node: u(node), ..base },
+        Kind::Resize { width, height } => PeerEvent { kind: "resize", width: u(width), height: u(height), ..base },
+        Kind::Mutation => PeerEvent { kind: "mutation", ..base },
+        Kind::Error { message, fingerprint } => PeerEvent {
+            kind: "error",
+            message: Some(text(message)),
+            message_sym: Some(message.0),
+            fingerprint: Some(format!("{fingerprint:016x}")),
+            ..base
+        },
+        Kind::Exit => PeerEvent { kind: "exit", ..base },
+        Kind::Custom { name } => PeerEvent { kind: "custom", name: Some(text(name)), ..base },
+        Kind::Activity => PeerEvent { kind: "activity", ..base },
+        Kind::Identify { user } => PeerEvent { kind: "identify", user_id: Some(text(user)), ..base },
+        Kind::Vitals(v) => {
+            let m = |k: usize| v.get(k).map(|x| x as i64);
+            PeerEvent {
+                kind: "vitals",
+                lcp_ms: m(0),
+                cls_milli: m(1),
+                inp_ms: m(2),
+                ttfb_ms: m(3),
+                fcp_ms: m(4),
+                ..base
+            }
+        }
+    }
+}
+
+/// Writes the analytic events of `envelopes` as one flat Parquet file for the peer
+/// engines: one row per [`Event`] as `envelope_events` makes it (the dataflow's input),
+/// with its logical time as the peers bench stamps it (`t`: event time rounded up to
+/// `tick`), every field of its kind as a column (null for other kinds), strings
+/// resolved. The order keys the engine compares as symbols (`tab_sym`, and `tag_sym` and
+/// `message_sym` for its tie rules) come as their 64-bit values.
+pub fn export_parquet(envelopes: &[Envelope], tick: u64, path: &Path) -> anyhow::Result<()> {
+    use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, UInt64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;
-    use sightflow_proto::v1::envelope::Kind;
-    let mut device = StringBuilder::new();
-    let mut tab = StringBuilder::new();
-    let mut seq = UInt64Builder::new();
-    let mut ts = Int64Builder::new();
-    let mut kind = StringBuilder::new();
-    let mut x = Int32Builder::new();
-    let mut y = Int32Builder::new();
-    let mut url = StringBuilder::new();
-    let mut text_field = BooleanBuilder::new();
-    for e in envelopes {
-        device.append_value(&e.device_id);
-        tab.append_value(&e.tab_id);
-        seq.append_value(e.seq);
-        ts.append_value(e.ts);
-        let (k, cx, cy, u, tf) = match &e.kind {
-            Some(Kind::PageView(p)) => ("page_view", None, None, Some(p.url.as_str()), false),
-            Some(Kind::Click(c)) => ("click", Some(c.x), Some(c.y), None, c.text_field),
-            Some(Kind::Scroll(s)) => ("scroll", Some(s.x), Some(s.y), None, false),
-            Some(Kind::MouseMove(_)) => ("mouse_move", None, None, None, false),
-            Some(Kind::Input(_)) => ("input", None, None, None, false),
-            Some(Kind::Resize(_)) => ("resize", None, None, None, false),
-            Some(Kind::Mutation(_)) => ("mutation", None, None, None, false),
-            Some(Kind::Error(_)) => ("error", None, None, None, false),
-            Some(Kind::Exit(_)) => ("exit", None, None, None, false),
-            Some(Kind::Custom(_)) => ("custom", None, None, None, false),
-            Some(Kind::Snapshot(_)) => ("snapshot", None, None, None, false),
-            Some(Kind::Activity(_)) => ("activity", None, None, None, false),
-            Some(Kind::TouchMove(_)) => ("touch_move", None, None, None, false),
-            Some(Kind::Identify(_)) => ("identify", None, None, None, false),
-            Some(Kind::Vitals(_)) => ("vitals", None, None, None, false),
-            Some(Kind::Rrweb(_)) | None => ("other", None, None, None, false),
-        };
-        kind.append_value(k);
-        x.append_option(cx);
-        y.append_option(cy);
-        url.append_option(u);
-        text_field.append_value(tf);
+    let mut rows = Vec::with_capacity(envelopes.len());
+    let mut scratch = Vec::new();
+    for env in envelopes {
+        scratch.clear();
+        envelope_events(env, &mut scratch);
+        let t = tick_ceil_ms(env.ts, tick);
+        rows.extend(scratch.iter().map(|e| peer_event(t, e)));
     }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("device_id", DataType::Utf8, false),
-        Field::new("tab_id", DataType::Utf8, false),
-        Field::new("seq", DataType::UInt64, false),
-        Field::new("ts", DataType::Int64, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("x", DataType::Int32, true),
-        Field::new("y", DataType::Int32, true),
-        Field::new("url", DataType::Utf8, true),
-        Field::new("text_field", DataType::Boolean, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(device.finish()),
-        Arc::new(tab.finish()),
-        Arc::new(seq.finish()),
-        Arc::new(ts.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(x.finish()),
-        Arc::new(y.finish()),
-        Arc::new(url.finish()),
-        Arc::new(text_field.finish()),
-    ];
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    macro_rules! col {
+        ($name:ident, str) => {
+            fields.push(Field::new(stringify!($name), DataType::Utf8, false));
+            columns.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.$name.as_str()))));
+        };
+        ($name:ident, kind) => {
+            fields.push(Field::new(stringify!($name), DataType::Utf8, false));
+            columns.push(Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.$name))));
+        };
+        ($name:ident, i64) => {
+            fields.push(Field::new(stringify!($name), DataType::Int64, false));
+            columns.push(Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.$name))));
+        };
+        ($name:ident, u64) => {
+            fields.push(Field::new(stringify!($name), DataType::UInt64, false));
+            columns.push(Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.$name))));
+        };
+        ($name:ident, opt_str) => {
+            fields.push(Field::new(stringify!($name), DataType::Utf8, true));
+            columns.push(Arc::new(StringArray::from_iter(rows.iter().map(|r| r.$name.as_deref()))));
+        };
+        ($name:ident, opt_i64) => {
+            fields.push(Field::new(stringify!($name), DataType::Int64, true));
+            columns.push(Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.$name))));
+        };
+        ($name:ident, opt_u64) => {
+            fields.push(Field::new(stringify!($name), DataType::UInt64, true));
+            columns.push(Arc::new(UInt64Array::from_iter(rows.iter().map(|r| r.$name))));
+        };
+        ($name:ident, opt_bool) => {
+            fields.push(Field::new(stringify!($name), DataType::Boolean, true));
+            columns.push(Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.$name))));
+        };
+    }
+    col!(t, i64);
+    col!(project, str);
+    col!(device_id, str);
+    col!(tab_id, str);
+    col!(tab_sym, u64);
+    col!(seq, u64);
+    col!(sub, i64);
+    col!(ts, i64);
+    col!(url, str);
+    col!(kind, kind);
+    col!(pv_url, opt_str);
+    col!(path, opt_str);
+    col!(width, opt_i64);
+    col!(height, opt_i64);
+    col!(page_height, opt_i64);
+    col!(browser, opt_str);
+    col!(os, opt_str);
+    col!(device_type, opt_str);
+    col!(country, opt_str);
+    col!(scroll_x, opt_i64);
+    col!(scroll_y, opt_i64);
+    col!(x, opt_i64);
+    col!(y, opt_i64);
+    col!(page_x, opt_i64);
+    col!(page_y, opt_i64);
+    col!(has_page, opt_bool);
+    col!(has_position, opt_bool);
+    col!(selector, opt_str);
+    col!(tag, opt_str);
+    col!(tag_sym, opt_u64);
+    col!(interactive, opt_bool);
+    col!(text_field, opt_bool);
+    col!(touch, opt_bool);
+    col!(node, opt_i64);
+    col!(offset, opt_i64);
+    col!(first, opt_bool);
+    col!(message, opt_str);
+    col!(message_sym, opt_u64);
+    col!(fingerprint, opt_str);
+    col!(name, opt_str);
+    col!(user_id, opt_str);
+    col!(lcp_ms, opt_i64);
+    col!(cls_milli, opt_i64);
+    col!(inp_ms, opt_i64);
+    col!(ttfb_ms, opt_i64);
+    col!(fcp_ms, opt_i64);
+    let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     let file = std::fs::File::create(path)?;
     let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
@@ -990,16 +1161,25 @@ impl Source for ChannelSource {
     }
 }
 
-/// The compared answers, as the peers compute them.
-pub fn peer_answers(snap: &Snapshot) -> anyhow::Result<serde_json::Value> {
-    let o = observed(snap)?;
-    Ok(serde_json::json!({
-        "sessions": o.sessions,
-        "page_views": o.page_views,
-        "clicks": o.clicks,
-        "dead_clicks": o.dead_clicks,
-        "error_clicks": o.error_clicks,
-    }))
+/// sightflow's answers for the peers to compare: every view of `snap` (all but the
+/// engine's own `sightflow_state`) as `dir/<table>.parquet`, whole. Returns the tables
+/// and their rows.
+pub fn peer_answers(snap: &Snapshot, dir: &Path) -> anyhow::Result<Vec<(String, usize)>> {
+    std::fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for (name, schema, batches) in &snap.tables {
+        if *name == sightflow_dataflows::schema::STATE_TABLE {
+            continue;
+        }
+        let file = std::fs::File::create(dir.join(format!("{name}.parquet")))?;
+        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.close()?;
+        out.push((name.to_string(), batches.iter().map(|b| b.num_rows()).sum()));
+    }
+    Ok(out)
 }
 
 /// What [`incremental_updates`] measured.

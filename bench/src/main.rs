@@ -101,6 +101,10 @@ enum Command {
         points: Option<usize>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Start of the first session (ms since the epoch; the generator's default when
+        /// not given). Just before midnight UTC, sessions split there.
+        #[arg(long)]
+        start_ms: Option<i64>,
     },
     /// `serve` in its own process under raw rrweb traffic for a long time: RSS, counted
     /// state, the string table and freshness sampled, their slopes after the warm-up,
@@ -179,9 +183,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
-        Command::Peers { devices, batches, files, points, seed } => {
+        Command::Peers { devices, batches, files, points, seed, start_ms } => {
             let files = files.unwrap_or(batches).clamp(1, batches.max(1));
-            peers(devices, batches, files, points.unwrap_or(files).clamp(1, files), seed)
+            peers(devices, batches, files, points.unwrap_or(files).clamp(1, files), seed, start_ms)
         }
         Command::Soak { rate, seconds, sample_s, warmup_s, senders, idle_gap_ms } => {
             let opts = sightflow_bench::soak::SoakOptions {
@@ -634,10 +638,21 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn peers(devices: usize, batches: usize, files: usize, points: usize, seed: u64) -> anyhow::Result<()> {
+fn peers(
+    devices: usize,
+    batches: usize,
+    files: usize,
+    points: usize,
+    seed: u64,
+    start_ms: Option<i64>,
+) -> anyhow::Result<()> {
     let config = Config::defaults();
-    // Page snapshots do not reach the compared views: small ones keep generation quick.
-    let t = harness::traffic(&GenOptions { devices, seed, paragraphs: 8, ..Default::default() })?;
+    let mut opts = GenOptions { devices, seed, paragraphs: 8, ..Default::default() };
+    if let Some(s) = start_ms {
+        opts.start_ms = s;
+    }
+    // Page snapshots do not reach the views: small ones keep generation quick.
+    let t = harness::traffic(&opts)?;
     let dir = tempfile::tempdir()?;
     let per = t.envelopes.len().div_ceil(batches.max(1));
     let parts: Vec<Vec<Envelope>> = t.envelopes.chunks(per).map(|c| c.to_vec()).collect();
@@ -646,15 +661,15 @@ fn peers(devices: usize, batches: usize, files: usize, points: usize, seed: u64)
     let mut from = 0;
     for (f, end) in ends.iter().enumerate() {
         let events: Vec<Envelope> = parts[from..*end].iter().flatten().cloned().collect();
-        harness::export_parquet(&events, &dir.path().join(format!("events-{f:04}.parquet")))?;
+        // The logical times the dataflow gets (`incremental_updates` stamps the same).
+        harness::export_parquet(&events, config.engine.tick_ms, &dir.path().join(format!("events-{f:04}.parquet")))?;
         from = *end;
     }
     // The peers recompute after these many files (evenly spread, the last always).
     let at: Vec<usize> = (1..=points).map(|p| (p * files).div_ceil(points)).collect();
     let harness::Updates { times, snapshot: snap, cpu } = harness::incremental_updates(&config, &parts)?;
-    let answers = harness::peer_answers(&snap)?;
-    let answers_path = dir.path().join("answers.json");
-    std::fs::write(&answers_path, answers.to_string())?;
+    let answers_dir = dir.path().join("sightflow");
+    let answers = harness::peer_answers(&snap, &answers_dir)?;
     let ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     // The update at the end of the data, where the peers' recompute is compared: the
@@ -684,38 +699,59 @@ fn peers(devices: usize, batches: usize, files: usize, points: usize, seed: u64)
         per_batch("timely:work-0"),
         per_batch("publisher")
     );
-    println!("  sightflow answers: {answers}");
+    println!(
+        "  sightflow's views (rows): {}",
+        answers.iter().map(|(n, r)| format!("{n} {r}")).collect::<Vec<_>>().join(", ")
+    );
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/peers.py");
     let at_list = at.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let out =
-        std::process::Command::new("python3").arg(&script).arg(dir.path()).arg(&at_list).arg(&answers_path).output()?;
+        std::process::Command::new("python3").arg(&script).arg(dir.path()).arg(&at_list).arg(&answers_dir).output()?;
     let base = mean(tail).max(0.001);
+    let mut reported = 0;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(v) => {
-                let curve: Vec<String> = at
-                    .iter()
-                    .zip(v["recompute_ms"].as_array().into_iter().flatten())
-                    .map(|(n, t)| format!("{}: {:.0} ms", ends[n - 1], t.as_f64().unwrap_or(0.0)))
-                    .collect();
-                println!(
-                    "  {}: recompute after the last batch {:.1} ms ({:.0}x sightflow's incremental update); after batch {}; answers {} sightflow's: {}",
-                    v["engine"].as_str().unwrap_or("?"),
-                    v["last_ms"].as_f64().unwrap_or(0.0),
-                    v["last_ms"].as_f64().unwrap_or(0.0) / base,
-                    curve.join(", "),
-                    if v["equal"].as_bool() == Some(true) { "equal" } else { "DIFFER from" },
-                    v["answers"]
-                )
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            println!("    {line}");
+            continue;
+        };
+        reported += 1;
+        let curve: Vec<String> = at
+            .iter()
+            .zip(v["recompute_ms"].as_array().into_iter().flatten())
+            .map(|(n, t)| format!("{}: {:.0} ms", ends[n - 1], t.as_f64().unwrap_or(0.0)))
+            .collect();
+        let last = v["last_ms"].as_f64().unwrap_or(0.0);
+        let views = v["views"].as_object().cloned().unwrap_or_default();
+        let differ: Vec<&String> = views.iter().filter(|(_, e)| e.as_bool() != Some(true)).map(|(n, _)| n).collect();
+        println!(
+            "  {}: recompute of all {} views after the last batch {:.1} ms ({:.0}x sightflow's incremental update); after batch {}; {}",
+            v["engine"].as_str().unwrap_or("?"),
+            views.len(),
+            last,
+            last / base,
+            curve.join(", "),
+            if differ.is_empty() && !views.is_empty() {
+                "every view equal to sightflow's".to_string()
+            } else {
+                format!("DIFFER from sightflow's: {}", differ.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
             }
-            Err(_) => println!("  {line}"),
+        );
+        if let Some(groups) = v["groups_ms"].as_object() {
+            let g: Vec<String> =
+                groups.iter().map(|(k, t)| format!("{k} {:.0} ms", t.as_f64().unwrap_or(0.0))).collect();
+            println!("    time per view group (last recompute): {}", g.join(", "));
         }
     }
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    }
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- peers --devices {devices} --batches {batches} --files {files} --points {points} --seed {seed}"
+        "  reproduce: cargo run --release -p sightflow-bench -- peers --devices {devices} --batches {batches} --files {files} --points {points} --seed {seed}{}",
+        start_ms.map(|s| format!(" --start-ms {s}")).unwrap_or_default()
     );
+    if std::env::var_os("PEERS_KEEP").is_some() {
+        println!("  kept the exported files and sightflow's views in {}", dir.keep().display());
+    }
+    if !out.status.success() || reported == 0 {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        anyhow::bail!("the peers' answers differ from sightflow's, or a peer failed (exit status {})", out.status);
+    }
     Ok(())
 }
