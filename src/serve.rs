@@ -243,7 +243,7 @@ impl Server {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
         let projects = ProjectKeys::load(meta)?;
-        let replay = ReplayStore::local(&data_dir.join("replay"), fsync_policy(&config))?;
+        let replay = Arc::new(ReplayStore::local(&data_dir.join("replay"), fsync_policy(&config))?);
         let checkpoint: Option<serde_json::Value> =
             std::fs::read_to_string(data_dir.join("checkpoint.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
         let workers = config.engine.workers;
@@ -254,6 +254,12 @@ impl Server {
         } else {
             Self::start_embedded(&config, data_dir, checkpoint.as_ref(), params, sources.clone())?
         };
+        if let EventLog::Embedded { log } = &log {
+            // A request's replay chunks are synced by the log's group commit that appends
+            // its events, before its records are written.
+            let r = replay.clone();
+            log.sync_first(move || r.sync_active());
+        }
         let ig = &config.ingest;
         let decoders = Decoders::new(
             16,
@@ -268,7 +274,7 @@ impl Server {
         let server = Arc::new(Server {
             config: Arc::new(config),
             log,
-            replay: Arc::new(replay),
+            replay,
             decoders,
             read_rt,
             metrics: Metrics::default(),
@@ -462,8 +468,11 @@ impl Server {
                 for ((project, device, tab), events) in &by_tab {
                     n += self.replay.put(project, device, tab, batch, events)?;
                 }
-                // One sync for the request's chunks, shared with concurrent requests.
-                self.replay.sync()?;
+                // With the embedded log, the log's group commit syncs them (sync_first);
+                // otherwise one sync, shared with concurrent requests.
+                if matches!(self.log, EventLog::Kafka { .. }) {
+                    self.replay.sync()?;
+                }
                 Ok::<u64, ReplayError>(n)
             })()
             .map_err(|e| {

@@ -87,7 +87,14 @@ pub struct Decoded {
 /// expand past the limit.
 pub fn decompress(body: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, BodyError> {
     if body.len() >= 2 && body[0] == 0x1f && body[1] == 0x8b {
-        let mut out = Vec::new();
+        // A gzip member ends with its uncompressed size (mod 2^32): room for that much saves
+        // growing the buffer by copies. The claim is the sender's, so the room is also
+        // bounded by what the body can plausibly expand to; past it the buffer grows.
+        let size = body
+            .len()
+            .checked_sub(4)
+            .map_or(0, |at| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as usize);
+        let mut out = Vec::with_capacity(size.min(limit).min(body.len().saturating_mul(32)).saturating_add(1));
         let mut dec = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
         dec.read_to_end(&mut out).map_err(|e| BodyError::Gzip(e.to_string()))?;
         if out.len() > limit {

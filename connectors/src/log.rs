@@ -300,6 +300,17 @@ pub struct Log {
     write_errors: Arc<AtomicU64>,
     /// Appends waiting for the group commit, and the answers of those done.
     group: Arc<(Mutex<Group>, Condvar)>,
+    /// What a group commit syncs before the log's own records ([`Log::sync_first`]).
+    before: Arc<std::sync::OnceLock<BeforeSync>>,
+}
+
+/// A sync another store asks the log's group commit to make first.
+struct BeforeSync(Box<dyn Fn() -> std::io::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for BeforeSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeSync")
+    }
 }
 
 /// The group commit: one appender at a time (the leader) takes every append waiting,
@@ -426,6 +437,7 @@ impl Log {
             appended: Arc::new((Mutex::new(0), Condvar::new())),
             write_errors: Arc::new(AtomicU64::new(0)),
             group: Arc::new((Mutex::new(Group::default()), Condvar::new())),
+            before: Arc::new(std::sync::OnceLock::new()),
         };
         if let FsyncPolicy::Interval(every) = log.opts.fsync {
             let weak = Arc::downgrade(&log.parts);
@@ -454,6 +466,14 @@ impl Log {
                 .map_err(|e| io(&log.opts.dir, e))?;
         }
         Ok(log)
+    }
+
+    /// Makes every group commit (with [`FsyncPolicy::EveryBatch`]) call `sync` before it
+    /// writes, and fail its appends when `sync` fails. A store whose writes must be
+    /// durable before the log's (the replay store) so shares the log's group: a request
+    /// waits for one group, not two. Set once; later calls are ignored.
+    pub fn sync_first(&self, sync: impl Fn() -> std::io::Result<()> + Send + Sync + 'static) {
+        let _ = self.before.set(BeforeSync(Box::new(sync)));
     }
 
     /// Number of partitions.
@@ -525,6 +545,21 @@ impl Log {
     /// partition gets that error (its other partitions may be appended: a retry with the
     /// same batch id skips those).
     fn append_jobs(&self, jobs: Vec<Job>) -> Vec<Result<Appended, LogError>> {
+        if self.opts.fsync == FsyncPolicy::EveryBatch
+            && let Some(before) = self.before.get()
+            && let Err(e) = (before.0)()
+        {
+            let why = format!("a store synced with the log failed: {e}");
+            return jobs
+                .iter()
+                .map(|_| {
+                    Err(LogError::Io {
+                        path: self.opts.dir.display().to_string(),
+                        source: std::io::Error::other(why.clone()),
+                    })
+                })
+                .collect();
+        }
         let parts = self.opts.partitions as usize;
         // Per partition, per job: the job's events there, in arrival order.
         let mut by_part: Vec<Vec<(usize, Vec<Envelope>)>> = vec![Vec::new(); parts];
@@ -1245,6 +1280,27 @@ mod tests {
         assert!(appended.values().all(|n| *n == 2), "each batch's two events once: {appended:?}");
         assert_eq!(read_all(&log).len(), 4 * 25 * 2, "every batch once");
         assert_eq!(log.end_offsets().iter().sum::<u64>(), 4 * 25 * 2, "one record per device and batch");
+    }
+
+    #[test]
+    fn a_store_synced_first_fails_the_group_and_nothing_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(opts(dir.path())).unwrap();
+        let (calls, fail) = (Arc::new(AtomicU64::new(0)), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let (c, f) = (calls.clone(), fail.clone());
+        log.sync_first(move || {
+            c.fetch_add(1, Ordering::Relaxed);
+            if f.load(Ordering::Relaxed) { Err(std::io::Error::other("replay disk gone")) } else { Ok(()) }
+        });
+        log.append("b1", vec![ev("a", T)], T).unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "synced before the group's records");
+        fail.store(true, Ordering::Relaxed);
+        let e = log.append("b2", vec![ev("a", T + 1)], T + 1).unwrap_err();
+        assert!(e.to_string().contains("replay disk gone"), "{e}");
+        fail.store(false, Ordering::Relaxed);
+        assert_eq!(read_all(&log).len(), 1, "the failed group wrote nothing");
+        log.append("b2", vec![ev("a", T + 1)], T + 1).unwrap();
+        assert_eq!(read_all(&log).len(), 2, "its retry is kept");
     }
 
     #[test]

@@ -595,9 +595,10 @@ impl ReplayStore {
         }
     }
 
-    /// Syncs the active segment. Writes before it in a segment since sealed were synced
-    /// when it was sealed.
-    fn sync_active(&self) -> std::io::Result<()> {
+    /// Syncs the active segment now, without a group of its own: for a caller whose
+    /// own group commit covers the writers ([`crate::log::Log::sync_first`]). Writes in
+    /// a segment since sealed were synced when it was sealed.
+    pub fn sync_active(&self) -> std::io::Result<()> {
         let file = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if !st.active.unsynced {
