@@ -166,7 +166,7 @@ pub struct Ingest {
     /// DOM nodes remembered over all tabs; the least recently used tabs are forgotten
     /// beyond it.
     pub max_nodes_total: usize,
-    /// Ingest requests decoded and committed at once (0: 8 per CPU core). More
+    /// Ingest requests decoded and committed at once (0: 16 per CPU core). More
     /// wait in line, in order of arrival.
     pub max_in_flight: usize,
     /// How long a request may wait in that line (ms) before it is answered 503 with
