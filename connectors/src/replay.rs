@@ -426,9 +426,12 @@ fn index_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.idx"))
 }
 
+/// Where a scan stopped before the end of a segment, and why.
+type Stopped = Option<(u64, String)>;
+
 /// Reads a segment's chunks up to the first one that does not check. Returns the
 /// entries and, when it stopped before the end, where and why.
-fn scan_segment(path: &Path) -> Result<(Vec<Entry>, Option<(u64, String)>), ReplayError> {
+fn scan_segment(path: &Path) -> Result<(Vec<Entry>, Stopped), ReplayError> {
     let f = std::fs::File::open(path).map_err(io("read", path))?;
     let end = f.metadata().map_err(io("read", path))?.len();
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
