@@ -57,6 +57,33 @@ pub enum StartError {
 }
 
 /// Milliseconds since the Unix epoch.
+/// What the allocator holds, by jemalloc's own count (`None` when its statistics are
+/// not available, e.g. in a program that uses another allocator).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct AllocatorBytes {
+    /// Bytes the program has allocated and not freed.
+    pub allocated: u64,
+    /// Bytes in pages the allocator uses for them (allocated plus fragmentation).
+    pub active: u64,
+    /// Bytes of physical memory the allocator's pages take (what RSS sees).
+    pub resident: u64,
+    /// Bytes of virtual memory kept for reuse, not returned to the system.
+    pub retained: u64,
+}
+
+/// The allocator's figures now.
+pub fn allocator_bytes() -> Option<AllocatorBytes> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let b = AllocatorBytes {
+        allocated: stats::allocated::read().ok()? as u64,
+        active: stats::active::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+        retained: stats::retained::read().ok()? as u64,
+    };
+    (b.allocated > 0).then_some(b)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -122,6 +149,8 @@ pub struct Server {
     projects: ProjectKeys,
     /// Admission to ingest: requests decoded and committed at once.
     gate: Gate,
+    /// The engine's state report, where ingest adds what its decoders hold.
+    stats: sightflow_operators::stats::StateStats,
 }
 
 /// Admission control for ingest. At most `size` requests are decoded and committed
@@ -286,6 +315,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             projects,
             gate,
+            stats: engine.stats.clone(),
         });
         server.write_checkpoint();
         Ok((server, engine))
@@ -609,6 +639,23 @@ impl Server {
                 if let EventLog::Embedded { log, .. } = &this.log {
                     let log = log.clone();
                     let _ = tokio::task::spawn_blocking(move || log.probe(now_ms())).await;
+                }
+                if n.is_multiple_of(5) {
+                    // Node maps of tabs whose sessions ended go (they would stay until the
+                    // limits pushed them out), and what the decoders hold is reported with
+                    // the engine's state.
+                    let t = this.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let c = &t.config;
+                        let idle = Duration::from_millis(c.session.idle_gap_ms.saturating_add(c.engine.state_grace_ms));
+                        let forgotten = t.decoders.forget_idle(idle);
+                        if forgotten > 0 {
+                            tracing::debug!(tabs = forgotten, "forgot the node maps of idle tabs");
+                        }
+                        let (nodes, _) = t.decoders.size();
+                        t.stats.set("ingest_decoders", 0, nodes, t.decoders.heap_bytes());
+                    })
+                    .await;
                 }
                 let store = this.replay.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync_pending()).await {
@@ -994,6 +1041,23 @@ impl Backend for Api {
         let (nodes, tabs) = self.decoders.size();
         out.gauge("sightflow_decoder_nodes", "DOM nodes remembered for click targets.", nodes as i64);
         out.gauge("sightflow_decoder_tabs", "Tabs with a node map.", tabs as i64);
+        if let Some(a) = allocator_bytes() {
+            out.gauge(
+                "sightflow_allocator_allocated_bytes",
+                "Bytes allocated and not freed (jemalloc).",
+                a.allocated as i64,
+            );
+            out.gauge(
+                "sightflow_allocator_resident_bytes",
+                "Physical memory in the allocator's pages (jemalloc).",
+                a.resident as i64,
+            );
+            out.gauge(
+                "sightflow_allocator_retained_bytes",
+                "Virtual memory the allocator keeps for reuse (jemalloc).",
+                a.retained as i64,
+            );
+        }
         let details = self.partition_details();
         let per_partition = |field: &str| {
             details

@@ -40,6 +40,10 @@ pub struct Sample {
     /// Seconds since the first session started.
     pub t: f64,
     pub rss: u64,
+    /// What the allocator has handed out and not had back (jemalloc's count).
+    pub allocated: u64,
+    /// Physical memory in the allocator's pages.
+    pub resident: u64,
     /// The dataflow's counted state (without the published views and strings).
     pub state: u64,
     /// The published views' counted bytes.
@@ -87,6 +91,11 @@ pub fn serve_child(config: Config) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening {}", listener.local_addr()?)?;
     out.flush()?;
+    // As `sightflow serve` does: retention, checkpoints, idle node maps.
+    {
+        let _in = rt.enter();
+        started.server.spawn_maintenance();
+    }
     let router = started.router.clone();
     rt.spawn(async move {
         let _ = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
@@ -97,7 +106,10 @@ pub fn serve_child(config: Config) -> anyhow::Result<()> {
             "stats" => {
                 let (state, views, _) = harness::dataflow_state(&snap);
                 let (strings, strings_bytes) = harness::strings(&snap);
-                serde_json::json!({"state": state, "views": views, "strings": strings, "strings_bytes": strings_bytes, "as_of": snap.as_of})
+                let alloc = sightflow::serve::allocator_bytes().unwrap_or_default();
+                serde_json::json!({"state": state, "views": views, "strings": strings, "strings_bytes": strings_bytes, "as_of": snap.as_of,
+                    "allocated": alloc.allocated, "resident": alloc.resident, "retained": alloc.retained,
+                    "per_view": per_view(&snap)})
             }
             "truth" => serde_json::to_value(harness::observed(&snap)?)?,
             sql if sql.starts_with("sql ") => {
@@ -116,6 +128,13 @@ pub fn serve_child(config: Config) -> anyhow::Result<()> {
     query_rt.shutdown_background();
     rt.shutdown_background();
     Ok(())
+}
+
+/// The counted state per view (bytes), largest first.
+fn per_view(snap: &sightflow_dataflows::Snapshot) -> serde_json::Value {
+    let (_, _, mut per) = harness::dataflow_state(snap);
+    per.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+    serde_json::Value::Object(per.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect())
 }
 
 /// A request the generator built: one tab's events of one flush period.
@@ -411,9 +430,11 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
     let mut next = begin + Duration::from_secs(opts.sample_s.max(1));
     let mut last = begin;
     println!(
-        "{:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8} {:>9} {:>11} {:>9}",
+        "{:>6} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8} {:>9} {:>11} {:>9}",
         "t (s)",
         "RSS MB",
+        "alloc MB",
+        "resid. MB",
         "state MB",
         "views MB",
         "strings",
@@ -438,6 +459,8 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
         let s = Sample {
             t: now.duration_since(begin).as_secs_f64(),
             rss: rss_of(pid),
+            allocated: stats["allocated"].as_u64().unwrap_or(0),
+            resident: stats["resident"].as_u64().unwrap_or(0),
             state: stats["state"].as_u64().unwrap_or(0),
             views: stats["views"].as_u64().unwrap_or(0),
             strings: stats["strings"].as_u64().unwrap_or(0),
@@ -450,9 +473,11 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
         };
         let mb = |b: u64| b as f64 / 1e6;
         println!(
-            "{:>6.0} {:>10.1} {:>10.1} {:>9.1} {:>9} {:>10.1} {:>10.0} {:>8} {:>6.1} ms {:>8.1} ms {:>9}",
+            "{:>6.0} {:>10.1} {:>9.1} {:>10.1} {:>10.1} {:>9.1} {:>9} {:>10.1} {:>10.0} {:>8} {:>6.1} ms {:>8.1} ms {:>9}",
             s.t,
             mb(s.rss),
+            mb(s.allocated),
+            mb(s.resident),
             mb(s.state),
             mb(s.views),
             s.strings,
@@ -465,6 +490,8 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
         );
         samples.push(s);
     }
+    let stats = ask("stats")?;
+    println!("counted state per view at the end (bytes): {}", stats["per_view"]);
     generator.join().map_err(|_| anyhow::anyhow!("the generator panicked"))??;
     for s in senders {
         let _ = s.join();

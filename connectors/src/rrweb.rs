@@ -274,6 +274,23 @@ impl NodeMap {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+
+    /// Bytes the map holds: its table at capacity, and each element's strings.
+    pub fn heap_bytes(&self) -> usize {
+        let table = self.nodes.capacity() * (std::mem::size_of::<(u32, Node)>() + 1);
+        let elements: usize = self
+            .nodes
+            .values()
+            .filter_map(|n| n.el.as_deref())
+            .map(|e| {
+                std::mem::size_of::<Element>()
+                    + e.tag.len()
+                    + e.id_attr.as_ref().map_or(0, |s| s.len())
+                    + e.classes.iter().map(|c| std::mem::size_of::<Box<str>>() + c.len()).sum::<usize>()
+            })
+            .sum();
+        table + elements
+    }
 }
 
 fn set_attr(el: &mut Element, k: &str, v: &RawValue) {
@@ -691,6 +708,8 @@ struct TabState {
     nodes: NodeMap,
     url: String,
     last_used: u64,
+    /// When the tab last sent an event (wall clock), for [`Decoder::forget_idle`].
+    touched: Option<std::time::Instant>,
     /// Raw bytes stored for replay (the store's quota per tab).
     replay_bytes: u64,
 }
@@ -745,6 +764,40 @@ impl Decoder {
         }
     }
 
+    /// Forgets the tabs that sent nothing for `idle` (wall clock): their sessions have
+    /// ended, so their node maps are unlikely to be needed, and they would otherwise be
+    /// held until the limits push them out. Returns how many were forgotten.
+    pub fn forget_idle(&mut self, idle: std::time::Duration) -> usize {
+        let now = std::time::Instant::now();
+        let before = self.tabs.len();
+        let mut freed = 0;
+        self.tabs.retain(|_, t| {
+            let keep = t.touched.is_some_and(|at| now.duration_since(at) < idle);
+            if !keep {
+                freed += t.nodes.len();
+            }
+            keep
+        });
+        self.nodes -= freed;
+        if self.tabs.capacity() > 4 * self.tabs.len() + 64 {
+            self.tabs.shrink_to_fit();
+        }
+        before - self.tabs.len()
+    }
+
+    /// Bytes held: every tab's state and node map, and the table of tabs.
+    pub fn heap_bytes(&self) -> usize {
+        let table = self.tabs.capacity() * (std::mem::size_of::<(TabKey, TabState)>() + 1);
+        table
+            + self
+                .tabs
+                .iter()
+                .map(|((p, d, t), s)| {
+                    p.capacity() + d.capacity() + t.capacity() + s.url.capacity() + s.nodes.heap_bytes()
+                })
+                .sum::<usize>()
+    }
+
     /// Whether a tab has decoding state (after a restart it has none until its events
     /// are replayed through the decoder again).
     pub fn knows(&self, project: &str, device: &str, tab: &str) -> bool {
@@ -754,6 +807,7 @@ impl Decoder {
     /// Counts `bytes` against a tab's replay quota; false when they do not fit.
     pub fn charge_replay(&mut self, project: &str, device: &str, tab: &str, bytes: u64, quota: u64) -> bool {
         let t = self.tabs.entry(key(project, device, tab)).or_default();
+        t.touched = Some(std::time::Instant::now());
         if t.replay_bytes.saturating_add(bytes) > quota {
             return false;
         }
@@ -813,6 +867,7 @@ impl Decoder {
         let max_payload = self.limits.max_payload_bytes;
         let state = self.tabs.get_mut(&k).expect("inserted");
         state.last_used = self.clock;
+        state.touched = Some(std::time::Instant::now());
         let before = state.nodes.len();
         let mut note = None;
         let kind = decode_kind(ty, head.data, state, limit, max_payload, &mut note);
@@ -1122,6 +1177,16 @@ impl Decoders {
             (n + d.nodes(), t + d.tabs())
         })
     }
+
+    /// Bytes held over all shards (a walk of every node map: for a periodic report).
+    pub fn heap_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).heap_bytes()).sum()
+    }
+
+    /// Forgets, in every shard, the tabs idle for `idle` ([`Decoder::forget_idle`]).
+    pub fn forget_idle(&self, idle: std::time::Duration) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).forget_idle(idle)).sum()
+    }
 }
 
 #[cfg(test)]
@@ -1253,6 +1318,24 @@ mod tests {
         check(r#"{"type": "4", "timestamp": 1}"#, Err("integer `type`"));
         check("[1, 2]", Err("object"));
         check(r#"{"type": 4, "timestamp": 1"#, Err("invalid"));
+    }
+
+    #[test]
+    fn idle_tabs_are_forgotten_and_what_is_held_is_counted() {
+        let mut d = Decoder::new();
+        assert_eq!(d.heap_bytes(), 0);
+        d.decode("p", "d", "a", 0, &snapshot()).unwrap();
+        let held = d.heap_bytes();
+        assert!(held > 200, "a tab with nodes holds {held} bytes");
+        assert_eq!(d.forget_idle(std::time::Duration::from_secs(60)), 0, "a tab in use stays");
+        assert!(d.knows("p", "d", "a"));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        d.decode("p", "d", "b", 0, &snapshot()).unwrap();
+        assert_eq!(d.forget_idle(std::time::Duration::from_millis(4)), 1, "the idle tab goes");
+        assert!(!d.knows("p", "d", "a") && d.knows("p", "d", "b"));
+        assert_eq!(d.nodes(), d.tabs.values().map(|t| t.nodes.len()).sum::<usize>());
+        assert_eq!(d.forget_idle(std::time::Duration::ZERO), 1);
+        assert_eq!((d.tabs(), d.nodes()), (0, 0));
     }
 
     #[test]

@@ -211,6 +211,8 @@ pub struct Publisher {
     reclaimed: u64,
     /// A one-shot build holds the string table until its snapshot is built.
     pin: Option<sym::Pinned>,
+    /// When the published views were last measured.
+    measured_at: Option<Instant>,
 }
 
 impl Publisher {
@@ -237,6 +239,7 @@ impl Publisher {
             final_only,
             reclaimed: 0,
             pin: final_only.then(Sym::pin),
+            measured_at: None,
         }
     }
 
@@ -304,8 +307,11 @@ impl Publisher {
             let (s, b) = self.tables.arrow(*v, &self.params);
             tables.push((v.name(), s, b));
         }
-        let rows = self.tables.rows();
-        self.stats.set("published_views", 0, rows, rows * 96);
+        // Measuring walks every segment's buffers: once a second is enough for a report.
+        if self.complete || self.measured_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            self.measured_at = Some(Instant::now());
+            self.stats.set("published_views", 0, self.tables.rows(), self.tables.heap_bytes());
+        }
         // Every held row is built now: strings no longer in use can go (a one-shot
         // build publishes once, at its end, and keeps them all until then).
         let epoch = as_of / sym::EPOCH_MS;

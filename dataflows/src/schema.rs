@@ -276,6 +276,12 @@ macro_rules! declare_tables {
                 0 $(+ self.$field.len())*
             }
 
+            /// Bytes held, over all views: their rows and their Arrow form.
+            pub fn heap_bytes(&self) -> usize {
+                let derived: usize = self.derived.values().flat_map(|(_, b)| b).map(RecordBatch::get_array_memory_size).sum();
+                derived $(+ declare_tables!(@bytes self.$field, $row, $diff, $shape))*
+            }
+
             /// The views as ordered maps, for comparison with the batch reference.
             pub fn to_views(&self) -> Views {
                 Views { $($field: self.$field.iter().map(|(k, r)| (*k, *r)).collect(),)* }
@@ -296,6 +302,8 @@ macro_rules! declare_tables {
             }
         }
     };
+    (@bytes $t:expr, $row:ty, $diff:ty, derived) => { $t.capacity() * (std::mem::size_of::<($row, $diff)>() + 1) };
+    (@bytes $t:expr, $row:ty, $diff:ty, $shape:ident) => { $t.heap_bytes() };
     (@ty $id:ident, $row:ty, $diff:ty, derived) => { HashMap<$row, $diff> };
     (@ty $id:ident, $row:ty, $diff:ty, $shape:ident) => { View<specs::$id> };
     (@add $t:expr, $r:ident, $d:ident, derived) => { add(&mut $t, $r, $d) };

@@ -194,6 +194,26 @@ impl<S: Spec> View<S> {
         self.held.keys()
     }
 
+    /// Bytes the view holds: its table of keys at capacity, its slots, and every
+    /// segment's Arrow buffers, differences and slot lists (dead rows included, until a
+    /// compaction rewrites them).
+    pub fn heap_bytes(&self) -> usize {
+        let held = self.held.capacity() * (std::mem::size_of::<(S::Row, Held<S::Diff>)>() + 1);
+        let slots = self.slots.capacity() * std::mem::size_of::<Loc>() + self.free_slots.capacity() * 4;
+        let changed = self.changed.capacity() * std::mem::size_of::<S::Row>();
+        let segs: usize = self
+            .segs
+            .values()
+            .map(|g| {
+                g.batch.get_array_memory_size()
+                    + g.diffs.capacity() * std::mem::size_of::<S::Diff>()
+                    + g.slots.capacity() * 4
+                    + g.dead.capacity() * 8
+            })
+            .sum();
+        held + slots + changed + segs
+    }
+
     /// What keeping the Arrow form has cost, and its shape now.
     pub fn work(&self) -> ViewWork {
         ViewWork { segments: self.segs.len(), batches: self.arrow.as_ref().map_or(0, |(_, b)| b.len()), ..self.work }
@@ -522,6 +542,27 @@ mod tests {
         let (_, b) = v.arrow(&params);
         assert_eq!(rows_of(&b), from_scratch(&v, &params));
         assert!(rows_of(&b)[0].contains("|2|"), "{:?}", rows_of(&b));
+    }
+
+    #[test]
+    fn what_a_view_holds_is_counted_and_released() {
+        let params = params();
+        let mut v: View<specs::Sessions> = View::default();
+        assert_eq!(v.heap_bytes(), 0);
+        for id in 0..20_000 {
+            v.add(session(id, 1), 1);
+        }
+        v.arrow(&params);
+        let full = v.heap_bytes();
+        let arrow: usize = v.segs.values().map(|g| g.batch.get_array_memory_size()).sum();
+        // The key table and the Arrow form: each at least a few bytes per row.
+        assert!(arrow > 20_000 * 16 && full > arrow + 20_000 * 16, "{full} bytes, {arrow} of them Arrow");
+        for id in 0..20_000 {
+            v.add(session(id, 1), -1);
+        }
+        v.arrow(&params);
+        // The Arrow form goes with the rows.
+        assert!(v.heap_bytes() <= full - arrow, "{} bytes left of {full}", v.heap_bytes());
     }
 
     #[test]
