@@ -1,10 +1,15 @@
 //! The live feed: `GET /api/v1/subscribe?sql=...` as server-sent events.
 //!
 //! A subscription runs its (read-only, scoped) query on the first snapshot and sends the
-//! result (`snapshot`), then re-runs it as later snapshots are published, at most once
-//! per `min_interval` (snapshots in between are coalesced), and sends what changed
-//! (`diff`: rows with `diff` +1 or -1 and the `as_of`), or `progress` with the `as_of`
-//! when nothing did. Each event's id is its `as_of`.
+//! result (`snapshot`), then follows the query's re-evaluations on later snapshots, at
+//! most once per `min_interval` (snapshots in between are coalesced), and sends what
+//! changed (`diff`: rows with `diff` +1 or -1 and the `as_of`), or `progress` with the
+//! `as_of` when nothing did. Each event's id is its `as_of`.
+//!
+//! Subscriptions to the same query within the same scope share its evaluation: one task
+//! per distinct (scope, SQL) re-runs it and hands the result to each subscriber, which
+//! diffs it against what its client has. A dashboard that a hundred people watch costs
+//! one query per interval, not a hundred.
 //!
 //! Bounds: at most `max_subscriptions` at once (503 beyond); results of at most
 //! `max_rows` rows (the subscription is closed with a reason past it); a queue of
@@ -35,7 +40,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sightflow_config::access::{Principal, Scope};
 use sightflow_dataflows::Snapshot;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::access::Caller;
 use crate::format;
@@ -93,6 +98,22 @@ pub struct Live {
     pub closed: AtomicU64,
     history: Mutex<History>,
     tickets: Mutex<HashMap<String, (Principal, Instant)>>,
+    /// The running evaluations by (scope, SQL), shared by their subscribers.
+    shared: Mutex<HashMap<String, Arc<watch::Sender<Evaluated>>>>,
+    /// Evaluations of subscribed queries run (shared ones count once).
+    pub evaluations: AtomicU64,
+}
+
+/// The latest evaluation of a shared query.
+#[derive(Clone, Debug)]
+enum Evaluated {
+    Rows {
+        as_of: u64,
+        rows: Arc<Rows>,
+    },
+    /// The query cannot go on (it failed, or grew too large): every subscriber is closed
+    /// with this reason.
+    Closed(String),
 }
 
 #[derive(Default)]
@@ -121,6 +142,11 @@ impl Live {
                 h.by_query.remove(&old);
             }
         }
+    }
+
+    /// Distinct queries being evaluated for subscribers now.
+    pub fn shared_queries(&self) -> usize {
+        self.shared.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     fn recall(&self, key: &str, as_of: u64) -> Option<Arc<Rows>> {
@@ -320,72 +346,54 @@ impl<B: Backend> Feed<B> {
     }
 
     async fn run(self, snap: Arc<Snapshot>, first: crate::sql::QueryResult, resume: Option<u64>) {
-        let (columns, mut rows) = rows_of(&first);
-        let mut rows_arc = Arc::new(rows.clone());
+        let (columns, rows) = rows_of(&first);
+        let mut rows_arc = Arc::new(rows);
         let mut as_of = snap.as_of;
         self.state.live.remember(&self.key, as_of, rows_arc.clone(), &self.limits);
         let opening = match resume.and_then(|t| self.state.live.recall(&self.key, t).map(|old| (t, old))) {
             Some((t, old)) if t <= as_of => {
-                let changes = diff(&old, &rows);
+                let changes = diff(&old, &rows_arc);
                 event("diff", as_of, json!({"as_of": as_of, "since": t, "changes": changes_json(&changes)}))
             }
             _ if resume.is_some() => {
                 self.state.live.resets.fetch_add(1, Ordering::Relaxed);
-                self.full("reset", as_of, &columns, &rows)
+                self.full("reset", as_of, &columns, &rows_arc)
             }
-            _ => self.full("snapshot", as_of, &columns, &rows),
+            _ => self.full("snapshot", as_of, &columns, &rows_arc),
         };
         if let Sent::Gone = self.send(opening) {
             return;
         }
         let mut behind = false;
         let mut resets = 0u32;
-        let mut last_eval = Instant::now();
+        let mut results = self.shared(as_of, rows_arc.clone());
         loop {
-            // The next snapshot after this one (coalescing: the latest when we wake).
-            let next = tokio::select! {
-                s = self.state.snapshots.wait_async(as_of + 1) => s,
+            tokio::select! {
+                r = results.changed() => if r.is_err() {
+                    self.close("the server is stopping".into()).await;
+                    return;
+                },
                 _ = self.tx.closed() => return,
-            };
-            let Ok(_) = next else {
-                self.close("the server is stopping".into()).await;
-                return;
-            };
-            let wait = self.limits.min_interval.saturating_sub(last_eval.elapsed());
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.tx.closed() => return,
-                }
             }
-            let snap = self.state.snapshots.latest();
-            last_eval = Instant::now();
-            let r = crate::http::run_scoped(&self.state, snap.clone(), self.sql.clone(), self.scope.clone()).await;
-            let result = match r {
-                Ok(r) if r.num_rows() > self.limits.max_rows => {
-                    self.close(format!("the result grew past {} rows", self.limits.max_rows)).await;
-                    return;
-                }
-                Ok(r) => r,
-                Err(ApiError::Overloaded { .. }) => continue,
-                Err(e) => {
-                    self.close(format!("the query failed: {e}")).await;
+            let latest = results.borrow_and_update().clone();
+            let (new_as_of, new_rows) = match latest {
+                Evaluated::Rows { as_of: t, rows } => (t, rows),
+                Evaluated::Closed(reason) => {
+                    self.close(reason).await;
                     return;
                 }
             };
-            let (_, new_rows) = rows_of(&result);
-            let changes = diff(&rows, &new_rows);
-            as_of = snap.as_of;
-            if !changes.is_empty() {
-                rows_arc = Arc::new(new_rows.clone());
+            if new_as_of <= as_of {
+                continue;
             }
-            rows = new_rows;
-            self.state.live.remember(&self.key, as_of, rows_arc.clone(), &self.limits);
+            let changes = diff(&rows_arc, &new_rows);
+            as_of = new_as_of;
+            rows_arc = new_rows;
             if behind {
                 // Room again? Start over from the current result.
                 if self.tx.capacity() == self.tx.max_capacity() {
                     self.state.live.resets.fetch_add(1, Ordering::Relaxed);
-                    match self.send(self.full("reset", as_of, &columns, &rows)) {
+                    match self.send(self.full("reset", as_of, &columns, &rows_arc)) {
                         Sent::Ok => behind = false,
                         Sent::Behind => {}
                         Sent::Gone => return,
@@ -410,6 +418,116 @@ impl<B: Backend> Feed<B> {
                     behind = true;
                 }
             }
+        }
+    }
+
+    /// The evaluations of this subscription's query, shared with every subscriber of the
+    /// same query in the same scope; started, from this subscriber's first result, when
+    /// none runs.
+    fn shared(&self, as_of: u64, rows: Arc<Rows>) -> watch::Receiver<Evaluated> {
+        let live = &self.state.live;
+        let mut shared = live.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = shared.get(&self.key) {
+            // Its latest result may be newer than this subscriber's first one.
+            let mut rx = tx.subscribe();
+            rx.mark_changed();
+            return rx;
+        }
+        let (tx, rx) = watch::channel(Evaluated::Rows { as_of, rows });
+        let tx = Arc::new(tx);
+        shared.insert(self.key.clone(), tx.clone());
+        let evaluation = Evaluation {
+            state: self.state.clone(),
+            scope: self.scope.clone(),
+            sql: self.sql.clone(),
+            key: self.key.clone(),
+            limits: self.limits.clone(),
+            tx,
+        };
+        tokio::spawn(evaluation.run(as_of));
+        rx
+    }
+}
+
+/// The task that re-runs one shared query as snapshots are published, while anyone
+/// subscribes to it.
+struct Evaluation<B> {
+    state: Arc<AppState<B>>,
+    scope: Scope,
+    sql: String,
+    key: String,
+    limits: LiveLimits,
+    tx: Arc<watch::Sender<Evaluated>>,
+}
+
+impl<B: Backend> Evaluation<B> {
+    /// Stops when its last subscriber has gone (checked under the lock that subscribing
+    /// takes, so none joins a task that is stopping).
+    fn done(&self) -> bool {
+        let mut shared = self.state.live.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if self.tx.receiver_count() > 0 {
+            return false;
+        }
+        if shared.get(&self.key).is_some_and(|t| Arc::ptr_eq(t, &self.tx)) {
+            shared.remove(&self.key);
+        }
+        true
+    }
+
+    /// Ends the query for every subscriber.
+    fn fail(&self, reason: String) {
+        let mut shared = self.state.live.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.get(&self.key).is_some_and(|t| Arc::ptr_eq(t, &self.tx)) {
+            shared.remove(&self.key);
+        }
+        drop(shared);
+        self.tx.send_replace(Evaluated::Closed(reason));
+    }
+
+    async fn run(self, mut as_of: u64) {
+        let mut last_eval = Instant::now();
+        loop {
+            if self.done() {
+                return;
+            }
+            // The next snapshot after this one (coalescing: the latest when we wake).
+            let next = tokio::select! {
+                s = self.state.snapshots.wait_async(as_of + 1) => s,
+                _ = self.tx.closed() => continue,
+            };
+            if next.is_err() {
+                // The engine stopped: dropping the sender ends every subscriber's wait.
+                self.fail("the server is stopping".into());
+                return;
+            }
+            let wait = self.limits.min_interval.saturating_sub(last_eval.elapsed());
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.tx.closed() => continue,
+                }
+            }
+            let snap = self.state.snapshots.latest();
+            last_eval = Instant::now();
+            self.state.live.evaluations.fetch_add(1, Ordering::Relaxed);
+            let r = crate::http::run_scoped(&self.state, snap.clone(), self.sql.clone(), self.scope.clone()).await;
+            let result = match r {
+                Ok(r) if r.num_rows() > self.limits.max_rows => {
+                    self.fail(format!("the result grew past {} rows", self.limits.max_rows));
+                    return;
+                }
+                Ok(r) => r,
+                Err(ApiError::Overloaded { .. }) => continue,
+                Err(e) => {
+                    self.fail(format!("the query failed: {e}"));
+                    return;
+                }
+            };
+            let (_, rows) = rows_of(&result);
+            as_of = snap.as_of;
+            let rows = Arc::new(rows);
+            self.state.live.remember(&self.key, as_of, rows.clone(), &self.limits);
+            self.tx.send_replace(Evaluated::Rows { as_of, rows });
         }
     }
 }

@@ -127,6 +127,62 @@ async fn a_subscription_gets_the_result_then_its_changes_then_progress() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// Ten clients of one query share its evaluations; a client of the same text in
+/// another scope gets its own (its catalog differs), and each sees its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_of_one_query_share_its_evaluation() {
+    let a = live_api();
+    let live = a.started.state.live.clone();
+    let sql = "select count(*) as n from sessions";
+    let mut feeds = Vec::new();
+    for _ in 0..10 {
+        let (status, mut feed) = subscribe(&a, Some(&a.token), sql, None).await;
+        assert_eq!(status, StatusCode::OK);
+        feed.until("snapshot", Duration::from_secs(5)).await;
+        feeds.push(feed);
+    }
+    let (other, _) = a.started.meta.token_create("o", Role::Viewer, Some("other"), "tests").unwrap();
+    let (_, mut scoped) = subscribe(&a, Some(&other), sql, None).await;
+    scoped.until("snapshot", Duration::from_secs(5)).await;
+    let before = live.evaluations.load(std::sync::atomic::Ordering::Relaxed);
+    let began = Instant::now();
+    for i in 0..5 {
+        visit(&a, "demo", &format!("d{i}")).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    for feed in &mut feeds {
+        // Every client follows the count to 5, whatever evaluations it saw.
+        let mut n = 0;
+        while n < 5 {
+            let e = feed.until("diff", Duration::from_secs(10)).await;
+            for c in e.data["changes"].as_array().unwrap() {
+                if c["diff"] == 1 {
+                    n = c["row"]["n"].as_i64().unwrap();
+                }
+            }
+        }
+    }
+    let evaluated = live.evaluations.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // Two evaluation loops (the two scopes), each at most once per 20 ms; a loop per
+    // client would have made about five times as many.
+    let most = 2 * (began.elapsed().as_millis() as u64 / 20 + 2);
+    assert!((2..=most).contains(&evaluated), "{evaluated} evaluations for 11 clients of 2 scopes (at most {most})");
+    // Progress keeps coming; read for a bounded while.
+    let quiet = Instant::now() + Duration::from_millis(300);
+    while let Some(e) = scoped.next(quiet.saturating_duration_since(Instant::now())).await {
+        assert_ne!(e.event, "diff", "another project's sessions changed nothing for it: {e:?}");
+    }
+    // When the clients go, so do the loops.
+    drop(feeds);
+    drop(scoped);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live.shared_queries() > 0 {
+        assert!(Instant::now() < deadline, "the shared evaluations did not stop");
+        visit(&a, "demo", "later").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_token_follows_its_project_only() {
     let a = live_api();
