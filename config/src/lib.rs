@@ -348,7 +348,7 @@ pub struct QueryConfig {
     pub max_waiters: usize,
     /// Live-feed subscriptions at once; more are refused with 503.
     pub max_subscriptions: usize,
-    /// Least time between two evaluations of one subscription (ms).
+    /// Least time between two evaluations of one live query, shared by its clients (ms).
     pub subscribe_interval_ms: u64,
     /// Rows a subscribed result may have.
     pub subscribe_max_rows: usize,

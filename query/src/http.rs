@@ -1185,6 +1185,17 @@ pub(crate) async fn metrics<B: Backend>(
         "Live-feed clients closed (behind, result too large).",
         l.closed.load(Ordering::Relaxed),
     );
+    out.gauge(
+        "sightflow_live_queries",
+        "Distinct live queries evaluated (one per query and scope, shared by its clients).",
+        l.shared_queries() as i64,
+    );
+    out.counter("sightflow_live_evaluations", "Re-evaluations of live queries.", l.evaluations.load(Ordering::Relaxed));
+    out.counter(
+        "sightflow_live_joined",
+        "Subscriptions that joined a live query already evaluated for others.",
+        l.joined.load(Ordering::Relaxed),
+    );
     let pg = &state.pg;
     out.gauge(
         "sightflow_pg_connections",

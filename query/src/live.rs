@@ -39,7 +39,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sightflow_config::access::{Principal, Scope};
-use sightflow_dataflows::Snapshot;
 use tokio::sync::{mpsc, watch};
 
 use crate::access::Caller;
@@ -71,7 +70,7 @@ impl Default for LiveLimits {
     fn default() -> Self {
         LiveLimits {
             max_subscriptions: 256,
-            min_interval: Duration::from_millis(200),
+            min_interval: Duration::from_millis(50),
             buffer: 32,
             max_rows: 10_000,
             max_resets: 3,
@@ -102,6 +101,11 @@ pub struct Live {
     shared: Mutex<HashMap<String, Arc<watch::Sender<Evaluated>>>>,
     /// Evaluations of subscribed queries run (shared ones count once).
     pub evaluations: AtomicU64,
+    /// Subscriptions that joined a query already evaluated for others, without running it.
+    pub joined: AtomicU64,
+    /// Queries being opened now, by (scope, SQL): clients of one take turns, so those
+    /// after the first join its evaluation instead of running their own.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The latest evaluation of a shared query.
@@ -109,11 +113,36 @@ pub struct Live {
 enum Evaluated {
     Rows {
         as_of: u64,
+        columns: Arc<Vec<String>>,
         rows: Arc<Rows>,
     },
     /// The query cannot go on (it failed, or grew too large): every subscriber is closed
     /// with this reason.
     Closed(String),
+}
+
+/// A query's result as a client first gets it: its `as_of`, column names and rows.
+type First = (u64, Arc<Vec<String>>, Arc<Rows>);
+
+/// A client's turn to open a query; the last one out removes the query's lock.
+struct Turn {
+    live: Arc<Live>,
+    key: String,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.guard.take();
+        if let Some(lock) = self.lock.take() {
+            let mut opening = self.live.opening.lock().unwrap_or_else(|e| e.into_inner());
+            // Held by the map and by this turn only: nobody else waits for it.
+            if Arc::strong_count(&lock) == 2 {
+                opening.remove(&self.key);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -142,6 +171,29 @@ impl Live {
                 h.by_query.remove(&old);
             }
         }
+    }
+
+    /// The latest result of a query evaluated for other subscribers in the same scope,
+    /// and its evaluations from here on, so a new one joins without running it again.
+    fn join(&self, key: &str) -> Option<(First, watch::Receiver<Evaluated>)> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = shared.get(key)?;
+        let rx = tx.subscribe();
+        let first = match &*rx.borrow() {
+            Evaluated::Rows { as_of, columns, rows } => (*as_of, columns.clone(), rows.clone()),
+            Evaluated::Closed(_) => return None,
+        };
+        Some((first, rx))
+    }
+
+    /// Waits for this client's turn to open `key` (one at a time per query and scope).
+    async fn turn(self: &Arc<Self>, key: &str) -> Turn {
+        let lock = {
+            let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+            opening.entry(key.to_string()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        Turn { live: self.clone(), key: key.to_string(), lock: Some(lock), guard: Some(guard) }
     }
 
     /// Distinct queries being evaluated for subscribers now.
@@ -274,21 +326,39 @@ pub(crate) async fn subscribe<B: Backend>(
                 retry_after_s: 5,
             });
         }
-        // The first evaluation answers errors (bad SQL, ...) as a status, not an event.
-        let snap = state.snapshots.latest();
-        let first = crate::http::run_scoped(&state, snap.clone(), p.sql.clone(), scope.clone()).await?;
-        if first.num_rows() > limits.max_rows {
-            return Err(ApiError::BadRequest(format!(
-                "a subscribed result may have at most {} rows; this one has {}: aggregate or add a LIMIT",
-                limits.max_rows,
-                first.num_rows()
-            )));
-        }
         let key = format!("{scope:?}\n{}", p.sql);
+        // A query other clients in this scope follow is joined at its latest result, and
+        // clients opening one at once take turns: a hundred dashboards opening together
+        // cost one evaluation, not a hundred.
+        let turn = state.live.turn(&key).await;
+        let (first, results) = match state.live.join(&key) {
+            Some(joined) => {
+                state.live.joined.fetch_add(1, Ordering::Relaxed);
+                joined
+            }
+            None => {
+                // The first evaluation answers errors (bad SQL, ...) as a status, not an
+                // event.
+                let snap = state.snapshots.latest();
+                let first = crate::http::run_scoped(&state, snap.clone(), p.sql.clone(), scope.clone()).await?;
+                if first.num_rows() > limits.max_rows {
+                    return Err(ApiError::BadRequest(format!(
+                        "a subscribed result may have at most {} rows; this one has {}: aggregate or add a LIMIT",
+                        limits.max_rows,
+                        first.num_rows()
+                    )));
+                }
+                let (columns, rows) = rows_of(&first);
+                let first = (snap.as_of, Arc::new(columns), Arc::new(rows));
+                let results = share(&state, &key, &scope, &p.sql, &limits, first.clone());
+                (first, results)
+            }
+        };
+        drop(turn);
         let resume: Option<u64> = headers.get("last-event-id").and_then(|v| v.to_str().ok()?.parse().ok());
         let (tx, rx) = mpsc::channel::<Event>(limits.buffer.max(2));
-        let feed = Feed { state: state.clone(), scope, sql: p.sql, key, limits, tx, _guard: guard };
-        tokio::spawn(feed.run(snap, first, resume));
+        let feed = Feed { state: state.clone(), key, limits, tx, _guard: guard };
+        tokio::spawn(feed.run(first, results, resume));
         let stream =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
         Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.limits.live.keep_alive)).into_response())
@@ -299,8 +369,6 @@ pub(crate) async fn subscribe<B: Backend>(
 
 struct Feed<B> {
     state: Arc<AppState<B>>,
-    scope: Scope,
-    sql: String,
     key: String,
     limits: LiveLimits,
     tx: mpsc::Sender<Event>,
@@ -345,10 +413,8 @@ impl<B: Backend> Feed<B> {
                 .await;
     }
 
-    async fn run(self, snap: Arc<Snapshot>, first: crate::sql::QueryResult, resume: Option<u64>) {
-        let (columns, rows) = rows_of(&first);
-        let mut rows_arc = Arc::new(rows);
-        let mut as_of = snap.as_of;
+    async fn run(self, first: First, mut results: watch::Receiver<Evaluated>, resume: Option<u64>) {
+        let (mut as_of, mut columns, mut rows_arc) = first;
         self.state.live.remember(&self.key, as_of, rows_arc.clone(), &self.limits);
         let opening = match resume.and_then(|t| self.state.live.recall(&self.key, t).map(|old| (t, old))) {
             Some((t, old)) if t <= as_of => {
@@ -366,7 +432,6 @@ impl<B: Backend> Feed<B> {
         }
         let mut behind = false;
         let mut resets = 0u32;
-        let mut results = self.shared(as_of, rows_arc.clone());
         loop {
             tokio::select! {
                 r = results.changed() => if r.is_err() {
@@ -376,8 +441,8 @@ impl<B: Backend> Feed<B> {
                 _ = self.tx.closed() => return,
             }
             let latest = results.borrow_and_update().clone();
-            let (new_as_of, new_rows) = match latest {
-                Evaluated::Rows { as_of: t, rows } => (t, rows),
+            let (new_as_of, new_columns, new_rows) = match latest {
+                Evaluated::Rows { as_of: t, columns, rows } => (t, columns, rows),
                 Evaluated::Closed(reason) => {
                     self.close(reason).await;
                     return;
@@ -389,6 +454,7 @@ impl<B: Backend> Feed<B> {
             let changes = diff(&rows_arc, &new_rows);
             as_of = new_as_of;
             rows_arc = new_rows;
+            columns = new_columns;
             if behind {
                 // Room again? Start over from the current result.
                 if self.tx.capacity() == self.tx.max_capacity() {
@@ -420,33 +486,39 @@ impl<B: Backend> Feed<B> {
             }
         }
     }
+}
 
-    /// The evaluations of this subscription's query, shared with every subscriber of the
-    /// same query in the same scope; started, from this subscriber's first result, when
-    /// none runs.
-    fn shared(&self, as_of: u64, rows: Arc<Rows>) -> watch::Receiver<Evaluated> {
-        let live = &self.state.live;
-        let mut shared = live.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = shared.get(&self.key) {
-            // Its latest result may be newer than this subscriber's first one.
-            let mut rx = tx.subscribe();
-            rx.mark_changed();
-            return rx;
-        }
-        let (tx, rx) = watch::channel(Evaluated::Rows { as_of, rows });
-        let tx = Arc::new(tx);
-        shared.insert(self.key.clone(), tx.clone());
-        let evaluation = Evaluation {
-            state: self.state.clone(),
-            scope: self.scope.clone(),
-            sql: self.sql.clone(),
-            key: self.key.clone(),
-            limits: self.limits.clone(),
-            tx,
-        };
-        tokio::spawn(evaluation.run(as_of));
-        rx
+/// The evaluations of a query, shared with every subscriber of the same query in the
+/// same scope; started from `first` (a result just evaluated) when none runs.
+fn share<B: Backend>(
+    state: &Arc<AppState<B>>,
+    key: &str,
+    scope: &Scope,
+    sql: &str,
+    limits: &LiveLimits,
+    first: First,
+) -> watch::Receiver<Evaluated> {
+    let (as_of, columns, rows) = first;
+    let mut shared = state.live.shared.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = shared.get(key) {
+        // Its latest result may be newer than this subscriber's first one.
+        let mut rx = tx.subscribe();
+        rx.mark_changed();
+        return rx;
     }
+    let (tx, rx) = watch::channel(Evaluated::Rows { as_of, columns, rows });
+    let tx = Arc::new(tx);
+    shared.insert(key.to_string(), tx.clone());
+    let evaluation = Evaluation {
+        state: state.clone(),
+        scope: scope.clone(),
+        sql: sql.to_string(),
+        key: key.to_string(),
+        limits: limits.clone(),
+        tx,
+    };
+    tokio::spawn(evaluation.run(as_of));
+    rx
 }
 
 /// The task that re-runs one shared query as snapshots are published, while anyone
@@ -523,11 +595,11 @@ impl<B: Backend> Evaluation<B> {
                     return;
                 }
             };
-            let (_, rows) = rows_of(&result);
+            let (columns, rows) = rows_of(&result);
             as_of = snap.as_of;
             let rows = Arc::new(rows);
             self.state.live.remember(&self.key, as_of, rows.clone(), &self.limits);
-            self.tx.send_replace(Evaluated::Rows { as_of, rows });
+            self.tx.send_replace(Evaluated::Rows { as_of, columns: Arc::new(columns), rows });
         }
     }
 }

@@ -135,8 +135,10 @@ async fn subscribers_of_one_query_share_its_evaluation() {
     let live = a.started.state.live.clone();
     let sql = "select count(*) as n from sessions";
     let mut feeds = Vec::new();
-    for _ in 0..10 {
-        let (status, mut feed) = subscribe(&a, Some(&a.token), sql, None).await;
+    let joined = || live.joined.load(std::sync::atomic::Ordering::Relaxed);
+    // Ten dashboards open at once.
+    let opened = futures::future::join_all((0..10).map(|_| subscribe(&a, Some(&a.token), sql, None))).await;
+    for (status, mut feed) in opened {
         assert_eq!(status, StatusCode::OK);
         feed.until("snapshot", Duration::from_secs(5)).await;
         feeds.push(feed);
@@ -144,6 +146,9 @@ async fn subscribers_of_one_query_share_its_evaluation() {
     let (other, _) = a.started.meta.token_create("o", Role::Viewer, Some("other"), "tests").unwrap();
     let (_, mut scoped) = subscribe(&a, Some(&other), sql, None).await;
     scoped.until("snapshot", Duration::from_secs(5)).await;
+    // One client ran the query; the nine others waited their turn and joined at its
+    // result; the client of another scope ran its own.
+    assert_eq!(joined(), 9);
     let before = live.evaluations.load(std::sync::atomic::Ordering::Relaxed);
     let began = Instant::now();
     for i in 0..5 {
