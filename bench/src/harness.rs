@@ -606,6 +606,10 @@ pub fn freshness(
     let snapshots = started.snapshots.clone();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("http://{}/api/v1/track?key=demo", listener.local_addr()?);
+    {
+        let _in = rt.enter();
+        started.server.spawn_maintenance();
+    }
     let router = started.router.clone();
     rt.spawn(async move {
         let _ = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
@@ -1332,4 +1336,258 @@ fn rrweb_timelines(rate: u64, seconds: u64) -> anyhow::Result<(i64, Vec<TabTimel
         }
     }
     Ok((now, timelines))
+}
+
+/// What [`live_under_ingest`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct LiveFigure {
+    /// Sessions in the views before the load started, and how long they took to load.
+    pub sessions: usize,
+    pub preload_s: f64,
+    /// SDK events/s acknowledged during the run, and the acknowledgement's p99.
+    pub achieved: f64,
+    pub ack_p99_ms: f64,
+    /// Per dashboard query over HTTP: name, runs, p50, p99, max (ms).
+    pub queries: Vec<(String, u64, f64, f64, f64)>,
+    /// Live-feed subscribers that stayed connected to the end, of those asked for.
+    pub subscribers: (usize, usize),
+    /// Acknowledgement → the first live-feed event at or past its `min_as_of`, over
+    /// every (acknowledged request, subscriber): deliveries, p50, p99, p99.9, max (ms).
+    pub delivery: (u64, f64, f64, f64, f64),
+    /// Acknowledged requests a subscriber never saw covered.
+    pub undelivered: u64,
+    /// Evaluations of subscribed queries the server ran (shared ones count once).
+    pub evaluations: u64,
+}
+
+/// Percent-encodes a query-string value.
+fn query_value(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// Dashboards under ingest: `serve` (in this process) starts over a log holding
+/// `sessions` light sessions, then takes SDK events at `rate` per second from `senders`
+/// senders while one client runs the dashboard queries over HTTP in a loop and
+/// `subscribers` live-feed clients follow the dashboard queries (spread over the four).
+pub fn live_under_ingest(
+    sessions: usize,
+    rate: u64,
+    seconds: u64,
+    senders: usize,
+    subscribers: usize,
+) -> anyhow::Result<LiveFigure> {
+    use std::io::BufRead;
+    let mut config = Config::defaults();
+    config.ingest.max_events_per_batch = 100_000;
+    config.query.max_subscriptions = config.query.max_subscriptions.max(subscribers + 16);
+    let dir = tempfile::tempdir()?;
+    let loaded = Instant::now();
+    write_log(&config, dir.path(), &light_sessions(sessions, 1_795_161_600_000)?)?;
+    let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let started = sightflow::serve::build(config.clone(), dir.path(), query_rt.handle().clone())?;
+    {
+        let _in = rt.enter();
+        started.server.spawn_maintenance();
+    }
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = started.router.clone();
+    rt.spawn(async move {
+        let _ = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+    });
+    // Every loaded session in the views (the log is read back at start).
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while started.snapshots.latest().num_rows("sessions").unwrap_or(0) < sessions {
+        anyhow::ensure!(Instant::now() < deadline, "the views did not load the sessions within an hour");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let preload_s = loaded.elapsed().as_secs_f64();
+    let (token, _) = started.meta.token_create("bench", sightflow_config::access::Role::Viewer, None, "bench")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let agent = || -> ureq::Agent { ureq::Agent::config_builder().http_status_as_error(false).build().into() };
+
+    // The subscribers: (when each event arrived, its as_of), per subscriber.
+    let mut subs = Vec::new();
+    for k in 0..subscribers {
+        let sql = DASHBOARD_QUERIES[k % DASHBOARD_QUERIES.len()].1;
+        let url = format!("{base}/api/v1/subscribe?sql={}", query_value(sql));
+        let (token, stop) = (token.clone(), stop.clone());
+        let got: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+        let seen = got.clone();
+        let a = agent();
+        subs.push((
+            got,
+            std::thread::spawn(move || -> bool {
+                let Ok(mut r) = a.get(&url).header("authorization", &format!("Bearer {token}")).call() else {
+                    return false;
+                };
+                if r.status() != 200 {
+                    first_failure(Ok(r));
+                    return false;
+                }
+                let mut lines = std::io::BufReader::new(r.body_mut().as_reader());
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match lines.read_line(&mut line) {
+                        Ok(0) | Err(_) => return stop.load(Ordering::Relaxed),
+                        Ok(_) => {}
+                    }
+                    if let Some(id) = line.strip_prefix("id:").and_then(|v| v.trim().parse::<u64>().ok())
+                        && let Ok(mut s) = seen.lock()
+                    {
+                        s.push((Instant::now(), id));
+                    }
+                    if line.starts_with("event: close") {
+                        return false;
+                    }
+                }
+            }),
+        ));
+    }
+
+    // The dashboard: the four queries over HTTP, one after another, until the end.
+    let query_times: Arc<Mutex<Vec<hdrhistogram::Histogram<u64>>>> = Arc::new(Mutex::new(
+        DASHBOARD_QUERIES.iter().map(|_| hdrhistogram::Histogram::new(3)).collect::<Result<_, _>>()?,
+    ));
+    let dashboard = {
+        let (url, token, stop, times, a) =
+            (format!("{base}/api/v1/query"), token.clone(), stop.clone(), query_times.clone(), agent());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (i, (_, sql)) in DASHBOARD_QUERIES.iter().enumerate() {
+                    let body = serde_json::json!({ "sql": sql }).to_string();
+                    let t = Instant::now();
+                    let r = a
+                        .post(&url)
+                        .header("authorization", &format!("Bearer {token}"))
+                        .content_type("application/json")
+                        .send(body.as_str());
+                    match r {
+                        Ok(mut r) if r.status() == 200 => {
+                            let _ = r.body_mut().read_to_vec();
+                            if let Ok(mut h) = times.lock() {
+                                let _ = h[i].record(t.elapsed().as_micros() as u64);
+                            }
+                        }
+                        other => first_failure(other),
+                    }
+                }
+            }
+        })
+    };
+
+    // The senders: SDK click and page-view events every 10 ms, as the freshness bench's.
+    let per_request = ((rate as f64 / 100.0) / senders.max(1) as f64).ceil().max(1.0) as usize;
+    let acks: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+    let ack_hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
+    let sent = Arc::new(AtomicU64::new(0));
+    let begin = Instant::now();
+    let run_for = Duration::from_secs(seconds);
+    let mut threads = Vec::new();
+    for k in 0..senders {
+        let (url, acks, ack_hist, sent, a) =
+            (format!("{base}/api/v1/track?key=demo"), acks.clone(), ack_hist.clone(), sent.clone(), agent());
+        threads.push(std::thread::spawn(move || {
+            let mut next = Instant::now();
+            let mut n = 0u64;
+            let mut body = String::with_capacity(per_request * 120);
+            while begin.elapsed() < run_for {
+                let now = Instant::now();
+                if now < next {
+                    std::thread::sleep(next - now);
+                }
+                next += Duration::from_millis(10);
+                let ts = sightflow::serve::now_ms();
+                body.clear();
+                body.push('[');
+                for i in 0..per_request {
+                    n += 1;
+                    let device = format!("live-{k}-{}", n % 500);
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    if n.is_multiple_of(50) {
+                        body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
+                    } else {
+                        body.push_str(&format!("{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}", n % 1200, n % 700));
+                    }
+                }
+                body.push(']');
+                let t = Instant::now();
+                match a.post(&url).content_type("application/json").send(body.as_str()) {
+                    Ok(mut r) if r.status() == 200 => {
+                        let answered = Instant::now();
+                        if let Ok(mut h) = ack_hist.lock() {
+                            let _ = h.record((answered - t).as_micros() as u64);
+                        }
+                        sent.fetch_add(per_request as u64, Ordering::Relaxed);
+                        if let (Some(m), Ok(mut acks)) = (min_as_of(&mut r), acks.lock()) {
+                            acks.push((answered, m));
+                        }
+                    }
+                    other => first_failure(other),
+                }
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let achieved = sent.load(Ordering::Relaxed) as f64 / run_for.as_secs_f64();
+    // Time for the last acknowledgements to reach the feed.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let _ = dashboard.join();
+    let evaluations = started.state.live.evaluations.load(Ordering::Relaxed);
+    drop(started);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    query_rt.shutdown_background();
+
+    let acks = acks.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut delivery = hdrhistogram::Histogram::<u64>::new(3)?;
+    let (mut connected, mut undelivered) = (0, 0u64);
+    for (got, handle) in subs {
+        if handle.join().unwrap_or(false) {
+            connected += 1;
+        }
+        let events = got.lock().map(|g| g.clone()).unwrap_or_default();
+        for &(acked, need) in &acks {
+            // The first event at or past the acknowledgement's time that covers it.
+            let i = events.partition_point(|(_, as_of)| *as_of < need);
+            match events.get(i) {
+                Some((at, _)) => delivery.record(at.saturating_duration_since(acked).as_micros() as u64)?,
+                None => undelivered += 1,
+            }
+        }
+    }
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let queries = query_times
+        .lock()
+        .map(|hs| {
+            hs.iter()
+                .zip(DASHBOARD_QUERIES)
+                .map(|(h, (name, _))| (name.to_string(), h.len(), ms(h, 0.5), ms(h, 0.99), h.max() as f64 / 1000.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ack_p99_ms = ack_hist.lock().map(|h| ms(&h, 0.99)).unwrap_or(0.0);
+    Ok(LiveFigure {
+        sessions,
+        preload_s,
+        achieved,
+        ack_p99_ms,
+        queries,
+        subscribers: (connected, subscribers),
+        delivery: (
+            delivery.len(),
+            ms(&delivery, 0.5),
+            ms(&delivery, 0.99),
+            ms(&delivery, 0.999),
+            delivery.max() as f64 / 1000.0,
+        ),
+        undelivered,
+        evaluations,
+    })
 }

@@ -133,6 +133,22 @@ enum Command {
         #[arg(long)]
         idle_gap_ms: u64,
     },
+    /// Dashboards under ingest: the dashboard queries over HTTP and live-feed subscribers
+    /// while SDK events are ingested, over views that hold many sessions.
+    Live {
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: usize,
+        /// SDK events per second ingested meanwhile.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// Live-feed clients, spread over the four dashboard queries.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+    },
     /// Latency of live-dashboard queries over views holding many sessions.
     Query {
         #[arg(long, default_value_t = 1_000_000)]
@@ -183,6 +199,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
+        Command::Live { sessions, rate, seconds, senders, subscribers } => {
+            live(sessions, rate, seconds, senders, subscribers)
+        }
         Command::Peers { devices, batches, files, points, seed, start_ms } => {
             let files = files.unwrap_or(batches).clamp(1, batches.max(1));
             peers(devices, batches, files, points.unwrap_or(files).clamp(1, files), seed, start_ms)
@@ -257,6 +276,8 @@ fn soak(opts: &sightflow_bench::soak::SoakOptions) -> anyhow::Result<()> {
             k
         };
         let rss = line("RSS", "MB", 1e6, &|s| s.rss as f64);
+        line("allocated (jemalloc)", "MB", 1e6, &|s| s.allocated as f64);
+        line("resident (jemalloc)", "MB", 1e6, &|s| s.resident as f64);
         let state = line("counted state", "MB", 1e6, &|s| s.state as f64);
         let views = line("published views", "MB", 1e6, &|s| s.views as f64);
         line("string table", "MB", 1e6, &|s| s.strings_bytes as f64);
@@ -555,6 +576,28 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
         println!("  {name:<22} p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  max {max:>8.2} ms ({runs} runs)");
     }
     println!("  reproduce: cargo run --release -p sightflow-bench -- query --sessions {sessions} --runs {runs}");
+    Ok(())
+}
+
+fn live(sessions: usize, rate: u64, seconds: u64, senders: usize, subscribers: usize) -> anyhow::Result<()> {
+    let f = harness::live_under_ingest(sessions, rate, seconds, senders, subscribers)?;
+    println!("machine: {}", machine());
+    println!(
+        "dashboards under ingest: serve (defaults, in this process) over {} light sessions (loaded from its log in {:.0} s), {rate} SDK events/s offered for {seconds} s from {senders} senders: {:.0}/s acknowledged, ack p99 {:.1} ms",
+        f.sessions, f.preload_s, f.achieved, f.ack_p99_ms
+    );
+    for (name, n, p50, p99, max) in &f.queries {
+        println!("  {name:<22} p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  max {max:>8.2} ms ({n} runs over HTTP)");
+    }
+    let (n, p50, p99, p999, max) = f.delivery;
+    println!(
+        "  live feed: {} of {} subscribers to the end; ack -> first event covering it: p50 {p50:.1} ms, p99 {p99:.1} ms, p99.9 {p999:.1} ms, max {max:.1} ms over {n} (ack, subscriber) pairs, {} never covered; {} evaluations of subscribed queries",
+        f.subscribers.0, f.subscribers.1, f.undelivered, f.evaluations
+    );
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- live --sessions {sessions} --rate {rate} --seconds {seconds} --senders {senders} --subscribers {subscribers}"
+    );
+    anyhow::ensure!(f.subscribers.0 == f.subscribers.1, "subscribers were closed or failed");
     Ok(())
 }
 
