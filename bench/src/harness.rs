@@ -671,7 +671,11 @@ pub fn freshness(
                     }
                     let url = format!("{url}&batch_id={}", r.batch_id);
                     let sent_at = Instant::now();
-                    let resp = agent.post(&url).header("content-encoding", "gzip").content_type("text/plain").send(&r.body[..]);
+                    let resp = agent
+                        .post(&url)
+                        .header("content-encoding", "gzip")
+                        .content_type("text/plain")
+                        .send(&r.body[..]);
                     (r.events, (sent_at, resp))
                 } else {
                     let now = Instant::now();
@@ -680,21 +684,7 @@ pub fn freshness(
                     }
                     next += interval;
                     let ts = sightflow::serve::now_ms();
-                    body.clear();
-                    body.push('[');
-                    for i in 0..per_request {
-                        n += 1;
-                        let device = format!("fresh-{k}-{}", n % 500);
-                        if i > 0 {
-                            body.push(',');
-                        }
-                        if n.is_multiple_of(50) {
-                            body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
-                        } else {
-                            body.push_str(&format!("{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}", n % 1200, n % 700));
-                        }
-                    }
-                    body.push(']');
+                    compact_request(&mut body, &format!("fresh-{k}"), &mut n, per_request, ts);
                     let sent_at = Instant::now();
                     (per_request, (sent_at, agent.post(&url).content_type("application/json").send(body.as_str())))
                 };
@@ -1500,21 +1490,7 @@ pub fn live_under_ingest(
                 }
                 next += Duration::from_millis(10);
                 let ts = sightflow::serve::now_ms();
-                body.clear();
-                body.push('[');
-                for i in 0..per_request {
-                    n += 1;
-                    let device = format!("live-{k}-{}", n % 500);
-                    if i > 0 {
-                        body.push(',');
-                    }
-                    if n.is_multiple_of(50) {
-                        body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
-                    } else {
-                        body.push_str(&format!("{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}", n % 1200, n % 700));
-                    }
-                }
-                body.push(']');
+                compact_request(&mut body, &format!("live-{k}"), &mut n, per_request, ts);
                 let t = Instant::now();
                 match a.post(&url).content_type("application/json").send(body.as_str()) {
                     Ok(mut r) if r.status() == 200 => {
@@ -1590,4 +1566,28 @@ pub fn live_under_ingest(
         undelivered,
         evaluations,
     })
+}
+
+/// One request's body of compact SDK events: `per_request` clicks, every 50th event a
+/// page view, over 500 devices named `{devices}-{n % 500}`; `n` counts events sent.
+fn compact_request(body: &mut String, devices: &str, n: &mut u64, per_request: usize, ts: i64) {
+    body.clear();
+    body.push('[');
+    for i in 0..per_request {
+        *n += 1;
+        let (n, device) = (*n, format!("{devices}-{}", *n % 500));
+        if i > 0 {
+            body.push(',');
+        }
+        if n.is_multiple_of(50) {
+            body.push_str(&format!("{{\"type\":\"page_view\",\"device_id\":\"{device}\",\"ts\":{ts},\"url\":\"http://shop.bench.test/p{}\",\"viewport_width\":1280,\"viewport_height\":800}}", n % 7));
+        } else {
+            body.push_str(&format!(
+                "{{\"type\":\"click\",\"device_id\":\"{device}\",\"ts\":{ts},\"x\":{},\"y\":{}}}",
+                n % 1200,
+                n % 700
+            ));
+        }
+    }
+    body.push(']');
 }
