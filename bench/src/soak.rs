@@ -104,12 +104,16 @@ pub fn serve_child(config: Config) -> anyhow::Result<()> {
         let snap = started.snapshots.latest();
         let answer = match line?.trim() {
             "stats" => {
-                let (state, views, _) = harness::dataflow_state(&snap);
+                let (state, views, mut per_view) = harness::dataflow_state(&snap);
+                // The counted state per view, largest first.
+                per_view.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+                let per_view: serde_json::Map<_, _> =
+                    per_view.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect();
                 let (strings, strings_bytes) = harness::strings(&snap);
                 let alloc = sightflow::serve::allocator_bytes().unwrap_or_default();
                 serde_json::json!({"state": state, "views": views, "strings": strings, "strings_bytes": strings_bytes, "as_of": snap.as_of,
                     "allocated": alloc.allocated, "resident": alloc.resident, "retained": alloc.retained,
-                    "per_view": per_view(&snap)})
+                    "per_view": per_view})
             }
             "truth" => serde_json::to_value(harness::observed(&snap)?)?,
             sql if sql.starts_with("sql ") => {
@@ -128,13 +132,6 @@ pub fn serve_child(config: Config) -> anyhow::Result<()> {
     query_rt.shutdown_background();
     rt.shutdown_background();
     Ok(())
-}
-
-/// The counted state per view (bytes), largest first.
-fn per_view(snap: &sightflow_dataflows::Snapshot) -> serde_json::Value {
-    let (_, _, mut per) = harness::dataflow_state(snap);
-    per.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
-    serde_json::Value::Object(per.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect())
 }
 
 /// A request the generator built: one tab's events of one flush period.
