@@ -56,7 +56,6 @@ pub enum StartError {
     Meta(#[from] sightflow_connectors::meta::MetaError),
 }
 
-/// Milliseconds since the Unix epoch.
 /// What the allocator holds, by jemalloc's own count (`None` when its statistics are
 /// not available, e.g. in a program that uses another allocator).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -84,6 +83,7 @@ pub fn allocator_bytes() -> Option<AllocatorBytes> {
     (b.allocated > 0).then_some(b)
 }
 
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

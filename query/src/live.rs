@@ -488,8 +488,9 @@ impl<B: Backend> Feed<B> {
     }
 }
 
-/// The evaluations of a query, shared with every subscriber of the same query in the
-/// same scope; started from `first` (a result just evaluated) when none runs.
+/// Starts the evaluations of a query from `first` (a result just evaluated), shared
+/// with every later subscriber of the same query in the same scope. Called in the
+/// query's turn ([`Live::turn`]) when [`Live::join`] found none running.
 fn share<B: Backend>(
     state: &Arc<AppState<B>>,
     key: &str,
@@ -500,12 +501,6 @@ fn share<B: Backend>(
 ) -> watch::Receiver<Evaluated> {
     let (as_of, columns, rows) = first;
     let mut shared = state.live.shared.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(tx) = shared.get(key) {
-        // Its latest result may be newer than this subscriber's first one.
-        let mut rx = tx.subscribe();
-        rx.mark_changed();
-        return rx;
-    }
     let (tx, rx) = watch::channel(Evaluated::Rows { as_of, columns, rows });
     let tx = Arc::new(tx);
     shared.insert(key.to_string(), tx.clone());
