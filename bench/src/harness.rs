@@ -2,7 +2,7 @@
 //! query latency over large views. Each returns figures and checks the views against
 //! the generator's ground truth.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,8 +71,60 @@ pub fn traffic(opts: &GenOptions) -> anyhow::Result<Traffic> {
     Ok(Traffic { envelopes, truth, events, protobuf_bytes })
 }
 
-/// Writes envelopes to an embedded log under `dir` (as `serve` would, without fsync).
-pub fn write_log(config: &Config, dir: &Path, envelopes: &[Envelope]) -> anyhow::Result<u64> {
+/// How the bench cuts the traffic into appends (one append = one ingest request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// As the SDK sends it: each tab's events of one flush period (5 s, at most 256
+    /// envelopes) in one request, sent when the period ends. `serve` writes such a
+    /// request as one record (one Kafka message).
+    Sdk,
+    /// Every 256 envelopes in event-time order, across devices: one record per device and
+    /// chunk, so mostly one envelope per record (the worst case for per-record costs).
+    Chunks,
+}
+
+impl std::str::FromStr for Shape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shape, String> {
+        match s {
+            "sdk" => Ok(Shape::Sdk),
+            "chunks" => Ok(Shape::Chunks),
+            other => Err(format!("unknown shape {other:?} (sdk or chunks)")),
+        }
+    }
+}
+
+/// The traffic cut into ingest requests of `shape`, each with the wall-clock time it is
+/// appended at, in append order.
+pub fn requests(envelopes: &[Envelope], shape: Shape) -> Vec<(i64, Vec<Envelope>)> {
+    match shape {
+        Shape::Chunks => envelopes.chunks(256).map(|c| (c.first().map_or(0, |e| e.ts), c.to_vec())).collect(),
+        Shape::Sdk => {
+            let mut open: HashMap<(&str, &str, &str), (i64, Vec<Envelope>)> = HashMap::new();
+            let mut out: Vec<(i64, Vec<Envelope>)> = Vec::new();
+            // `envelopes` is in event-time order: a tab's request closes at its flush
+            // boundary (each tab's timer has its own phase) or when it is full.
+            for e in envelopes {
+                let key = (e.project.as_str(), e.device_id.as_str(), e.tab_id.as_str());
+                let phase = (xxhash_rust::xxh3::xxh3_64(e.tab_id.as_bytes()) % SDK_BATCH_MS as u64) as i64;
+                let boundary = e.ts + SDK_BATCH_MS - (e.ts - phase).rem_euclid(SDK_BATCH_MS);
+                let entry = open.entry(key).or_insert_with(|| (boundary, Vec::new()));
+                if e.ts > entry.0 || entry.1.len() >= 256 {
+                    let due = if e.ts > entry.0 { entry.0 } else { e.ts };
+                    out.push((due, std::mem::take(&mut entry.1)));
+                    entry.0 = boundary;
+                }
+                entry.1.push(e.clone());
+            }
+            out.extend(open.into_values().filter(|(_, v)| !v.is_empty()));
+            out.sort_by_key(|(due, _)| *due);
+            out
+        }
+    }
+}
+
+/// Writes the requests to an embedded log under `dir` (as `serve` would, without fsync).
+pub fn write_log(config: &Config, dir: &Path, requests: &[(i64, Vec<Envelope>)]) -> anyhow::Result<u64> {
     let l = &config.log;
     let log = Log::open(LogOptions {
         dir: dir.join("log"),
@@ -88,10 +140,9 @@ pub fn write_log(config: &Config, dir: &Path, envelopes: &[Envelope]) -> anyhow:
         max_skew_ms: config.engine.clock_skew_ms(),
     })?;
     let mut late = 0;
-    // As a live run appends: small batches, at the wall-clock time of their events.
-    for (i, chunk) in envelopes.chunks(256).enumerate() {
-        let now = chunk.first().map_or(0, |e| e.ts);
-        let a = log.append(&format!("gen-{i}"), chunk.to_vec(), now)?;
+    // As a live run appends: at the wall-clock time each request is sent.
+    for (i, (now, events)) in requests.iter().enumerate() {
+        let a = log.append(&format!("gen-{i}"), events.clone(), *now)?;
         late += a.clamped as u64;
     }
     Ok(late)
@@ -107,21 +158,21 @@ pub fn fresh_topic(config: &mut Config, brokers: &str, partitions: i32) -> anyho
     Ok(())
 }
 
-/// Writes envelopes to the configured Kafka topic as `serve` would: batches of 256, each
-/// at the wall-clock time of its first event, produced and acknowledged (pipelined, in
-/// order).
-pub fn write_kafka(config: &Config, envelopes: &[Envelope]) -> anyhow::Result<u64> {
+/// Writes the requests to the configured Kafka topic as `serve` would: one append per
+/// request, at the wall-clock time it is sent, produced and acknowledged (64 pipelined,
+/// in order).
+pub fn write_kafka(config: &Config, requests: &[(i64, Vec<Envelope>)]) -> anyhow::Result<u64> {
     let sink = sightflow_connectors::kafka::KafkaSink::connect(sightflow::kafka::kafka_options(config), &[])?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut late = 0;
     rt.block_on(async {
-        for (w, window) in envelopes.chunks(256 * 64).enumerate() {
+        for (w, window) in requests.chunks(64).enumerate() {
             // Each append stamps and enqueues before its first await, so polling them
             // in order keeps the log order.
-            let appends = window.chunks(256).enumerate().map(|(i, chunk)| {
-                let now = chunk.first().map_or(0, |e| e.ts);
-                sink.append(format!("gen-{w}-{i}"), chunk.to_vec(), now)
-            });
+            let appends = window
+                .iter()
+                .enumerate()
+                .map(|(i, (now, events))| sink.append(format!("gen-{w}-{i}"), events.clone(), *now));
             for r in futures::future::join_all(appends).await {
                 late += r?.clamped as u64;
             }
@@ -1372,7 +1423,7 @@ pub fn live_under_ingest(
     config.query.max_subscriptions = config.query.max_subscriptions.max(subscribers + 16);
     let dir = tempfile::tempdir()?;
     let loaded = Instant::now();
-    write_log(&config, dir.path(), &light_sessions(sessions, 1_795_161_600_000)?)?;
+    write_log(&config, dir.path(), &requests(&light_sessions(sessions, 1_795_161_600_000)?, Shape::Chunks))?;
     let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = sightflow::serve::build(config.clone(), dir.path(), query_rt.handle().clone())?;

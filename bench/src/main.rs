@@ -71,6 +71,11 @@ enum Command {
         /// not given.
         #[arg(long)]
         tick_ms: Option<u64>,
+        /// How the traffic is cut into appends: `sdk` (each tab's 5 s of events in one
+        /// request, as the SDK sends them; one record each) or `chunks` (every 256
+        /// envelopes across devices, mostly one envelope per record).
+        #[arg(long, default_value = "sdk")]
+        shape: harness::Shape,
     },
     /// Dataflow state and RSS per live and per closed session.
     Memory {
@@ -194,8 +199,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Batch { replicas, workers, fixtures, runs } => batch_throughput(replicas, workers, &fixtures, runs),
         Command::Gen { devices, seed, out } => gen_files(devices, seed, &out),
-        Command::Backfill { devices, seed, workers, runs, kafka, tick_ms } => {
-            backfill(devices, seed, &workers, runs, kafka.as_deref(), tick_ms)
+        Command::Backfill { devices, seed, workers, runs, kafka, tick_ms, shape } => {
+            backfill(devices, seed, &workers, runs, kafka.as_deref(), tick_ms, shape)
         }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
@@ -439,6 +444,7 @@ fn backfill(
     runs: usize,
     kafka: Option<&str>,
     tick_ms: Option<u64>,
+    shape: harness::Shape,
 ) -> anyhow::Result<()> {
     let mut config = Config::defaults();
     if let Some(t) = tick_ms {
@@ -447,10 +453,11 @@ fn backfill(
     let started = Instant::now();
     let t = harness::traffic(&GenOptions { devices, seed, ..Default::default() })?;
     let dir = tempfile::tempdir()?;
+    let requests = harness::requests(&t.envelopes, shape);
     let late = match kafka {
         Some(brokers) => {
             harness::fresh_topic(&mut config, brokers, 4)?;
-            let late = harness::write_kafka(&config, &t.envelopes)?;
+            let late = harness::write_kafka(&config, &requests)?;
             println!(
                 "wrote the traffic to topic {} (4 partitions) on {brokers} in {:.1} s",
                 config.kafka.topic,
@@ -458,14 +465,15 @@ fn backfill(
             );
             late
         }
-        None => harness::write_log(&config, dir.path(), &t.envelopes)?,
+        None => harness::write_log(&config, dir.path(), &requests)?,
     };
     let source = if kafka.is_some() { "Kafka (tansu, same machine)" } else { "the embedded log" };
     println!(
-        "generated {devices} devices: {} rrweb events ({:.1} MB JSON) -> {} envelopes, {} analytic events, {:.1} MB protobuf, {late} late; in {:.1} s",
+        "generated {devices} devices: {} rrweb events ({:.1} MB JSON) -> {} envelopes in {} requests ({shape:?} shape), {} analytic events, {:.1} MB protobuf, {late} late; in {:.1} s",
         t.truth.rrweb_events,
         t.truth.rrweb_bytes as f64 / 1e6,
         t.envelopes.len(),
+        requests.len(),
         t.events,
         t.protobuf_bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
@@ -504,6 +512,7 @@ fn backfill(
         workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
         kafka.map(|k| format!(" --kafka {k}")).unwrap_or_default()
             + &tick_ms.map(|t| format!(" --tick-ms {t}")).unwrap_or_default()
+            + if shape == harness::Shape::Chunks { " --shape chunks" } else { "" }
     );
     Ok(())
 }

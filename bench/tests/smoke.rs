@@ -35,11 +35,28 @@ fn generation_is_deterministic_and_plants_every_behaviour() {
 fn backfill_from_the_log_gives_the_planted_truth_with_one_and_two_workers() {
     let config = Config::defaults();
     let t = harness::traffic(&GenOptions { devices: 40, seed: 11, ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    assert_eq!(harness::write_log(&config, dir.path(), &t.envelopes).unwrap(), 0, "nothing is late");
-    for workers in [1, 2] {
-        let f = harness::backfill(&config, dir.path(), workers, &t).unwrap();
-        assert_eq!(f.stats.events, t.envelopes.len() as u64);
+    for shape in [harness::Shape::Chunks, harness::Shape::Sdk] {
+        let requests = harness::requests(&t.envelopes, shape);
+        assert_eq!(requests.iter().map(|(_, r)| r.len()).sum::<usize>(), t.envelopes.len(), "{shape:?}");
+        assert!(requests.windows(2).all(|w| w[0].0 <= w[1].0), "{shape:?}: appends in time order");
+        let dir = tempfile::tempdir().unwrap();
+        let late = harness::write_log(&config, dir.path(), &requests).unwrap();
+        if shape == harness::Shape::Sdk {
+            // One tab per request, a tab's events sent once its 5 s are over.
+            assert!(requests.len() * 20 < t.envelopes.len(), "{} requests", requests.len());
+            for (due, r) in &requests {
+                assert!(r.iter().all(|e| e.tab_id == r[0].tab_id && e.ts <= *due));
+                assert!(r.last().unwrap().ts - r[0].ts < 5000);
+            }
+        } else {
+            assert_eq!(late, 0, "nothing is late");
+        }
+        // Late events (a request arrives after other tabs moved the clock) are kept:
+        // the views equal the planted truth either way.
+        for workers in [1, 2] {
+            let f = harness::backfill(&config, dir.path(), workers, &t).unwrap();
+            assert_eq!(f.stats.events, t.envelopes.len() as u64);
+        }
     }
 }
 
