@@ -440,11 +440,13 @@ impl Server {
         batch_id: String,
         decoded: Decoded,
         admit: Admit,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<TrackReport, ApiError> {
         let this = self.clone();
         let staged = tokio::task::spawn_blocking(move || this.stage(batch_id, decoded, admit))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
+        drop(permit);
         self.finish(staged).await
     }
 
@@ -836,7 +838,7 @@ impl Backend for Api {
         admit: Admit,
     ) -> Result<TrackReport, ApiError> {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let _permit = self.gate.enter().await?;
+        let permit = self.gate.enter().await?;
         let this = self.clone();
         let staged = tokio::task::spawn_blocking(move || {
             let now = now_ms();
@@ -863,6 +865,11 @@ impl Backend for Api {
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
+        // The gate bounds the work on the cores; waiting for the broker's acknowledgement
+        // (Kafka) is not that: holding the permit through it capped a Kafka-backed server
+        // at in-flight / broker round trip requests per second. Connections
+        // (`server.max_connections`) and librdkafka's queue bound those waits.
+        drop(permit);
         self.finish(staged).await
     }
 
@@ -880,7 +887,7 @@ impl Backend for Api {
                 )));
             }
         }
-        let _permit = self.gate.enter().await?;
+        let permit = self.gate.enter().await?;
         if import.seq_start > 0 {
             self.restore_tab(&import.project, &import.device, &import.tab).await?;
         }
@@ -903,7 +910,7 @@ impl Backend for Api {
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(body_error)?;
-        self.commit(batch_id, decoded, admit).await
+        self.commit(batch_id, decoded, admit, permit).await
     }
 
     async fn replay_chunks(

@@ -647,6 +647,7 @@ pub fn freshness(
     seconds: u64,
     senders: usize,
     rrweb: bool,
+    open_loop: Option<usize>,
 ) -> anyhow::Result<FreshnessFigure> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
@@ -689,89 +690,105 @@ pub fn freshness(
     let begin_ms = sightflow::serve::now_ms();
     let offered_events: usize =
         plans.iter().flatten().filter(|r| r.due_ms < begin_ms + run_for.as_millis() as i64).map(|r| r.events).sum();
+    let tally = Tally {
+        tx,
+        sent: sent.clone(),
+        failed: failed.clone(),
+        shed: shed.clone(),
+        shed_hint: shed_hint.clone(),
+        ack_hist: ack_hist.clone(),
+        shed_hist: shed_hist.clone(),
+    };
+    // A sender's next request: its own plan (rrweb) or compact events every 10 ms.
+    let mut sources: Vec<Schedule> = (0..senders)
+        .map(|k| Schedule {
+            plan: if rrweb { plans.get_mut(k).map(|p| std::mem::take(p).into_iter()) } else { None },
+            device: format!("fresh-{k}"),
+            n: 0,
+            next: begin,
+            per_request,
+        })
+        .collect();
     let mut threads = Vec::new();
-    for k in 0..senders {
-        let (tx, url, sent, failed, shed, shed_hint, ack_hist, shed_hist) = (
-            tx.clone(),
-            url.clone(),
-            sent.clone(),
-            failed.clone(),
-            shed.clone(),
-            shed_hint.clone(),
-            ack_hist.clone(),
-            shed_hist.clone(),
-        );
-        let plan: Option<Vec<SdkRequest>> = if rrweb { plans.get_mut(k).map(std::mem::take) } else { None };
-        threads.push(std::thread::spawn(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-            let interval = Duration::from_millis(10);
-            let mut next = Instant::now();
-            let mut n: u64 = 0;
-            let mut body = String::with_capacity(per_request * 120);
-            let mut plan = plan.map(|p| p.into_iter());
-            while begin.elapsed() < run_for {
-                let (count, response) = if let Some(plan) = &mut plan {
-                    let Some(r) = plan.next() else { break };
-                    let due = begin + Duration::from_millis((r.due_ms - begin_ms).max(0) as u64);
+    match open_loop {
+        None => {
+            // Closed loop: each sender waits for its answer before its next request.
+            for mut source in sources {
+                let (tally, url) = (tally.clone(), url.clone());
+                threads.push(std::thread::spawn(move || {
+                    let agent = bench_agent();
+                    while let Some(job) = source.next_job(begin, begin_ms, run_for) {
+                        let now = Instant::now();
+                        if now < job.due {
+                            std::thread::sleep(job.due - now);
+                        }
+                        if begin.elapsed() >= run_for {
+                            break;
+                        }
+                        let sent_at = Instant::now();
+                        let response = job.send(&agent, &url);
+                        tally.record(job.events, sent_at, response);
+                    }
+                }));
+            }
+        }
+        Some(connections) => {
+            // Open loop: one dispatcher hands every request out when it is due to a
+            // pool of connections; nobody waits for an answer before sending the next
+            // one, and the acknowledgement time counts from when the request was due
+            // (a pool that falls behind shows in it).
+            let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(100_000);
+            let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+            threads.push(std::thread::spawn(move || {
+                let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+                let mut pending: Vec<Option<Job>> = Vec::new();
+                for (k, source) in sources.iter_mut().enumerate() {
+                    pending.push(source.next_job(begin, begin_ms, run_for));
+                    if let Some(j) = &pending[k] {
+                        due.push(Reverse((j.due, k)));
+                    }
+                }
+                while let Some(Reverse((at, k))) = due.pop() {
                     let now = Instant::now();
-                    if now < due {
-                        std::thread::sleep(due - now);
+                    if now < at {
+                        std::thread::sleep(at - now);
                     }
                     if begin.elapsed() >= run_for {
                         break;
                     }
-                    let url = format!("{url}&batch_id={}", r.batch_id);
-                    let sent_at = Instant::now();
-                    let resp = agent
-                        .post(&url)
-                        .header("content-encoding", "gzip")
-                        .content_type("text/plain")
-                        .send(&r.body[..]);
-                    (r.events, (sent_at, resp))
-                } else {
-                    let now = Instant::now();
-                    if now < next {
-                        std::thread::sleep(next - now);
+                    let Some(job) = pending[k].take() else { continue };
+                    if jobs_tx.send(job).is_err() {
+                        break;
                     }
-                    next += interval;
-                    let ts = sightflow::serve::now_ms();
-                    compact_request(&mut body, &format!("fresh-{k}"), &mut n, per_request, ts);
-                    let sent_at = Instant::now();
-                    (per_request, (sent_at, agent.post(&url).content_type("application/json").send(body.as_str())))
-                };
-                let (sent_at, response) = response;
-                let answered = Instant::now();
-                let us = (answered - sent_at).as_micros() as u64;
-                match response {
-                    Ok(mut r) if r.status() == 200 => {
-                        let min_as_of = min_as_of(&mut r);
-                        sent.fetch_add(count as u64, Ordering::Relaxed);
-                        if let Ok(mut h) = ack_hist.lock() {
-                            let _ = h.record(us);
-                        }
-                        if let Some(t) = min_as_of {
-                            let _ = tx.send((answered, t));
-                        }
-                    }
-                    Ok(r) if r.status() == 429 || r.status() == 503 => {
-                        shed.fetch_add(count as u64, Ordering::Relaxed);
-                        if r.headers().get("retry-after").is_some() {
-                            shed_hint.fetch_add(count as u64, Ordering::Relaxed);
-                        }
-                        if let Ok(mut h) = shed_hist.lock() {
-                            let _ = h.record(us);
-                        }
-                    }
-                    other => {
-                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                            first_failure(other);
-                        }
+                    pending[k] = sources[k].next_job(begin, begin_ms, run_for);
+                    if let Some(j) = &pending[k] {
+                        due.push(Reverse((j.due, k)));
                     }
                 }
+            }));
+            for _ in 0..connections.max(1) {
+                let (tally, url, jobs_rx) = (tally.clone(), url.clone(), jobs_rx.clone());
+                threads.push(std::thread::spawn(move || {
+                    let agent = bench_agent();
+                    loop {
+                        let job = match jobs_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => break,
+                        };
+                        // What is still queued when the run ends is not sent: the
+                        // achieved rate counts what was answered within the run.
+                        let Ok(job) = job else { break };
+                        if begin.elapsed() >= run_for {
+                            break;
+                        }
+                        let response = job.send(&agent, &url);
+                        tally.record(job.events, job.due, response);
+                    }
+                }));
             }
-        }));
+        }
     }
-    drop(tx);
+    drop(tally);
     // The watcher: pending acknowledgements by the logical time that makes them visible.
     let mut pending: BinaryHeap<Reverse<(u64, Instant)>> = BinaryHeap::new();
     let mut all = new_hist()?;
@@ -847,6 +864,119 @@ pub fn freshness(
         ack_p50_ms: ack_p50,
         ack_p99_ms: ack_p99,
     })
+}
+
+/// What the freshness senders count, shared by their threads.
+#[derive(Clone)]
+struct Tally {
+    tx: std::sync::mpsc::Sender<(Instant, u64)>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    shed: Arc<AtomicU64>,
+    shed_hint: Arc<AtomicU64>,
+    ack_hist: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
+    shed_hist: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
+}
+
+impl Tally {
+    /// Counts one answer; its time counts from `since`.
+    fn record(&self, events: usize, since: Instant, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) {
+        let answered = Instant::now();
+        let us = answered.saturating_duration_since(since).as_micros() as u64;
+        match response {
+            Ok(mut r) if r.status() == 200 => {
+                let min_as_of = min_as_of(&mut r);
+                self.sent.fetch_add(events as u64, Ordering::Relaxed);
+                if let Ok(mut h) = self.ack_hist.lock() {
+                    let _ = h.record(us);
+                }
+                if let Some(t) = min_as_of {
+                    let _ = self.tx.send((answered, t));
+                }
+            }
+            Ok(r) if r.status() == 429 || r.status() == 503 => {
+                self.shed.fetch_add(events as u64, Ordering::Relaxed);
+                if r.headers().get("retry-after").is_some() {
+                    self.shed_hint.fetch_add(events as u64, Ordering::Relaxed);
+                }
+                if let Ok(mut h) = self.shed_hist.lock() {
+                    let _ = h.record(us);
+                }
+            }
+            other => {
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    first_failure(other);
+                }
+            }
+        }
+    }
+}
+
+/// One request of a freshness sender.
+struct Job {
+    due: Instant,
+    events: usize,
+    body: JobBody,
+}
+
+enum JobBody {
+    /// Compact SDK events; their `ts` is the time the request goes out.
+    Compact { device: String, first: u64 },
+    /// A gzipped SDK request of raw rrweb.
+    Rrweb { body: Vec<u8>, batch_id: String },
+}
+
+impl Job {
+    fn send(&self, agent: &ureq::Agent, url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        match &self.body {
+            JobBody::Compact { device, first } => {
+                let mut body = String::with_capacity(self.events * 120);
+                let mut n = *first;
+                compact_request(&mut body, device, &mut n, self.events, sightflow::serve::now_ms());
+                agent.post(url).content_type("application/json").send(body.as_str())
+            }
+            JobBody::Rrweb { body, batch_id } => agent
+                .post(&format!("{url}&batch_id={batch_id}"))
+                .header("content-encoding", "gzip")
+                .content_type("text/plain")
+                .send(&body[..]),
+        }
+    }
+}
+
+/// A freshness sender's schedule.
+struct Schedule {
+    plan: Option<std::vec::IntoIter<SdkRequest>>,
+    device: String,
+    n: u64,
+    next: Instant,
+    per_request: usize,
+}
+
+impl Schedule {
+    /// The next request and when it is due; `None` once the plan is over.
+    fn next_job(&mut self, begin: Instant, begin_ms: i64, run_for: Duration) -> Option<Job> {
+        if let Some(plan) = &mut self.plan {
+            let r = plan.next()?;
+            let due = begin + Duration::from_millis((r.due_ms - begin_ms).max(0) as u64);
+            return Some(Job { due, events: r.events, body: JobBody::Rrweb { body: r.body, batch_id: r.batch_id } });
+        }
+        if self.next >= begin + run_for {
+            return None;
+        }
+        let job = Job {
+            due: self.next,
+            events: self.per_request,
+            body: JobBody::Compact { device: self.device.clone(), first: self.n },
+        };
+        self.n += self.per_request as u64;
+        self.next += Duration::from_millis(10);
+        Some(job)
+    }
+}
+
+fn bench_agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
 
 /// The `min_as_of` of an accepted `/track` answer (its body read up to 64 KiB).

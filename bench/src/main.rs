@@ -193,6 +193,11 @@ struct FreshnessArgs {
     /// Run `serve` with this Kafka broker (a fresh topic) instead of the embedded log.
     #[arg(long)]
     kafka: Option<String>,
+    /// Open loop over this many connections: every sender's requests go out when they
+    /// are due, whether or not earlier answers came (ack time counts from when a request
+    /// was due). Without it each sender waits for its answer.
+    #[arg(long)]
+    open_loop: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -639,13 +644,17 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
     }
     let e = &config.engine;
     println!(
-        "freshness over HTTP (serve in-process, fsync {:?}, tick {} ms, lateness {} ms, idle timeout {} ms, ingest in flight {} (0: per core), queue {} ms, {workers} worker(s), {senders} senders, {seconds} s per load, {})",
+        "freshness over HTTP (serve in-process, fsync {:?}, tick {} ms, lateness {} ms, idle timeout {} ms, ingest in flight {} (0: per core), queue {} ms, {workers} worker(s), {senders} senders{}, {seconds} s per load, {})",
         config.log.fsync,
         e.tick_ms,
         e.allowed_lateness_ms,
         e.idle_timeout_ms,
         config.ingest.max_in_flight,
         config.ingest.max_queue_ms,
+        match args.open_loop {
+            Some(n) => format!(" in open loop over {n} connections (ack time from when a request was due)"),
+            None => " in closed loop (each waits for its answer)".to_string(),
+        },
         if rrweb {
             "raw rrweb as the SDK sends it: a request per tab every 5 s, gzipped"
         } else {
@@ -656,7 +665,7 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         if let Some(k) = kafka {
             harness::fresh_topic(&mut config, k, 4)?;
         }
-        let f = harness::freshness(&config, rate, seconds, senders, rrweb)?;
+        let f = harness::freshness(&config, rate, seconds, senders, rrweb, args.open_loop)?;
         println!(
             "  offered {:>7.0}/s: achieved {:>7.0}/s, {} requests ({} failed, {} events shed, {} of them with Retry-After, shed answer p99 {:.1} ms); ack p50 {:.1} ms, p99 {:.1} ms; ack->visible p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; p99 first third {:.1} ms, last third {:.1} ms; {} never visible",
             f.offered,
@@ -686,6 +695,7 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         args.max_queue_ms.map(|t| format!(" --max-queue-ms {t}")).unwrap_or_default(),
         if rrweb { "rrweb" } else { "sdk" },
         kafka.map(|k| format!(" --kafka {k}")).unwrap_or_default()
+            + &args.open_loop.map(|n| format!(" --open-loop {n}")).unwrap_or_default()
     );
     Ok(())
 }

@@ -297,6 +297,11 @@ impl KafkaSink {
             c.set("max.in.flight.requests.per.connection", "1");
         }
         c.set("linger.ms", "1");
+        // What waits for the broker is bounded: past 64 MB a produce fails at once (the
+        // request answers 503) instead of queueing up to librdkafka's default of 1 GB.
+        if !opts.client.contains_key("queue.buffering.max.kbytes") {
+            c.set("queue.buffering.max.kbytes", "65536");
+        }
         c.set("message.timeout.ms", opts.produce_timeout.as_millis().max(1).to_string());
         let producer: FutureProducer<Quiet> =
             c.create_with_context(Quiet::default()).map_err(|source: KafkaError| KafkaFailure::Client {
@@ -358,9 +363,14 @@ impl KafkaSink {
             .collect()
     }
 
-    /// Stamps the events with logical times and produces one message per device; returns
-    /// once the broker has acknowledged every message (or fails: nothing is then
-    /// acknowledged to the client, and a retry with the same `batch_id` is kept once).
+    /// Stamps the events with logical times and produces one message per partition (and
+    /// project); returns once the broker has acknowledged every message (or fails:
+    /// nothing is then acknowledged to the client, and a retry with the same `batch_id`
+    /// is kept once).
+    ///
+    /// One message per partition, not per device: a broker stores and serves each
+    /// message as a unit (tansu: one SQL row), so a request of events from 125 devices
+    /// cost 125 rows; the reader takes records of any mix of devices.
     pub async fn append(
         &self,
         batch_id: impl AsRef<str>,
@@ -376,17 +386,16 @@ impl KafkaSink {
             // the order of their frontiers.
             let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
             // Events are stamped in the order they came (as the embedded log does), then
-            // grouped into one record per device.
-            let mut before: BTreeMap<u32, u64> = BTreeMap::new();
+            // grouped into one record per partition and project, in that order.
             let cap = now_ms.saturating_add(self.opts.max_skew_ms as i64);
-            let mut by_device: BTreeMap<(u32, String, String), Vec<Envelope>> = BTreeMap::new();
+            let mut by_part: BTreeMap<u32, Vec<Envelope>> = BTreeMap::new();
+            let mut advanced: Vec<bool> = vec![false; n as usize];
             for mut e in events {
                 let p = partition_of(&e.project, &e.device_id, n);
                 let clock = &mut clocks[p as usize];
-                before.entry(p).or_insert_with(|| {
+                if !std::mem::replace(&mut advanced[p as usize], true) {
                     clock.advance_idle(now_ms.saturating_sub(self.opts.idle_timeout_ms as i64));
-                    clock.frontier()
-                });
+                }
                 if e.ts > cap {
                     out.future += 1;
                 }
@@ -403,25 +412,30 @@ impl KafkaSink {
                 }
                 out.events += 1;
                 out.visible_at = out.visible_at.max(e.logical_time);
-                by_device.entry((p, e.project.clone(), e.device_id.clone())).or_default().push(e);
+                by_part.entry(p).or_default().push(e);
             }
-            // Every record of this batch holds times at or after the partition frontier
-            // before it; only the partition's last record may announce the frontier after
-            // the whole batch.
-            let last_of: BTreeMap<u32, String> =
-                by_device.keys().map(|(p, project, device)| (*p, format!("{project}\u{0}{device}"))).collect();
-            for ((p, project, device), kept) in by_device {
-                let is_last = last_of.get(&p).is_some_and(|k| *k == format!("{project}\u{0}{device}"));
-                let frontier =
-                    if is_last { clocks[p as usize].frontier() } else { before.get(&p).copied().unwrap_or(0) };
+            // One record per partition, announcing the partition's frontier after the
+            // whole batch (its events are all stamped at or after the frontier before).
+            for (p, kept) in by_part {
+                let mut devices: Vec<(&str, &str)> =
+                    kept.iter().map(|e| (e.project.as_str(), e.device_id.as_str())).collect();
+                devices.sort_unstable();
+                devices.dedup();
+                let (project, device) = devices[0];
+                // The same request retried gives the same key; the same batch id from
+                // other devices is another batch (one device: the embedded log's key).
+                let key = if devices.len() == 1 {
+                    crate::log::batch_key(project, device, batch_id)
+                } else {
+                    let all: Vec<String> = devices.iter().map(|(p, d)| format!("{p}\u{0}{d}")).collect();
+                    crate::log::batch_key(project, &all.join("\u{1}"), batch_id)
+                };
+                let message_key = if devices.len() == 1 { device.to_string() } else { project.to_string() };
+                let batch_id = if batch_id.is_empty() { String::new() } else { format!("{key:032x}") };
                 let record = LogRecord {
+                    frontier: clocks[p as usize].frontier(),
+                    batch_id,
                     events: kept,
-                    frontier,
-                    batch_id: if batch_id.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{:032x}", crate::log::batch_key(&project, &device, batch_id))
-                    },
                     appended_at_ms: now_ms,
                 };
                 let least = record.events.iter().map(|e| e.logical_time).min().unwrap_or(record.frontier);
@@ -429,7 +443,7 @@ impl KafkaSink {
                 let value = encode_record(&record);
                 let msg = FutureRecord::to(&self.opts.topic)
                     .partition(p as i32)
-                    .key(device.as_bytes())
+                    .key(message_key.as_bytes())
                     .payload(&value)
                     .timestamp(now_ms);
                 match self.producer.send_result(msg) {
@@ -947,6 +961,9 @@ mod tests {
         assert_eq!(a.events, 40);
         // The same batch again (a client retry after a lost answer).
         futures::executor::block_on(sink.append("b1", events, t0)).unwrap();
+        // The same batch id from other devices is another batch.
+        let others: Vec<Envelope> = (0..10).map(|i| ev(&format!("e{i}"), t0 + 50 + i)).collect();
+        futures::executor::block_on(sink.append("b1", others, t0 + 50)).unwrap();
         // A reader that starts with partition 0 only picks up 1, 2 and 3.
         let mut r = KafkaReader::new(opts, &[(0, 0, None)], (0, 1), true)
             .unwrap()
@@ -954,21 +971,31 @@ mod tests {
             .refresh_every(Duration::ZERO);
         let (mut got, mut dups) = (Vec::new(), 0);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while got.len() < 40 && Instant::now() < deadline {
+        while got.len() < 50 && Instant::now() < deadline {
             let b = r.read(100);
             dups += b.duplicates;
             got.extend(b.events);
             std::thread::sleep(Duration::from_millis(10));
         }
+        // One message per partition and request (40 devices over 4 partitions, twice,
+        // then 10 devices): not one per device.
+        let messages = |r: &KafkaReader| r.positions().iter().map(|p| p.next).sum::<u64>();
+        let touched = |prefix: &str, n: usize| {
+            (0..n)
+                .map(|i| partition_of("demo", &format!("{prefix}{i}"), 4))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as u64
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while r.positions().iter().map(|p| p.next).sum::<u64>() < 80 && Instant::now() < deadline {
+        while messages(&r) < 2 * touched("d", 40) + touched("e", 10) && Instant::now() < deadline {
             let b = r.read(100);
             dups += b.duplicates;
             got.extend(b.events);
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(r.positions().len(), 4, "every partition is read");
-        assert_eq!(got.len(), 40, "each event once");
+        assert_eq!(messages(&r), 2 * touched("d", 40) + touched("e", 10));
+        assert_eq!(got.len(), 50, "each event once");
         assert!(dups > 0, "the retried batch was seen and dropped");
         assert!(got.iter().all(|(t, e)| *t == e.logical_time && *t >= tick_ceil(e.ts, 100)));
     }

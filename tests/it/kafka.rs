@@ -238,7 +238,8 @@ fn engine_killed_and_broker_down_lose_nothing_acknowledged() {
     // tansu 0.6 stops serving after the producer-epoch bump an idempotent producer does
     // once a message timed out (as they do while the broker is down): this test runs
     // without idempotence, and retried batches are dropped by their batch id on reading.
-    let cfg = config(&broker, "events", 1, false);
+    // One ingest slot: a request waiting for the broker must not hold it.
+    let cfg = config(&broker, "events", 1, false) + "[ingest]\nmax_in_flight = 1\n";
     let port = free_port();
     let server = ServerProcess::start(&dir.path().join("srv"), port, &cfg);
     server.wait_ready();
@@ -272,6 +273,29 @@ fn engine_killed_and_broker_down_lose_nothing_acknowledged() {
         .send(chunk.as_str())
         .unwrap();
     assert_eq!(r.status(), 503, "ingest while the broker is down");
+    // Two at once, with one ingest slot: both wait for the broker (and are refused
+    // naming it), neither is shed as overload while the other waits.
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let posts: Vec<_> = ["down-a", "down-b"]
+            .into_iter()
+            .map(|device| {
+                let (agent, chunk, url) = (agent.clone(), chunk.clone(), server.url.clone());
+                s.spawn(move || {
+                    let mut r = agent
+                        .post(&format!("{url}/api/v1/projects/demo/devices/{device}/rrweb"))
+                        .content_type("application/json")
+                        .send(chunk.as_str())
+                        .unwrap();
+                    (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+                })
+            })
+            .collect();
+        posts.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    for (status, body) in &answers {
+        assert_eq!(*status, 503, "{body}");
+        assert!(body.contains("broker") && !body.contains("overloaded"), "{body}");
+    }
     // An importer keeps retrying while the broker is down; bring it back.
     let importer = import(&server.url, &files[0].0, &files[0].1, 25);
     std::thread::sleep(Duration::from_secs(3));
