@@ -78,5 +78,7 @@ bench:
 	./target/release/sightflow-bench soak --rate 20000 --seconds $(SOAK_SECONDS) --sample-s 30
 	@if [ -n "$(KAFKA)" ]; then \
 	  ./target/release/sightflow-bench backfill --devices 2000 --workers 1,2 --runs 2 --kafka $(KAFKA); \
-	  ./target/release/sightflow-bench freshness --rates 10000,50000 --seconds 10 --tick-ms 10 --lateness-ms 20 --kafka $(KAFKA); \
+	  ./target/release/sightflow-bench backfill --devices 2000 --workers 1,2 --runs 2 --shape chunks --kafka $(KAFKA); \
+	  ./target/release/sightflow-bench freshness --rates 10000,50000 --seconds 60 --senders 4 --open-loop 64 --kafka $(KAFKA); \
+	  ./target/release/sightflow-bench freshness --traffic rrweb --rates 20000,30000 --seconds 30 --senders 64 --open-loop 256 --kafka $(KAFKA); \
 	else echo "Kafka figures skipped: make bench KAFKA=127.0.0.1:19092 with a broker running"; fi
