@@ -625,7 +625,12 @@ impl Server {
                     let now = now_ms();
                     if let EventLog::Embedded { log, .. } = &this.log {
                         let log = log.clone();
-                        match tokio::task::spawn_blocking(move || log.enforce_retention(now)).await {
+                        // Per partition, the first offset the engine has not read.
+                        let positions = this.sources.positions();
+                        let unread: Vec<u64> = (0..this.config.log.partitions)
+                            .map(|p| positions.iter().find(|x| x.partition == p).map_or(0, |x| x.next))
+                            .collect();
+                        match tokio::task::spawn_blocking(move || log.enforce_retention(now, &unread)).await {
                             Ok(Ok(d)) if d > 0 => tracing::info!(segments = d, "log retention deleted segments"),
                             Ok(Err(e)) => tracing::warn!(error = %e, "log retention failed"),
                             _ => {}

@@ -1569,8 +1569,25 @@ pub fn live_under_ingest(
     });
     // Every loaded session in the views (the log is read back at start).
     let deadline = Instant::now() + Duration::from_secs(3600);
-    while started.snapshots.latest().num_rows("sessions").unwrap_or(0) < sessions {
-        anyhow::ensure!(Instant::now() < deadline, "the views did not load the sessions within an hour");
+    let mut told = Instant::now();
+    loop {
+        let snap = started.snapshots.latest();
+        let rows = snap.num_rows("sessions").unwrap_or(0);
+        if rows >= sessions {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the views did not load the sessions within an hour ({rows} of {sessions})"
+        );
+        if told.elapsed() >= Duration::from_secs(10) {
+            eprintln!(
+                "preload: {rows} of {sessions} sessions in the views (as of {}) after {:.0} s",
+                snap.as_of,
+                loaded.elapsed().as_secs_f64()
+            );
+            told = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let preload_s = loaded.elapsed().as_secs_f64();

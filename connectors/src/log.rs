@@ -847,12 +847,19 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes segments beyond the retention limits (never the active one). Returns
-    /// the number of segments deleted.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+    /// Deletes segments beyond the retention limits (never the active one, and never
+    /// one with records at or after `unread[p]`, the first offset of partition `p` the
+    /// engine has not read: a missing entry keeps the partition whole). Returns the
+    /// number of segments deleted.
+    ///
+    /// Without the second rule, an engine reading a backlog older than the retention
+    /// (a log written long ago, a server down for days) lost the segments ahead of its
+    /// reader, silently.
+    pub fn enforce_retention(&self, now_ms: i64, unread: &[u64]) -> Result<usize, LogError> {
         let mut deleted = 0;
-        for shared in self.parts.iter() {
+        for (p, shared) in self.parts.iter().enumerate() {
             let mut part = shared.partition.lock().unwrap_or_else(|e| e.into_inner());
+            let unread_from = unread.get(p).copied().unwrap_or(0);
             loop {
                 if part.segments.len() < 2 {
                     break;
@@ -860,7 +867,7 @@ impl Log {
                 let total: u64 = part.segments.iter().map(|s| s.bytes).sum();
                 let oldest = &part.segments[0];
                 let too_old = now_ms - oldest.newest_ms > self.opts.retention_ms;
-                if !(too_old || total > self.opts.retention_bytes) {
+                if !(too_old || total > self.opts.retention_bytes) || oldest.base + oldest.records > unread_from {
                     break;
                 }
                 std::fs::remove_file(&oldest.path).map_err(|e| io(&oldest.path, e))?;
@@ -1394,7 +1401,21 @@ mod tests {
             log.append("", vec![ev("a", T + i)], T).unwrap();
         }
         let before = log.bytes()[0];
-        let deleted = log.enforce_retention(T).unwrap();
+        // Nothing the engine has not read goes.
+        assert_eq!(log.enforce_retention(T, &[]).unwrap(), 0);
+        assert_eq!(log.enforce_retention(T, &[0]).unwrap(), 0);
+        assert_eq!(log.start_offsets()[0], 0);
+        // As the engine reads on, segments behind it go, never one ahead of it.
+        let (mut deleted, mut first_at) = (0, None);
+        for read in 1..=20 {
+            let d = log.enforce_retention(T, &[read]).unwrap();
+            assert!(log.start_offsets()[0] <= read, "read up to {read}: kept from {}", log.start_offsets()[0]);
+            if d > 0 && first_at.is_none() {
+                first_at = Some(read);
+            }
+            deleted += d;
+        }
+        assert!(first_at.is_some_and(|r| r > 1), "the first segment went once it was read: {first_at:?}");
         assert!(deleted > 0 && log.bytes()[0] <= 600 && log.bytes()[0] < before);
         assert!(log.start_offsets()[0] > 0);
         // A reader from offset 0 starts at the oldest retained record.
