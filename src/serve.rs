@@ -1160,6 +1160,7 @@ pub fn http_limits(c: &Config) -> HttpLimits {
             max_result_bytes: c.query.max_result_bytes,
         },
         query_threads: c.query.concurrency,
+        query_nice: c.query.nice as i32,
         query_queue: c.query.queue,
         max_wait: Duration::from_millis(c.query.max_wait_ms),
         max_waiters: c.query.max_waiters,

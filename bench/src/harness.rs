@@ -1546,9 +1546,13 @@ pub fn live_under_ingest(
     seconds: u64,
     senders: usize,
     subscribers: usize,
+    query_nice: Option<u8>,
 ) -> anyhow::Result<LiveFigure> {
     use std::io::BufRead;
     let mut config = Config::defaults();
+    if let Some(n) = query_nice {
+        config.query.nice = n;
+    }
     config.ingest.max_events_per_batch = 100_000;
     config.query.max_subscriptions = config.query.max_subscriptions.max(subscribers + 16);
     let dir = tempfile::tempdir()?;

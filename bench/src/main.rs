@@ -153,6 +153,9 @@ enum Command {
         /// Live-feed clients, spread over the four dashboard queries.
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
+        /// `query.nice` (the defaults' when not given).
+        #[arg(long)]
+        query_nice: Option<u8>,
     },
     /// Latency of live-dashboard queries over views holding many sessions.
     Query {
@@ -209,8 +212,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
-        Command::Live { sessions, rate, seconds, senders, subscribers } => {
-            live(sessions, rate, seconds, senders, subscribers)
+        Command::Live { sessions, rate, seconds, senders, subscribers, query_nice } => {
+            live(sessions, rate, seconds, senders, subscribers, query_nice)
         }
         Command::Peers { devices, batches, files, points, seed, start_ms } => {
             let files = files.unwrap_or(batches).clamp(1, batches.max(1));
@@ -593,12 +596,23 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn live(sessions: usize, rate: u64, seconds: u64, senders: usize, subscribers: usize) -> anyhow::Result<()> {
-    let f = harness::live_under_ingest(sessions, rate, seconds, senders, subscribers)?;
+fn live(
+    sessions: usize,
+    rate: u64,
+    seconds: u64,
+    senders: usize,
+    subscribers: usize,
+    query_nice: Option<u8>,
+) -> anyhow::Result<()> {
+    let f = harness::live_under_ingest(sessions, rate, seconds, senders, subscribers, query_nice)?;
     println!("machine: {}", machine());
     println!(
-        "dashboards under ingest: serve (defaults, in this process) over {} light sessions (loaded from its log in {:.0} s), {rate} SDK events/s offered for {seconds} s from {senders} senders: {:.0}/s acknowledged, ack p99 {:.1} ms",
-        f.sessions, f.preload_s, f.achieved, f.ack_p99_ms
+        "dashboards under ingest: serve (defaults{}, in this process) over {} light sessions (loaded from its log in {:.0} s), {rate} SDK events/s offered for {seconds} s from {senders} senders: {:.0}/s acknowledged, ack p99 {:.1} ms",
+        query_nice.map(|n| format!(", query.nice {n}")).unwrap_or_default(),
+        f.sessions,
+        f.preload_s,
+        f.achieved,
+        f.ack_p99_ms
     );
     for (name, n, p50, p99, max) in &f.queries {
         println!("  {name:<22} p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  max {max:>8.2} ms ({n} runs over HTTP)");
@@ -609,7 +623,8 @@ fn live(sessions: usize, rate: u64, seconds: u64, senders: usize, subscribers: u
         f.subscribers.0, f.subscribers.1, f.undelivered, f.evaluations
     );
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- live --sessions {sessions} --rate {rate} --seconds {seconds} --senders {senders} --subscribers {subscribers}"
+        "  reproduce: cargo run --release -p sightflow-bench -- live --sessions {sessions} --rate {rate} --seconds {seconds} --senders {senders} --subscribers {subscribers}{}",
+        query_nice.map(|n| format!(" --query-nice {n}")).unwrap_or_default()
     );
     anyhow::ensure!(f.subscribers.0 == f.subscribers.1, "subscribers were closed or failed");
     Ok(())

@@ -341,6 +341,9 @@ pub struct QueryConfig {
     pub max_result_bytes: usize,
     /// Queries executed at once (each on its own low-priority thread).
     pub concurrency: usize,
+    /// The query threads' nice value, 0 (ingest's priority) to 19: higher leaves more
+    /// of a busy machine to ingest and the dataflow, lower answers sooner under load.
+    pub nice: u8,
     /// Queries waiting for a slot; more are refused with 503.
     pub queue: usize,
     /// Requests waiting for `min_as_of` at once (they hold no thread); more are refused
@@ -779,6 +782,9 @@ impl Config {
         if q.concurrency > 64 {
             return Err(ConfigError::value("query.concurrency", q.concurrency, "at most 64"));
         }
+        if q.nice > 19 {
+            return Err(ConfigError::value("query.nice", q.nice, "0 to 19"));
+        }
         positive("query.max_waiters", q.max_waiters as u64)?;
         positive("query.max_subscriptions", q.max_subscriptions as u64)?;
         positive("query.subscribe_max_rows", q.subscribe_max_rows as u64)?;
@@ -1157,6 +1163,7 @@ mod tests {
         check_err("[session]\nidle_gap_ms = \"soon\"\n", &["session.idle_gap_ms", "soon"]);
         check_err("[session]\ntime_zone = \"Mars/Olympus\"\n", &["session.time_zone", "Mars/Olympus", "IANA"]);
         check_err("[engine]\ntick_ms = 0\n", &["engine.tick_ms", "positive"]);
+        check_err("[query]\nnice = 20\n", &["query.nice", "20", "0 to 19"]);
         check_err("[engine]\nlate_policy = \"ignore\"\n", &["engine.late_policy", "ignore"]);
         check_err("[heatmap]\nviewport_breakpoints = [1024, 768]\n", &["heatmap.viewport_breakpoints", "increasing"]);
         check_err(

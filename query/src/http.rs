@@ -293,6 +293,8 @@ pub struct HttpLimits {
     pub query: QueryLimits,
     /// Queries run at once, and queued beyond that.
     pub query_threads: usize,
+    /// The query threads' nice value (`query.nice`).
+    pub query_nice: i32,
     /// Queries waiting for a thread; more are refused with 503.
     pub query_queue: usize,
     /// How long `min_as_of` may wait for the views, and how many may wait at once.
@@ -318,6 +320,7 @@ impl Default for HttpLimits {
             body_timeout: Duration::from_secs(30),
             query: QueryLimits::default(),
             query_threads: 2,
+            query_nice: 10,
             query_queue: 32,
             max_wait: Duration::from_secs(10),
             max_waiters: 1024,
@@ -359,7 +362,12 @@ pub struct AppState<B> {
 impl<B> AppState<B> {
     /// The state with a fresh query pool and rate limiter.
     pub fn new(backend: Arc<B>, snapshots: Snapshots, limits: HttpLimits, gate: Gate) -> AppState<B> {
-        let pool = QueryPool::new(limits.query_threads, limits.query_queue, limits.query_threads.max(2));
+        let pool = QueryPool::with_nice(
+            limits.query_threads,
+            limits.query_queue,
+            limits.query_threads.max(2),
+            limits.query_nice,
+        );
         AppState {
             backend,
             snapshots,

@@ -60,6 +60,8 @@ struct Inner {
     queued: AtomicUsize,
     runaway: AtomicUsize,
     max_runaway: usize,
+    /// The threads' nice value.
+    nice: i32,
     threads: AtomicUsize,
     next_id: AtomicU64,
     /// CPU time of every finished query (ns), for metrics.
@@ -90,10 +92,10 @@ const RETIRED: u8 = 2;
 
 /// Lowers the calling thread's scheduling priority (Linux keeps a nice value per
 /// thread). Failure only leaves it where it was.
-fn lower_priority() {
+fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
-        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
     }
 }
 
@@ -107,6 +109,12 @@ impl QueryPool {
     /// `threads` queries at once, `queue` more waiting, at most `max_runaway` threads
     /// running past their deadline.
     pub fn new(threads: usize, queue: usize, max_runaway: usize) -> QueryPool {
+        QueryPool::with_nice(threads, queue, max_runaway, 10)
+    }
+
+    /// As [`QueryPool::new`], with the threads' nice value (0 is ingest's priority, 19
+    /// the lowest; `query.nice`).
+    pub fn with_nice(threads: usize, queue: usize, max_runaway: usize, nice: i32) -> QueryPool {
         let (tx, rx) = sync_channel::<Job>(queue.max(1));
         let pool = QueryPool {
             inner: Arc::new(Inner {
@@ -115,6 +123,7 @@ impl QueryPool {
                 queued: AtomicUsize::new(0),
                 runaway: AtomicUsize::new(0),
                 max_runaway,
+                nice: nice.clamp(0, 19),
                 threads: AtomicUsize::new(0),
                 next_id: AtomicU64::new(0),
                 cpu_ns: AtomicU64::new(0),
@@ -132,12 +141,13 @@ impl QueryPool {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.inner.threads.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::downgrade(&self.inner);
+        let nice = self.inner.nice;
         let spawned = std::thread::Builder::new()
             .name(format!("query-{id}"))
             // Deep plans recurse; DataFusion grows its stack on the heap beyond this.
             .stack_size(16 << 20)
             .spawn(move || {
-                lower_priority();
+                lower_priority(nice);
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
                 loop {
                     let job = {
@@ -300,6 +310,21 @@ mod tests {
         }
         assert_eq!(pool.load().1, 0);
         assert_eq!(pool.run(Duration::from_secs(1), || async { 2 }).await.unwrap().0, 2);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_run_at_the_configured_nice_value() {
+        fn own() -> i32 {
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+        }
+        for nice in [10, 3] {
+            let pool = QueryPool::with_nice(1, 4, 2, nice);
+            assert_eq!(pool.run(Duration::from_secs(5), || async { own() }).await.unwrap().0, nice);
+            // A thread started to replace a runaway gets it too.
+            let _ = pool.run(Duration::from_millis(20), || async { spin(Duration::from_millis(300)) }).await;
+            assert_eq!(pool.run(Duration::from_secs(5), || async { own() }).await.unwrap().0, nice);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
