@@ -1536,19 +1536,28 @@ fn query_value(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
+/// What `sightflow-bench live` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveOptions {
+    /// Light sessions preloaded into the log.
+    pub sessions: usize,
+    /// SDK events per second ingested meanwhile.
+    pub rate: u64,
+    pub seconds: u64,
+    pub senders: usize,
+    /// Live-feed clients, spread over the four dashboard queries.
+    pub subscribers: usize,
+    /// `query.nice` (the defaults' when `None`).
+    pub query_nice: Option<u8>,
+}
+
 /// Dashboards under ingest: `serve` (in this process) starts over a log holding
 /// `sessions` light sessions, then takes SDK events at `rate` per second from `senders`
 /// senders while one client runs the dashboard queries over HTTP in a loop and
 /// `subscribers` live-feed clients follow the dashboard queries (spread over the four).
-pub fn live_under_ingest(
-    sessions: usize,
-    rate: u64,
-    seconds: u64,
-    senders: usize,
-    subscribers: usize,
-    query_nice: Option<u8>,
-) -> anyhow::Result<LiveFigure> {
+pub fn live_under_ingest(opts: &LiveOptions) -> anyhow::Result<LiveFigure> {
     use std::io::BufRead;
+    let LiveOptions { sessions, rate, seconds, senders, subscribers, query_nice } = *opts;
     let mut config = Config::defaults();
     if let Some(n) = query_nice {
         config.query.nice = n;

@@ -213,7 +213,7 @@ fn main() -> anyhow::Result<()> {
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
         Command::Live { sessions, rate, seconds, senders, subscribers, query_nice } => {
-            live(sessions, rate, seconds, senders, subscribers, query_nice)
+            live(&harness::LiveOptions { sessions, rate, seconds, senders, subscribers, query_nice })
         }
         Command::Peers { devices, batches, files, points, seed, start_ms } => {
             let files = files.unwrap_or(batches).clamp(1, batches.max(1));
@@ -596,15 +596,9 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn live(
-    sessions: usize,
-    rate: u64,
-    seconds: u64,
-    senders: usize,
-    subscribers: usize,
-    query_nice: Option<u8>,
-) -> anyhow::Result<()> {
-    let f = harness::live_under_ingest(sessions, rate, seconds, senders, subscribers, query_nice)?;
+fn live(opts: &harness::LiveOptions) -> anyhow::Result<()> {
+    let f = harness::live_under_ingest(opts)?;
+    let harness::LiveOptions { sessions, rate, seconds, senders, subscribers, query_nice } = *opts;
     println!("machine: {}", machine());
     println!(
         "dashboards under ingest: serve (defaults{}, in this process) over {} light sessions (loaded from its log in {:.0} s), {rate} SDK events/s offered for {seconds} s from {senders} senders: {:.0}/s acknowledged, ack p99 {:.1} ms",
