@@ -82,3 +82,19 @@ fn dashboard_queries_run_over_light_sessions() {
     let lat = harness::query_latency(&snap, 3).unwrap();
     assert_eq!(lat.len(), harness::DASHBOARD_QUERIES.len());
 }
+
+/// The freshness bench's two ways of sending, for a moment at a low rate: closed loop
+/// (each sender waits for its answer) and open loop (requests go out when due over a
+/// pool of connections). Every request is answered and its events become visible.
+#[test]
+fn freshness_senders_in_closed_and_open_loop() {
+    let config = Config::defaults();
+    for open_loop in [None, Some(4)] {
+        let f = harness::freshness(&config, 2_000, 2, 2, false, open_loop).unwrap();
+        assert_eq!((f.failed, f.unseen), (0, 0), "{open_loop:?}");
+        assert!(f.requests > 100, "{open_loop:?}: {} requests", f.requests);
+        // 2 senders, a request every 10 ms each, for 2 s: all of it, give or take the
+        // requests at the edges of the run.
+        assert!(f.achieved > 1_500.0 && f.achieved <= 2_100.0, "{open_loop:?}: {} events/s", f.achieved);
+    }
+}
