@@ -72,7 +72,7 @@ bench:
 	./target/release/sightflow-bench memory --devices 100000
 	./target/release/sightflow-bench peers --devices 7700 --batches 1000 --files 100 --points 5
 	./target/release/sightflow-bench query --sessions 1000000
-	./target/release/sightflow-bench live --sessions 300000 --rate 50000 --seconds 20 --senders 4 --subscribers 100
+	./target/release/sightflow-bench live --sessions 1000000 --rate 50000 --seconds 20 --senders 4 --subscribers 100
 	./target/release/sightflow-bench freshness --rates 10000,50000,100000 --seconds 20 --senders 4 --tick-ms 10 --lateness-ms 20 --workers 1
 	./target/release/sightflow-bench freshness --traffic rrweb --rates 20000,40000,80000 --seconds 20 --senders 256 --workers 1
 	./target/release/sightflow-bench soak --rate 20000 --seconds $(SOAK_SECONDS) --sample-s 30
