@@ -2,7 +2,7 @@
 //! query latency over large views. Each returns figures and checks the views against
 //! the generator's ground truth.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,7 +100,8 @@ pub fn requests(envelopes: &[Envelope], shape: Shape) -> Vec<(i64, Vec<Envelope>
     match shape {
         Shape::Chunks => envelopes.chunks(256).map(|c| (c.first().map_or(0, |e| e.ts), c.to_vec())).collect(),
         Shape::Sdk => {
-            let mut open: HashMap<(&str, &str, &str), (i64, Vec<Envelope>)> = HashMap::new();
+            // Ordered, so that requests due at the same time go in the same order every run.
+            let mut open: BTreeMap<(&str, &str, &str), (i64, Vec<Envelope>)> = BTreeMap::new();
             let mut out: Vec<(i64, Vec<Envelope>)> = Vec::new();
             // `envelopes` is in event-time order: a tab's request closes at its flush
             // boundary (each tab's timer has its own phase) or when it is full.
@@ -975,7 +976,8 @@ impl Schedule {
     }
 }
 
-fn bench_agent() -> ureq::Agent {
+/// An HTTP client that hands non-2xx answers back as answers, not errors.
+pub(crate) fn bench_agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
 
@@ -1606,7 +1608,6 @@ pub fn live_under_ingest(opts: &LiveOptions) -> anyhow::Result<LiveFigure> {
     let preload_s = loaded.elapsed().as_secs_f64();
     let (token, _) = started.meta.token_create("bench", sightflow_config::access::Role::Viewer, None, "bench")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let agent = || -> ureq::Agent { ureq::Agent::config_builder().http_status_as_error(false).build().into() };
 
     // The subscribers: (when each event arrived, its as_of), per subscriber.
     let mut subs = Vec::new();
@@ -1616,7 +1617,7 @@ pub fn live_under_ingest(opts: &LiveOptions) -> anyhow::Result<LiveFigure> {
         let (token, stop) = (token.clone(), stop.clone());
         let got: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
         let seen = got.clone();
-        let a = agent();
+        let a = bench_agent();
         subs.push((
             got,
             std::thread::spawn(move || -> bool {
@@ -1654,7 +1655,7 @@ pub fn live_under_ingest(opts: &LiveOptions) -> anyhow::Result<LiveFigure> {
     ));
     let dashboard = {
         let (url, token, stop, times, a) =
-            (format!("{base}/api/v1/query"), token.clone(), stop.clone(), query_times.clone(), agent());
+            (format!("{base}/api/v1/query"), token.clone(), stop.clone(), query_times.clone(), bench_agent());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for (i, (_, sql)) in DASHBOARD_QUERIES.iter().enumerate() {
@@ -1689,7 +1690,7 @@ pub fn live_under_ingest(opts: &LiveOptions) -> anyhow::Result<LiveFigure> {
     let mut threads = Vec::new();
     for k in 0..senders {
         let (url, acks, ack_hist, sent, a) =
-            (format!("{base}/api/v1/track?key=demo"), acks.clone(), ack_hist.clone(), sent.clone(), agent());
+            (format!("{base}/api/v1/track?key=demo"), acks.clone(), ack_hist.clone(), sent.clone(), bench_agent());
         threads.push(std::thread::spawn(move || {
             let mut next = Instant::now();
             let mut n = 0u64;

@@ -310,7 +310,7 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
         let (acks_tx, window, total_ack) = (acks_tx.clone(), window.clone(), total_ack.clone());
         let (sent_events, refused, failed, url) = (sent_events.clone(), refused.clone(), failed.clone(), url.clone());
         senders.push(std::thread::spawn(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let agent = harness::bench_agent();
             loop {
                 let Ok(job) = jobs_rx.recv() else { return };
                 let url = format!("{url}&batch_id={}", job.batch_id);
@@ -375,7 +375,7 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
         let health = format!("http://{addr}/health");
         std::thread::spawn(move || -> u64 {
             use std::cmp::Reverse;
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let agent = harness::bench_agent();
             let mut pending: BinaryHeap<Reverse<(u64, Instant)>> = BinaryHeap::new();
             let mut deadline = None;
             loop {

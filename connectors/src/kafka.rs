@@ -363,8 +363,8 @@ impl KafkaSink {
             .collect()
     }
 
-    /// Stamps the events with logical times and produces one message per partition (and
-    /// project); returns once the broker has acknowledged every message (or fails:
+    /// Stamps the events with logical times and produces one message per partition;
+    /// returns once the broker has acknowledged every message (or fails:
     /// nothing is then acknowledged to the client, and a retry with the same `batch_id`
     /// is kept once).
     ///
@@ -386,7 +386,7 @@ impl KafkaSink {
             // the order of their frontiers.
             let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
             // Events are stamped in the order they came (as the embedded log does), then
-            // grouped into one record per partition and project, in that order.
+            // grouped into one record per partition.
             let cap = now_ms.saturating_add(self.opts.max_skew_ms as i64);
             let mut by_part: BTreeMap<u32, Vec<Envelope>> = BTreeMap::new();
             let mut advanced: Vec<bool> = vec![false; n as usize];
@@ -423,7 +423,8 @@ impl KafkaSink {
                 devices.dedup();
                 let (project, device) = devices[0];
                 // The same request retried gives the same key; the same batch id from
-                // other devices is another batch (one device: the embedded log's key).
+                // other devices is another batch. One device keeps the key it had when
+                // records were per device, so a retry across an upgrade is still dropped.
                 let key = if devices.len() == 1 {
                     crate::log::batch_key(project, device, batch_id)
                 } else {

@@ -90,9 +90,9 @@ const RUNNING: u8 = 0;
 const DONE: u8 = 1;
 const RETIRED: u8 = 2;
 
-/// Lowers the calling thread's scheduling priority (Linux keeps a nice value per
-/// thread). Failure only leaves it where it was.
-fn lower_priority(nice: i32) {
+/// Sets the calling thread's nice value (Linux keeps one per thread). Failure only
+/// leaves it where it was.
+fn set_nice(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
@@ -147,7 +147,7 @@ impl QueryPool {
             // Deep plans recurse; DataFusion grows its stack on the heap beyond this.
             .stack_size(16 << 20)
             .spawn(move || {
-                lower_priority(nice);
+                set_nice(nice);
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
                 loop {
                     let job = {
