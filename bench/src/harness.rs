@@ -20,6 +20,7 @@ use sightflow_operators::event::Kind;
 use sightflow_operators::{Event, Params, Sym};
 use sightflow_proto::v1::Envelope;
 
+use crate::openloop::{Answer, Client, Request};
 use crate::traffic::{GenOptions, Recording, Truth, generate};
 
 /// The recordings decoded into envelopes, in event-time order.
@@ -655,10 +656,14 @@ pub fn freshness(
     let dir = tempfile::tempdir()?;
     let query_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // The open-loop client's own thread.
+    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let started = sightflow::serve::build(config.clone(), dir.path(), query_rt.handle().clone())?;
     let snapshots = started.snapshots.clone();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let url = format!("http://{}/api/v1/track?key=demo", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    let origin = format!("http://{addr}");
+    let path = "/api/v1/track?key=demo";
     {
         let _in = rt.enter();
         started.server.spawn_maintenance();
@@ -715,7 +720,7 @@ pub fn freshness(
         None => {
             // Closed loop: each sender waits for its answer before its next request.
             for mut source in sources {
-                let (tally, url) = (tally.clone(), url.clone());
+                let (tally, origin) = (tally.clone(), origin.clone());
                 threads.push(std::thread::spawn(move || {
                     let agent = bench_agent();
                     while let Some(job) = source.next_job(begin, begin_ms, run_for) {
@@ -726,20 +731,22 @@ pub fn freshness(
                         if begin.elapsed() >= run_for {
                             break;
                         }
-                        let sent_at = Instant::now();
-                        let response = job.send(&agent, &url);
-                        tally.record(job.events, sent_at, response);
+                        let (sent_at, events) = (Instant::now(), job.events);
+                        let answer = job.send(&agent, &origin, path);
+                        tally.record(events, sent_at, answer);
                     }
                 }));
             }
         }
         Some(connections) => {
-            // Open loop: one dispatcher hands every request out when it is due to a
-            // pool of connections; nobody waits for an answer before sending the next
-            // one, and the acknowledgement time counts from when the request was due
-            // (a pool that falls behind shows in it).
-            let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(100_000);
-            let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+            // Open loop: a dispatcher sends every request when it is due, on an idle
+            // connection or a new one (at most `connections`), without waiting for
+            // earlier answers; the acknowledgement time counts from when the request
+            // was due (a client that falls behind shows in it). Requests not sent when
+            // the run ends are dropped: the achieved rate counts what was answered.
+            let client = Arc::new(Client::new(addr, connections));
+            let handle = client_rt.handle().clone();
+            let tally = tally.clone();
             threads.push(std::thread::spawn(move || {
                 let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
                 let mut pending: Vec<Option<Job>> = Vec::new();
@@ -758,35 +765,20 @@ pub fn freshness(
                         break;
                     }
                     let Some(job) = pending[k].take() else { continue };
-                    if jobs_tx.send(job).is_err() {
-                        break;
-                    }
+                    let (tally, client) = (tally.clone(), client.clone());
+                    handle.spawn(async move {
+                        let (due, events) = (job.due, job.events);
+                        let request = job.request(path);
+                        if let Some(answer) = client.send(request, begin + run_for).await {
+                            tally.record(events, due, answer);
+                        }
+                    });
                     pending[k] = sources[k].next_job(begin, begin_ms, run_for);
                     if let Some(j) = &pending[k] {
                         due.push(Reverse((j.due, k)));
                     }
                 }
             }));
-            for _ in 0..connections.max(1) {
-                let (tally, url, jobs_rx) = (tally.clone(), url.clone(), jobs_rx.clone());
-                threads.push(std::thread::spawn(move || {
-                    let agent = bench_agent();
-                    loop {
-                        let job = match jobs_rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => break,
-                        };
-                        // What is still queued when the run ends is not sent: the
-                        // achieved rate counts what was answered within the run.
-                        let Ok(job) = job else { break };
-                        if begin.elapsed() >= run_for {
-                            break;
-                        }
-                        let response = job.send(&agent, &url);
-                        tally.record(job.events, job.due, response);
-                    }
-                }));
-            }
         }
     }
     drop(tally);
@@ -844,6 +836,7 @@ pub fn freshness(
     let (ack_p50, ack_p99) = ack_hist.lock().map(|h| (ms(&h, 0.5), ms(&h, 0.99))).unwrap_or((0.0, 0.0));
     let shed_p99 = shed_hist.lock().map(|h| ms(&h, 0.99)).unwrap_or(0.0);
     drop(started);
+    client_rt.shutdown_background();
     query_rt.shutdown_background();
     rt.shutdown_background();
     let offered = if rrweb { offered_events as f64 / run_for.as_secs_f64() } else { rate as f64 };
@@ -881,12 +874,11 @@ struct Tally {
 
 impl Tally {
     /// Counts one answer; its time counts from `since`.
-    fn record(&self, events: usize, since: Instant, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) {
+    fn record(&self, events: usize, since: Instant, answer: Answer) {
         let answered = Instant::now();
         let us = answered.saturating_duration_since(since).as_micros() as u64;
-        match response {
-            Ok(mut r) if r.status() == 200 => {
-                let min_as_of = min_as_of(&mut r);
+        match answer {
+            Answer::Accepted { min_as_of } => {
                 self.sent.fetch_add(events as u64, Ordering::Relaxed);
                 if let Ok(mut h) = self.ack_hist.lock() {
                     let _ = h.record(us);
@@ -895,18 +887,18 @@ impl Tally {
                     let _ = self.tx.send((answered, t));
                 }
             }
-            Ok(r) if r.status() == 429 || r.status() == 503 => {
+            Answer::Shed { retry_after } => {
                 self.shed.fetch_add(events as u64, Ordering::Relaxed);
-                if r.headers().get("retry-after").is_some() {
+                if retry_after {
                     self.shed_hint.fetch_add(events as u64, Ordering::Relaxed);
                 }
                 if let Ok(mut h) = self.shed_hist.lock() {
                     let _ = h.record(us);
                 }
             }
-            other => {
+            Answer::Failed(why) => {
                 if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                    first_failure(other);
+                    eprintln!("first failed request: {why}");
                 }
             }
         }
@@ -928,20 +920,36 @@ enum JobBody {
 }
 
 impl Job {
-    fn send(&self, agent: &ureq::Agent, url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-        match &self.body {
+    /// The request to `path` (with its query), its body built now.
+    fn request(self, path: &str) -> Request {
+        match self.body {
             JobBody::Compact { device, first } => {
                 let mut body = String::with_capacity(self.events * 120);
-                let mut n = *first;
-                compact_request(&mut body, device, &mut n, self.events, sightflow::serve::now_ms());
-                agent.post(url).content_type("application/json").send(body.as_str())
+                let mut n = first;
+                compact_request(&mut body, &device, &mut n, self.events, sightflow::serve::now_ms());
+                Request {
+                    path_and_query: path.to_string(),
+                    content_type: "application/json",
+                    gzip: false,
+                    body: body.into_bytes(),
+                }
             }
-            JobBody::Rrweb { body, batch_id } => agent
-                .post(&format!("{url}&batch_id={batch_id}"))
-                .header("content-encoding", "gzip")
-                .content_type("text/plain")
-                .send(&body[..]),
+            JobBody::Rrweb { body, batch_id } => Request {
+                path_and_query: format!("{path}&batch_id={batch_id}"),
+                content_type: "text/plain",
+                gzip: true,
+                body,
+            },
         }
+    }
+
+    fn send(self, agent: &ureq::Agent, origin: &str, path: &str) -> Answer {
+        let r = self.request(path);
+        let mut post = agent.post(&format!("{origin}{}", r.path_and_query)).content_type(r.content_type);
+        if r.gzip {
+            post = post.header("content-encoding", "gzip");
+        }
+        Answer::from_ureq(post.send(&r.body[..]))
     }
 }
 

@@ -2,5 +2,6 @@
 //! small smoke pass of the generator and every measurement with exact checks.
 
 pub mod harness;
+mod openloop;
 pub mod soak;
 pub mod traffic;

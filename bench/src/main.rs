@@ -196,9 +196,10 @@ struct FreshnessArgs {
     /// Run `serve` with this Kafka broker (a fresh topic) instead of the embedded log.
     #[arg(long)]
     kafka: Option<String>,
-    /// Open loop over this many connections: every sender's requests go out when they
-    /// are due, whether or not earlier answers came (ack time counts from when a request
-    /// was due). Without it each sender waits for its answer.
+    /// Open loop over at most this many connections, opened as needed: every sender's
+    /// requests go out when they are due, whether or not earlier answers came, as many
+    /// browsers would send them (ack time counts from when a request was due). Without
+    /// it each sender waits for its answer before its next request.
     #[arg(long)]
     open_loop: Option<usize>,
 }
@@ -661,7 +662,7 @@ fn freshness(args: &FreshnessArgs) -> anyhow::Result<()> {
         config.ingest.max_in_flight,
         config.ingest.max_queue_ms,
         match args.open_loop {
-            Some(n) => format!(" in open loop over {n} connections (ack time from when a request was due)"),
+            Some(n) => format!(" in open loop over up to {n} connections (ack time from when a request was due)"),
             None => " in closed loop (each waits for its answer)".to_string(),
         },
         if rrweb {
