@@ -166,8 +166,9 @@ pub struct Ingest {
     /// DOM nodes remembered over all tabs; the least recently used tabs are forgotten
     /// beyond it.
     pub max_nodes_total: usize,
-    /// Ingest requests decoded and committed at once (0: 16 per CPU core). More
-    /// wait in line, in order of arrival.
+    /// Ingest requests decoded and committed at once (0: 16 per CPU core). As many
+    /// more wait in line, in order of arrival; one that finds the line full is
+    /// answered 503 with `Retry-After` at once.
     pub max_in_flight: usize,
     /// How long a request may wait in that line (ms) before it is answered 503 with
     /// `Retry-After`: above the rate the server holds, it sheds instead of slowing down.
