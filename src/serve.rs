@@ -1222,9 +1222,13 @@ mod tests {
         // One waits in line (it is the line's one place).
         let g = gate.clone();
         let waiter = tokio::spawn(async move { g.enter().await.map(drop).map_err(|e| e.to_string()) });
-        while gate.waiting.load(Ordering::Relaxed) == 0 {
+        for _ in 0..10_000 {
+            if gate.waiting.load(Ordering::Relaxed) == 1 {
+                break;
+            }
             tokio::task::yield_now().await;
         }
+        assert_eq!(gate.waiting.load(Ordering::Relaxed), 1, "the second request waits in line");
         // The next finds the line full: refused without waiting the 10 s.
         let t = Instant::now();
         let refused = gate.enter().await.map(drop).expect_err("the line is full");

@@ -30,7 +30,9 @@ impl Answer {
             Ok(r) if r.status() == 429 || r.status() == 503 => {
                 Answer::Shed { retry_after: r.headers().get("retry-after").is_some() }
             }
-            Ok(mut r) => Answer::Failed(format!("{} {}", r.status(), r.body_mut().read_to_string().unwrap_or_default())),
+            Ok(mut r) => {
+                Answer::Failed(format!("{} {}", r.status(), r.body_mut().read_to_string().unwrap_or_default()))
+            }
             Err(e) => Answer::Failed(e.to_string()),
         }
     }
