@@ -991,9 +991,19 @@ pub(crate) fn bench_agent() -> ureq::Agent {
 
 /// The `min_as_of` of an accepted `/track` answer (its body read up to 64 KiB).
 pub(crate) fn min_as_of(r: &mut ureq::http::Response<ureq::Body>) -> Option<u64> {
-    let mut text = String::new();
-    let _ = std::io::Read::read_to_string(&mut std::io::Read::take(r.body_mut().as_reader(), 1 << 16), &mut text);
-    serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["min_as_of"].as_u64())
+    min_as_of_in(&answer_body(r))
+}
+
+/// An answer's body, read up to 64 KiB.
+pub(crate) fn answer_body(r: &mut ureq::http::Response<ureq::Body>) -> Vec<u8> {
+    let mut body = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(r.body_mut().as_reader(), 1 << 16), &mut body);
+    body
+}
+
+/// The `min_as_of` in the body of an accepted `/track` answer.
+pub(crate) fn min_as_of_in(body: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["min_as_of"].as_u64())
 }
 
 /// Prints a failed request's status and body, or its error.

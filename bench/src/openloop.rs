@@ -23,15 +23,21 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
+    /// The answer of this status, `Retry-After` header and body.
+    fn of(status: u16, retry_after: bool, body: &[u8]) -> Answer {
+        match status {
+            200 => Answer::Accepted { min_as_of: crate::harness::min_as_of_in(body) },
+            429 | 503 => Answer::Shed { retry_after },
+            s => Answer::Failed(format!("{s} {}", String::from_utf8_lossy(body))),
+        }
+    }
+
     /// Reads a `ureq` answer (the closed-loop senders').
     pub(crate) fn from_ureq(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
         match response {
-            Ok(mut r) if r.status() == 200 => Answer::Accepted { min_as_of: crate::harness::min_as_of(&mut r) },
-            Ok(r) if r.status() == 429 || r.status() == 503 => {
-                Answer::Shed { retry_after: r.headers().get("retry-after").is_some() }
-            }
             Ok(mut r) => {
-                Answer::Failed(format!("{} {}", r.status(), r.body_mut().read_to_string().unwrap_or_default()))
+                let retry_after = r.headers().contains_key("retry-after");
+                Answer::of(r.status().as_u16(), retry_after, &crate::harness::answer_body(&mut r))
             }
             Err(e) => Answer::Failed(e.to_string()),
         }
@@ -62,7 +68,8 @@ impl Client {
     /// Sends `request` once a connection is free, unless that is at `not_after` or
     /// later (`None`: not sent).
     pub(crate) async fn send(&self, request: Request, not_after: std::time::Instant) -> Option<Answer> {
-        let Ok(_slot) = self.slots.acquire().await else { return Some(Answer::Failed("the client is closed".into())) };
+        // The semaphore is never closed.
+        let _slot = self.slots.acquire().await.ok()?;
         if std::time::Instant::now() >= not_after {
             return None;
         }
@@ -94,15 +101,7 @@ impl Client {
         {
             idle.push(conn);
         }
-        Ok(match status {
-            200 => Answer::Accepted {
-                min_as_of: serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["min_as_of"].as_u64()),
-            },
-            429 | 503 => Answer::Shed { retry_after },
-            s => Answer::Failed(format!("{s} {}", String::from_utf8_lossy(&body))),
-        })
+        Ok(Answer::of(status, retry_after, &body))
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {

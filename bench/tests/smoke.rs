@@ -84,8 +84,8 @@ fn dashboard_queries_run_over_light_sessions() {
 }
 
 /// The freshness bench's two ways of sending, for a moment at a low rate: closed loop
-/// (each sender waits for its answer) and open loop (requests go out when due over a
-/// pool of connections). Every request is answered and its events become visible.
+/// (each sender waits for its answer) and open loop (requests go out when due, on
+/// connections opened as needed). Every request is answered and its events become visible.
 #[test]
 fn freshness_senders_in_closed_and_open_loop() {
     let config = Config::defaults();
