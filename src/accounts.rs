@@ -184,6 +184,7 @@ impl ProjectKeys {
                     name: p.name,
                     allowed_origins: p.allowed_origins,
                     rate_limit_per_s: p.rate_limit_per_s,
+                    retention_days: p.retention_days,
                 };
                 (p.ingest_key, policy)
             })
@@ -195,6 +196,13 @@ impl ProjectKeys {
     /// The project of an ingest key.
     pub fn get(&self, key: &str) -> Option<ProjectPolicy> {
         self.by_key.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// The days a project keeps its recordings (0: the server's retention; also for a
+    /// project not known).
+    pub fn retention_days(&self, project: &str) -> u32 {
+        let map = self.by_key.read().unwrap_or_else(|e| e.into_inner());
+        map.values().find(|p| p.name == project).map_or(0, |p| p.retention_days)
     }
 
     /// Every project's policy.

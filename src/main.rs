@@ -158,7 +158,7 @@ enum ProjectCommand {
         /// IANA time zone [default: UTC].
         #[arg(long)]
         time_zone: Option<String>,
-        /// Days of data kept (0: the server's retention).
+        /// Days its recordings are kept for replay (0: the server's `replay.retention_ms`).
         #[arg(long, default_value_t = 0)]
         retention_days: u32,
         /// Events per second accepted (0: unlimited).

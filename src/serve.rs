@@ -640,7 +640,9 @@ impl Server {
                             _ => {}
                         }
                     }
-                    let (store, before) = (this.replay.clone(), now - this.config.replay.retention_ms);
+                    let days = this.projects.all().values().map(|p| p.retention_days).collect::<Vec<_>>();
+                    let before = replay_delete_before(now, this.config.replay.retention_ms, days);
+                    let store = this.replay.clone();
                     match this.read_rt.spawn_blocking(move || store.enforce_retention(before)).await {
                         Ok(Ok(d)) if d > 0 => tracing::info!(chunks = d, "replay retention deleted chunks"),
                         Ok(Err(e)) => tracing::warn!(error = %e, "replay retention failed"),
@@ -762,18 +764,44 @@ fn body_error(e: BodyError) -> ApiError {
 /// Raw rrweb bytes the views of chosen sessions may read.
 const MAX_SESSIONS_REPLAY_BYTES: u64 = 512 << 20;
 
+const DAY_MS: i64 = 86_400_000;
+
+/// The earliest event time of a project's recordings that reads may return: `days`
+/// before `now`, or everything when the project keeps the server's retention (0).
+/// Recordings past a project's own retention are gone for every reader at once, though
+/// the segment that holds them is deleted only later ([`replay_delete_before`]).
+fn replay_read_from(now: i64, days: u32) -> i64 {
+    match days {
+        0 => i64::MIN,
+        d => now.saturating_sub((d as i64).saturating_mul(DAY_MS)),
+    }
+}
+
+/// Sealed replay segments whose newest event is older than this are deleted. A segment
+/// holds chunks of every project, so it goes once it is past the longest retention:
+/// the server's (`replay.retention_ms`) or a project's own `retention_days`.
+fn replay_delete_before(now: i64, server_ms: i64, project_days: impl IntoIterator<Item = u32>) -> i64 {
+    let longest = project_days.into_iter().map(|d| (d as i64).saturating_mul(DAY_MS)).fold(server_ms, i64::max);
+    now.saturating_sub(longest)
+}
+
 /// Every view over the stored replay of some sessions: their chunks are decoded per tab
 /// (with node maps of their own) and run through batch mode, the live views' definitions.
 fn views_of_replays(
     store: &ReplayStore,
     config: &Config,
     sessions: Vec<sightflow_query::index::SessionPlace>,
+    read_from: impl Fn(&str) -> i64,
 ) -> Result<Arc<sightflow_dataflows::Snapshot>, ApiError> {
     let decoders = Decoders::default();
     let limits = Limits::any_age(now_ms());
     let mut envelopes = Vec::new();
     let mut bytes = 0u64;
     for (project, device, start, end) in sessions {
+        let start = start.max(read_from(&project));
+        if start > end {
+            continue;
+        }
         let chunks = store
             .chunks(&project, &device, start, end)
             .map_err(|e| ApiError::Unavailable(format!("replay store: {e}")))?;
@@ -930,6 +958,10 @@ impl Backend for Api {
         to_ts: i64,
     ) -> Result<Vec<ReplayChunk>, ApiError> {
         let store = self.replay.clone();
+        let from_ts = from_ts.max(replay_read_from(now_ms(), self.projects.retention_days(&project)));
+        if from_ts > to_ts {
+            return Ok(Vec::new());
+        }
         let chunks = self
             .read_rt
             .spawn_blocking(move || store.chunks(&project, &device, from_ts, to_ts))
@@ -954,6 +986,7 @@ impl Backend for Api {
         let Some(c) = ChunkRef::from_id(&chunk.id, chunk.raw_bytes, chunk.stored_bytes) else {
             return Err(ApiError::NotFound(format!("{:?} is not a chunk of this store", chunk.id)));
         };
+        let from_ts = from_ts.max(replay_read_from(now_ms(), self.projects.retention_days(&project)));
         let events = self
             .read_rt
             .spawn_blocking(move || store.read_chunk(&c, &project, &device))
@@ -970,9 +1003,12 @@ impl Backend for Api {
         &self,
         sessions: Vec<sightflow_query::index::SessionPlace>,
     ) -> Result<Arc<sightflow_dataflows::Snapshot>, ApiError> {
-        let (store, config) = (self.replay.clone(), self.config.clone());
+        let (store, config, this) = (self.replay.clone(), self.config.clone(), self.0.clone());
+        let now = now_ms();
         self.read_rt
-            .spawn_blocking(move || views_of_replays(&store, &config, sessions))
+            .spawn_blocking(move || {
+                views_of_replays(&store, &config, sessions, |p| replay_read_from(now, this.projects.retention_days(p)))
+            })
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
     }
@@ -1212,6 +1248,20 @@ pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Hand
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    /// A project's own retention cuts its reads at once; segments, which mix projects,
+    /// go only past the longest retention of any project or the server.
+    #[test]
+    fn replay_retention_reads_per_project_and_deletes_past_the_longest() {
+        let now = 100 * DAY_MS;
+        assert_eq!(replay_read_from(now, 0), i64::MIN, "the server's retention: every stored chunk reads");
+        assert_eq!(replay_read_from(now, 7), 93 * DAY_MS);
+        assert_eq!(replay_read_from(now, u32::MAX), now - u32::MAX as i64 * DAY_MS, "no overflow");
+        let server = 30 * DAY_MS;
+        assert_eq!(replay_delete_before(now, server, []), 70 * DAY_MS);
+        assert_eq!(replay_delete_before(now, server, [0, 7]), 70 * DAY_MS, "shorter ones wait for the server's");
+        assert_eq!(replay_delete_before(now, server, [7, 90, 0]), 10 * DAY_MS, "a longer one keeps the segments");
+    }
 
     /// A request that finds as many waiting as in progress is refused at once; one
     /// with room in the line waits for a slot, and gets it when one frees.

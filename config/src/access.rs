@@ -192,7 +192,7 @@ pub struct ProjectRow {
     pub allowed_origins: Vec<String>,
     /// IANA time zone.
     pub time_zone: String,
-    /// Days kept (0: the server's retention).
+    /// Days its recordings are kept for replay (0: the server's `replay.retention_ms`).
     pub retention_days: u32,
     /// Events per second accepted (0: unlimited).
     pub rate_limit_per_s: f64,
@@ -213,7 +213,7 @@ pub struct NewProject {
     /// IANA time zone; UTC when absent.
     #[serde(default)]
     pub time_zone: Option<String>,
-    /// Days kept (0: the server's retention).
+    /// Days its recordings are kept for replay (0: the server's `replay.retention_ms`).
     #[serde(default)]
     pub retention_days: u32,
     /// Events per second accepted (0: unlimited).
@@ -231,7 +231,7 @@ pub struct ProjectUpdate {
     /// IANA time zone.
     #[serde(default)]
     pub time_zone: Option<String>,
-    /// Days kept (0: the server's retention).
+    /// Days its recordings are kept for replay (0: the server's `replay.retention_ms`).
     #[serde(default)]
     pub retention_days: Option<u32>,
     /// Events per second accepted (0: unlimited).

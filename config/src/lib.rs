@@ -389,7 +389,8 @@ pub struct Project {
     /// The project's time zone (IANA name) as shown to people; UTC when absent.
     #[serde(default)]
     pub time_zone: Option<String>,
-    /// Days of data kept for the project (0: the server's retention).
+    /// Days the project's recordings are kept for replay (0: the server's
+    /// `replay.retention_ms`); older ones are gone from every read at once.
     #[serde(default)]
     pub retention_days: u32,
     /// Browser origins allowed to send events (`https://shop.test`, `https://*.shop.test`,

@@ -147,6 +147,8 @@ pub struct ProjectPolicy {
     pub allowed_origins: Vec<String>,
     /// Events per second per project (0: unlimited).
     pub rate_limit_per_s: f64,
+    /// Days its recordings are kept (0: the server's `replay.retention_ms`).
+    pub retention_days: u32,
 }
 
 /// Per-event outcome of an ingest request.

@@ -436,6 +436,54 @@ async fn rrweb_import_feeds_views_and_replay_returns_the_recording() {
     assert!(m.contains("sightflow_events_accepted_total 31") && m.contains("sightflow_events_late_total 31"), "{m}");
 }
 
+/// A project's `retention_days` applies to its recordings: a replay older than that is
+/// gone from every read (the replay API and heatmaps of chosen sessions), while a
+/// project with the server's retention, and the project's own recent replays, stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_retention_hides_its_older_recordings() {
+    let a = api("[projects.demo]\n[projects.short]\nretention_days = 2\n");
+    let text = recording("02-rage.json");
+    let events: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let first = events[0]["timestamp"].as_i64().unwrap();
+    // The recording moved to start `ago` ms before now.
+    let dated = |ago: i64| {
+        let shift = now_ms() - ago - first;
+        let moved: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e["timestamp"] = json!(e["timestamp"].as_i64().unwrap() + shift);
+                e
+            })
+            .collect();
+        serde_json::to_string(&moved).unwrap()
+    };
+    const DAY: i64 = 86_400_000;
+    for (project, device, ago) in [("short", "old", 3 * DAY), ("short", "new", 60_000), ("demo", "old-demo", 3 * DAY)] {
+        let uri = format!("/api/v1/projects/{project}/devices/{device}/rrweb");
+        let r = a.post(&uri, "application/json", dated(ago)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.json()["accepted"], events.len(), "{}", r.text());
+    }
+    for (device, kept) in [("old", false), ("new", true), ("old-demo", true)] {
+        let (got, _, skipped) = replay_all(&a, device, None).await;
+        assert_eq!(skipped, Vec::<Value>::new());
+        let want = if kept { events.len() } else { 0 };
+        assert_eq!(got.len(), want, "the replay of {device}");
+    }
+    // The session itself is still in the views; only its recording is past retention.
+    let ids = a.rows("select device_id, session_id from sessions order by device_id").await;
+    assert_eq!(ids.len(), 3);
+    let id = |device: &str| ids.iter().find(|r| r[0] == device).unwrap()[1].as_str().unwrap().to_string();
+    let page = "/api/v1/heatmap?url=http://lumen-notes.test:8731/&kind=click";
+    for (device, kept) in [("old", false), ("new", true), ("old-demo", true)] {
+        let r = a.call(get(&format!("{page}&session={}", id(device)))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let total = r.json()["total"].as_i64().unwrap();
+        assert_eq!(total > 0, kept, "the heatmap of {device}'s replay: {}", r.text());
+    }
+}
+
 fn rrweb_event(ts: i64, body: Value) -> Value {
     let mut e = body;
     e["timestamp"] = json!(ts);

@@ -92,8 +92,8 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
         </dd>
         <dt>Time zone</dt>
         <dd>{p.time_zone || 'UTC'}</dd>
-        <dt>Retention</dt>
-        <dd>{p.retention_days ? `${p.retention_days} days` : "the server's"}</dd>
+        <dt>Recordings kept</dt>
+        <dd>{p.retention_days ? `${p.retention_days} days` : "the server's retention"}</dd>
         <dt>Rate limit</dt>
         <dd>{p.rate_limit_per_s ? `${f.int(p.rate_limit_per_s)} events/s` : 'none'}</dd>
       </dl>
