@@ -354,6 +354,16 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   assert.equal(await page.getByTestId('ingest-key').innerText(), 'demo');
   assert.match(await page.getByTestId('snippet').innerText(), new RegExp(`projectKey:"demo"`));
   await page.getByTestId('members').getByText(VIEWER[0]).waitFor();
+  // How long recordings are kept: a bad value is named, a good one saved and shown.
+  assert.equal(await page.getByTestId('retention').innerText(), "the server's retention");
+  const kept = page.getByLabel(/Recordings kept, in days/);
+  await kept.fill('-3');
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await page.getByText('Recordings kept: a whole number of days').waitFor();
+  await kept.fill('3650');
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await page.getByText('recordings older than 3650 days are no longer served').waitFor();
+  await until('the project shows its retention', async () => (await page.getByTestId('retention').innerText()) === '3650 days');
   const form = page.getByRole('form', { name: 'New token' });
   await form.getByLabel('Name').fill('grafana');
   await form.getByRole('button', { name: 'Create token' }).click();
@@ -362,6 +372,8 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   // The token works, and the list shows it without its secret.
   const r = await fetch(`${server.url}/api/v1/me`, { headers: { authorization: `Bearer ${secret}` } });
   assert.equal(r.status, 200);
+  const listed = await (await fetch(`${server.url}/api/v1/projects`, { headers: { authorization: `Bearer ${secret}` } })).json();
+  assert.ok(JSON.stringify(listed).includes('"retention_days":3650'), JSON.stringify(listed));
   await page.getByTestId('tokens').getByText('grafana').waitFor();
   assert.ok(!(await page.getByTestId('tokens').innerText()).includes(secret));
   await shot(page, 'settings');
@@ -369,6 +381,10 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   await page.getByTestId('tokens').waitFor();
   assert.equal(await page.getByTestId('new-token').count(), 0);
   assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
+  // Back to the server's retention, for the other tests.
+  await page.getByLabel(/Recordings kept, in days/).fill('0');
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await until('the server retention again', async () => (await page.getByTestId('retention').innerText()) === "the server's retention");
 });
 
 test('a new project: made in Settings, switched to, and every page shows its empty state', async () => {

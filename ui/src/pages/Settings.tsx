@@ -67,18 +67,32 @@ export default function Settings() {
 function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
   const { reloadProjects } = useApp();
   const [origins, setOrigins] = useState(p.allowed_origins.join('\n'));
+  const [days, setDays] = useState(String(p.retention_days ?? 0));
   const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
   const save = async (e: Event) => {
     e.preventDefault();
     setMsg(null);
+    const kept = Number(days.trim());
+    if (days.trim() === '' || !Number.isInteger(kept) || kept < 0 || kept > 36500) {
+      setMsg({ ok: false, text: "Recordings kept: a whole number of days, from 0 (the server's retention) to 36500." });
+      return;
+    }
     try {
       const list = origins
         .split(/[\s,]+/)
         .map((s) => s.trim())
         .filter(Boolean);
-      await api(`/api/v1/projects/${encodeURIComponent(p.name)}`, { method: 'PATCH', body: { allowed_origins: list } });
+      await api(`/api/v1/projects/${encodeURIComponent(p.name)}`, {
+        method: 'PATCH',
+        body: { allowed_origins: list, retention_days: kept },
+      });
       await reloadProjects();
-      setMsg({ ok: true, text: 'Saved: browsers from these origins may send events within a second.' });
+      setMsg({
+        ok: true,
+        text: `Saved: browsers from these origins may send events within a second; ${
+          kept ? `recordings older than ${kept} days are no longer served` : "recordings follow the server's retention"
+        }.`,
+      });
     } catch (err) {
       setMsg({ ok: false, text: (err as Error).message });
     }
@@ -93,23 +107,36 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
         <dt>Time zone</dt>
         <dd>{p.time_zone || 'UTC'}</dd>
         <dt>Recordings kept</dt>
-        <dd>{p.retention_days ? `${p.retention_days} days` : "the server's retention"}</dd>
+        <dd data-testid="retention">{p.retention_days ? `${p.retention_days} days` : "the server's retention"}</dd>
         <dt>Rate limit</dt>
         <dd>{p.rate_limit_per_s ? `${f.int(p.rate_limit_per_s)} events/s` : 'none'}</dd>
       </dl>
-      <form onSubmit={save} class="stack">
+      <form onSubmit={save} class="stack" noValidate>
         <label>
           <span>
             Allowed origins, one per line (<code>https://shop.test</code>, <code>https://*.shop.test</code>, <code>http://localhost:*</code> or <code>*</code>)
           </span>
           <textarea rows={3} value={origins} disabled={!canEdit} onInput={(e) => setOrigins((e.target as HTMLTextAreaElement).value)} />
         </label>
+        <label>
+          <span>Recordings kept, in days (0: the server's retention); older recordings are no longer served, the views keep counting their sessions</span>
+          <input
+            type="number"
+            min={0}
+            max={36500}
+            step={1}
+            style={{ maxWidth: '10em' }}
+            value={days}
+            disabled={!canEdit}
+            onInput={(e) => setDays((e.target as HTMLInputElement).value)}
+          />
+        </label>
         {canEdit ? (
           <button type="submit" class="primary">
-            Save origins
+            Save
           </button>
         ) : (
-          <p class="muted">Admins change the allowed origins.</p>
+          <p class="muted">Admins change the allowed origins and how long recordings are kept.</p>
         )}
         <Note msg={msg} />
       </form>
