@@ -362,8 +362,8 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   await page.getByText('Recordings kept: a whole number of days').waitFor();
   await kept.fill('3650');
   await page.getByRole('button', { name: 'Save', exact: true }).click();
-  await page.getByText('recordings older than 3650 days are no longer served').waitFor();
-  await until('the project shows its retention', async () => (await page.getByTestId('retention').innerText()) === '3650 days');
+  await page.getByText('recordings older than 3,650 days are no longer served').waitFor();
+  await until('the project shows its retention', async () => (await page.getByTestId('retention').innerText()) === '3,650 days');
   const form = page.getByRole('form', { name: 'New token' });
   await form.getByLabel('Name').fill('grafana');
   await form.getByRole('button', { name: 'Create token' }).click();
@@ -381,7 +381,17 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   await page.getByTestId('tokens').waitFor();
   assert.equal(await page.getByTestId('new-token').count(), 0);
   assert.ok(!(await page.content()).includes(secret), 'the secret is shown once');
+  // Kept 1 day: the fixtures' recordings (days old) are no longer served, and the
+  // replay page says why.
+  await page.getByLabel(/Recordings kept, in days/).fill('1');
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await until('1 day', async () => (await page.getByTestId('retention').innerText()) === '1 day');
+  const [old] = await sql(`select session_id from sessions where project = 'demo' order by started_at limit 1`);
+  await page.goto(`${server.url}/sessions/${old.session_id}?project=demo`);
+  await page.getByText('Recordings of demo are kept 1 day (Settings)').waitFor();
+  await shot(page, 'replay-past-retention');
   // Back to the server's retention, for the other tests.
+  await page.goto(`${server.url}/settings?project=demo`);
   await page.getByLabel(/Recordings kept, in days/).fill('0');
   await page.getByRole('button', { name: 'Save', exact: true }).click();
   await until('the server retention again', async () => (await page.getByTestId('retention').innerText()) === "the server's retention");

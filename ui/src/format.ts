@@ -39,6 +39,11 @@ export function clock(ms: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
 }
 
+/** A count of days: "1 day", "30 days". */
+export function days(n: number): string {
+  return `${int(n)} ${n === 1 ? 'day' : 'days'}`;
+}
+
 /**
  * Milliseconds since the epoch from what the API gives for a timestamp: a number
  * (ms), or text in ISO form (UTC when it names no zone).

@@ -1,7 +1,7 @@
 // The replay's timeline: markers for page views, clicks, the click signals and
 // errors, placed at their offset from the recording's first event.
 
-import { toMs } from './format';
+import { days as dayCount, time, toMs } from './format';
 
 export type MarkerKind =
   | 'page_view'
@@ -146,4 +146,15 @@ export function pageSnapshot(events: RrEvent[], url: string): RrEvent[] | null {
     if (page.some((x) => x.type === FULL_SNAPSHOT)) return page;
   }
   return null;
+}
+
+/** Why a session has no recording to play: past its project's retention of recordings,
+ * or left out when it was sent. */
+export function noRecording(project: { name: string; retention_days?: number }, session: { started_at?: unknown; duration_ms?: unknown }): string {
+  const days = project.retention_days ?? 0;
+  const start = toMs(session.started_at);
+  const end = start === null ? null : start + (Number(session.duration_ms) || 0);
+  if (days > 0 && end !== null && end < Date.now() - days * 86_400_000)
+    return `Recordings of ${project.name} are kept ${dayCount(days)} (Settings); this session ended ${time(end)}, so its recording is no longer served.`;
+  return "This session has no stored recording (the replay quota or the SDK's settings may have left it out).";
 }

@@ -7,7 +7,7 @@ import { funnelSteps } from '../src/funnel';
 import { buckets, extent, heatPoints, ramp, scrollBands } from '../src/heat';
 import { LiveRows } from '../src/live';
 import { bucketFor, dashboardNumbers, since, within } from '../src/sql';
-import { buildMarkers, errorsOf, pageSnapshot, position, type RrEvent } from '../src/timeline';
+import { buildMarkers, errorsOf, noRecording, pageSnapshot, position, type RrEvent } from '../src/timeline';
 
 describe('format', () => {
   it('counts, percentages and durations', () => {
@@ -283,4 +283,27 @@ it('a live series keeps one point per second, the newest value', () => {
   let s = { x: [] as number[], y: [] as number[] };
   for (const [x, y] of [[100, 1], [100, 2], [101, 3], [101, 4], [102, 5]]) s = appendPoint(s, x, y, 2);
   expect(s).toEqual({ x: [101, 102], y: [4, 5] });
+});
+
+describe('days', () => {
+  it('counts in words', () => {
+    expect(f.days(1)).toBe('1 day');
+    expect(f.days(30)).toBe('30 days');
+    expect(f.days(3650)).toBe('3,650 days');
+  });
+});
+
+describe('noRecording', () => {
+  const day = 86_400_000;
+  it("names the project's retention when the session ended before it", () => {
+    const old = { started_at: new Date(Date.now() - 10 * day).toISOString(), duration_ms: 60_000 };
+    expect(noRecording({ name: 'shop', retention_days: 7 }, old)).toMatch(/^Recordings of shop are kept 7 days \(Settings\); this session ended /);
+  });
+  it('otherwise says what else leaves a recording out', () => {
+    const recent = { started_at: new Date(Date.now() - day).toISOString(), duration_ms: 60_000 };
+    expect(noRecording({ name: 'shop', retention_days: 7 }, recent)).toMatch(/replay quota/);
+    const old = { started_at: new Date(Date.now() - 10 * day).toISOString(), duration_ms: 60_000 };
+    expect(noRecording({ name: 'shop', retention_days: 0 }, old)).toMatch(/replay quota/);
+    expect(noRecording({ name: 'shop' }, {})).toMatch(/replay quota/);
+  });
 });

@@ -8,7 +8,7 @@ import { Replayer } from '@rrweb/replay';
 import '@rrweb/replay/dist/style.css';
 import { ApiError, api, atLeast, roleIn, type Row } from '../api';
 import * as f from '../format';
-import { MARKER_LABEL, buildMarkers, position, type Marker, type RrEvent } from '../timeline';
+import { MARKER_LABEL, buildMarkers, noRecording, position, type Marker, type RrEvent } from '../timeline';
 import { Card, Empty, ErrorBox, Loading, SignalBadges, Show, href, useApp, useLoad, useTitle } from '../ui';
 
 interface Detail {
@@ -100,7 +100,7 @@ export default function Replay() {
                   </div>
                 )}
                 {rec.state === 'error' && <ErrorBox error={rec.error} />}
-                {rec.state === 'ok' && <Empty>This session has no stored recording (the replay quota or the SDK's settings may have left it out).</Empty>}
+                {rec.state === 'ok' && <Empty>{noRecording(project, d.session)}</Empty>}
               </div>
               <aside>
                 <Meta s={d.session} />

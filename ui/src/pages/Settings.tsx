@@ -90,7 +90,7 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
       setMsg({
         ok: true,
         text: `Saved: browsers from these origins may send events within a second; ${
-          kept ? `recordings older than ${kept} days are no longer served` : "recordings follow the server's retention"
+          kept ? `recordings older than ${f.days(kept)} are no longer served` : "recordings follow the server's retention"
         }.`,
       });
     } catch (err) {
@@ -107,7 +107,7 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
         <dt>Time zone</dt>
         <dd>{p.time_zone || 'UTC'}</dd>
         <dt>Recordings kept</dt>
-        <dd data-testid="retention">{p.retention_days ? `${p.retention_days} days` : "the server's retention"}</dd>
+        <dd data-testid="retention">{p.retention_days ? f.days(p.retention_days) : "the server's retention"}</dd>
         <dt>Rate limit</dt>
         <dd>{p.rate_limit_per_s ? `${f.int(p.rate_limit_per_s)} events/s` : 'none'}</dd>
       </dl>
