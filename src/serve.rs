@@ -566,6 +566,12 @@ impl Server {
         })
     }
 
+    /// The earliest event time of `project`'s recordings that reads may return now, by
+    /// its own retention (the function `replay_read_from` below).
+    fn replay_read_from(&self, project: &str, now: i64) -> i64 {
+        replay_read_from(now, self.projects.retention_days(project))
+    }
+
     /// After a restart a tab has no node map: replay its stored events through the
     /// decoder so clicks keep their targets.
     async fn restore_tab(&self, project: &str, device: &str, tab: &str) -> Result<(), ApiError> {
@@ -958,7 +964,7 @@ impl Backend for Api {
         to_ts: i64,
     ) -> Result<Vec<ReplayChunk>, ApiError> {
         let store = self.replay.clone();
-        let from_ts = from_ts.max(replay_read_from(now_ms(), self.projects.retention_days(&project)));
+        let from_ts = from_ts.max(self.replay_read_from(&project, now_ms()));
         if from_ts > to_ts {
             return Ok(Vec::new());
         }
@@ -986,7 +992,7 @@ impl Backend for Api {
         let Some(c) = ChunkRef::from_id(&chunk.id, chunk.raw_bytes, chunk.stored_bytes) else {
             return Err(ApiError::NotFound(format!("{:?} is not a chunk of this store", chunk.id)));
         };
-        let from_ts = from_ts.max(replay_read_from(now_ms(), self.projects.retention_days(&project)));
+        let from_ts = from_ts.max(self.replay_read_from(&project, now_ms()));
         let events = self
             .read_rt
             .spawn_blocking(move || store.read_chunk(&c, &project, &device))
@@ -1006,9 +1012,7 @@ impl Backend for Api {
         let (store, config, this) = (self.replay.clone(), self.config.clone(), self.0.clone());
         let now = now_ms();
         self.read_rt
-            .spawn_blocking(move || {
-                views_of_replays(&store, &config, sessions, |p| replay_read_from(now, this.projects.retention_days(p)))
-            })
+            .spawn_blocking(move || views_of_replays(&store, &config, sessions, |p| this.replay_read_from(p, now)))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
     }
