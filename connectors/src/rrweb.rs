@@ -556,15 +556,412 @@ fn text(v: Option<&RawValue>) -> Option<String> {
     v.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
 }
 
-/// The fields every rrweb event has.
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "type", borrow)]
+/// An rrweb event read in one pass: `type` and `timestamp` as text, and `data` read for
+/// the event's type when `type` comes before it (rrweb writes `type` first), so that a
+/// FullSnapshot's nodes go into the node map as the text is read. When `data` comes
+/// first it is kept as text and read once `type` is known.
+struct Event<'a> {
     ty: Option<&'a RawValue>,
-    #[serde(borrow)]
     timestamp: Option<&'a RawValue>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
+    Absent,
+    Text(&'a RawValue),
+    Read(Body<'a>),
+}
+
+/// An event's `data`, read for its type. Each kind's fields are read leniently (a field
+/// of the wrong type reads as missing); only a field given twice is an error.
+enum Body<'a> {
+    Meta(Meta<'a>),
+    /// A FullSnapshot, its nodes read into the decoder's spare node map.
+    Full(Full<'a>),
+    Incremental(Incremental<'a>),
+    Tagged(Tagged<'a>),
+    /// Types whose `data` the views do not read.
+    Skipped,
+}
+
+/// What a FullSnapshot's `data` held besides its nodes.
+#[derive(Default)]
+struct Full<'a> {
+    /// `node` was there (and was read into the spare map).
+    node: bool,
+    initial_offset: Option<&'a RawValue>,
+}
+
+fn rrweb_type(v: Option<&RawValue>) -> Option<u64> {
+    v.and_then(|v| v.get().parse::<u64>().ok())
+}
+
+/// Reads an event, `data` into `spare` when it is a FullSnapshot's.
+struct EventSeed<'s> {
+    spare: &'s mut NodeMap,
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = Event<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Event<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventSeed<'_> {
+    type Value = Event<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an rrweb event")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Event<'de>, A::Error> {
+        let mut e = Event { ty: None, timestamp: None, data: Data::Absent };
+        let mut data_seen = false;
+        let twice = |k: &str| serde::de::Error::custom(format_args!("duplicate field `{k}`"));
+        while let Some(key) = m.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "type" if e.ty.is_some() => return Err(twice("type")),
+                "type" => e.ty = m.next_value::<Option<&RawValue>>()?.or(Some(null())),
+                "timestamp" if e.timestamp.is_some() => return Err(twice("timestamp")),
+                "timestamp" => e.timestamp = m.next_value::<Option<&RawValue>>()?.or(Some(null())),
+                "data" if data_seen => return Err(twice("data")),
+                "data" => {
+                    data_seen = true;
+                    e.data = match rrweb_type(e.ty) {
+                        Some(ty) => {
+                            let seed = BodySeed { ty, spare: &mut *self.spare, limit: self.limit };
+                            Data::Read(m.next_value_seed(seed)?)
+                        }
+                        None => m.next_value::<Option<&RawValue>>()?.map_or(Data::Absent, Data::Text),
+                    }
+                }
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        // A `null` field counts as missing.
+        e.ty = e.ty.filter(|v| v.get() != "null");
+        e.timestamp = e.timestamp.filter(|v| v.get() != "null");
+        Ok(e)
+    }
+}
+
+/// The text `null`, standing for a field that was given as null.
+fn null() -> &'static RawValue {
+    serde_json::from_str("null").expect("null is JSON")
+}
+
+/// Reads `data` for an event of type `ty`.
+struct BodySeed<'s> {
+    ty: u64,
+    spare: &'s mut NodeMap,
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Body<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body<'de>, D::Error> {
+        Ok(match self.ty {
+            4 => Body::Meta(Lenient::default().deserialize(d)?),
+            2 => Body::Full(FullSeed { spare: self.spare, limit: self.limit }.deserialize(d)?),
+            3 => Body::Incremental(Lenient::default().deserialize(d)?),
+            5 | 6 => Body::Tagged(Lenient::default().deserialize(d)?),
+            _ => {
+                IgnoredAny::deserialize(d)?;
+                Body::Skipped
+            }
+        })
+    }
+}
+
+/// A FullSnapshot's `data`: `node` goes into the (cleared) spare map as it is read.
+struct FullSeed<'s> {
+    spare: &'s mut NodeMap,
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for FullSeed<'_> {
+    type Value = Full<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Full<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FullSeed<'_> {
+    type Value = Full<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a FullSnapshot's data")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Full<'de>, A::Error> {
+        let mut full = Full::default();
+        let twice = |k: &str| serde::de::Error::custom(format_args!("duplicate field `{k}`"));
+        while let Some(key) = m.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "node" if full.node => return Err(twice("node")),
+                "node" => full.node = m.next_value_seed(RootSeed { map: &mut *self.spare, limit: self.limit })?,
+                "initialOffset" if full.initial_offset.is_some() => return Err(twice("initialOffset")),
+                "initialOffset" => full.initial_offset = Some(m.next_value::<&RawValue>()?),
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(full)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Full<'de>, A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Full::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Full<'de>, E> {
+        Ok(Full::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Full<'de>, E> {
+        Ok(Full::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Full<'de>, E> {
+        Ok(Full::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Full<'de>, E> {
+        Ok(Full::default())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Full<'de>, E> {
+        Ok(Full::default())
+    }
+    fn visit_unit<E>(self) -> Result<Full<'de>, E> {
+        Ok(Full::default())
+    }
+}
+
+/// A FullSnapshot's `node`: unless it is null, the map is cleared and the tree read into
+/// it; yields whether it was there.
+struct RootSeed<'m> {
+    map: &'m mut NodeMap,
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for RootSeed<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RootSeed<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an rrweb node")
+    }
+    fn visit_none<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        self.map.clear();
+        NodeSeed { map: self.map, parent: 0, limit: self.limit }.deserialize(d)?;
+        Ok(true)
+    }
+}
+
+/// Reads an object into `T` (its derived fields), and anything else as `T::default()`.
+struct Lenient<T>(std::marker::PhantomData<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(std::marker::PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Default> DeserializeSeed<'de> for Lenient<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for Lenient<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<T, A::Error> {
+        while s.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
+/// A JSON number as f64, and anything else (read and skipped) as none.
+struct Num(Option<f64>);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Num, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(Some(v as f64)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(Some(v as f64)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(Some(v).filter(|f| f.is_finite())))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Num, E> {
+                Ok(Num(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Num, E> {
+                Ok(Num(None))
+            }
+            fn visit_unit<E>(self) -> Result<Num, E> {
+                Ok(Num(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Num, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Num(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Num, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Num(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A number as an i32 the way [`int`] reads it (finite, below 9e15, clamped).
+fn num_i32(n: Option<f64>) -> Option<i32> {
+    n.filter(|f| f.abs() < 9.0e15).map(|f| (f as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+}
+
+/// A mouse or touch move's `positions`, read straight into positions: an element that
+/// is not an object with numeric `x` and `y` is skipped, and anything but an array
+/// reads as none.
+#[derive(Default)]
+struct Points(Vec<Position>);
+
+impl<'de> Deserialize<'de> for Points {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Points, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Points;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of positions")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Points, A::Error> {
+                let mut out = Vec::with_capacity(s.size_hint().unwrap_or(0).min(64));
+                while let Some(p) = s.next_element::<Point>()? {
+                    out.extend(p.0);
+                }
+                Ok(Points(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Points, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Points::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Points, E> {
+                Ok(Points::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Points, E> {
+                Ok(Points::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Points, E> {
+                Ok(Points::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Points, E> {
+                Ok(Points::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Points, E> {
+                Ok(Points::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One element of `positions`: a position, or none when it does not fit.
+struct Point(Option<Position>);
+
+impl<'de> Deserialize<'de> for Point {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Point, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Point;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a position")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Point, A::Error> {
+                let (mut x, mut y, mut t) = (None, None, None);
+                let mut twice = false;
+                while let Some(key) = m.next_key::<Key<'de>>()? {
+                    let slot = match &*key.0 {
+                        "x" => &mut x,
+                        "y" => &mut y,
+                        "timeOffset" => &mut t,
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    twice |= slot.is_some();
+                    *slot = Some(m.next_value::<Num>()?.0);
+                }
+                if twice {
+                    return Ok(Point(None));
+                }
+                let (Some(x), Some(y)) = (num_i32(x.flatten()), num_i32(y.flatten())) else {
+                    return Ok(Point(None));
+                };
+                Ok(Point(Some(Position { x, y, time_offset: num_i32(t.flatten()).unwrap_or(0) })))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Point, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Point(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Point, E> {
+                Ok(Point(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Point, E> {
+                Ok(Point(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Point, E> {
+                Ok(Point(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Point, E> {
+                Ok(Point(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Point, E> {
+                Ok(Point(None))
+            }
+            fn visit_unit<E>(self) -> Result<Point, E> {
+                Ok(Point(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The fields of an IncrementalSnapshot's `data` the views use (each read leniently).
@@ -583,8 +980,7 @@ struct Incremental<'a> {
     y: Option<&'a RawValue>,
     #[serde(borrow)]
     pointer_type: Option<&'a RawValue>,
-    #[serde(borrow)]
-    positions: Option<&'a RawValue>,
+    positions: Option<Points>,
     #[serde(borrow)]
     width: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -656,16 +1052,6 @@ struct ConsolePayload<'a> {
 }
 
 #[derive(Deserialize)]
-struct PositionIn<'a> {
-    #[serde(borrow)]
-    x: Option<&'a RawValue>,
-    #[serde(borrow)]
-    y: Option<&'a RawValue>,
-    #[serde(rename = "timeOffset", borrow)]
-    time_offset: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
 struct Add<'a> {
     #[serde(rename = "parentId", borrow)]
     parent_id: Option<&'a RawValue>,
@@ -724,6 +1110,9 @@ pub struct Decoder {
     limits: DecoderLimits,
     /// Nodes held over all tabs.
     nodes: usize,
+    /// Where a FullSnapshot's nodes are read, to replace its tab's map once the whole
+    /// event has been read (an event that turns out malformed changes nothing).
+    spare: NodeMap,
 }
 
 impl Default for Decoder {
@@ -744,7 +1133,7 @@ impl Decoder {
 
     /// A decoder that remembers at most what `limits` allow.
     pub fn with_limits(limits: DecoderLimits) -> Decoder {
-        Decoder { tabs: HashMap::new(), clock: 0, limits, nodes: 0 }
+        Decoder { tabs: HashMap::new(), clock: 0, limits, nodes: 0, spare: NodeMap::default() }
     }
 
     /// Tabs with decoding state.
@@ -789,6 +1178,7 @@ impl Decoder {
     pub fn heap_bytes(&self) -> usize {
         let table = self.tabs.capacity() * (std::mem::size_of::<(TabKey, TabState)>() + 1);
         table
+            + self.spare.heap_bytes()
             + self
                 .tabs
                 .iter()
@@ -851,26 +1241,53 @@ impl Decoder {
         if !raw.trim_start().starts_with('{') {
             return Err(bad("an rrweb event must be a JSON object"));
         }
-        let head: Head<'_> = serde_json::from_str(raw).map_err(|e| bad(format!("invalid rrweb event JSON: {e}")))?;
-        let ty = head
-            .ty
-            .and_then(|v| v.get().parse::<u64>().ok())
-            .ok_or_else(|| bad("rrweb event has no integer `type`"))?;
-        let ts = int(head.timestamp).ok_or_else(|| bad("rrweb event has no numeric `timestamp`"))?;
+        let limit = self.limits.max_nodes_per_tab;
+        let mut de = serde_json::Deserializer::from_str(raw);
+        let event = EventSeed { spare: &mut self.spare, limit }
+            .deserialize(&mut de)
+            .and_then(|e| de.end().map(|()| e))
+            .map_err(|e| bad(format!("invalid rrweb event JSON: {e}")));
+        let head = event.and_then(|event| {
+            let ty = rrweb_type(event.ty).ok_or_else(|| bad("rrweb event has no integer `type`"))?;
+            let ts = int(event.timestamp).ok_or_else(|| bad("rrweb event has no numeric `timestamp`"))?;
+            Ok((ty, ts, event.data))
+        });
+        let (ty, ts, data) = match head {
+            Ok(h) => h,
+            Err(e) => {
+                self.spare.clear();
+                return Err(e);
+            }
+        };
+        // `data` that came before `type` is read now.
+        let body = match data {
+            Data::Absent => None,
+            Data::Read(body) => Some(body),
+            Data::Text(text) => {
+                let mut de = serde_json::Deserializer::from_str(text.get());
+                let read = BodySeed { ty, spare: &mut self.spare, limit }.deserialize(&mut de);
+                match read {
+                    Ok(body) => Some(body),
+                    Err(e) => {
+                        self.spare.clear();
+                        return Err(bad(format!("invalid rrweb event JSON: {e}")));
+                    }
+                }
+            }
+        };
         self.clock += 1;
         let k = key(project, device, tab);
         if !self.tabs.contains_key(&k) {
             self.tabs.insert(k.clone(), TabState::default());
             self.evict(&k);
         }
-        let limit = self.limits.max_nodes_per_tab;
         let max_payload = self.limits.max_payload_bytes;
         let state = self.tabs.get_mut(&k).expect("inserted");
         state.last_used = self.clock;
         state.touched = Some(std::time::Instant::now());
         let before = state.nodes.len();
         let mut note = None;
-        let kind = decode_kind(ty, head.data, state, limit, max_payload, &mut note);
+        let kind = decode_kind(ty, body, state, &mut self.spare, limit, max_payload, &mut note);
         let after = state.nodes.len();
         if state.nodes.truncated && note.is_none() && matches!(kind, Kind::Snapshot(_) | Kind::Mutation(_)) {
             note = Some(Note::NodeLimit);
@@ -903,15 +1320,19 @@ fn activity(name: impl Into<String>) -> Kind {
 
 fn decode_kind(
     ty: u64,
-    data: Option<&RawValue>,
+    body: Option<Body<'_>>,
     state: &mut TabState,
+    spare: &mut NodeMap,
     limit: usize,
     max_payload: usize,
     note: &mut Option<Note>,
 ) -> Kind {
     match ty {
         4 => {
-            let m: Meta<'_> = parse(data);
+            let m = match body {
+                Some(Body::Meta(m)) => m,
+                _ => Meta::default(),
+            };
             let href = text(m.href).unwrap_or_default();
             if href.is_empty() {
                 *note = Some(Note::MetaWithoutHref);
@@ -928,24 +1349,17 @@ fn decode_kind(
             })
         }
         2 => {
-            #[derive(Deserialize, Default)]
-            #[serde(rename_all = "camelCase")]
-            struct Full<'a> {
-                #[serde(borrow)]
-                node: Option<&'a RawValue>,
-                #[serde(borrow)]
-                initial_offset: Option<&'a RawValue>,
-            }
-            let full: Full<'_> = parse(data);
-            let Some(node) = full.node else {
+            let full = match body {
+                Some(Body::Full(f)) => f,
+                _ => Full::default(),
+            };
+            if !full.node {
                 *note = Some(Note::Incomplete);
                 return activity("full_snapshot");
-            };
-            state.nodes.clear();
-            let mut de = serde_json::Deserializer::from_str(node.get());
-            if (NodeSeed { map: &mut state.nodes, parent: 0, limit }).deserialize(&mut de).is_err() {
-                *note = Some(Note::Incomplete);
             }
+            // The snapshot's nodes were read into the spare map: they replace the tab's.
+            std::mem::swap(&mut state.nodes, spare);
+            spare.clear();
             let off: Offset<'_> = parse(full.initial_offset);
             Kind::Snapshot(DomSnapshot {
                 scroll_x: int(off.left).unwrap_or(0).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
@@ -953,7 +1367,10 @@ fn decode_kind(
             })
         }
         3 => {
-            let d: Incremental<'_> = parse(data);
+            let d = match body {
+                Some(Body::Incremental(d)) => d,
+                _ => Incremental::default(),
+            };
             let Some(source) = int(d.source) else {
                 *note = Some(Note::Incomplete);
                 return activity("incremental");
@@ -991,20 +1408,10 @@ fn decode_kind(
                     })
                 }
                 1 | 6 => {
-                    let Some(raw) = d.positions else {
+                    let Some(Points(positions)) = d.positions else {
                         *note = Some(Note::Incomplete);
                         return activity("mouse_move");
                     };
-                    let positions: Vec<Position> = list::<PositionIn<'_>>(Some(raw))
-                        .into_iter()
-                        .filter_map(|p| {
-                            Some(Position {
-                                x: i32_of(p.x)?,
-                                y: i32_of(p.y)?,
-                                time_offset: i32_of(p.time_offset).unwrap_or(0),
-                            })
-                        })
-                        .collect();
                     if source == 1 {
                         Kind::MouseMove(MouseMove { positions })
                     } else {
@@ -1065,7 +1472,10 @@ fn decode_kind(
             }
         }
         5 => {
-            let t: Tagged<'_> = parse(data);
+            let t = match body {
+                Some(Body::Tagged(t)) => t,
+                _ => Tagged::default(),
+            };
             let Some(tag) = text(t.tag) else {
                 *note = Some(Note::Incomplete);
                 return activity("custom");
@@ -1092,7 +1502,10 @@ fn decode_kind(
             Kind::Custom(CustomEvent { name: tag, properties_json })
         }
         6 => {
-            let t: Tagged<'_> = parse(data);
+            let t = match body {
+                Some(Body::Tagged(t)) => t,
+                _ => Tagged::default(),
+            };
             let plugin = text(t.plugin).unwrap_or_default();
             match console_error(&plugin, t.payload) {
                 Some(e) => Kind::Error(e),
@@ -1318,6 +1731,60 @@ mod tests {
         check(r#"{"type": "4", "timestamp": 1}"#, Err("integer `type`"));
         check("[1, 2]", Err("object"));
         check(r#"{"type": 4, "timestamp": 1"#, Err("invalid"));
+    }
+
+    #[test]
+    fn events_are_read_in_any_field_order_and_a_bad_snapshot_changes_nothing() {
+        let snap = snapshot();
+        // The same snapshot with its keys sorted (`data` before `type`), as some JSON
+        // writers store events: it is read once its type is known, to the same nodes.
+        let data = &snap[snap.find("{\"initialOffset\"").unwrap()..snap.len() - 1];
+        let sorted = format!(r#"{{"data": {data}, "timestamp": 2, "type": 2}}"#);
+        let mut d = Decoder::new();
+        let e = d.decode("p", "d", "t", 0, &sorted).unwrap();
+        assert!(matches!(e.envelope.kind, Some(Kind::Snapshot(DomSnapshot { scroll_y: 40, .. }))));
+        assert_eq!(e.note, None);
+        assert_eq!(decoded_click(&mut d, 7).selector, "section#hero > div.cta.big > button");
+        let nodes = d.nodes();
+        // Snapshots of another page that turn out not to be events (no timestamp after the
+        // nodes, a field given twice, text cut short) leave the tab's map as it was.
+        let other = r#"{"type": 0, "childNodes": [{"type": 2, "tagName": "a", "attributes": {}, "childNodes": [], "id": 7}], "id": 1}"#;
+        for bad in [
+            format!(r#"{{"type": 2, "data": {{"node": {other}}}}}"#),
+            format!(r#"{{"type": 2, "timestamp": 3, "data": {{"node": {other}, "node": {other}}}}}"#),
+            format!(r#"{{"type": 2, "timestamp": 3, "data": {{"node": {other}}}, "type": 2}}"#),
+            format!(r#"{{"type": 2, "timestamp": 3, "data": {{"node": {other}"#),
+            format!(r#"{{"data": {{"node": {other}, "node": {other}}}, "timestamp": 3, "type": 2}}"#),
+        ] {
+            assert!(d.decode("p", "d", "t", 0, &bad).is_err(), "{bad}");
+            assert_eq!(d.nodes(), nodes, "{bad}");
+            assert_eq!(decoded_click(&mut d, 7).selector, "section#hero > div.cta.big > button", "{bad}");
+        }
+        assert!(d.spare.is_empty(), "nothing is left in the spare map");
+        // A null `node` is a snapshot without nodes: noted, and the map stays too.
+        let e = d.decode("p", "d", "t", 0, r#"{"type": 2, "timestamp": 3, "data": {"node": null}}"#).unwrap();
+        assert_eq!(e.note, Some(Note::Incomplete));
+        assert_eq!(d.nodes(), nodes);
+    }
+
+    #[test]
+    fn mouse_positions_keep_what_fits_and_skip_the_rest() {
+        let mut d = Decoder::new();
+        let raw = r#"{"type": 3, "timestamp": 5, "data": {"source": 1, "positions": [{"x": 1, "y": 2, "id": 4, "timeOffset": -5},
+            {"x": "a", "y": 1}, 7, {"x": 1.5e20, "y": 3}, {"x": 3, "y": 4, "x": 5}, {"x": 2.7, "y": -3e9}, null, [1, 2]]}}"#;
+        match d.decode("p", "d", "t", 0, raw).unwrap().envelope.kind {
+            Some(Kind::MouseMove(m)) => assert_eq!(
+                m.positions,
+                vec![Position { x: 1, y: 2, time_offset: -5 }, Position { x: 2, y: i32::MIN, time_offset: 0 }]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let touch = r#"{"type": 3, "timestamp": 5, "data": {"positions": "none", "source": 6}}"#;
+        assert!(
+            matches!(d.decode("p", "d", "t", 0, touch).unwrap().envelope.kind, Some(Kind::TouchMove(TouchMove { positions })) if positions.is_empty())
+        );
+        let missing = r#"{"type": 3, "timestamp": 5, "data": {"source": 1, "positions": null}}"#;
+        assert_eq!(d.decode("p", "d", "t", 0, missing).unwrap().note, Some(Note::Incomplete));
     }
 
     #[test]
