@@ -18,7 +18,6 @@
 //! with the tab's node map; `ts` defaults to its timestamp).
 
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use sightflow_proto::v1::envelope::Kind;
 use sightflow_proto::v1::{
     Activity, Click, CustomEvent, DomMutation, DomSnapshot, Envelope, Identify, Input, JsError, MouseMove, PageExit,
@@ -26,7 +25,7 @@ use sightflow_proto::v1::{
 };
 
 use crate::files::BadElement;
-use crate::rrweb::{DecodeError, Decoders, Note};
+use crate::rrweb::{DecodeError, Decoders, Key, Note};
 use crate::validate::Invalid;
 
 /// Identity that events may leave out.
@@ -38,42 +37,49 @@ pub struct Defaults {
     pub device_id: String,
 }
 
+/// An object's fields as their JSON texts, read as each is asked for.
 struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+    fields: Vec<(Key<'a>, &'a RawValue)>,
 }
 
 impl<'a> Fields<'a> {
-    fn get(&self, k: &str) -> Option<&'a Value> {
-        self.obj.get(k).filter(|v| !v.is_null())
+    fn get(&self, k: &str) -> Option<&'a RawValue> {
+        self.fields.iter().find(|(f, _)| f.0 == k).map(|(_, v)| *v).filter(|v| v.get() != "null")
     }
 
-    fn str(&self, k: &'static str) -> Result<Option<&'a str>, BadEvent> {
+    fn str(&self, k: &'static str) -> Result<Option<std::borrow::Cow<'a, str>>, BadEvent> {
         match self.get(k) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) if v.get().starts_with('"') => {
+                serde_json::from_str::<Key<'a>>(v.get()).map(|s| Some(s.0)).map_err(|e| json_error(&e))
+            }
             Some(v) => Err(BadEvent::WrongType { key: k, expected: "a string", got: kind_name(v).into() }),
         }
     }
 
-    fn need_str(&self, k: &'static str, ty: &'static str) -> Result<&'a str, BadEvent> {
+    fn need_str(&self, k: &'static str, ty: &'static str) -> Result<std::borrow::Cow<'a, str>, BadEvent> {
         self.str(k)?.ok_or(BadEvent::Missing { key: k, ty })
     }
 
     fn string(&self, k: &'static str) -> Result<String, BadEvent> {
-        Ok(self.str(k)?.unwrap_or("").to_string())
+        Ok(self.str(k)?.map(|s| s.into_owned()).unwrap_or_default())
+    }
+
+    /// A number's text, or the error for a field that is not a number.
+    fn number(&self, k: &'static str, expected: &'static str) -> Result<Option<&'a str>, BadEvent> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) if kind_name(v) == "a number" => Ok(Some(v.get())),
+            Some(v) => Err(BadEvent::WrongType { key: k, expected, got: kind_name(v).into() }),
+        }
     }
 
     fn int(&self, k: &'static str) -> Result<Option<i64>, BadEvent> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::Number(n)) => {
-                match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite() && f.abs() < 9.0e15).map(|f| f as i64))
-                {
-                    Some(i) => Ok(Some(i)),
-                    None => Err(BadEvent::WrongType { key: k, expected: "an integer", got: n.to_string() }),
-                }
-            }
-            Some(v) => Err(BadEvent::WrongType { key: k, expected: "an integer", got: kind_name(v).into() }),
+        let Some(n) = self.number(k, "an integer")? else { return Ok(None) };
+        let f = || n.parse::<f64>().ok().filter(|f| f.is_finite() && f.abs() < 9.0e15).map(|f| f as i64);
+        match n.parse::<i64>().ok().or_else(f) {
+            Some(i) => Ok(Some(i)),
+            None => Err(BadEvent::WrongType { key: k, expected: "an integer", got: n.to_string() }),
         }
     }
 
@@ -101,17 +107,20 @@ impl<'a> Fields<'a> {
     }
 
     fn f64(&self, k: &'static str) -> Result<Option<f64>, BadEvent> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
-            Some(v) => Err(BadEvent::WrongType { key: k, expected: "a number", got: kind_name(v).into() }),
+        let Some(n) = self.number(k, "a number")? else { return Ok(None) };
+        match n.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Some(f)),
+            _ => Err(BadEvent::WrongType { key: k, expected: "a finite number", got: n.to_string() }),
         }
     }
 
+    /// An object field as compact JSON text.
     fn object(&self, k: &'static str) -> Result<String, BadEvent> {
         match self.get(k) {
             None => Ok(String::new()),
-            Some(p @ Value::Object(_)) => Ok(p.to_string()),
+            Some(p) if p.get().starts_with('{') => {
+                serde_json::from_str::<serde_json::Value>(p.get()).map(|v| v.to_string()).map_err(|e| json_error(&e))
+            }
             Some(v) => Err(BadEvent::WrongType { key: k, expected: "an object", got: kind_name(v).into() }),
         }
     }
@@ -119,7 +128,8 @@ impl<'a> Fields<'a> {
     fn bool(&self, k: &'static str) -> Result<bool, BadEvent> {
         match self.get(k) {
             None => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) if v.get() == "true" => Ok(true),
+            Some(v) if v.get() == "false" => Ok(false),
             Some(v) => Err(BadEvent::WrongType { key: k, expected: "true or false", got: kind_name(v).into() }),
         }
     }
@@ -274,30 +284,35 @@ fn json_error(e: &serde_json::Error) -> BadEvent {
     BadEvent::Json(e.to_string())
 }
 
-fn kind_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// What kind of JSON value a text is, by its first character.
+fn kind_name(v: &RawValue) -> &'static str {
+    match v.get().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
 fn positions(f: &Fields<'_>) -> Result<Vec<Position>, BadEvent> {
-    let arr = match f.get("positions") {
-        Some(Value::Array(a)) => a,
+    let list = match f.get("positions") {
+        Some(v) if v.get().starts_with('[') => v,
         Some(v) => {
             return Err(BadEvent::WrongType { key: "positions", expected: "an array", got: kind_name(v).into() });
         }
         None => return Err(BadEvent::Missing { key: "positions", ty: "" }),
     };
-    arr.iter()
+    let items: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(|e| json_error(&e))?;
+    items
+        .into_iter()
         .enumerate()
         .map(|(index, p)| {
-            let obj = p.as_object().ok_or(BadEvent::PositionNotAnObject { index })?;
-            let pf = Fields { obj };
+            if !p.get().starts_with('{') {
+                return Err(BadEvent::PositionNotAnObject { index });
+            }
+            let pf = Fields { fields: serde_json::from_str::<RawMap<'_>>(p.get()).map_err(|e| json_error(&e))?.0 };
             let at = |e: BadEvent| BadEvent::Position { index, source: Box::new(e) };
             Ok(Position {
                 x: pf.i32("x").map_err(at)?,
@@ -362,31 +377,25 @@ pub fn decode_event<'a>(
         return Err(BadEvent::TooLarge { len: text.len(), max });
     }
     // The fields as raw text: nothing is built yet.
-    let fields: Vec<(String, &'a RawValue)> = serde_json::from_str::<RawMap<'a>>(text).map_err(|e| json_error(&e))?.0;
-    let is_rrweb = fields.iter().any(|(k, v)| k == "type" && v.get() == "\"rrweb\"");
+    let mut fields = serde_json::from_str::<RawMap<'a>>(text).map_err(|e| json_error(&e))?.0;
+    let is_rrweb = fields.iter().any(|(k, v)| k.0 == "type" && v.get() == "\"rrweb\"");
     let mut event: Option<&'a RawValue> = None;
-    let mut small = 0usize;
-    let mut obj = Map::new();
-    for (k, v) in fields {
-        if is_rrweb && k == "event" {
-            event = Some(v);
-            continue;
-        }
-        small += k.len() + v.get().len();
-        if small > sizes.max_event_bytes {
-            let max = sizes.max_event_bytes;
-            return Err(if is_rrweb {
-                BadEvent::TooLargeBesidesEvent { max }
-            } else {
-                BadEvent::TooLarge { len: text.len(), max }
-            });
-        }
-        obj.insert(k, serde_json::from_str(v.get()).map_err(|e| json_error(&e))?);
+    if is_rrweb && let Some(at) = fields.iter().position(|(k, _)| k.0 == "event") {
+        event = Some(fields.swap_remove(at).1);
     }
-    let f = Fields { obj: &obj };
+    let small: usize = fields.iter().map(|(k, v)| k.0.len() + v.get().len()).sum();
+    if small > sizes.max_event_bytes {
+        let max = sizes.max_event_bytes;
+        return Err(if is_rrweb {
+            BadEvent::TooLargeBesidesEvent { max }
+        } else {
+            BadEvent::TooLarge { len: text.len(), max }
+        });
+    }
+    let f = Fields { fields };
     let ty = f.need_str("type", "")?;
-    let project = f.str("project")?.unwrap_or(&defaults.project).to_string();
-    let device_id = f.str("device_id")?.unwrap_or(&defaults.device_id).to_string();
+    let project = f.str("project")?.map_or_else(|| defaults.project.clone(), |s| s.into_owned());
+    let device_id = f.str("device_id")?.map_or_else(|| defaults.device_id.clone(), |s| s.into_owned());
     let tab_id = f.string("tab_id")?;
     let seq = match f.int("seq")? {
         Some(s) if s >= 0 => s as u64,
@@ -409,12 +418,12 @@ pub fn decode_event<'a>(
     if text.len() > sizes.max_event_bytes {
         return Err(BadEvent::TooLarge { len: text.len(), max: sizes.max_event_bytes });
     }
-    let envelope = decode_sdk(&f, ty, project, device_id, tab_id, seq)?;
+    let envelope = decode_sdk(&f, &ty, project, device_id, tab_id, seq)?;
     Ok(DecodedEvent { envelope, rrweb: None, note: None })
 }
 
-/// An object's fields as raw JSON texts, in order.
-struct RawMap<'a>(Vec<(String, &'a RawValue)>);
+/// An object's fields as raw JSON texts, in order; a field given twice is an error.
+struct RawMap<'a>(Vec<(Key<'a>, &'a RawValue)>);
 
 impl<'de> serde::Deserialize<'de> for RawMap<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawMap<'de>, D::Error> {
@@ -425,10 +434,10 @@ impl<'de> serde::Deserialize<'de> for RawMap<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<RawMap<'de>, A::Error> {
-                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
-                while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
-                    if out.iter().any(|(o, _)| *o == k) {
-                        return Err(serde::de::Error::custom(format!("field `{k}` is given twice")));
+                let mut out: Vec<(Key<'de>, &'de RawValue)> = Vec::new();
+                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
+                    if out.iter().any(|(o, _)| o.0 == k.0) {
+                        return Err(serde::de::Error::custom(format!("field `{}` is given twice", k.0)));
                     }
                     out.push((k, v));
                 }
@@ -472,7 +481,7 @@ fn decode_sdk(
             interactive: f.bool("interactive")?,
             text_field: f.bool("text_field")?,
             text: f.string("text")?,
-            pointer: match f.str("pointer")? {
+            pointer: match f.str("pointer")?.as_deref() {
                 None | Some("mouse") => PointerType::Mouse as i32,
                 Some("touch") => PointerType::Touch as i32,
                 Some("pen") => PointerType::Pen as i32,
@@ -528,7 +537,7 @@ fn decode_sdk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn check(v: Value, expect: Result<(), &str>) {
         let d = Defaults { project: "p".into(), device_id: String::new() };
@@ -541,6 +550,31 @@ mod tests {
                 assert!(e.contains(needle), "error {e:?} should contain {needle:?}")
             }
             (got, expect) => panic!("{v}: got {got:?}, expected {expect:?}"),
+        }
+    }
+
+    #[test]
+    fn fields_are_read_from_their_text_as_json_means_them() {
+        let d = Defaults { project: "p".into(), device_id: String::new() };
+        let text = r#"{"type": "custom", "device_id": "d\u00e9\"", "ts": 1.5e3, "seq": 7, "tab_id": null,
+            "name": "buy", "properties": { "plan" : "pro", "n": [1, 2] }}"#;
+        let e = decode_event(text, &d, 0, &Decoders::default(), &Sizes::default()).unwrap().envelope;
+        assert_eq!((e.device_id.as_str(), e.ts, e.seq, e.tab_id.as_str()), ("dé\"", 1500, 7, ""));
+        assert_eq!(e.project, "p", "the default project");
+        match e.kind {
+            Some(Kind::Custom(c)) => assert_eq!(c.properties_json, r#"{"n":[1,2],"plan":"pro"}"#),
+            other => panic!("{other:?}"),
+        }
+        for (text, says) in [
+            (r#"{"type": "click", "device_id": "d", "ts": 1, "x": 1, "y": 2, "x": 3}"#, "field `x` is given twice"),
+            (
+                r#"{"type": "vitals", "device_id": "d", "ts": 1, "lcp": 1e400}"#,
+                "`lcp` must be a finite number, got 1e400",
+            ),
+            (r#"{"type": "click", "device_id": "d", "ts": 1e20, "x": 1, "y": 2}"#, "`ts` must be an integer, got 1e20"),
+        ] {
+            let err = decode_event(text, &d, 0, &Decoders::default(), &Sizes::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
         }
     }
 
@@ -588,6 +622,11 @@ mod tests {
         check(json!({"type": "identify", "device_id": "d", "ts": 1, "user_id": 7}), Err("`user_id` must be a string"));
         check(json!({"type": "vitals", "device_id": "d", "ts": 1, "lcp": 812.5, "cls": 0.02}), Ok(()));
         check(json!({"type": "vitals", "device_id": "d", "ts": 1, "lcp": "fast"}), Err("`lcp` must be a number"));
+        check(json!({"type": "exit", "device_id": "d", "ts": 1, "hidden": 1}), Err("`hidden` must be true or false"));
+        check(
+            json!({"type": "click", "device_id": "d", "ts": 1.5, "x": [1], "y": 2}),
+            Err("`x` must be an integer, got an array"),
+        );
         check(json!([1]), Err("must be a JSON object, got an array"));
         check(json!(5), Err("must be a JSON object, got a number"));
     }
