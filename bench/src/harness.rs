@@ -1425,9 +1425,9 @@ pub fn incremental_updates(config: &Config, batches: &[Vec<Envelope>]) -> anyhow
     Ok(Updates { times, snapshot: snapshots.wait_complete(), cpu })
 }
 
-/// One recording of the rrweb pool: its events as `(ms after its first, the event
-/// without its "timestamp" as the rest of an object: `,"type":2,...}`)`, and what it
-/// planted.
+/// One recording of the rrweb pool: its events as `(ms after its first, the event's
+/// fields but "timestamp" as the inside of an object: `"type":2,"data":{...}`)`, and what
+/// it planted.
 pub(crate) struct PoolSession {
     pub events: Vec<(i64, String)>,
     pub truth: Truth,
@@ -1454,12 +1454,31 @@ pub(crate) fn rrweb_pool() -> (Vec<PoolSession>, usize) {
                     if let Some(o) = e.as_object_mut() {
                         o.remove("timestamp");
                     }
-                    let text = e.to_string();
                     if e["type"] == 2 {
-                        snapshot_bytes.0 += text.len();
+                        snapshot_bytes.0 += e.to_string().len();
                         snapshot_bytes.1 += 1;
                     }
-                    let rest = if text.len() > 2 { format!(",{}", &text[1..]) } else { "}".to_string() };
+                    // In rrweb's order (`type`, `data`, then the rest; the SDK adds
+                    // `timestamp` last), as a recorder's JSON.stringify writes it.
+                    let mut rest = String::new();
+                    if let Some(o) = e.as_object_mut() {
+                        for k in ["type", "data"] {
+                            if let Some(v) = o.remove(k) {
+                                rest.push_str(&format!(
+                                    "{}{}:{v}",
+                                    if rest.is_empty() { "" } else { "," },
+                                    serde_json::Value::from(k.to_string())
+                                ));
+                            }
+                        }
+                        for (k, v) in o.iter() {
+                            rest.push_str(&format!(
+                                "{}{}:{v}",
+                                if rest.is_empty() { "" } else { "," },
+                                serde_json::Value::from(k.to_string())
+                            ));
+                        }
+                    }
                     (ts - first, rest)
                 })
                 .collect();
@@ -1472,7 +1491,7 @@ pub(crate) fn rrweb_pool() -> (Vec<PoolSession>, usize) {
 /// One rrweb event as the SDK sends it to `/track`.
 pub(crate) fn sdk_event(device: &str, tab: &str, seq: u64, ts: i64, rest: &str) -> String {
     format!(
-        "{{\"type\":\"rrweb\",\"device_id\":\"{device}\",\"tab_id\":\"{tab}\",\"seq\":{seq},\"ts\":{ts},\"event\":{{\"timestamp\":{ts}{rest}}}"
+        "{{\"type\":\"rrweb\",\"device_id\":\"{device}\",\"tab_id\":\"{tab}\",\"seq\":{seq},\"ts\":{ts},\"event\":{{{rest},\"timestamp\":{ts}}}}}"
     )
 }
 
@@ -1820,4 +1839,22 @@ fn compact_request(body: &mut String, devices: &str, n: &mut u64, per_request: u
         }
     }
     body.push(']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_events_are_sent_in_rrwebs_own_field_order() {
+        let (pool, _) = rrweb_pool();
+        let (rel, rest) = &pool[0].events[0];
+        let text = sdk_event("dev", "tab", 1, 1_000 + rel, rest);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["event"]["timestamp"], 1_000 + rel);
+        let event = &text[text.find("\"event\":").expect("event") + 8..];
+        assert!(event.starts_with("{\"type\":"), "type first, as rrweb writes it: {event:.40}");
+        let data = event.find("\"data\":").expect("data");
+        assert!(data < event.find("\"timestamp\":").expect("timestamp"), "{event:.80}");
+    }
 }
