@@ -1026,6 +1026,74 @@ struct SdkRequest {
     events: usize,
 }
 
+/// The ingest decoder alone on the generator's raw rrweb traffic.
+#[derive(Debug, Clone)]
+pub struct DecodeFigures {
+    pub requests: usize,
+    /// rrweb events accepted in a pass (every one of the traffic).
+    pub events: usize,
+    pub gzipped_bytes: usize,
+    pub json_bytes: usize,
+    /// Seconds per pass.
+    pub runs: Vec<f64>,
+    /// Seconds of the best pass's gunzip alone.
+    pub gunzip_s: f64,
+}
+
+/// Decodes the requests of `seconds` of raw rrweb traffic at `rate` with the server's
+/// decoder settings, `runs` times, each pass with fresh decoders (so every tab's
+/// FullSnapshot builds its node map again).
+pub fn decode_throughput(rate: u64, seconds: u64, runs: usize) -> anyhow::Result<DecodeFigures> {
+    use sightflow_connectors::ingest::{BodyLimits, decode_track, decompress};
+    let config = sightflow_config::Config::defaults();
+    let mut requests: Vec<SdkRequest> = sdk_requests(rate, seconds, 1)?.into_iter().flatten().collect();
+    requests.sort_by_key(|r| r.due_ms);
+    let limits = BodyLimits {
+        max_decompressed_bytes: config.ingest.max_decompressed_bytes,
+        max_events: config.ingest.max_events_per_batch,
+        sizes: sightflow_connectors::json::Sizes {
+            max_event_bytes: config.ingest.max_event_bytes,
+            max_rrweb_event_bytes: config.ingest.max_rrweb_event_bytes,
+        },
+    };
+    let decoder_limits = sightflow_connectors::rrweb::DecoderLimits {
+        max_nodes_per_tab: config.ingest.max_nodes_per_tab,
+        max_nodes_total: config.ingest.max_nodes_total,
+        max_tabs: 50_000,
+        max_payload_bytes: 8192,
+    };
+    let event_limits = sightflow_connectors::validate::Limits::any_age(sightflow::serve::now_ms() + 10 * 86_400_000);
+    let defaults = sightflow_connectors::json::Defaults { project: "demo".into(), device_id: String::new() };
+    let mut out = DecodeFigures {
+        requests: requests.len(),
+        events: 0,
+        gzipped_bytes: requests.iter().map(|r| r.body.len()).sum(),
+        json_bytes: 0,
+        runs: Vec::new(),
+        gunzip_s: f64::INFINITY,
+    };
+    for _ in 0..runs.max(1) {
+        let decoders = sightflow_connectors::rrweb::Decoders::new(16, decoder_limits);
+        let started = Instant::now();
+        let mut events = 0;
+        for r in &requests {
+            let d = decode_track(&r.body, None, &defaults, &limits, &event_limits, &decoders)?;
+            anyhow::ensure!(d.rejected.is_empty(), "the traffic has rejected events: {:?}", d.rejected.first());
+            events += d.accepted.len();
+        }
+        out.runs.push(started.elapsed().as_secs_f64());
+        out.events = events;
+        let started = Instant::now();
+        let mut bytes = 0;
+        for r in &requests {
+            bytes += decompress(&r.body, limits.max_decompressed_bytes)?.len();
+        }
+        out.gunzip_s = out.gunzip_s.min(started.elapsed().as_secs_f64());
+        out.json_bytes = bytes;
+    }
+    Ok(out)
+}
+
 /// The SDK's flush period and its largest batch (`sdk/src/client.ts`).
 pub(crate) const SDK_BATCH_MS: i64 = 5000;
 pub(crate) const SDK_BATCH_BYTES: usize = 900_000;

@@ -88,6 +88,19 @@ enum Command {
     },
     /// Freshness under live HTTP load: acknowledgement to visible in a snapshot.
     Freshness(FreshnessArgs),
+    /// The ingest decoder alone, on one core: the generator's raw rrweb traffic as the
+    /// SDK sends it (gzipped requests, one per tab every 5 s) through `decode_track`.
+    Decode {
+        /// rrweb events per second of the traffic generated (its mix, not a pace).
+        #[arg(long, default_value_t = 45_000)]
+        rate: u64,
+        /// Seconds of traffic generated.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Timed passes over it; the best is reported with the median.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Incremental update time against DuckDB and chdb recomputing the same views from
     /// Parquet after every batch (needs `pip install duckdb chdb`).
     Peers {
@@ -213,6 +226,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Memory { devices, seed, workers } => memory(devices, seed, workers),
         Command::Query { sessions, runs } => query(sessions, runs),
+        Command::Decode { rate, seconds, runs } => decode(rate, seconds, runs),
         Command::Live { sessions, rate, seconds, senders, subscribers, query_nice } => {
             live(&harness::LiveOptions { sessions, rate, seconds, senders, subscribers, query_nice })
         }
@@ -594,6 +608,37 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
         println!("  {name:<22} p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  max {max:>8.2} ms ({runs} runs)");
     }
     println!("  reproduce: cargo run --release -p sightflow-bench -- query --sessions {sessions} --runs {runs}");
+    Ok(())
+}
+
+fn decode(rate: u64, seconds: u64, runs: usize) -> anyhow::Result<()> {
+    let d = harness::decode_throughput(rate, seconds, runs)?;
+    println!("machine: {}", machine());
+    println!(
+        "decode on one core: {} requests, {} rrweb events, {:.1} MB gzipped, {:.1} MB of JSON; {} runs",
+        d.requests,
+        d.events,
+        d.gzipped_bytes as f64 / 1e6,
+        d.json_bytes as f64 / 1e6,
+        d.runs.len()
+    );
+    let mut runs = d.runs.clone();
+    runs.sort_by(f64::total_cmp);
+    let (best, median) = (runs[0], runs[runs.len() / 2]);
+    let per_s = |s: f64| d.events as f64 / s;
+    println!(
+        "  best {:.0} events/s ({:.0} ns per event, {:.0} MB/s of JSON), median {:.0} events/s; gunzip alone {:.0} ns per event ({:.0} % of the best)",
+        per_s(best),
+        best * 1e9 / d.events as f64,
+        d.json_bytes as f64 / 1e6 / best,
+        per_s(median),
+        d.gunzip_s * 1e9 / d.events as f64,
+        100.0 * d.gunzip_s / best
+    );
+    println!(
+        "  reproduce: cargo run --release -p sightflow-bench -- decode --rate {rate} --seconds {seconds} --runs {}",
+        d.runs.len()
+    );
     Ok(())
 }
 
