@@ -5,12 +5,11 @@ use std::io::Read;
 
 use prost::Message;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use sightflow_proto::v1::Envelope;
 use sightflow_proto::v1::envelope::Kind;
 
 use crate::files::{Rejection, SplitError, split_json_array};
-use crate::json::{BadEvent, Defaults, Sizes, decode_event};
+use crate::json::{BadEvent, Defaults, EventItem, Sizes, decode_item};
 use crate::rrweb::{Decoders, Note};
 use crate::validate::{Limits, validate};
 
@@ -121,13 +120,13 @@ fn utf8(body: &[u8]) -> Result<&str, BodyError> {
     std::str::from_utf8(body).map_err(|e| BodyError::Utf8(e.valid_up_to()))
 }
 
-/// A JSON batch with its events left as raw text: `{"project", "device_id", "events":
-/// [...]}` or a bare array. More than `max` events is an error, found without keeping
-/// (or parsing) the surplus.
+/// A JSON batch with each event's fields left as raw text: `{"project", "device_id",
+/// "events": [...]}` or a bare array. More than `max` events is an error, found without
+/// keeping (or parsing) the surplus.
 struct JsonBatch<'a> {
     project: Option<String>,
     device_id: Option<String>,
-    events: Vec<&'a RawValue>,
+    events: Vec<EventItem<'a>>,
 }
 
 struct BatchSeed {
@@ -136,7 +135,7 @@ struct BatchSeed {
 
 struct EventsSeed<'v, 'a> {
     max: usize,
-    out: &'v mut Vec<&'a RawValue>,
+    out: &'v mut Vec<EventItem<'a>>,
 }
 
 impl<'de> DeserializeSeed<'de> for EventsSeed<'_, 'de> {
@@ -153,7 +152,7 @@ impl<'de> Visitor<'de> for EventsSeed<'_, 'de> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
         while self.out.len() < self.max {
-            match s.next_element::<&'de RawValue>()? {
+            match s.next_element::<EventItem<'de>>()? {
                 Some(e) => self.out.push(e),
                 None => return Ok(()),
             }
@@ -326,8 +325,8 @@ pub fn decode_track(
     if let Some(d) = batch.device_id {
         defaults.device_id = d;
     }
-    for (index, ev) in batch.events.iter().enumerate() {
-        let result = decode_event(ev.get(), &defaults, index as u64, decoders, &limits.sizes).map(|d| Accepted {
+    for (index, ev) in batch.events.into_iter().enumerate() {
+        let result = decode_item(ev, &defaults, index as u64, decoders, &limits.sizes).map(|d| Accepted {
             envelope: d.envelope,
             raw_rrweb: d.rrweb.map(str::to_string),
             note: d.note,
@@ -428,6 +427,24 @@ mod tests {
         assert_eq!(d.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1, 3]);
         assert!(d.rejected[0].reason.to_string().contains("`ts` must be an integer"));
         assert!(matches!(d.rejected[1].reason, BadEvent::WrongProject { .. }));
+        // Elements that are not events, or give a field twice, are named one by one.
+        let body = br#"[{"type": "click", "device_id": "d", "ts": 1795342000000, "x": 1, "y": 2}, 7, "click", null,
+            [{"type": "click"}], true, {"type": "click", "device_id": "d", "ts": 1795342000000, "x": 1, "y": 2, "y": 3},
+            {"type": "click", "device_id": "d", "ts": 1795342000003, "x": 4, "y": 5}]"#;
+        let d = track(body, None).unwrap();
+        assert_eq!(d.accepted.iter().map(|a| a.index).collect::<Vec<_>>(), vec![0, 7]);
+        let reasons: Vec<String> = d.rejected.iter().map(|r| r.reason.to_string()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "an event must be a JSON object, got a number",
+                "an event must be a JSON object, got a string",
+                "an event must be a JSON object, got null",
+                "an event must be a JSON object, got an array",
+                "an event must be a JSON object, got a boolean",
+                "invalid JSON: field `y` is given twice",
+            ]
+        );
     }
 
     #[test]

@@ -377,7 +377,95 @@ pub fn decode_event<'a>(
         return Err(BadEvent::TooLarge { len: text.len(), max });
     }
     // The fields as raw text: nothing is built yet.
-    let mut fields = serde_json::from_str::<RawMap<'a>>(text).map_err(|e| json_error(&e))?.0;
+    let fields = serde_json::from_str::<RawMap<'a>>(text).map_err(|e| json_error(&e))?.0;
+    decode_fields(fields, text.len(), defaults, index, decoders, sizes)
+}
+
+/// An array element of a batch, read with the batch: an object's fields as raw text (or
+/// the first field given twice), or what else it is.
+pub struct EventItem<'a>(Result<Vec<(Key<'a>, &'a RawValue)>, BadEvent>);
+
+impl<'de> serde::Deserialize<'de> for EventItem<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventItem<'de>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EventItem<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<EventItem<'de>, A::Error> {
+                let mut out: Vec<(Key<'de>, &'de RawValue)> = Vec::new();
+                let mut twice: Option<String> = None;
+                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
+                    if out.iter().any(|(o, _)| o.0 == k.0) {
+                        twice.get_or_insert_with(|| k.0.to_string());
+                    }
+                    out.push((k, v));
+                }
+                Ok(EventItem(match twice {
+                    None => Ok(out),
+                    Some(k) => Err(BadEvent::Json(format!("field `{k}` is given twice"))),
+                }))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<EventItem<'de>, A::Error> {
+                // Skipped as raw text: however deep it nests, it is only not an event.
+                while s.next_element::<&'de RawValue>()?.is_some() {}
+                Ok(not_an_object("an array"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<EventItem<'de>, E> {
+                Ok(not_an_object("a string"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<EventItem<'de>, E> {
+                Ok(not_an_object("a boolean"))
+            }
+            fn visit_unit<E>(self) -> Result<EventItem<'de>, E> {
+                Ok(not_an_object("null"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<EventItem<'de>, E> {
+                Ok(not_an_object("a number"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<EventItem<'de>, E> {
+                Ok(not_an_object("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<EventItem<'de>, E> {
+                Ok(not_an_object("a number"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn not_an_object(got: &'static str) -> EventItem<'static> {
+    EventItem(Err(BadEvent::NotAnObject { got }))
+}
+
+/// Decodes one event of a batch, read with the batch as an [`EventItem`]; as
+/// [`decode_event`] with the event's length taken as its compact JSON's.
+pub fn decode_item<'a>(
+    item: EventItem<'a>,
+    defaults: &Defaults,
+    index: u64,
+    decoders: &Decoders,
+    sizes: &Sizes,
+) -> Result<DecodedEvent<'a>, BadEvent> {
+    let fields = item.0?;
+    let len = 1 + fields.iter().map(|(k, v)| k.0.len() + 4 + v.get().len()).sum::<usize>();
+    let max = sizes.max_rrweb_event_bytes.max(sizes.max_event_bytes);
+    if len > max {
+        return Err(BadEvent::TooLarge { len, max });
+    }
+    decode_fields(fields, len, defaults, index, decoders, sizes)
+}
+
+/// Decodes an event from its fields (as raw text); `len` is its length in JSON bytes.
+fn decode_fields<'a>(
+    mut fields: Vec<(Key<'a>, &'a RawValue)>,
+    len: usize,
+    defaults: &Defaults,
+    index: u64,
+    decoders: &Decoders,
+    sizes: &Sizes,
+) -> Result<DecodedEvent<'a>, BadEvent> {
     let is_rrweb = fields.iter().any(|(k, v)| k.0 == "type" && v.get() == "\"rrweb\"");
     let mut event: Option<&'a RawValue> = None;
     if is_rrweb && let Some(at) = fields.iter().position(|(k, _)| k.0 == "event") {
@@ -386,11 +474,7 @@ pub fn decode_event<'a>(
     let small: usize = fields.iter().map(|(k, v)| k.0.len() + v.get().len()).sum();
     if small > sizes.max_event_bytes {
         let max = sizes.max_event_bytes;
-        return Err(if is_rrweb {
-            BadEvent::TooLargeBesidesEvent { max }
-        } else {
-            BadEvent::TooLarge { len: text.len(), max }
-        });
+        return Err(if is_rrweb { BadEvent::TooLargeBesidesEvent { max } } else { BadEvent::TooLarge { len, max } });
     }
     let f = Fields { fields };
     let ty = f.need_str("type", "")?;
@@ -415,8 +499,8 @@ pub fn decode_event<'a>(
         }
         return Ok(DecodedEvent { envelope, rrweb: Some(event), note: d.note });
     }
-    if text.len() > sizes.max_event_bytes {
-        return Err(BadEvent::TooLarge { len: text.len(), max: sizes.max_event_bytes });
+    if len > sizes.max_event_bytes {
+        return Err(BadEvent::TooLarge { len, max: sizes.max_event_bytes });
     }
     let envelope = decode_sdk(&f, &ty, project, device_id, tab_id, seq)?;
     Ok(DecodedEvent { envelope, rrweb: None, note: None })
