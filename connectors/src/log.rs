@@ -298,8 +298,8 @@ pub struct Log {
     parts: Arc<Vec<Shared>>,
     appended: Arc<(Mutex<u64>, Condvar)>,
     write_errors: Arc<AtomicU64>,
-    /// Appends waiting for the group commit, and the answers of those done.
-    group: Arc<(Mutex<Group>, Condvar)>,
+    /// Appends waiting for the group commit.
+    group: Arc<Mutex<Group>>,
     /// What a group commit syncs before the log's own records ([`Log::sync_first`]).
     before: Arc<std::sync::OnceLock<BeforeSync>>,
 }
@@ -315,21 +315,43 @@ impl std::fmt::Debug for BeforeSync {
 
 /// The group commit: one appender at a time (the leader) takes every append waiting,
 /// writes them with one write and one sync per partition, and hands each its answer.
-/// Concurrent requests then share a sync instead of queueing for one each.
+/// Concurrent requests then share a sync instead of queueing for one each. Each append
+/// waits on its own slot, so a group's end wakes each of its appenders once, and the
+/// next leader, instead of every waiting thread.
 #[derive(Debug, Default)]
 struct Group {
     waiting: Vec<Job>,
     leading: bool,
-    next_id: u64,
-    done: std::collections::HashMap<u64, Result<Appended, LogError>>,
 }
 
 #[derive(Debug)]
 struct Job {
-    id: u64,
     batch_id: String,
     events: Vec<Envelope>,
     now_ms: i64,
+    slot: Arc<Slot>,
+}
+
+/// Where an append waits: for its answer, or for its turn to lead the next group.
+#[derive(Debug, Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    answer: Option<Result<Appended, LogError>>,
+    lead: bool,
+}
+
+impl Slot {
+    fn set(&self, f: impl FnOnce(&mut SlotState)) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut st);
+        drop(st);
+        self.ready.notify_one();
+    }
 }
 
 fn segment_name(base: u64) -> String {
@@ -436,7 +458,7 @@ impl Log {
             parts: Arc::new(parts),
             appended: Arc::new((Mutex::new(0), Condvar::new())),
             write_errors: Arc::new(AtomicU64::new(0)),
-            group: Arc::new((Mutex::new(Group::default()), Condvar::new())),
+            group: Arc::new(Mutex::new(Group::default())),
             before: Arc::new(std::sync::OnceLock::new()),
         };
         if let FsyncPolicy::Interval(every) = log.opts.fsync {
@@ -501,42 +523,57 @@ impl Log {
     /// together (group commit): each still gets its own answer, and a batch is answered
     /// only once its records are synced.
     pub fn append(&self, batch_id: &str, events: Vec<Envelope>, now_ms: i64) -> Result<Appended, LogError> {
-        let (lock, cvar) = &*self.group;
-        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let id = g.next_id;
-        g.next_id += 1;
-        g.waiting.push(Job { id, batch_id: batch_id.to_string(), events, now_ms });
+        let slot = Arc::new(Slot::default());
+        let job = Job { batch_id: batch_id.to_string(), events, now_ms, slot: slot.clone() };
+        let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+        g.waiting.push(job);
+        let mut lead = !g.leading;
+        g.leading = true;
+        drop(g);
         loop {
-            if let Some(answer) = g.done.remove(&id) {
-                return answer;
+            if lead {
+                self.lead_group();
             }
-            if g.leading {
-                g = cvar.wait(g).unwrap_or_else(|e| e.into_inner());
-                continue;
+            let mut st = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(answer) = st.answer.take() {
+                    return answer;
+                }
+                if std::mem::take(&mut st.lead) {
+                    break;
+                }
+                st = slot.ready.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            g.leading = true;
-            let jobs = std::mem::take(&mut g.waiting);
-            drop(g);
-            let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
-            // A leader that panicked would leave every later append waiting: its group
-            // gets an error instead, and the next append leads.
-            let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.append_jobs(jobs)))
-                .unwrap_or_else(|_| {
-                    ids.iter()
-                        .map(|_| {
-                            Err(LogError::Io {
-                                path: self.opts.dir.display().to_string(),
-                                source: std::io::Error::other("the append failed unexpectedly (a panic); it is not acknowledged, and a retry with its batch id is kept once"),
-                            })
+            lead = true;
+        }
+    }
+
+    /// Leads one group: takes every waiting append (the leader's own among them), writes
+    /// them, answers each, and hands the lead to the first append that came meanwhile.
+    fn lead_group(&self) {
+        let jobs = std::mem::take(&mut self.group.lock().unwrap_or_else(|e| e.into_inner()).waiting);
+        let slots: Vec<Arc<Slot>> = jobs.iter().map(|j| j.slot.clone()).collect();
+        // A leader that panicked would leave every later append waiting: its group
+        // gets an error instead, and the next append leads.
+        let answers =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.append_jobs(jobs))).unwrap_or_else(|_| {
+                slots
+                    .iter()
+                    .map(|_| {
+                        Err(LogError::Io {
+                            path: self.opts.dir.display().to_string(),
+                            source: std::io::Error::other("the append failed unexpectedly (a panic); it is not acknowledged, and a retry with its batch id is kept once"),
                         })
-                        .collect()
-                });
-            g = lock.lock().unwrap_or_else(|e| e.into_inner());
-            g.leading = false;
-            for (id, answer) in ids.into_iter().zip(answers) {
-                g.done.insert(id, answer);
-            }
-            cvar.notify_all();
+                    })
+                    .collect()
+            });
+        for (slot, answer) in slots.iter().zip(answers) {
+            slot.set(|st| st.answer = Some(answer));
+        }
+        let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+        match g.waiting.first() {
+            Some(next) => next.slot.set(|st| st.lead = true),
+            None => g.leading = false,
         }
     }
 
