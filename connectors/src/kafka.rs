@@ -239,8 +239,16 @@ impl KafkaOptions {
 
 /// The partition of a device: the same hash as the embedded log.
 pub fn partition_of(project: &str, device: &str, partitions: u32) -> u32 {
-    let h = xxhash_rust::xxh3::xxh3_64(format!("{project}\u{0}{device}").as_bytes());
-    (h % partitions.max(1) as u64) as u32
+    (device_hash(project, device) % partitions.max(1) as u64) as u32
+}
+
+/// The xxh3 of `project`, a NUL and `device`, without joining them first.
+pub fn device_hash(project: &str, device: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(project.as_bytes());
+    h.update(&[0]);
+    h.update(device.as_bytes());
+    h.digest()
 }
 
 /// A message value: `MAGIC` then the record.
@@ -1087,5 +1095,10 @@ mod tests {
             assert_eq!(partition_of("demo", &device, 4), log.partition_of("demo", &device));
         }
         assert_eq!(partition_of("demo", "x", 0), 0);
+        // Where devices land is on disk and in topics: it must never move.
+        for (p, d) in [("demo", "x"), ("", ""), ("a\u{0}b", "c"), ("demo", &"d".repeat(300))] {
+            assert_eq!(device_hash(p, d), xxhash_rust::xxh3::xxh3_64(format!("{p}\u{0}{d}").as_bytes()));
+        }
+        assert_eq!(partition_of("demo", "device-17", 4), 3);
     }
 }

@@ -1573,7 +1573,7 @@ impl Decoders {
 
     /// The decoder of a device's tabs.
     pub fn shard(&self, project: &str, device: &str) -> MutexGuard<'_, Decoder> {
-        let h = xxhash_rust::xxh3::xxh3_64(format!("{project}\u{0}{device}").as_bytes());
+        let h = crate::kafka::device_hash(project, device);
         let i = (h % self.shards.len() as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
