@@ -74,6 +74,7 @@ bench:
 	./target/release/sightflow-bench query --sessions 1000000
 	./target/release/sightflow-bench live --sessions 1000000 --rate 50000 --seconds 20 --senders 4 --subscribers 100
 	./target/release/sightflow-bench freshness --rates 10000,50000,100000 --seconds 20 --senders 4 --tick-ms 10 --lateness-ms 20 --workers 1
+	./target/release/sightflow-bench decode --rate 45000 --seconds 20 --runs 5
 	./target/release/sightflow-bench freshness --traffic rrweb --rates 30000,60000,120000 --seconds 20 --senders 512 --open-loop 4096
 	./target/release/sightflow-bench soak --rate 20000 --seconds $(SOAK_SECONDS) --sample-s 30
 	@if [ -n "$(KAFKA)" ]; then \
