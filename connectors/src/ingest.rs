@@ -1,8 +1,6 @@
 //! Decoding ingest request bodies: gzip by magic bytes, JSON or protobuf batches, raw
 //! rrweb arrays; every event validated on its own.
 
-use std::io::Read;
-
 use prost::Message;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sightflow_proto::v1::Envelope;
@@ -94,17 +92,105 @@ pub fn decompress(body: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]
             .checked_sub(4)
             .map_or(0, |at| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as usize);
         let mut out = Vec::with_capacity(size.min(limit).min(body.len().saturating_mul(32)).saturating_add(1));
-        let mut dec = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
-        dec.read_to_end(&mut out).map_err(|e| BodyError::Gzip(e.to_string()))?;
-        if out.len() > limit {
-            return Err(BodyError::TooLarge { limit });
-        }
+        gunzip(body, limit, &mut out)?;
         Ok(std::borrow::Cow::Owned(out))
     } else if body.len() > limit {
         Err(BodyError::TooLarge { limit })
     } else {
         Ok(std::borrow::Cow::Borrowed(body))
     }
+}
+
+thread_local! {
+    /// One raw inflater per thread, reset for each gzip member: a new one costs an
+    /// allocation of its window and tables per request.
+    static INFLATE: std::cell::RefCell<flate2::Decompress> = std::cell::RefCell::new(flate2::Decompress::new(false));
+}
+
+/// Decodes gzip members (RFC 1952) one after another into `out`: each header, its raw
+/// deflate data with the thread's inflater, and its trailer's CRC-32 and size, checked.
+fn gunzip(mut input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), BodyError> {
+    let bad = |why: &str| BodyError::Gzip(why.to_string());
+    INFLATE.with(|d| {
+        let mut d = d.borrow_mut();
+        loop {
+            input = &input[gzip_header(input).map_err(bad)?..];
+            d.reset(false);
+            let start = out.len();
+            loop {
+                if out.len() > limit {
+                    return Err(BodyError::TooLarge { limit });
+                }
+                if out.len() == out.capacity() {
+                    // Doubling, but never past one byte more than the limit.
+                    out.reserve_exact((out.capacity() - start).max(4096).min(limit + 1 - out.len()));
+                }
+                let (read, written) = (d.total_in() as usize, out.len());
+                let status = d
+                    .decompress_vec(&input[read..], out, flate2::FlushDecompress::None)
+                    .map_err(|e| bad(&format!("corrupt deflate stream ({e})")))?;
+                if status == flate2::Status::StreamEnd {
+                    break;
+                }
+                if d.total_in() as usize == read && out.len() == written {
+                    return Err(bad("the body ends inside the compressed data"));
+                }
+            }
+            if out.len() > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            input = &input[d.total_in() as usize..];
+            let [c0, c1, c2, c3, n0, n1, n2, n3, ..] = *input else {
+                return Err(bad("the body ends before the gzip trailer"));
+            };
+            let member = &out[start..];
+            if u32::from_le_bytes([c0, c1, c2, c3]) != crc32fast::hash(member) {
+                return Err(bad("the CRC-32 of the data does not match the gzip trailer"));
+            }
+            if u32::from_le_bytes([n0, n1, n2, n3]) != member.len() as u32 {
+                return Err(bad("the length of the data does not match the gzip trailer"));
+            }
+            input = &input[8..];
+            if input.is_empty() {
+                return Ok(());
+            }
+        }
+    })
+}
+
+/// The length of a gzip member's header (RFC 1952 2.3) at the start of `b`.
+fn gzip_header(b: &[u8]) -> Result<usize, &'static str> {
+    const FHCRC: u8 = 2;
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    let [0x1f, 0x8b, cm, flags, ..] = *b else { return Err("invalid gzip header") };
+    if cm != 8 {
+        return Err("the gzip data is not deflate-compressed");
+    }
+    if b.len() < 10 {
+        return Err("the body ends inside the gzip header");
+    }
+    let mut at = 10;
+    if flags & FEXTRA != 0 {
+        let Some(&[x0, x1]) = b.get(at..at + 2) else { return Err("the body ends inside the gzip header") };
+        at += 2 + u16::from_le_bytes([x0, x1]) as usize;
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            let Some(end) = b.get(at..).and_then(|r| r.iter().position(|&c| c == 0)) else {
+                return Err("the body ends inside the gzip header");
+            };
+            at += end + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        at += 2;
+    }
+    if at > b.len() {
+        return Err("the body ends inside the gzip header");
+    }
+    Ok(at)
 }
 
 fn is_protobuf(content_type: Option<&str>) -> bool {
@@ -412,6 +498,47 @@ mod tests {
         let (b, l) = limits();
         let d = Defaults { project: "demo".into(), device_id: String::new() };
         decode_track(body, ct, &d, &b, &l, &Decoders::default())
+    }
+
+    #[test]
+    fn gzip_members_headers_and_trailers_are_checked() {
+        use std::io::Read;
+        let text: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{},", i * 7919 % 1000).into_bytes()).collect();
+        // Two members, the second with every optional header field.
+        let mut body = gzip(&text[..50_000]);
+        let mut named = flate2::GzBuilder::new()
+            .filename("events.json")
+            .comment("from a test")
+            .extra(vec![1, 2, 3])
+            .write(Vec::new(), flate2::Compression::best());
+        named.write_all(&text[50_000..]).unwrap();
+        body.extend(named.finish().unwrap());
+        let mut want = Vec::new();
+        flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut want).unwrap();
+        assert_eq!(want, text);
+        // Twice, so that the second reuses the thread's inflater.
+        for _ in 0..2 {
+            assert_eq!(decompress(&body, 1 << 20).unwrap().as_ref(), &text[..]);
+        }
+        assert_eq!(decompress(&body, text.len() - 1), Err(BodyError::TooLarge { limit: text.len() - 1 }));
+        assert_eq!(decompress(&body, text.len()).unwrap().len(), text.len());
+        // Every cut of the body is an error, never a panic or a short answer.
+        for cut in (2..body.len()).step_by(97).chain(body.len() - 9..body.len()) {
+            assert!(matches!(decompress(&body[..cut], 1 << 20), Err(BodyError::Gzip(_))), "cut at {cut}");
+        }
+        let mut bad_crc = gzip(b"hello");
+        let at = bad_crc.len() - 8;
+        bad_crc[at] ^= 1;
+        let e = decompress(&bad_crc, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("CRC-32"), "{e}");
+        let mut trailing = gzip(b"hello");
+        trailing.extend(b"junk");
+        assert!(decompress(&trailing, 1 << 20).unwrap_err().to_string().contains("invalid gzip header"));
+        let mut not_deflate = gzip(b"hello");
+        not_deflate[2] = 7;
+        assert!(decompress(&not_deflate, 1 << 20).unwrap_err().to_string().contains("not deflate"));
+        // And the thread's inflater still works after all those errors.
+        assert_eq!(decompress(&gzip(b"after"), 100).unwrap().as_ref(), b"after");
     }
 
     #[test]
