@@ -79,7 +79,7 @@ impl<'a> Fields<'a> {
         let f = || n.parse::<f64>().ok().filter(|f| f.is_finite() && f.abs() < 9.0e15).map(|f| f as i64);
         match n.parse::<i64>().ok().or_else(f) {
             Some(i) => Ok(Some(i)),
-            None => Err(BadEvent::WrongType { key: k, expected: "an integer", got: n.to_string() }),
+            None => Err(BadEvent::WrongType { key: k, expected: "an integer", got: shown(n) }),
         }
     }
 
@@ -110,7 +110,7 @@ impl<'a> Fields<'a> {
         let Some(n) = self.number(k, "a number")? else { return Ok(None) };
         match n.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Some(f)),
-            _ => Err(BadEvent::WrongType { key: k, expected: "a finite number", got: n.to_string() }),
+            _ => Err(BadEvent::WrongType { key: k, expected: "a finite number", got: shown(n) }),
         }
     }
 
@@ -282,6 +282,14 @@ impl BadEvent {
 
 fn json_error(e: &serde_json::Error) -> BadEvent {
     BadEvent::Json(e.to_string())
+}
+
+/// A number's text as an error shows it: at most 24 characters (JSON allows any length).
+fn shown(n: &str) -> String {
+    match n.char_indices().nth(24) {
+        Some((at, _)) => format!("{}… ({} digits)", &n[..at], n.len()),
+        None => n.to_string(),
+    }
 }
 
 /// What kind of JSON value a text is, by its first character.
@@ -656,6 +664,10 @@ mod tests {
                 "`lcp` must be a finite number, got 1e400",
             ),
             (r#"{"type": "click", "device_id": "d", "ts": 1e20, "x": 1, "y": 2}"#, "`ts` must be an integer, got 1e20"),
+            (
+                &format!(r#"{{"type": "click", "device_id": "d", "ts": 1{}, "x": 1, "y": 2}}"#, "0".repeat(5000)),
+                "`ts` must be an integer, got 100000000000000000000000… (5001 digits)",
+            ),
         ] {
             let err = decode_event(text, &d, 0, &Decoders::default(), &Sizes::default()).unwrap_err();
             assert!(err.to_string().contains(says), "{err}");
