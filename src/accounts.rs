@@ -1,7 +1,8 @@
 //! The metadata store wired to the rest: it answers the HTTP layer's credential checks
 //! ([`Directory`] as [`Accounts`]), gives ingest its project keys ([`ProjectKeys`], a
 //! cache refreshed every second, so a project added by `sightflow project add` while
-//! `serve` runs takes events within a second and ingest never waits on the store), and
+//! `serve` runs takes events within a second and ingest never waits on the store; a
+//! change made through the API refreshes it at once), and
 //! is seeded from the configuration's projects.
 
 use std::collections::HashMap;
@@ -67,68 +68,84 @@ pub fn random_password() -> String {
 }
 
 /// The store as the HTTP layer's accounts.
-pub struct Directory(pub Arc<MetaStore>);
+pub struct Directory {
+    /// The store.
+    pub store: Arc<MetaStore>,
+    /// Called after a project is added, changed or deleted (ingest's and the replay
+    /// reads' cache of the projects is refreshed at once, not within a second).
+    pub on_projects_changed: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Directory {
+    fn changed<T>(&self, r: Result<T, MetaError>) -> Result<T, AccountError> {
+        let t = r?;
+        if let Some(f) = &self.on_projects_changed {
+            f();
+        }
+        Ok(t)
+    }
+}
 
 impl Accounts for Directory {
     fn token(&self, token: &str) -> Result<Option<Principal>, AccountError> {
-        Ok(self.0.authenticate_token(token)?)
+        Ok(self.store.authenticate_token(token)?)
     }
 
     fn session(&self, cookie: &str) -> Result<Option<Login>, AccountError> {
-        let s = self.0.login(cookie)?;
+        let s = self.store.login(cookie)?;
         Ok(s.map(|s| Login { principal: s.principal, csrf: s.csrf, expires_ms: s.expires_ms }))
     }
 
     fn login(&self, email: &str, password: &str, ttl_ms: i64) -> Result<Option<(String, Login)>, AccountError> {
-        let Some(user) = self.0.verify_password(email, password)? else {
+        let Some(user) = self.store.verify_password(email, password)? else {
             return Ok(None);
         };
-        let (cookie, s) = self.0.login_create(&user, ttl_ms)?;
+        let (cookie, s) = self.store.login_create(&user, ttl_ms)?;
         Ok(Some((cookie, Login { principal: s.principal, csrf: s.csrf, expires_ms: s.expires_ms })))
     }
 
     fn logout(&self, cookie: &str) -> Result<(), AccountError> {
-        Ok(self.0.logout(cookie)?)
+        Ok(self.store.logout(cookie)?)
     }
 
     fn verify(&self, email: &str, password: &str) -> Result<Option<Principal>, AccountError> {
-        Ok(self.0.verify_password(email, password)?.map(|u| MetaStore::user_principal(&u)))
+        Ok(self.store.verify_password(email, password)?.map(|u| MetaStore::user_principal(&u)))
     }
 
     fn projects(&self) -> Result<Vec<ProjectRow>, AccountError> {
-        Ok(self.0.projects()?)
+        Ok(self.store.projects()?)
     }
 
     fn project_add(&self, name: &str, p: NewProject) -> Result<ProjectRow, AccountError> {
-        Ok(self.0.project_add(name, p)?)
+        self.changed(self.store.project_add(name, p))
     }
 
     fn project_update(&self, name: &str, u: ProjectUpdate) -> Result<ProjectRow, AccountError> {
-        Ok(self.0.project_update(name, u)?)
+        self.changed(self.store.project_update(name, u))
     }
 
     fn project_delete(&self, name: &str) -> Result<(), AccountError> {
-        Ok(self.0.project_delete(name)?)
+        self.changed(self.store.project_delete(name))
     }
 
     fn users(&self) -> Result<Vec<UserRow>, AccountError> {
-        Ok(self.0.users()?)
+        Ok(self.store.users()?)
     }
 
     fn user_add(&self, email: &str, password: &str, grant: Grant) -> Result<UserRow, AccountError> {
-        Ok(self.0.user_add(email, password, grant)?)
+        Ok(self.store.user_add(email, password, grant)?)
     }
 
     fn user_grant(&self, email: &str, grant: Grant) -> Result<(), AccountError> {
-        Ok(self.0.user_grant(email, grant)?)
+        Ok(self.store.user_grant(email, grant)?)
     }
 
     fn user_ungrant(&self, email: &str, project: Option<&str>) -> Result<(), AccountError> {
-        Ok(self.0.user_ungrant(email, project)?)
+        Ok(self.store.user_ungrant(email, project)?)
     }
 
     fn tokens(&self) -> Result<Vec<TokenRow>, AccountError> {
-        Ok(self.0.tokens()?)
+        Ok(self.store.tokens()?)
     }
 
     fn token_create(
@@ -138,19 +155,20 @@ impl Accounts for Directory {
         project: Option<&str>,
         created_by: &str,
     ) -> Result<(String, TokenRow), AccountError> {
-        Ok(self.0.token_create(name, role, project, created_by)?)
+        Ok(self.store.token_create(name, role, project, created_by)?)
     }
 
     fn token_revoke(&self, id: &str) -> Result<(), AccountError> {
-        Ok(self.0.token_revoke(id)?)
+        Ok(self.store.token_revoke(id)?)
     }
 }
 
-/// The credential gate of a configuration over a store.
-pub fn gate(config: &Config, store: Arc<MetaStore>) -> Gate {
+/// The credential gate of a configuration over a store; `on_projects_changed` runs
+/// after each change to the projects made through it.
+pub fn gate(config: &Config, store: Arc<MetaStore>, on_projects_changed: Option<Arc<dyn Fn() + Send + Sync>>) -> Gate {
     let a = &config.auth;
     Gate::new(
-        Arc::new(Directory(store)),
+        Arc::new(Directory { store, on_projects_changed }),
         &LoginPolicy {
             session_ttl_ms: (a.session_ttl_s as i64).saturating_mul(1000),
             per_ip_per_min: a.login_attempts_per_min_per_ip,

@@ -328,7 +328,7 @@ pub fn serve_read_only(
     let backend = Arc::new(ReadOnly { stats: done.stats.clone() });
     // The same accounts as the server of this data directory.
     let meta = Arc::new(crate::accounts::open(config, data_dir).map_err(std::io::Error::other)?);
-    let gate = crate::accounts::gate(config, meta);
+    let gate = crate::accounts::gate(config, meta, None);
     let state = Arc::new(sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits, gate));
     let router = sightflow_query::http::router(state);
     let options = crate::serve::serve_options(config);

@@ -1239,8 +1239,17 @@ pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Hand
         tracing::info!(project = %name, "created project from the configuration");
     }
     let first_owner = accounts::first_owner(&meta)?;
-    let gate = accounts::gate(&config, meta.clone());
     let (server, engine) = Server::start(config, data_dir, read_runtime, meta.clone())?;
+    // A project changed through the API applies to ingest and replay reads at once.
+    let weak = Arc::downgrade(&server);
+    let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        if let Some(s) = weak.upgrade()
+            && let Err(e) = s.projects.refresh()
+        {
+            tracing::warn!(error = %e, "cannot reload the projects after a change; they are reloaded within a second");
+        }
+    });
+    let gate = accounts::gate(&server.config, meta.clone(), Some(refresh));
     let mut state = AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits(), gate);
     state.assets = crate::assets();
     let state = Arc::new(state);

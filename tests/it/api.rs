@@ -482,6 +482,15 @@ async fn a_projects_retention_hides_its_older_recordings() {
         let total = r.json()["total"].as_i64().unwrap();
         assert_eq!(total > 0, kept, "the heatmap of {device}'s replay: {}", r.text());
     }
+    // Set through the API, a shorter retention applies at once, not a second later.
+    let patch = Request::patch("/api/v1/projects/demo")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"retention_days": 1}).to_string()))
+        .unwrap();
+    let r = a.call(patch).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (got, _, _) = replay_all(&a, "old-demo", None).await;
+    assert_eq!(got.len(), 0, "demo's recording of 3 days ago is past its new retention");
 }
 
 fn rrweb_event(ts: i64, body: Value) -> Value {
