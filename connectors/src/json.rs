@@ -320,7 +320,7 @@ fn positions(f: &Fields<'_>) -> Result<Vec<Position>, BadEvent> {
             if !p.get().starts_with('{') {
                 return Err(BadEvent::PositionNotAnObject { index });
             }
-            let pf = Fields { fields: serde_json::from_str::<RawMap<'_>>(p.get()).map_err(|e| json_error(&e))?.0 };
+            let pf = Fields { fields: serde_json::from_str::<EventItem<'_>>(p.get()).map_err(|e| json_error(&e))?.0? };
             let at = |e: BadEvent| BadEvent::Position { index, source: Box::new(e) };
             Ok(Position {
                 x: pf.i32("x").map_err(at)?,
@@ -385,12 +385,12 @@ pub fn decode_event<'a>(
         return Err(BadEvent::TooLarge { len: text.len(), max });
     }
     // The fields as raw text: nothing is built yet.
-    let fields = serde_json::from_str::<RawMap<'a>>(text).map_err(|e| json_error(&e))?.0;
+    let fields = serde_json::from_str::<EventItem<'a>>(text).map_err(|e| json_error(&e))?.0?;
     decode_fields(fields, text.len(), defaults, index, decoders, sizes)
 }
 
-/// An array element of a batch, read with the batch: an object's fields as raw text (or
-/// the first field given twice), or what else it is.
+/// An event (an array element of a batch, read with the batch, or a whole text): an
+/// object's fields as raw text (or the first field given twice), or what else it is.
 pub struct EventItem<'a>(Result<Vec<(Key<'a>, &'a RawValue)>, BadEvent>);
 
 impl<'de> serde::Deserialize<'de> for EventItem<'de> {
@@ -512,32 +512,6 @@ fn decode_fields<'a>(
     }
     let envelope = decode_sdk(&f, &ty, project, device_id, tab_id, seq)?;
     Ok(DecodedEvent { envelope, rrweb: None, note: None })
-}
-
-/// An object's fields as raw JSON texts, in order; a field given twice is an error.
-struct RawMap<'a>(Vec<(Key<'a>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for RawMap<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawMap<'de>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RawMap<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<RawMap<'de>, A::Error> {
-                let mut out: Vec<(Key<'de>, &'de RawValue)> = Vec::new();
-                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
-                    if out.iter().any(|(o, _)| o.0 == k.0) {
-                        return Err(serde::de::Error::custom(format!("field `{}` is given twice", k.0)));
-                    }
-                    out.push((k, v));
-                }
-                Ok(RawMap(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 /// An SDK event (every type but `rrweb`).
