@@ -95,6 +95,31 @@ pub struct Decoded {
     pub note: Option<Note>,
 }
 
+/// The visit methods for every JSON scalar a lenient visitor does not read: each
+/// yields `$v` (arrays and objects are each visitor's own).
+macro_rules! others {
+    ($v:expr) => {
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+    };
+}
+
 /// Bounds on what a decoder remembers.
 #[derive(Debug, Clone, Copy)]
 pub struct DecoderLimits {
@@ -427,24 +452,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
         while s.next_element::<IgnoredAny>()?.is_some() {}
         Ok(None)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
+    others!(None);
 }
 
 struct ChildrenSeed<'m, 'o> {
@@ -478,24 +486,7 @@ impl<'de> Visitor<'de> for ChildrenSeed<'_, '_> {
         while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(())
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
+    others!(());
 }
 
 struct AttrsSeed<'e>(&'e mut Element);
@@ -523,24 +514,7 @@ impl<'de> Visitor<'de> for AttrsSeed<'_> {
         while s.next_element::<IgnoredAny>()?.is_some() {}
         Ok(())
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
+    others!(());
 }
 
 /// A number, whatever JSON number form it takes.
@@ -713,24 +687,7 @@ impl<'de> Visitor<'de> for FullSeed<'_> {
         while s.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Full::default())
     }
-    fn visit_str<E>(self, _: &str) -> Result<Full<'de>, E> {
-        Ok(Full::default())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Full<'de>, E> {
-        Ok(Full::default())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Full<'de>, E> {
-        Ok(Full::default())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Full<'de>, E> {
-        Ok(Full::default())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Full<'de>, E> {
-        Ok(Full::default())
-    }
-    fn visit_unit<E>(self) -> Result<Full<'de>, E> {
-        Ok(Full::default())
-    }
+    others!(Full::default());
 }
 
 /// A FullSnapshot's `node`: unless it is null, the map is cleared and the tree read into
@@ -790,24 +747,7 @@ impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for Lenient<T> {
         while s.next_element::<IgnoredAny>()?.is_some() {}
         Ok(T::default())
     }
-    fn visit_str<E>(self, _: &str) -> Result<T, E> {
-        Ok(T::default())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<T, E> {
-        Ok(T::default())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
-        Ok(T::default())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
-        Ok(T::default())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
-        Ok(T::default())
-    }
-    fn visit_unit<E>(self) -> Result<T, E> {
-        Ok(T::default())
-    }
+    others!(T::default());
 }
 
 /// A JSON number as f64, and anything else (read and skipped) as none.
@@ -882,21 +822,7 @@ impl<'de> Deserialize<'de> for Points {
                 while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Points::default())
             }
-            fn visit_str<E>(self, _: &str) -> Result<Points, E> {
-                Ok(Points::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Points, E> {
-                Ok(Points::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Points, E> {
-                Ok(Points::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Points, E> {
-                Ok(Points::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Points, E> {
-                Ok(Points::default())
-            }
+            others!(Points::default());
         }
         d.deserialize_any(V)
     }
@@ -941,24 +867,7 @@ impl<'de> Deserialize<'de> for Point {
                 while s.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Point(None))
             }
-            fn visit_str<E>(self, _: &str) -> Result<Point, E> {
-                Ok(Point(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Point, E> {
-                Ok(Point(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Point, E> {
-                Ok(Point(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Point, E> {
-                Ok(Point(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Point, E> {
-                Ok(Point(None))
-            }
-            fn visit_unit<E>(self) -> Result<Point, E> {
-                Ok(Point(None))
-            }
+            others!(Point(None));
         }
         d.deserialize_any(V)
     }
