@@ -89,7 +89,7 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
       await reloadProjects();
       setMsg({
         ok: true,
-        text: `Saved: browsers from these origins may send events within a second; ${
+        text: `Saved: browsers from these origins may send events now; ${
           kept ? `recordings older than ${f.days(kept)} are no longer served` : "recordings follow the server's retention"
         }.`,
       });
