@@ -144,12 +144,19 @@ enum Command {
         /// The server's `session.idle_gap_ms`, so that sessions end during the run.
         #[arg(long, default_value_t = 120_000)]
         idle_gap_ms: u64,
+        /// The server's `session.retention_ms`, so that closed sessions leave the views
+        /// during the run (the least the defaults allow: the device state's grace plus
+        /// a late click's wait); 0 keeps them all.
+        #[arg(long, default_value_t = 360_000)]
+        retention_ms: u64,
     },
     /// The server half of `soak` (started by it).
     #[command(hide = true)]
     ServeChild {
         #[arg(long)]
         idle_gap_ms: u64,
+        #[arg(long)]
+        retention_ms: u64,
     },
     /// Dashboards under ingest: the dashboard queries over HTTP and live-feed subscribers
     /// while SDK events are ingested, over views that hold many sessions.
@@ -234,7 +241,7 @@ fn main() -> anyhow::Result<()> {
             let files = files.unwrap_or(batches).clamp(1, batches.max(1));
             peers(devices, batches, files, points.unwrap_or(files).clamp(1, files), seed, start_ms)
         }
-        Command::Soak { rate, seconds, sample_s, warmup_s, senders, idle_gap_ms } => {
+        Command::Soak { rate, seconds, sample_s, warmup_s, senders, idle_gap_ms, retention_ms } => {
             let opts = sightflow_bench::soak::SoakOptions {
                 rate,
                 seconds,
@@ -242,10 +249,13 @@ fn main() -> anyhow::Result<()> {
                 warmup_s: warmup_s.unwrap_or(seconds / 3),
                 senders,
                 idle_gap_ms,
+                retention_ms,
             };
             soak(&opts)
         }
-        Command::ServeChild { idle_gap_ms } => sightflow_bench::soak::serve_child(soak_config(idle_gap_ms)),
+        Command::ServeChild { idle_gap_ms, retention_ms } => {
+            sightflow_bench::soak::serve_child(soak_config(idle_gap_ms, retention_ms)?)
+        }
         Command::Freshness(args) => {
             anyhow::ensure!(
                 args.traffic == "sdk" || args.traffic == "rrweb",
@@ -257,30 +267,34 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The server configuration of the soak: the defaults, with a session idle gap short
-/// enough for sessions to end during the run.
-fn soak_config(idle_gap_ms: u64) -> Config {
+/// The server configuration of the soak: the defaults, with a session idle gap and a
+/// retention short enough for sessions to end and leave the views during the run.
+fn soak_config(idle_gap_ms: u64, retention_ms: u64) -> anyhow::Result<Config> {
     let mut config = Config::defaults();
     config.session.idle_gap_ms = idle_gap_ms;
-    config
+    config.session.retention_ms = retention_ms;
+    config.validate()?;
+    Ok(config)
 }
 
 fn soak(opts: &sightflow_bench::soak::SoakOptions) -> anyhow::Result<()> {
     use sightflow_bench::soak::slope;
     println!("machine: {}", machine());
-    let c = soak_config(opts.idle_gap_ms);
+    let c = soak_config(opts.idle_gap_ms, opts.retention_ms)?;
     println!(
-        "soak: serve in its own process (defaults: tick {} ms, lateness {} ms, fsync {:?}; session idle gap {} ms), {} rrweb events/s for {} s, {} senders that resend after Retry-After",
+        "soak: serve in its own process (defaults: tick {} ms, lateness {} ms, fsync {:?}; session idle gap {} ms, retention {} ms), {} rrweb events/s for {} s, {} senders that resend after Retry-After",
         c.engine.tick_ms,
         c.engine.allowed_lateness_ms,
         c.log.fsync,
         opts.idle_gap_ms,
+        opts.retention_ms,
         opts.rate,
         opts.seconds,
         opts.senders
     );
     let mut child = std::process::Command::new(std::env::current_exe()?);
     child.arg("serve-child").arg("--idle-gap-ms").arg(opts.idle_gap_ms.to_string());
+    child.arg("--retention-ms").arg(opts.retention_ms.to_string());
     let f = sightflow_bench::soak::soak(child, opts)?;
     // The steady part: after the warm-up, while sessions still start.
     let after: Vec<_> =
@@ -315,7 +329,7 @@ fn soak(opts: &sightflow_bench::soak::SoakOptions) -> anyhow::Result<()> {
         line("accepted", "k/s", 1e3, &|s| s.accepted_per_s);
         if sessions_per_min >= 1.0 {
             println!(
-                "  new sessions {sessions_per_min:.0}/min: counted state + views grow {:.0} B per new session (closed sessions stay in the views), RSS {:.0} B",
+                "  new sessions {sessions_per_min:.0}/min: counted state + views grow {:.0} B per new session, RSS {:.0} B",
                 (state + views) * 1e6 / sessions_per_min,
                 rss * 1e6 / sessions_per_min
             );
@@ -328,13 +342,26 @@ fn soak(opts: &sightflow_bench::soak::SoakOptions) -> anyhow::Result<()> {
         f.seconds,
         f.generator_cpu
     );
-    println!("views: planted {:?}", f.planted);
+    if opts.retention_ms > 0 {
+        println!(
+            "views: {} sessions held at the end of {} started (closed ones leave {} s after they end); {} missing that should be held, {} held that should have left",
+            f.held_sessions,
+            f.samples.last().map_or(0, |s| s.sessions),
+            opts.retention_ms / 1000,
+            f.missing,
+            f.stale
+        );
+        println!("views: planted for the sessions held (aggregates: for all) {:?}", f.planted);
+    } else {
+        println!("views: planted {:?}", f.planted);
+    }
     println!("       in views {:?}", f.observed);
     println!(
-        "  reproduce: cargo run --release -p sightflow-bench -- soak --rate {} --seconds {} --sample-s {} --warmup-s {} --senders {} --idle-gap-ms {}",
-        opts.rate, opts.seconds, opts.sample_s, opts.warmup_s, opts.senders, opts.idle_gap_ms
+        "  reproduce: cargo run --release -p sightflow-bench -- soak --rate {} --seconds {} --sample-s {} --warmup-s {} --senders {} --idle-gap-ms {} --retention-ms {}",
+        opts.rate, opts.seconds, opts.sample_s, opts.warmup_s, opts.senders, opts.idle_gap_ms, opts.retention_ms
     );
     anyhow::ensure!(f.observed == f.planted, "the views differ from what was planted");
+    anyhow::ensure!(f.missing == 0 && f.stale == 0, "sessions held do not follow the retention");
     anyhow::ensure!(f.failed == 0, "{} requests failed", f.failed);
     Ok(())
 }

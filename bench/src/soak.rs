@@ -32,6 +32,9 @@ pub struct SoakOptions {
     pub senders: usize,
     /// The server's `session.idle_gap_ms`: sessions end this long after their last event.
     pub idle_gap_ms: u64,
+    /// The server's `session.retention_ms`: closed sessions leave the views this long
+    /// after they end (0: never).
+    pub retention_ms: u64,
 }
 
 /// One sample of the server.
@@ -77,6 +80,12 @@ pub struct SoakFigure {
     pub generator_cpu: f64,
     /// Wall seconds from the first session's start to the end of the check.
     pub seconds: f64,
+    /// Sessions the views held at the end (with a retention, the recent ones).
+    pub held_sessions: u64,
+    /// With a retention: sessions missing that should be held, and held that should
+    /// have left.
+    pub missing: u64,
+    pub stale: u64,
 }
 
 /// The server side: `serve` built with `config` on a free loopback port, its address on
@@ -116,6 +125,16 @@ pub fn serve_child(config: Config) -> anyhow::Result<()> {
                     "per_view": per_view})
             }
             "truth" => serde_json::to_value(harness::observed(&snap)?)?,
+            // The views' counts and the devices of the sessions they hold, from one snapshot.
+            "held" => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let r = rt
+                    .block_on(sightflow_query::execute(&snap, "select device_id from sessions", &Default::default()))
+                    .map_err(|e| anyhow::anyhow!("devices: {e}"))?;
+                let devices: Vec<serde_json::Value> =
+                    sightflow_query::format::rows_as_arrays(&r).into_iter().map(|r| r[0].clone()).collect();
+                serde_json::json!({"as_of": snap.as_of, "truth": harness::observed(&snap)?, "devices": devices})
+            }
             sql if sql.starts_with("sql ") => {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 match rt.block_on(sightflow_query::execute(&snap, &sql[4..], &Default::default())) {
@@ -502,10 +521,38 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
     want.rrweb_events = 0;
     want.rrweb_bytes = 0;
     let mut observed = Truth::default();
+    let (mut held_sessions, mut missing, mut stale) = (0u64, 0u64, 0u64);
+    let started = started_sessions.load(Ordering::Relaxed);
     let settle = Instant::now() + Duration::from_secs(120);
     while Instant::now() < settle {
-        observed = serde_json::from_value(ask("truth")?)?;
-        if observed == want {
+        let held = ask("held")?;
+        observed = serde_json::from_value(held["truth"].clone())?;
+        let devices: Vec<u64> = held["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str()?.strip_prefix("soak-")?.parse().ok())
+            .collect();
+        held_sessions = devices.len() as u64;
+        if opts.retention_ms > 0 {
+            // The sessions held must be exactly what was planted for them; the
+            // aggregates count every session (see `per_session_truth`).
+            want = per_session_truth(&planted, devices.iter().map(|k| &pool[*k as usize % pool.len()].truth));
+            // Which sessions must be held, and which must have left, by when they ended
+            // (their last event plus the idle gap, in event time) against the cutoff;
+            // those within half a minute of it may be either.
+            let as_of = held["as_of"].as_u64().unwrap_or(0) as i64;
+            let step = opts.retention_ms.min(60_000) as i64;
+            let cutoff = (as_of - opts.retention_ms as i64).max(0) / step * step;
+            let ended = |k: u64| {
+                let last = pool[k as usize % pool.len()].events.last().map_or(0, |e| e.0);
+                t0 + (k as f64 * 1000.0 / sessions_per_s) as i64 + last + opts.idle_gap_ms as i64
+            };
+            let held: std::collections::HashSet<u64> = devices.iter().copied().collect();
+            missing = (0..started).filter(|k| ended(*k) >= cutoff + 30_000 && !held.contains(k)).count() as u64;
+            stale = (0..started).filter(|k| ended(*k) < cutoff - 30_000 && held.contains(k)).count() as u64;
+        }
+        if observed == want && missing == 0 && stale == 0 {
             break;
         }
         std::thread::sleep(Duration::from_secs(5));
@@ -555,7 +602,25 @@ pub fn soak(mut child: std::process::Command, opts: &SoakOptions) -> anyhow::Res
         server_cpu,
         generator_cpu: harness::process_cpu(),
         seconds: begin.elapsed().as_secs_f64(),
+        held_sessions,
+        missing,
+        stale,
     })
+}
+
+/// What the views must show when closed sessions leave them: every per-session count
+/// summed over the sessions they hold, and the aggregates (funnel conversions and
+/// error occurrences, read from `funnel_steps` and `errors`) over every session planted.
+pub fn per_session_truth<'a>(planted: &Truth, held: impl Iterator<Item = &'a Truth>) -> Truth {
+    let mut want = Truth::default();
+    for t in held {
+        want.add(t);
+    }
+    want.funnel_conversions = planted.funnel_conversions;
+    want.uncaught_errors = planted.uncaught_errors;
+    want.rrweb_events = 0;
+    want.rrweb_bytes = 0;
+    want
 }
 
 /// Resident set size of process `pid` in bytes.

@@ -462,6 +462,10 @@ pub struct Session {
     pub time_zone: String,
     /// Whether sessions are split at midnight in `time_zone`.
     pub split_at_midnight: bool,
+    /// A closed session, with its rows in every per-session view, leaves the views this
+    /// long (ms of logical time) after its last change; the aggregates keep counting it.
+    /// 0 keeps every session.
+    pub retention_ms: u64,
 }
 
 /// Every signal threshold.
@@ -707,6 +711,18 @@ impl Config {
         let s = &self.session;
         positive("session.idle_gap_ms", s.idle_gap_ms)?;
         positive("session.max_age_ms", s.max_age_ms)?;
+        // A session that left the views must not change again: its device's state (and a
+        // late click's verdict) is gone by then.
+        let settled = e.state_grace_ms.saturating_add(e.late_verdict_ms);
+        if s.retention_ms != 0 && s.retention_ms < settled {
+            return Err(ConfigError::value(
+                "session.retention_ms",
+                s.retention_ms,
+                &format!(
+                    "0 (keep every session) or at least engine.state_grace_ms + engine.late_verdict_ms ({settled})"
+                ),
+            ));
+        }
         if s.time_zone.parse::<chrono_tz::Tz>().is_err() {
             return Err(ConfigError::value(
                 "session.time_zone",
@@ -1164,6 +1180,8 @@ mod tests {
         check_err("[session]\nidle_gap_ms = -5\n", &["session.idle_gap_ms"]);
         check_err("[session]\nidle_gap_ms = \"soon\"\n", &["session.idle_gap_ms", "soon"]);
         check_err("[session]\ntime_zone = \"Mars/Olympus\"\n", &["session.time_zone", "Mars/Olympus", "IANA"]);
+        check_err("[session]\nretention_ms = 1000\n", &["session.retention_ms", "1000", "state_grace_ms"]);
+        Config::from_toml_str("[session]\nretention_ms = 0\n").expect("0 keeps every session");
         check_err("[engine]\ntick_ms = 0\n", &["engine.tick_ms", "positive"]);
         check_err("[query]\nnice = 20\n", &["query.nice", "20", "0 to 19"]);
         check_err("[engine]\nlate_policy = \"ignore\"\n", &["engine.late_policy", "ignore"]);

@@ -29,6 +29,7 @@
 pub mod convert;
 pub mod logging;
 pub mod publish;
+pub mod retention;
 pub mod run;
 pub mod schema;
 pub mod segments;

@@ -17,6 +17,7 @@ use sightflow_operators::stats::{StateSize, StateStats};
 use sightflow_operators::sym::{self, Sym};
 use sightflow_operators::{Params, Update, ViewId};
 
+use crate::retention::Retention;
 use crate::schema::{STATE_TABLE, Tables, state_table};
 
 /// All views at one logical time.
@@ -213,6 +214,10 @@ pub struct Publisher {
     pin: Option<sym::Pinned>,
     /// When the published views were last measured.
     measured_at: Option<Instant>,
+    /// Closed sessions leave the views (`session.retention_ms`).
+    retention: Option<Retention>,
+    /// Retractions of rows not held, kept until the rest of their time is applied.
+    absent: Vec<Update>,
 }
 
 impl Publisher {
@@ -226,7 +231,6 @@ impl Publisher {
         final_only: bool,
     ) -> Publisher {
         Publisher {
-            params,
             tables: Tables::default(),
             frontiers: vec![Some(0); workers],
             pending: BTreeMap::new(),
@@ -240,6 +244,9 @@ impl Publisher {
             reclaimed: 0,
             pin: final_only.then(Sym::pin),
             measured_at: None,
+            retention: Retention::new(params.retention),
+            absent: Vec::new(),
+            params,
         }
     }
 
@@ -269,6 +276,7 @@ impl Publisher {
             self.apply_before(u64::MAX);
             self.complete = true;
             let as_of = self.max_time.max(self.published.saturating_sub(1));
+            self.expire(as_of);
             self.publish(as_of);
             self.pin = None;
         } else if least > self.published {
@@ -277,6 +285,7 @@ impl Publisher {
             // tables grow alongside the dataflow rather than all at its end.
             self.apply_before(least);
             self.published = least;
+            self.expire(least - 1);
             if !self.final_only {
                 self.publish(least - 1);
             }
@@ -290,9 +299,44 @@ impl Publisher {
             }
             let (t, us) = self.pending.pop_first().expect("present");
             self.max_time = self.max_time.max(t);
+            let Some(retention) = &mut self.retention else {
+                for u in us {
+                    self.tables.apply(u);
+                }
+                continue;
+            };
             for u in us {
-                self.tables.apply(u);
+                if let Update::Sessions(row, d) = &u
+                    && *d > 0
+                {
+                    retention.note(t, row);
+                }
+                // The changes of one time add up in any order: a retraction may come
+                // before the row it retracts.
+                if self.tables.retracts_absent(&u) {
+                    self.absent.push(u);
+                } else {
+                    self.tables.apply(u);
+                }
             }
+            // What is still absent once the whole time is in belongs to a session that
+            // has left the views.
+            for u in std::mem::take(&mut self.absent) {
+                if !self.tables.retracts_absent(&u) {
+                    self.tables.apply(u);
+                }
+            }
+        }
+    }
+
+    /// Every row of the sessions that leave the views at `as_of`.
+    fn expire(&mut self, as_of: u64) {
+        let Some(retention) = &mut self.retention else {
+            return;
+        };
+        let gone = retention.due(as_of);
+        if !gone.is_empty() {
+            self.tables.remove_sessions(&gone);
         }
     }
 

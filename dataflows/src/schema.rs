@@ -15,7 +15,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use differential_dataflow::difference::Semigroup;
 use sightflow_operators::columns::{Cell, ColType, Column, Columns};
 use sightflow_operators::stats::StateSize;
-use sightflow_operators::{Params, Sym, Update, ViewId, Views};
+use sightflow_operators::{FastSet, Params, Sym, Update, ViewId, Views};
 
 use crate::segments::{Spec, View};
 
@@ -271,6 +271,22 @@ macro_rules! declare_tables {
                 match u { $(Update::$id(r, d) => declare_tables!(@add self.$field, r, d, $shape),)* }
             }
 
+            /// Whether `u` takes away a row that is not held: with `session.retention_ms`,
+            /// a row of a session that has left the views.
+            pub fn retracts_absent(&self, u: &Update) -> bool {
+                match u { $(Update::$id(r, d) => declare_tables!(@absent self.$field, r, d, $shape),)* }
+            }
+
+            /// Removes every row of these sessions from the per-session views (the row
+            /// views, each of which is keyed by its session); returns the rows removed.
+            pub fn remove_sessions(&mut self, gone: &FastSet<u64>) -> usize {
+                let n = 0 $(+ declare_tables!(@remove self.$field, gone, $shape))*;
+                if n > 0 {
+                    self.derived.clear();
+                }
+                n
+            }
+
             /// Rows held, over all views.
             pub fn rows(&self) -> usize {
                 0 $(+ self.$field.len())*
@@ -316,6 +332,13 @@ macro_rules! declare_tables {
         $s.derived[&ViewId::$id].clone()
     }};
     (@arrow $s:ident, $id:ident, $field:ident, $params:ident, $shape:ident) => { $s.$field.arrow($params) };
+    (@absent $t:expr, $r:ident, $d:ident, rows) => { *$d < 0 && $t.get($r).is_none() };
+    (@absent $t:expr, $r:ident, $d:ident, $shape:ident) => {{
+        let _ = ($r, $d);
+        false
+    }};
+    (@remove $t:expr, $gone:ident, rows) => { $t.remove_where(|k| $gone.contains(&k.session)) };
+    (@remove $t:expr, $gone:ident, $shape:ident) => { 0 };
     (@value_syms $t:expr, $f:ident, agg) => {
         for (_, d) in $t.iter() {
             Columns::syms(d, $f);

@@ -270,6 +270,28 @@ impl<S: Spec> View<S> {
         }
     }
 
+    /// Removes every key `gone` picks, whatever it adds up to; returns how many went.
+    pub fn remove_where(&mut self, mut gone: impl FnMut(&S::Row) -> bool) -> usize {
+        let keys: Vec<S::Row> = self.held.keys().filter(|k| gone(k)).copied().collect();
+        for k in &keys {
+            let h = self.held.remove(k).expect("listed above");
+            let at = &mut self.slots[h.slot as usize];
+            if at.seg != UNBUILT {
+                let seg = self.segs.get_mut(&at.seg).expect("a built key's segment exists");
+                seg.dead.push((at.start, at.len));
+                seg.valid -= at.len;
+                seg.published = None;
+                at.seg = UNBUILT;
+            }
+            // A pending key stays listed in `changed`; building skips keys not held.
+            self.free_slots.push(h.slot);
+        }
+        if !keys.is_empty() {
+            self.dirty = true;
+        }
+        keys.len()
+    }
+
     /// The view as Arrow batches (schema and live rows). Only rows changed since the
     /// last call are built; an unchanged view returns the same batches.
     pub fn arrow(&mut self, params: &Params) -> (SchemaRef, Vec<RecordBatch>) {
@@ -518,6 +540,15 @@ mod tests {
                 if rng.random_bool(0.5) {
                     v.add(s, -1);
                 }
+            }
+            // Now and then every row of some sessions leaves, built or not.
+            if round % 25 == 24 {
+                let m = round % 7;
+                let held = v.len();
+                let gone = v.remove_where(|k| k.session % 7 == m);
+                current.retain(|id, _| id % 7 != m);
+                assert_eq!(v.len(), held - gone);
+                assert!(v.iter().all(|(k, _)| k.session % 7 != m));
             }
             let (_, batches) = v.arrow(&params);
             assert_eq!(rows_of(&batches), from_scratch(&v, &params), "round {round}");

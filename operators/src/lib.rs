@@ -52,3 +52,5 @@ pub use sym::Sym;
 /// rows the engine made itself, so no flooding defence is needed, and iteration order is
 /// the same run to run).
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+/// The hash set of the hot paths (see [`FastMap`]).
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;

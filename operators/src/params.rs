@@ -18,6 +18,9 @@ pub struct Params {
     pub gap: i64,
     /// Longest session (ms, `session.max_age_ms`).
     pub max_age: i64,
+    /// Logical ms a closed session stays in the views after its last change (0: always;
+    /// `session.retention_ms`).
+    pub retention: u64,
     /// Time zone whose midnight splits sessions (`session.time_zone`).
     pub tz: chrono_tz::Tz,
     /// Whether sessions split at midnight (`session.split_at_midnight`).
@@ -128,6 +131,7 @@ impl Params {
             late_verdict: c.engine.late_verdict_ms,
             gap: c.session.idle_gap_ms as i64,
             max_age: c.session.max_age_ms as i64,
+            retention: c.session.retention_ms,
             tz: c.time_zone(),
             split_at_midnight: c.session.split_at_midnight,
             rage_min: s.rage.min_clicks,
