@@ -49,26 +49,45 @@ pub trait Source: Send {
     fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError>;
 }
 
-/// A finite list of envelopes with logical times (batch mode and tests).
+/// A finite list of envelopes with logical times (batch mode and tests), handed out in
+/// time order, [`VecSource::CHUNK`] at a time, each poll with the frontier of what is
+/// left: the dataflow then finishes each time as it goes and lets its state go, rather
+/// than holding every event and change of the whole input at once.
 pub struct VecSource {
-    items: Option<Vec<(u64, Envelope)>>,
+    items: std::iter::Peekable<std::vec::IntoIter<(u64, Envelope)>>,
+    done: bool,
 }
 
 impl VecSource {
-    /// A source that hands out all of `items` at the first poll, then is done.
-    pub fn new(items: Vec<(u64, Envelope)>) -> VecSource {
-        VecSource { items: Some(items) }
+    /// Envelopes handed out per poll.
+    pub const CHUNK: usize = 65_536;
+
+    /// A source of `items`, ordered by logical time (a stable sort: envelopes of one time
+    /// keep their order).
+    pub fn new(mut items: Vec<(u64, Envelope)>) -> VecSource {
+        items.sort_by_key(|(t, _)| *t);
+        VecSource { items: items.into_iter().peekable(), done: false }
     }
 }
 
 impl Source for VecSource {
     fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
-        Ok(match self.items.take() {
-            Some(items) => {
-                out.extend(items);
-                Progress::At { frontier: 0, busy: true }
+        if self.done {
+            return Ok(Progress::Done);
+        }
+        let (mut last, before) = (0, out.len());
+        for (t, e) in self.items.by_ref().take(Self::CHUNK) {
+            last = t;
+            out.push((t, e));
+        }
+        let busy = out.len() > before;
+        Ok(match self.items.peek() {
+            // Nothing left has a time below the next envelope's.
+            Some((next, _)) => Progress::At { frontier: *next, busy },
+            None => {
+                self.done = true;
+                Progress::At { frontier: last, busy }
             }
-            None => Progress::Done,
         })
     }
 }
@@ -79,5 +98,38 @@ pub struct Empty;
 impl Source for Empty {
     fn poll(&mut self, _out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
         Ok(Progress::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Envelopes come in time order, a chunk a poll, each poll with the time of the next
+    /// one as its frontier; envelopes of one time keep their order.
+    #[test]
+    fn a_vec_source_hands_out_chunks_in_time_order() {
+        let n = VecSource::CHUNK + 3;
+        let items: Vec<(u64, Envelope)> = (0..n)
+            .map(|i| {
+                let t = (n - i) as u64 / 2; // descending, two envelopes per time
+                (t, Envelope { seq: i as u64, ..Default::default() })
+            })
+            .collect();
+        let mut s = VecSource::new(items);
+        let mut out = Vec::new();
+        let first = s.poll(&mut out).unwrap();
+        assert_eq!(out.len(), VecSource::CHUNK);
+        assert!(out.windows(2).all(|w| w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[0].1.seq < w[1].1.seq)));
+        let Progress::At { frontier, busy: true } = first else { panic!("{first:?}") };
+        assert!(out.iter().all(|(t, _)| *t <= frontier), "handed out before its frontier");
+        let second = s.poll(&mut out).unwrap();
+        assert_eq!(out.len(), n);
+        assert!(out[VecSource::CHUNK..].iter().all(|(t, _)| *t >= frontier), "nothing below a frontier after it");
+        assert!(matches!(second, Progress::At { busy: true, .. }));
+        assert_eq!(s.poll(&mut out).unwrap(), Progress::Done);
+        let mut empty = VecSource::new(Vec::new());
+        assert_eq!(empty.poll(&mut out).unwrap(), Progress::At { frontier: 0, busy: false });
+        assert_eq!(empty.poll(&mut out).unwrap(), Progress::Done);
     }
 }
