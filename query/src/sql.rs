@@ -121,7 +121,10 @@ impl QueryResult {
 pub fn context(snapshot: &Snapshot, limits: &QueryLimits, scope: &Scope) -> Result<SessionContext, QueryError> {
     let runtime =
         RuntimeEnvBuilder::new().with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes))).build_arc()?;
-    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    // One partition: a query runs on one thread of the query pool (its own
+    // current-thread runtime), so more partitions would not run side by side; they only
+    // add a repartition and a final merge to every aggregate. Queries run side by side.
+    let config = SessionConfig::new().with_target_partitions(1).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, batches) in &snapshot.tables {
         let table: Arc<dyn TableProvider> = match scope.names() {
