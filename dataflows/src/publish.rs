@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub state: BTreeMap<String, StateSize>,
     /// How long building this snapshot took (µs).
     pub build_us: u64,
+    /// Closed sessions that have left the views so far (`session.retention_ms`).
+    pub sessions_left: u64,
 }
 
 impl Snapshot {
@@ -48,7 +50,7 @@ impl Snapshot {
             .collect();
         let b = state_table(&BTreeMap::new());
         tables.push((STATE_TABLE, b.schema(), vec![b]));
-        Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new(), build_us: 0 }
+        Snapshot { as_of: 0, complete: false, tables, state: BTreeMap::new(), build_us: 0, sessions_left: 0 }
     }
 
     /// A table's batches by name.
@@ -370,7 +372,8 @@ impl Publisher {
         let b = state_table(&state);
         tables.push((STATE_TABLE, b.schema(), vec![b]));
         let build_us = started.elapsed().as_micros() as u64;
-        self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state, build_us });
+        let sessions_left = self.retention.as_ref().map_or(0, Retention::left);
+        self.snapshots.publish(Snapshot { as_of, complete: self.complete, tables, state, build_us, sessions_left });
     }
 }
 

@@ -202,6 +202,7 @@ mod tests {
         assert_eq!(sessions_of(&snapshots), [(2, true)]);
         assert_eq!(snapshots.latest().num_rows("rage_clicks"), Some(0), "its burst left with it");
         assert_eq!(snapshots.latest().num_rows("heatmap_cells"), Some(1), "aggregates keep counting it");
+        assert_eq!(snapshots.latest().sessions_left, 1, "counted for /metrics");
         // Late retractions of its rows change nothing.
         send(
             vec![

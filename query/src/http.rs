@@ -1141,6 +1141,11 @@ pub(crate) async fn metrics<B: Backend>(
         "Time the newest snapshot took to build.",
         snap.build_us as f64 / 1e6,
     );
+    out.counter(
+        "sightflow_sessions_left_views",
+        "Closed sessions that left the views session.retention_ms after they ended.",
+        snap.sessions_left,
+    );
     out.gauges(
         "sightflow_state_bytes",
         "State held per view.",

@@ -112,6 +112,7 @@ mod tests {
             tables: vec![("sessions", schema, batches)],
             state: Default::default(),
             build_us: 0,
+            sessions_left: 0,
         }
     }
 

@@ -285,7 +285,14 @@ mod tests {
     use super::*;
 
     fn empty() -> Snapshot {
-        Snapshot { as_of: 0, complete: true, tables: Vec::new(), state: Default::default(), build_us: 0 }
+        Snapshot {
+            as_of: 0,
+            complete: true,
+            tables: Vec::new(),
+            state: Default::default(),
+            build_us: 0,
+            sessions_left: 0,
+        }
     }
 
     /// Errors are classified by DataFusion's variant and keep it as their source.
@@ -326,6 +333,7 @@ mod tests {
             ],
             state: Default::default(),
             build_us: 0,
+            sessions_left: 0,
         }
     }
 

@@ -961,6 +961,7 @@ async fn metrics_parse_and_move_with_traffic() {
         "sightflow_logins_total",
         "sightflow_login_failures_total",
         "sightflow_queries_total",
+        "sightflow_sessions_left_views_total",
     ] {
         assert!(value(&before, name, None).is_some(), "{name} is exposed");
     }
