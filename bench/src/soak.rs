@@ -89,7 +89,7 @@ pub struct SoakFigure {
 }
 
 /// The server side: `serve` built with `config` on a free loopback port, its address on
-/// stdout, then one answer line per command line on stdin (`stats`, `truth`) until
+/// stdout, then one answer line per command line on stdin (`stats`, `held`, `sql ...`) until
 /// stdin closes.
 pub fn serve_child(config: Config) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -124,7 +124,6 @@ pub fn serve_child(config: Config) -> anyhow::Result<()> {
                     "allocated": alloc.allocated, "resident": alloc.resident, "retained": alloc.retained,
                     "per_view": per_view})
             }
-            "truth" => serde_json::to_value(harness::observed(&snap)?)?,
             // The views' counts and the devices of the sessions they hold, from one snapshot.
             "held" => {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

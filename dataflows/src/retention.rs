@@ -103,38 +103,15 @@ impl Retention {
 mod tests {
     use super::*;
     use crate::publish::{Publisher, Snapshots, WorkerUpdate};
+    use sightflow_operators::event::DeviceKey;
     use sightflow_operators::signals::heatmap::{HeatKind, HeatRow};
     use sightflow_operators::signals::rage::RageRow;
     use sightflow_operators::stats::StateStats;
     use sightflow_operators::{Params, Sym, Update};
 
     fn row(session: u64, is_live: bool) -> SessionRow {
-        SessionRow {
-            session,
-            project: Sym::new("p"),
-            device: Sym::new("d"),
-            started_at: 0,
-            ended_at: 0,
-            is_live,
-            page_views: 0,
-            events: 0,
-            clicks: 0,
-            rage_clicks: 0,
-            dead_clicks: 0,
-            error_clicks: 0,
-            errors: 0,
-            entry_url: Sym::EMPTY,
-            exit_url: Sym::EMPTY,
-            browser: Sym::EMPTY,
-            os: Sym::EMPTY,
-            device_type: Sym::EMPTY,
-            country: Sym::EMPTY,
-            quick_backs: 0,
-            excessive_scrolls: 0,
-            thrashed_cursors: 0,
-            tabs: 1,
-            user_id: Sym::EMPTY,
-        }
+        let key = DeviceKey { project: Sym::new("p"), device: Sym::new("d") };
+        SessionRow { is_live, ..SessionRow::new(session, key, 0) }
     }
 
     fn rage(session: u64) -> RageRow {

@@ -235,13 +235,7 @@ impl<S: Spec> View<S> {
                     seg.published = None;
                     return;
                 }
-                if at.seg != UNBUILT {
-                    let seg = self.segs.get_mut(&at.seg).expect("a built key's segment exists");
-                    seg.dead.push((at.start, at.len));
-                    seg.valid -= at.len;
-                    seg.published = None;
-                    at.seg = UNBUILT;
-                }
+                cut(&mut self.slots, &mut self.segs, h.slot);
                 if h.diff.is_zero() {
                     self.free_slots.push(h.slot);
                     e.remove();
@@ -275,14 +269,7 @@ impl<S: Spec> View<S> {
         let keys: Vec<S::Row> = self.held.keys().filter(|k| gone(k)).copied().collect();
         for k in &keys {
             let h = self.held.remove(k).expect("listed above");
-            let at = &mut self.slots[h.slot as usize];
-            if at.seg != UNBUILT {
-                let seg = self.segs.get_mut(&at.seg).expect("a built key's segment exists");
-                seg.dead.push((at.start, at.len));
-                seg.valid -= at.len;
-                seg.published = None;
-                at.seg = UNBUILT;
-            }
+            cut(&mut self.slots, &mut self.segs, h.slot);
             // A pending key stays listed in `changed`; building skips keys not held.
             self.free_slots.push(h.slot);
         }
@@ -391,6 +378,19 @@ impl<S: Spec> View<S> {
             self.work.copied_rows += batch.num_rows() as u64;
             self.segs.insert(a, Segment::new(batch, slots, diffs));
         }
+    }
+}
+
+/// Cuts a key's rows out of the segment they were built into (they are dead there
+/// from now on); the key's slot is then unbuilt.
+fn cut<R>(slots: &mut [Loc], segs: &mut BTreeMap<u32, Segment<R>>, slot: u32) {
+    let at = &mut slots[slot as usize];
+    if at.seg != UNBUILT {
+        let seg = segs.get_mut(&at.seg).expect("a built key's segment exists");
+        seg.dead.push((at.start, at.len));
+        seg.valid -= at.len;
+        seg.published = None;
+        at.seg = UNBUILT;
     }
 }
 
