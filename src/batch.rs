@@ -9,7 +9,7 @@ use sightflow_connectors::files::{self, Rejection, SplitError};
 use sightflow_connectors::json::Defaults;
 use sightflow_connectors::rrweb::Decoders;
 use sightflow_connectors::validate::Limits;
-use sightflow_dataflows::{RunError, RunOptions, Snapshot, VecSource, start};
+use sightflow_dataflows::{OrderedSource, RunError, RunOptions, Snapshot, VecSource, start};
 use sightflow_operators::Params;
 use sightflow_operators::event::tick_ceil;
 use sightflow_proto::v1::Envelope;
@@ -109,6 +109,31 @@ pub fn run(config: &Config, envelopes: Vec<Envelope>) -> Result<Arc<Snapshot>, R
             let items = shares.lock().ok().and_then(|mut s| s[index].take()).unwrap_or_default();
             Box::new(VecSource::new(items))
         },
+    )?;
+    let snapshots = running.snapshots.clone();
+    running.join()?;
+    Ok(snapshots.wait_complete())
+}
+
+/// Runs the dataflow to completion over an input too large to hold at once: worker `i`
+/// of `config.engine.workers` reads `stream(i)`, its disjoint share of the input, which
+/// must yield envelopes in event-time order (a share that goes back in time stops the
+/// run with an error naming the times). Returns the final snapshot.
+pub fn run_streams<F>(config: &Config, stream: F) -> Result<Arc<Snapshot>, RunError>
+where
+    F: Fn(usize) -> Box<dyn Iterator<Item = Envelope> + Send> + Send + Sync + 'static,
+{
+    let params = Arc::new(Params::from_config(config));
+    let tick = params.tick;
+    let running = start(
+        RunOptions {
+            workers: config.engine.workers,
+            params,
+            on_publish: None,
+            idle_park: Duration::from_millis(1),
+            final_only: true,
+        },
+        move |index, _| Box::new(OrderedSource::ordered(stream(index).map(move |e| (tick_ceil(e.ts, tick), e)))),
     )?;
     let snapshots = running.snapshots.clone();
     running.join()?;

@@ -35,6 +35,6 @@ pub mod schema;
 pub mod segments;
 
 pub use publish::{Snapshot, Snapshots};
-pub use run::{Empty, Progress, RunError, RunOptions, Running, Source, SourceError, VecSource, start};
+pub use run::{Empty, OrderedSource, Progress, RunError, RunOptions, Running, Source, SourceError, VecSource, start};
 pub use schema::{Tables, table_names};
 pub use sightflow_operators::{Update, ViewId};

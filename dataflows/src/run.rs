@@ -21,7 +21,7 @@ use timely::dataflow::{ProbeHandle, Stream};
 use crate::convert::envelope_events;
 use crate::publish::{OnPublish, Publisher, Snapshots, WorkerUpdate, spawn_publisher};
 
-pub use sightflow_proto::source::{Empty, Progress, Source, SourceError, VecSource};
+pub use sightflow_proto::source::{Empty, OrderedSource, Progress, Source, SourceError, VecSource};
 
 /// How to run.
 pub struct RunOptions {

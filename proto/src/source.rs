@@ -53,31 +53,51 @@ pub trait Source: Send {
 /// time order, [`VecSource::CHUNK`] at a time, each poll with the frontier of what is
 /// left: the dataflow then finishes each time as it goes and lets its state go, rather
 /// than holding every event and change of the whole input at once.
-pub struct VecSource {
-    items: std::iter::Peekable<std::vec::IntoIter<(u64, Envelope)>>,
+pub type VecSource = OrderedSource<std::vec::IntoIter<(u64, Envelope)>>;
+
+/// Envelopes from an iterator that yields them in logical-time order (batch mode over a
+/// generated or streamed input, which then never has to be held whole), handed out
+/// [`OrderedSource::CHUNK`] at a time with the next envelope's time as the frontier.
+/// An envelope whose time is below one already handed out stops the source with an
+/// error naming both times: its frontier has passed it.
+pub struct OrderedSource<I: Iterator<Item = (u64, Envelope)>> {
+    items: std::iter::Peekable<I>,
+    last: u64,
     done: bool,
 }
 
-impl VecSource {
-    /// Envelopes handed out per poll.
-    pub const CHUNK: usize = 65_536;
-
-    /// A source of `items`, ordered by logical time (a stable sort: envelopes of one time
-    /// keep their order).
+impl OrderedSource<std::vec::IntoIter<(u64, Envelope)>> {
+    /// A source of `items` in any order: they are sorted by logical time (a stable sort:
+    /// envelopes of one time keep their order).
     pub fn new(mut items: Vec<(u64, Envelope)>) -> VecSource {
         items.sort_by_key(|(t, _)| *t);
-        VecSource { items: items.into_iter().peekable(), done: false }
+        OrderedSource::ordered(items.into_iter())
     }
 }
 
-impl Source for VecSource {
+impl<I: Iterator<Item = (u64, Envelope)>> OrderedSource<I> {
+    /// Envelopes handed out per poll.
+    pub const CHUNK: usize = 65_536;
+
+    /// A source of `items`, which must come in logical-time order.
+    pub fn ordered(items: I) -> OrderedSource<I> {
+        OrderedSource { items: items.peekable(), last: 0, done: false }
+    }
+}
+
+impl<I: Iterator<Item = (u64, Envelope)> + Send> Source for OrderedSource<I> {
     fn poll(&mut self, out: &mut Vec<(u64, Envelope)>) -> Result<Progress, SourceError> {
         if self.done {
             return Ok(Progress::Done);
         }
-        let (mut last, before) = (0, out.len());
+        let before = out.len();
         for (t, e) in self.items.by_ref().take(Self::CHUNK) {
-            last = t;
+            if t < self.last {
+                self.done = true;
+                let reason = format!("an envelope at logical time {t} came after one at {}: out of order", self.last);
+                return Err(SourceError { partition: None, offset: None, reason });
+            }
+            self.last = t;
             out.push((t, e));
         }
         let busy = out.len() > before;
@@ -86,7 +106,7 @@ impl Source for VecSource {
             Some((next, _)) => Progress::At { frontier: *next, busy },
             None => {
                 self.done = true;
-                Progress::At { frontier: last, busy }
+                Progress::At { frontier: self.last, busy }
             }
         })
     }
@@ -131,5 +151,21 @@ mod tests {
         let mut empty = VecSource::new(Vec::new());
         assert_eq!(empty.poll(&mut out).unwrap(), Progress::At { frontier: 0, busy: false });
         assert_eq!(empty.poll(&mut out).unwrap(), Progress::Done);
+    }
+
+    /// An iterator's envelopes go out as they come; one that goes back in time stops the
+    /// source with an error that names both times.
+    #[test]
+    fn an_ordered_source_refuses_to_go_back_in_time() {
+        let at = |t: u64| (t, Envelope { ts: t as i64, ..Default::default() });
+        let mut ok = OrderedSource::ordered([at(1), at(1), at(5)].into_iter());
+        let mut out = Vec::new();
+        assert_eq!(ok.poll(&mut out).unwrap(), Progress::At { frontier: 5, busy: true });
+        assert_eq!(out.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [1, 1, 5]);
+        assert_eq!(ok.poll(&mut out).unwrap(), Progress::Done);
+        let mut bad = OrderedSource::ordered([at(3), at(2)].into_iter());
+        let err = bad.poll(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("logical time 2 came after one at 3"), "{err}");
+        assert_eq!(bad.poll(&mut Vec::new()).unwrap(), Progress::Done);
     }
 }

@@ -231,6 +231,19 @@ fn all_recordings_together_with_two_workers_give_the_same_views() {
         .collect();
     let one = run(&inputs, 1);
     let two = run(&inputs, 2);
+    // The same input streamed to two workers in time order, never held by the source.
+    let streamed = {
+        let mut all = batch::load(&inputs, "demo", 1_900_000_000_000).expect("inputs load").envelopes;
+        all.sort_by_key(|e| e.ts);
+        let all = Arc::new(all);
+        let mut config = Config::defaults();
+        config.engine.workers = 2;
+        batch::run_streams(&config, move |i| {
+            let all = all.clone();
+            Box::new((0..all.len()).filter(move |k| k % 2 == i).map(move |k| all[k].clone()))
+        })
+        .expect("dataflow runs")
+    };
     for (name, _, _) in &one.tables {
         if *name == "sightflow_state" {
             continue;
@@ -243,6 +256,7 @@ fn all_recordings_together_with_two_workers_give_the_same_views() {
             rows
         };
         assert_eq!(sorted(&one), sorted(&two), "{name} differs between 1 and 2 workers");
+        assert_eq!(sorted(&one), sorted(&streamed), "{name} differs when streamed");
     }
     let totals = sql(
         &one,
