@@ -301,11 +301,15 @@ impl<S: Spec> View<S> {
         (schema, batches)
     }
 
-    /// Builds the changed keys' rows into one new segment.
+    /// Builds the changed keys' rows into new segments of at most [`MAX_SEGMENT_ROWS`]
+    /// rows each (after a replay or in batch mode every key has changed: one segment per
+    /// view would be one batch of millions of rows, built in one go).
     fn build_changed(&mut self, params: &Params) {
-        let mut rows: Vec<(S::Row, S::Diff)> = Vec::with_capacity(self.changed.len());
-        let mut slots = Vec::with_capacity(self.changed.len());
-        for k in self.changed.drain(..) {
+        let mut changed = std::mem::take(&mut self.changed);
+        let mut rows: Vec<(S::Row, S::Diff)> = Vec::with_capacity(changed.len().min(MAX_SEGMENT_ROWS as usize));
+        let mut slots = Vec::with_capacity(rows.capacity());
+        let mut shown = 0u32;
+        for k in changed.drain(..) {
             // Keys gone since are not held any more.
             let Some(h) = self.held.get_mut(&k) else {
                 continue;
@@ -314,27 +318,46 @@ impl<S: Spec> View<S> {
                 continue;
             }
             h.pending = false;
-            if S::shown(&h.diff) > 0 {
-                rows.push((k, h.diff));
-                slots.push(h.slot);
+            let (d, slot) = (h.diff, h.slot);
+            let n = S::shown(&d);
+            if n > 0 {
+                if shown > 0 && shown + n > MAX_SEGMENT_ROWS {
+                    self.build_segment(&mut rows, &mut slots, params);
+                    shown = 0;
+                }
+                rows.push((k, d));
+                slots.push(slot);
+                shown += n;
             }
         }
+        self.build_segment(&mut rows, &mut slots, params);
+        // Keep the list's room for the next snapshot's changes, not for the biggest
+        // build ever (a replay lists every key once: 144 B per session, held for good).
+        if changed.capacity() > 4096 {
+            changed.shrink_to(4096);
+        }
+        self.changed = changed;
+    }
+
+    /// Builds `rows` (with their `slots`) into one new segment; leaves both empty.
+    fn build_segment(&mut self, rows: &mut Vec<(S::Row, S::Diff)>, slots: &mut Vec<u32>, params: &Params) {
         if rows.is_empty() {
             return;
         }
-        let batch = S::build(&rows, params);
+        let batch = S::build(rows, params);
         self.work.built_rows += batch.num_rows() as u64;
         let id = self.next_seg;
         self.next_seg += 1;
         let mut start = 0u32;
-        for ((_, d), slot) in rows.iter().zip(&slots) {
+        for ((_, d), slot) in rows.iter().zip(slots.iter()) {
             let len = S::shown(d);
             self.slots[*slot as usize] = Loc { seg: id, start, len };
             start += len;
         }
         debug_assert_eq!(start as usize, batch.num_rows());
         let diffs = if S::VALUES_FROM.is_some() { rows.iter().map(|(_, d)| *d).collect() } else { Vec::new() };
-        self.segs.insert(id, Segment::new(batch, slots, diffs));
+        self.segs.insert(id, Segment::new(batch, std::mem::take(slots), diffs));
+        rows.clear();
     }
 
     /// Drops empty segments, rewrites sparse or fragmented ones, and merges neighbours
@@ -638,6 +661,31 @@ mod tests {
         let (_, b) = v.arrow(&params);
         assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), n as usize / 2);
         assert!(v.work().segments <= 2 * (n as usize / 2 / MAX_SEGMENT_ROWS as usize) + 8, "{:?}", v.work());
+        assert_eq!(rows_of(&b), from_scratch(&v, &params));
+    }
+
+    /// A replay (or batch mode) changes every key before the first snapshot: the build
+    /// cuts it into segments of at most MAX_SEGMENT_ROWS rows, and the list of changed
+    /// keys does not keep room for all of them afterwards.
+    #[test]
+    fn a_build_of_every_key_comes_in_capped_segments() {
+        let params = params();
+        let mut v: View<specs::Sessions> = View::default();
+        let n = 2 * MAX_SEGMENT_ROWS as u64 + 100;
+        for id in 0..n {
+            v.add(session(id, 1), 1);
+        }
+        let (_, b) = v.arrow(&params);
+        assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), n as usize);
+        assert_eq!(b.len(), 3, "{:?}", b.iter().map(|b| b.num_rows()).collect::<Vec<_>>());
+        assert!(b.iter().all(|b| b.num_rows() <= MAX_SEGMENT_ROWS as usize));
+        assert!(v.changed.capacity() <= 4096, "{}", v.changed.capacity());
+        assert_eq!(rows_of(&b), from_scratch(&v, &params));
+        // And the segments stay right as keys change and leave.
+        for id in (0..n).step_by(3) {
+            v.add(session(id, 1), -1);
+        }
+        let (_, b) = v.arrow(&params);
         assert_eq!(rows_of(&b), from_scratch(&v, &params));
     }
 
