@@ -325,7 +325,7 @@ pub fn thread_cpu() -> BTreeMap<String, f64> {
 
 /// The dataflow's state in bytes, the published views' bytes and the per-view split.
 /// The string table is reported apart ([`strings`]).
-pub(crate) fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
+pub fn dataflow_state(snap: &Snapshot) -> (u64, u64, Vec<(String, u64)>) {
     let mut total = 0;
     let mut views = 0;
     let mut per = Vec::new();
@@ -564,46 +564,127 @@ pub fn query_latency(snap: &Snapshot, runs: usize) -> anyhow::Result<Vec<(String
 /// burst in one session of ten, an error in one of twenty), spread over a day. Session
 /// `i` walks the first `1 + i % 4` steps of the signup funnel.
 pub fn light_sessions(sessions: usize, start_ms: i64) -> anyhow::Result<Vec<Envelope>> {
+    let mut out = Vec::with_capacity(sessions * 8);
+    for e in LightSessions::new(sessions, start_ms, 0, 1) {
+        out.push(e?);
+    }
+    Ok(out)
+}
+
+/// When light session `i` starts.
+fn light_start(i: usize, start_ms: i64) -> i64 {
+    start_ms + (i as i64 * 7919) % 40_000_000
+}
+
+/// The SDK events of light session `i`, in time order, decoded as `POST /api/v1/track`
+/// decodes them.
+fn light_session(
+    i: usize,
+    start_ms: i64,
+    decoders: &sightflow_connectors::rrweb::Decoders,
+) -> anyhow::Result<Vec<Envelope>> {
     use serde_json::json;
     let defaults = sightflow_connectors::json::Defaults { project: "bench".into(), device_id: String::new() };
-    let decoders = sightflow_connectors::rrweb::Decoders::default();
-    let mut out = Vec::with_capacity(sessions * 6);
     let paths = ["/", "/pricing", "/signup", "/thanks"];
     let widths = [390, 1280, 1440, 1024];
-    for i in 0..sessions {
-        let device = format!("light-{i:08}");
-        let t0 = start_ms + (i as i64 * 7919) % 40_000_000;
-        let w = widths[i % widths.len()];
-        let mut events = Vec::with_capacity(8);
-        for (k, p) in paths.iter().take(1 + i % 4).enumerate() {
-            let t = t0 + k as i64 * 20_000;
-            events.push(json!({"type": "page_view", "device_id": device, "ts": t, "url": format!("http://shop.bench.test{p}"), "viewport_width": w, "viewport_height": 800}));
-            let (x, y) = ((i * 37 % 1200) as i64, (i * 53 % 2000) as i64);
-            events.push(
-                json!({"type": "click", "device_id": device, "ts": t + 3000, "x": x, "y": y, "selector": "button.cta"}),
-            );
-            events.push(json!({"type": "mutation", "device_id": device, "ts": t + 3200}));
-            if k == 0 && i % 10 == 0 {
-                for r in 1..4 {
-                    events.push(json!({"type": "click", "device_id": device, "ts": t + 5000 + r * 200, "x": x + 5, "y": y, "selector": "button.cta"}));
-                }
-                events.push(json!({"type": "mutation", "device_id": device, "ts": t + 6000}));
+    let device = format!("light-{i:08}");
+    let t0 = light_start(i, start_ms);
+    let w = widths[i % widths.len()];
+    let mut events = Vec::with_capacity(8);
+    for (k, p) in paths.iter().take(1 + i % 4).enumerate() {
+        let t = t0 + k as i64 * 20_000;
+        events.push(json!({"type": "page_view", "device_id": device, "ts": t, "url": format!("http://shop.bench.test{p}"), "viewport_width": w, "viewport_height": 800}));
+        let (x, y) = ((i * 37 % 1200) as i64, (i * 53 % 2000) as i64);
+        events.push(
+            json!({"type": "click", "device_id": device, "ts": t + 3000, "x": x, "y": y, "selector": "button.cta"}),
+        );
+        events.push(json!({"type": "mutation", "device_id": device, "ts": t + 3200}));
+        if k == 0 && i % 10 == 0 {
+            for r in 1..4 {
+                events.push(json!({"type": "click", "device_id": device, "ts": t + 5000 + r * 200, "x": x + 5, "y": y, "selector": "button.cta"}));
             }
-            if k == 0 && i % 20 == 0 {
-                events.push(json!({"type": "error", "device_id": device, "ts": t + 9000, "message": "Uncaught TypeError: price is undefined", "source": "app.js"}));
-            }
+            events.push(json!({"type": "mutation", "device_id": device, "ts": t + 6000}));
         }
-        for (n, e) in events.iter().enumerate() {
-            let text = e.to_string();
-            out.push(
-                sightflow_connectors::json::decode_event(&text, &defaults, n as u64, &decoders, &Default::default())
-                    .map_err(|err| anyhow::anyhow!("light event {n} of {device}: {err}"))?
-                    .envelope,
-            );
+        if k == 0 && i % 20 == 0 {
+            events.push(json!({"type": "error", "device_id": device, "ts": t + 9000, "message": "Uncaught TypeError: price is undefined", "source": "app.js"}));
         }
     }
-    out.sort_by_key(|e| e.ts);
-    Ok(out)
+    events
+        .iter()
+        .enumerate()
+        .map(|(n, e)| {
+            let text = e.to_string();
+            sightflow_connectors::json::decode_event(&text, &defaults, n as u64, decoders, &Default::default())
+                .map(|d| d.envelope)
+                .map_err(|err| anyhow::anyhow!("light event {n} of {device}: {err}"))
+        })
+        .collect()
+}
+
+/// The light sessions `i` with `i % of == share`, generated as they are read, in time
+/// order (events of one time in the order generated), so that millions of sessions never
+/// have to be held at once: only those started within the last session's span (69 s).
+pub struct LightSessions {
+    /// Sessions still to start, latest first: (start, index).
+    starts: Vec<(i64, usize)>,
+    start_ms: i64,
+    /// Events of started sessions: (time, order generated, envelope).
+    pending: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64, Pending)>>,
+    generated: u64,
+    decoders: sightflow_connectors::rrweb::Decoders,
+}
+
+/// An envelope in the heap, compared by nothing (the heap orders by time and number).
+struct Pending(Envelope);
+
+impl PartialEq for Pending {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl LightSessions {
+    pub fn new(sessions: usize, start_ms: i64, share: usize, of: usize) -> LightSessions {
+        let mut starts: Vec<(i64, usize)> =
+            (share..sessions).step_by(of.max(1)).map(|i| (light_start(i, start_ms), i)).collect();
+        starts.sort_unstable_by(|a, b| b.cmp(a));
+        LightSessions { starts, start_ms, pending: Default::default(), generated: 0, decoders: Default::default() }
+    }
+}
+
+impl Iterator for LightSessions {
+    type Item = anyhow::Result<Envelope>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Start every session that starts no later than the earliest pending event.
+        while let Some(&(t0, i)) = self.starts.last() {
+            if self.pending.peek().is_some_and(|std::cmp::Reverse((t, _, _))| *t < t0) {
+                break;
+            }
+            self.starts.pop();
+            match light_session(i, self.start_ms, &self.decoders) {
+                Ok(events) => {
+                    for e in events {
+                        self.generated += 1;
+                        self.pending.push(std::cmp::Reverse((e.ts, self.generated, Pending(e))));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        self.pending.pop().map(|std::cmp::Reverse((_, _, Pending(e)))| Ok(e))
+    }
 }
 
 /// Freshness under live load over HTTP.

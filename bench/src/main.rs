@@ -2,6 +2,8 @@
 //! reproduces it; `bench/README.md` records the latest ones.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -616,11 +618,29 @@ fn memory(devices: usize, seed: u64, workers: usize) -> anyhow::Result<()> {
 
 fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
     let started = Instant::now();
-    let envelopes = harness::light_sessions(sessions, 1_795_161_600_000)?;
-    let n = envelopes.len();
     let mut config = Config::defaults();
     config.engine.workers = 2;
-    let snap = batch::run(&config, envelopes)?;
+    // Each worker generates its share as it reads it: 10M sessions never exist at once.
+    let count = Arc::new(AtomicU64::new(0));
+    let failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (c, f) = (count.clone(), failure.clone());
+    let snap = batch::run_streams(&config, move |i| {
+        let (c, f) = (c.clone(), f.clone());
+        Box::new(harness::LightSessions::new(sessions, 1_795_161_600_000, i, 2).map_while(move |e| match e {
+            Ok(e) => {
+                c.fetch_add(1, Ordering::Relaxed);
+                Some(e)
+            }
+            Err(e) => {
+                f.lock().map(|mut f| f.get_or_insert(e.to_string()).clone()).ok();
+                None
+            }
+        }))
+    })?;
+    if let Some(e) = failure.lock().ok().and_then(|f| f.clone()) {
+        anyhow::bail!("generating light sessions: {e}");
+    }
+    let n = count.load(Ordering::Relaxed);
     let rows = |t: &str| snap.num_rows(t).unwrap_or(0);
     println!("machine: {}", machine());
     println!(
@@ -631,6 +651,28 @@ fn query(sessions: usize, runs: usize) -> anyhow::Result<()> {
         rows("heatmap_cells"),
         rows("page_views")
     );
+    let (state, views, _) = harness::dataflow_state(&snap);
+    println!(
+        "  held: published views {:.0} MB, dataflow state {:.0} MB, process RSS {:.0} MB",
+        views as f64 / 1e6,
+        state as f64 / 1e6,
+        harness::rss_bytes() as f64 / 1e6
+    );
+    let mut arrow: Vec<(&str, usize, usize)> = snap
+        .tables
+        .iter()
+        .map(|(name, _, batches)| {
+            let rows = batches.iter().map(|b| b.num_rows()).sum();
+            (*name, rows, batches.iter().map(|b| b.get_array_memory_size()).sum())
+        })
+        .collect();
+    arrow.sort_by_key(|(_, _, bytes)| std::cmp::Reverse(*bytes));
+    let arrow: Vec<String> = arrow
+        .iter()
+        .take(6)
+        .map(|(n, rows, bytes)| format!("{n} {:.0} MB ({rows} rows)", *bytes as f64 / 1e6))
+        .collect();
+    println!("  largest Arrow tables: {}", arrow.join(", "));
     for (name, p50, p99, max) in harness::query_latency(&snap, runs)? {
         println!("  {name:<22} p50 {p50:>8.2} ms  p99 {p99:>8.2} ms  max {max:>8.2} ms ({runs} runs)");
     }
