@@ -599,13 +599,13 @@ fn light_session(
             json!({"type": "click", "device_id": device, "ts": t + 3000, "x": x, "y": y, "selector": "button.cta"}),
         );
         events.push(json!({"type": "mutation", "device_id": device, "ts": t + 3200}));
-        if k == 0 && i % 10 == 0 {
+        if k == 0 && i.is_multiple_of(10) {
             for r in 1..4 {
                 events.push(json!({"type": "click", "device_id": device, "ts": t + 5000 + r * 200, "x": x + 5, "y": y, "selector": "button.cta"}));
             }
             events.push(json!({"type": "mutation", "device_id": device, "ts": t + 6000}));
         }
-        if k == 0 && i % 20 == 0 {
+        if k == 0 && i.is_multiple_of(20) {
             events.push(json!({"type": "error", "device_id": device, "ts": t + 9000, "message": "Uncaught TypeError: price is undefined", "source": "app.js"}));
         }
     }
