@@ -597,7 +597,8 @@ FROM o3 CROSS JOIN bands WHERE pct >= band GROUP BY project, url, band
 """)
 
 # 12. Page stats over counted page views: views, distinct devices, time on page, exits
-# (a session's last page view) and bounces (sessions of one page view).
+# (a session's last page view) and bounces (sessions of one page view); and the signal
+# rows on each page. A page shows with a counted view or a signal.
 stage("aggregates", "v_page_stats", """
 WITH agg AS (
   SELECT project, url, count(*) AS page_views, count(DISTINCT device_id) AS visitors, sum(last - start) AS total
@@ -606,11 +607,29 @@ ex AS (
   SELECT project, url, count(*) AS exits, sum(bounce) AS bounces FROM (
     SELECT project, argMax(url, pv_ord) AS url, CASE WHEN count(*) = 1 THEN 1 ELSE 0 END AS bounce
     FROM pages GROUP BY project, device_id, sess_no) s
-  GROUP BY project, url)
-SELECT agg.project AS project, agg.url AS url, agg.page_views AS page_views, agg.visitors AS visitors,
-  agg.total / agg.page_views AS avg_time_ms, coalesce(ex.exits, 0) AS exits, coalesce(ex.bounces, 0) AS bounces,
-  agg.total AS total_time_ms
-FROM agg LEFT JOIN ex ON ex.project = agg.project AND ex.url = agg.url
+  GROUP BY project, url),
+sig AS (
+  SELECT project, url, sum(r) AS rage, sum(d) AS dead, sum(e) AS err, sum(q) AS qb, sum(s) AS xs, sum(c) AS tc FROM (
+    SELECT project, url, 1 AS r, 0 AS d, 0 AS e, 0 AS q, 0 AS s, 0 AS c FROM v_rage_clicks
+    UNION ALL SELECT project, url, 0, 1, 0, 0, 0, 0 FROM v_dead_clicks
+    UNION ALL SELECT project, url, 0, 0, 1, 0, 0, 0 FROM v_error_clicks
+    UNION ALL SELECT project, url, 0, 0, 0, 1, 0, 0 FROM v_quick_backs
+    UNION ALL SELECT project, url, 0, 0, 0, 0, 1, 0 FROM v_excessive_scrolls
+    UNION ALL SELECT project, url, 0, 0, 0, 0, 0, 1 FROM v_thrashed_cursors) x
+  GROUP BY project, url),
+k AS (
+  SELECT DISTINCT project, url FROM (
+    SELECT project, url FROM agg UNION ALL SELECT project, url FROM sig) y)
+SELECT k.project AS project, k.url AS url, coalesce(agg.page_views, 0) AS page_views,
+  coalesce(agg.visitors, 0) AS visitors,
+  CASE WHEN coalesce(agg.page_views, 0) > 0 THEN agg.total / agg.page_views ELSE 0 END AS avg_time_ms,
+  coalesce(ex.exits, 0) AS exits, coalesce(ex.bounces, 0) AS bounces, coalesce(agg.total, 0) AS total_time_ms,
+  coalesce(sig.rage, 0) AS rage_clicks, coalesce(sig.dead, 0) AS dead_clicks, coalesce(sig.err, 0) AS error_clicks,
+  coalesce(sig.qb, 0) AS quick_backs, coalesce(sig.xs, 0) AS excessive_scrolls, coalesce(sig.tc, 0) AS thrashed_cursors
+FROM k
+LEFT JOIN agg ON agg.project = k.project AND agg.url = k.url
+LEFT JOIN ex ON ex.project = k.project AND ex.url = k.url
+LEFT JOIN sig ON sig.project = k.project AND sig.url = k.url
 """)
 
 # 13. Errors by fingerprint (the first occurrence's message; ties by the message's

@@ -534,7 +534,17 @@ pub const DASHBOARD_QUERIES: &[(&str, &str)] = &[
         "funnel",
         "select step, step_name, entered, conversion_rate from funnel_steps where funnel = 'signup' order by step",
     ),
+    // The top rage-click pages from the per-page count the engine keeps, where the query
+    // above groups every burst row.
+    (
+        "rage-click pages kept",
+        "select url, rage_clicks as bursts from page_stats where rage_clicks > 0 order by bursts desc, url limit 10",
+    ),
 ];
+
+/// The live-feed clients subscribe to the first four dashboard queries (those of the
+/// figures before the fifth was added).
+const FEED_QUERIES: usize = 4;
 
 /// p50/p99 of each dashboard query over `snap`, `runs` times each.
 pub fn query_latency(snap: &Snapshot, runs: usize) -> anyhow::Result<Vec<(String, f64, f64, f64)>> {
@@ -1798,7 +1808,7 @@ pub fn live_under_ingest(opts: &LiveOptions) -> anyhow::Result<LiveFigure> {
     // The subscribers: (when each event arrived, its as_of), per subscriber.
     let mut subs = Vec::new();
     for k in 0..subscribers {
-        let sql = DASHBOARD_QUERIES[k % DASHBOARD_QUERIES.len()].1;
+        let sql = DASHBOARD_QUERIES[k % FEED_QUERIES].1;
         let url = format!("{base}/api/v1/subscribe?sql={}", query_value(sql));
         let (token, stop) = (token.clone(), stop.clone());
         let got: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();

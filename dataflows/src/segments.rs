@@ -585,7 +585,7 @@ mod tests {
         let params = params();
         let mut v: View<specs::PageStats> = View::default();
         let key = PageKey { project: Sym::new("p"), url: Sym::new("/x") };
-        let view = PageAgg { views: 1, duration_ms: 10, exits: 0, bounces: 0, visitors: 1 };
+        let view = PageAgg { views: 1, duration_ms: 10, visitors: 1, ..PageAgg::default() };
         v.add(key, view);
         assert_eq!(v.arrow(&params).1.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
         // Views back to 0 but visitors still counted: held, not shown.
@@ -745,7 +745,7 @@ mod tests {
                     Some(a) if a.views > 0 && rng.random_bool(0.2) => -a.views,
                     _ => 1,
                 };
-                v.add(key, PageAgg { views, duration_ms: 7 * views, exits: 0, bounces: 0, visitors: 1 });
+                v.add(key, PageAgg { views, duration_ms: 7 * views, visitors: 1, ..PageAgg::default() });
             }
             let (_, b) = v.arrow(&params);
             assert_eq!(rows_of(&b), from_scratch(&v, &params), "round {round}");

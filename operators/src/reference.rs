@@ -328,6 +328,7 @@ pub fn reference(events: &[(u64, Event)], as_of: u64, p: &Params) -> Views {
         device(&tl, p, &mut v, &mut across);
     }
     page_stats::reference_finish(&across.visitors, &mut v);
+    page_stats::reference_signals(&mut v);
     errors::reference_finish(&across.err_sessions, &mut v);
     scroll_depth::reference_finish(&across.depth_obs, p, &mut v);
     funnels::reference_finish(p, &mut v);

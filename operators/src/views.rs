@@ -150,7 +150,22 @@ pub fn build_views<'s>(
     let visitors = visitors
         .distinct_total()
         .explode(|v| Some((PageKey { project: v.project, url: v.url }, PageAgg { visitors: 1, ..Default::default() })));
-    built.page_stats = Some(b.page_agg.clone().concat(visitors));
+    // Signals per page: each signal row counts on its URL while it is held.
+    fn on_page(project: Sym, url: Sym, set: impl FnOnce(&mut PageAgg)) -> Option<(PageKey, PageAgg)> {
+        let mut a = PageAgg::default();
+        set(&mut a);
+        Some((PageKey { project, url }, a))
+    }
+    let signals = b
+        .rage_clicks
+        .clone()
+        .explode(|r| on_page(r.project, r.url, |a| a.rage_clicks = 1))
+        .concat(b.dead_clicks.clone().explode(|r| on_page(r.project, r.url, |a| a.dead_clicks = 1)))
+        .concat(b.error_clicks.clone().explode(|r| on_page(r.project, r.url, |a| a.error_clicks = 1)))
+        .concat(b.quick_backs.clone().explode(|r| on_page(r.project, r.url, |a| a.quick_backs = 1)))
+        .concat(b.excessive_scrolls.clone().explode(|r| on_page(r.project, r.url, |a| a.excessive_scrolls = 1)))
+        .concat(b.thrashed_cursors.clone().explode(|r| on_page(r.project, r.url, |a| a.thrashed_cursors = 1)));
+    built.page_stats = Some(b.page_agg.clone().concat(visitors).concat(signals));
 
     let err_sessions = b.err_sessions.clone().arrange_by_self_named("distinct sessions of errors");
     let err_trace = MeasuredTrace::new("errors", err_sessions.trace.clone());

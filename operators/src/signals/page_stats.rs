@@ -43,6 +43,44 @@ row! {
         /// Sessions whose only page view is here.
         bounces: i64 as bounces I64,
         + total_time_ms I64 (r => r.duration_ms),
+        /// Rage-click bursts on the page (rows of `rage_clicks`), and so on for each
+        /// signal: a dashboard's "top pages by signal" reads these per URL instead of
+        /// grouping every signal row.
+        rage_clicks: i64 as rage_clicks I64,
+        dead_clicks: i64 as dead_clicks I64,
+        error_clicks: i64 as error_clicks I64,
+        quick_backs: i64 as quick_backs I64,
+        excessive_scrolls: i64 as excessive_scrolls I64,
+        thrashed_cursors: i64 as thrashed_cursors I64,
+    }
+}
+
+impl PageAgg {
+    /// Every field, in order, to add or scale them all alike.
+    fn fields(&mut self) -> [&mut i64; 11] {
+        [
+            &mut self.views,
+            &mut self.visitors,
+            &mut self.duration_ms,
+            &mut self.exits,
+            &mut self.bounces,
+            &mut self.rage_clicks,
+            &mut self.dead_clicks,
+            &mut self.error_clicks,
+            &mut self.quick_backs,
+            &mut self.excessive_scrolls,
+            &mut self.thrashed_cursors,
+        ]
+    }
+
+    /// The signals counted on the page.
+    fn signals(&self) -> i64 {
+        self.rage_clicks
+            + self.dead_clicks
+            + self.error_clicks
+            + self.quick_backs
+            + self.excessive_scrolls
+            + self.thrashed_cursors
     }
 }
 
@@ -54,11 +92,10 @@ impl IsZero for PageAgg {
 
 impl Semigroup for PageAgg {
     fn plus_equals(&mut self, r: &Self) {
-        self.views += r.views;
-        self.duration_ms += r.duration_ms;
-        self.exits += r.exits;
-        self.bounces += r.bounces;
-        self.visitors += r.visitors;
+        let mut r = *r;
+        for (a, b) in self.fields().into_iter().zip(r.fields()) {
+            *a += *b;
+        }
     }
 }
 
@@ -70,25 +107,19 @@ impl Monoid for PageAgg {
 
 impl Abelian for PageAgg {
     fn negate(&mut self) {
-        self.views = -self.views;
-        self.duration_ms = -self.duration_ms;
-        self.exits = -self.exits;
-        self.bounces = -self.bounces;
-        self.visitors = -self.visitors;
+        for a in self.fields() {
+            *a = -*a;
+        }
     }
 }
 
 impl differential_dataflow::difference::Multiply<isize> for PageAgg {
     type Output = PageAgg;
-    fn multiply(self, n: &isize) -> PageAgg {
-        let n = *n as i64;
-        PageAgg {
-            views: self.views * n,
-            duration_ms: self.duration_ms * n,
-            exits: self.exits * n,
-            bounces: self.bounces * n,
-            visitors: self.visitors * n,
+    fn multiply(mut self, n: &isize) -> PageAgg {
+        for a in self.fields() {
+            *a *= *n as i64;
         }
+        self
     }
 }
 
@@ -173,9 +204,42 @@ pub(crate) fn reference_finish(visitors: &std::collections::BTreeSet<PageVisitor
     }
 }
 
+/// Reference: the signals per page, from the signal views' rows.
+pub(crate) fn reference_signals(v: &mut crate::Views) {
+    let mut counts: Vec<(PageKey, PageAgg)> = Vec::new();
+    let mut count = |project: Sym, url: Sym, n: isize, set: fn(&mut PageAgg, i64)| {
+        let mut a = PageAgg::default();
+        set(&mut a, n as i64);
+        counts.push((PageKey { project, url }, a));
+    };
+    for (r, n) in &v.rage_clicks {
+        count(r.project, r.url, *n, |a, n| a.rage_clicks = n);
+    }
+    for (r, n) in &v.dead_clicks {
+        count(r.project, r.url, *n, |a, n| a.dead_clicks = n);
+    }
+    for (r, n) in &v.error_clicks {
+        count(r.project, r.url, *n, |a, n| a.error_clicks = n);
+    }
+    for (r, n) in &v.quick_backs {
+        count(r.project, r.url, *n, |a, n| a.quick_backs = n);
+    }
+    for (r, n) in &v.excessive_scrolls {
+        count(r.project, r.url, *n, |a, n| a.excessive_scrolls = n);
+    }
+    for (r, n) in &v.thrashed_cursors {
+        count(r.project, r.url, *n, |a, n| a.thrashed_cursors = n);
+    }
+    for (k, a) in counts {
+        crate::registry::accumulate(&mut v.page_stats, k, a);
+    }
+}
+
 impl crate::columns::Aggregate for PageAgg {
+    /// A page shows once it has a counted page view or a signal (a signal can be on a
+    /// page no session of it counted: a tab left on a page over a session split).
     fn visible(&self) -> bool {
-        self.views > 0
+        self.views > 0 || self.signals() > 0
     }
 }
 
@@ -200,5 +264,21 @@ mod tests {
         check("0 pv /a; 10 act", |v| assert_eq!(stats(v), [("/a".into(), 1, 10, 1, 1, 1)]));
         // Two devices on one page: two visitors.
         check("0 pv /a; 0 d2 pv /a", |v| assert_eq!(stats(v)[0].5, 2));
+    }
+
+    /// Each page counts the signal rows on it: a rage burst and the dead clicks of it on
+    /// /a, none on /b.
+    #[test]
+    fn signals_are_counted_per_page() {
+        check("0 pv /a; 0 click 5 5; 500 click 6 6; 1000 click 7 7; 9000 pv /b; 9500 act", |v| {
+            let of = |url: &str| *v.page_stats.iter().find(|(k, _)| k.url.as_string() == url).expect(url).1;
+            let on = |n: usize, url: &str| (n as i64, of(url));
+            let dead = v.dead_clicks.keys().filter(|r| r.url.as_string() == "/a").count();
+            let (n, a) = on(v.rage_clicks.len(), "/a");
+            assert_eq!((a.rage_clicks, a.dead_clicks), (n, dead as i64));
+            assert!(n == 1 && dead > 0, "{n} bursts, {dead} dead clicks");
+            let b = of("/b");
+            assert_eq!((b.rage_clicks, b.dead_clicks, b.views), (0, 0, 1));
+        });
     }
 }
