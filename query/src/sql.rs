@@ -126,21 +126,21 @@ pub fn context(snapshot: &Snapshot, limits: &QueryLimits, scope: &Scope) -> Resu
     // add a repartition and a final merge to every aggregate. Queries run side by side.
     let config = SessionConfig::new().with_target_partitions(1).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    // Every table is registered; only those a query scans are made into DataFusion's
+    // tables (a view of 10M sessions is a thousand segments: checking each one's
+    // schema for every table, read or not, was a millisecond of every query).
     for (name, schema, batches) in &snapshot.tables {
-        let table: Arc<dyn TableProvider> = match scope.names() {
-            None => Arc::new(MemTable::try_new(schema.clone(), vec![batches.clone()])?),
-            Some(_) => Arc::new(ScopedTable { schema: schema.clone(), batches: batches.clone(), scope: scope.clone() }),
-        };
-        ctx.register_table(*name, table)?;
+        let table = ViewTable { schema: schema.clone(), batches: batches.clone(), scope: scope.clone() };
+        ctx.register_table(*name, Arc::new(table))?;
     }
     crate::bounds::install(&ctx, crate::bounds::FunctionLimits::for_memory(limits.memory_bytes));
     Ok(ctx)
 }
 
-/// A view restricted to some projects' rows: the rows are filtered when the table is
-/// scanned (only the tables a query reads pay for it).
+/// A view as the scope shows it: its rows, or only some projects' rows, filtered when
+/// the table is scanned (only the tables a query reads pay for it).
 #[derive(Debug)]
-struct ScopedTable {
+struct ViewTable {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     scope: Scope,
@@ -173,7 +173,7 @@ pub(crate) fn scoped_rows(
 }
 
 #[async_trait::async_trait]
-impl TableProvider for ScopedTable {
+impl TableProvider for ViewTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
