@@ -299,6 +299,16 @@ test('insights: frustration by page and errors by fingerprint, each with replays
   await page.locator('[data-testid="errors"] tr[data-fingerprint]').first().getByRole('button', { name: 'show' }).click();
   const link = page.getByTestId('occurrences').locator('a').first();
   await link.waitFor();
+  // Every frustration table fits in its card: example links wrap as whole links.
+  const tables = page.locator('table[data-testid^="insight-"]');
+  assert.ok((await tables.count()) >= 3);
+  for (const t of await tables.all()) {
+    const [right, inner] = await t.evaluate((el) => {
+      const card = el.closest('.card').getBoundingClientRect();
+      return [el.getBoundingClientRect().right, card.right - 15];
+    });
+    assert.ok(right <= inner, `${await t.getAttribute('data-testid')} runs ${Math.round(right - inner)} px past its card`);
+  }
   await shot(page, 'insights');
   // The link opens the replay at the error's time.
   await link.click();

@@ -52,19 +52,19 @@ function Signal({ table, label, has, span, k, q }: { table: string; label: strin
           d.rows.length === 0 ? (
             <Empty>None in this range.</Empty>
           ) : (
-            <table class="data" data-testid={`insight-${table}`}>
+            <table class="data fit" data-testid={`insight-${table}`}>
               <thead>
                 <tr>
                   <th scope="col">Page</th>
                   <th scope="col" class="num">Count</th>
                   <th scope="col" class="num">Sessions</th>
-                  <th scope="col">Examples</th>
+                  <th scope="col" class="examples-col">Examples</th>
                 </tr>
               </thead>
               <tbody>
                 {d.rows.map((p) => (
                   <tr key={String(p.url)} data-url={String(p.url)} data-n={String(p.n)}>
-                    <td class="url">{f.shortUrl(p.url)}</td>
+                    <td class="url" title={String(p.url)}>{f.shortUrl(p.url)}</td>
                     <td class="num">{f.int(p.n)}</td>
                     <td class="num">{f.int(p.sessions)}</td>
                     <td>
