@@ -302,8 +302,8 @@ impl<S: Spec> View<S> {
     }
 
     /// Builds the changed keys' rows into new segments of at most [`MAX_SEGMENT_ROWS`]
-    /// rows each (after a replay or in batch mode every key has changed: one segment per
-    /// view would be one batch of millions of rows, built in one go).
+    /// rows each (in batch mode every key has changed: one segment would be one batch of
+    /// millions of rows, built in one go).
     fn build_changed(&mut self, params: &Params) {
         let mut changed = std::mem::take(&mut self.changed);
         let mut rows: Vec<(S::Row, S::Diff)> = Vec::with_capacity(changed.len().min(MAX_SEGMENT_ROWS as usize));
@@ -332,7 +332,7 @@ impl<S: Spec> View<S> {
         }
         self.build_segment(&mut rows, &mut slots, params);
         // Keep the list's room for the next snapshot's changes, not for the biggest
-        // build ever (a replay lists every key once: 144 B per session, held for good).
+        // build ever (batch mode lists every key once: 144 B per session, held for good).
         if changed.capacity() > 4096 {
             changed.shrink_to(4096);
         }
@@ -664,7 +664,7 @@ mod tests {
         assert_eq!(rows_of(&b), from_scratch(&v, &params));
     }
 
-    /// A replay (or batch mode) changes every key before the first snapshot: the build
+    /// Batch mode changes every key before its one snapshot: the build
     /// cuts it into segments of at most MAX_SEGMENT_ROWS rows, and the list of changed
     /// keys does not keep room for all of them afterwards.
     #[test]
