@@ -206,30 +206,21 @@ pub(crate) fn reference_finish(visitors: &std::collections::BTreeSet<PageVisitor
 
 /// Reference: the signals per page, from the signal views' rows.
 pub(crate) fn reference_signals(v: &mut crate::Views) {
+    type Set = fn(&mut PageAgg, i64);
     let mut counts: Vec<(PageKey, PageAgg)> = Vec::new();
-    let mut count = |project: Sym, url: Sym, n: isize, set: fn(&mut PageAgg, i64)| {
-        let mut a = PageAgg::default();
-        set(&mut a, n as i64);
-        counts.push((PageKey { project, url }, a));
+    let mut count = |rows: &mut dyn Iterator<Item = (Sym, Sym, isize)>, set: Set| {
+        for (project, url, n) in rows {
+            let mut a = PageAgg::default();
+            set(&mut a, n as i64);
+            counts.push((PageKey { project, url }, a));
+        }
     };
-    for (r, n) in &v.rage_clicks {
-        count(r.project, r.url, *n, |a, n| a.rage_clicks = n);
-    }
-    for (r, n) in &v.dead_clicks {
-        count(r.project, r.url, *n, |a, n| a.dead_clicks = n);
-    }
-    for (r, n) in &v.error_clicks {
-        count(r.project, r.url, *n, |a, n| a.error_clicks = n);
-    }
-    for (r, n) in &v.quick_backs {
-        count(r.project, r.url, *n, |a, n| a.quick_backs = n);
-    }
-    for (r, n) in &v.excessive_scrolls {
-        count(r.project, r.url, *n, |a, n| a.excessive_scrolls = n);
-    }
-    for (r, n) in &v.thrashed_cursors {
-        count(r.project, r.url, *n, |a, n| a.thrashed_cursors = n);
-    }
+    count(&mut v.rage_clicks.iter().map(|(r, n)| (r.project, r.url, *n)), |a, n| a.rage_clicks = n);
+    count(&mut v.dead_clicks.iter().map(|(r, n)| (r.project, r.url, *n)), |a, n| a.dead_clicks = n);
+    count(&mut v.error_clicks.iter().map(|(r, n)| (r.project, r.url, *n)), |a, n| a.error_clicks = n);
+    count(&mut v.quick_backs.iter().map(|(r, n)| (r.project, r.url, *n)), |a, n| a.quick_backs = n);
+    count(&mut v.excessive_scrolls.iter().map(|(r, n)| (r.project, r.url, *n)), |a, n| a.excessive_scrolls = n);
+    count(&mut v.thrashed_cursors.iter().map(|(r, n)| (r.project, r.url, *n)), |a, n| a.thrashed_cursors = n);
     for (k, a) in counts {
         crate::registry::accumulate(&mut v.page_stats, k, a);
     }
