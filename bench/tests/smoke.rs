@@ -81,6 +81,21 @@ fn dashboard_queries_run_over_light_sessions() {
     assert_eq!(snap.table("rage_clicks").unwrap().num_rows(), 50);
     let lat = harness::query_latency(&snap, 3).unwrap();
     assert_eq!(lat.len(), harness::DASHBOARD_QUERIES.len());
+    // The query bench's way: each worker generates its share as it reads it, in time
+    // order; the shares add up to the same sessions and views.
+    let share = |i| harness::LightSessions::new(500, 1_795_161_600_000, i, 2).map(Result::unwrap);
+    let shares: Vec<Vec<_>> = (0..2).map(|i| share(i).collect()).collect();
+    assert!(shares.iter().all(|s| s.windows(2).all(|w| w[0].ts <= w[1].ts)), "a share out of time order");
+    assert_eq!(
+        shares.iter().map(Vec::len).sum::<usize>(),
+        harness::light_sessions(500, 1_795_161_600_000).unwrap().len()
+    );
+    let mut config = Config::defaults();
+    config.engine.workers = 2;
+    let streamed = sightflow::batch::run_streams(&config, move |i| Box::new(share(i))).unwrap();
+    for t in ["sessions", "rage_clicks", "page_views", "page_stats"] {
+        assert_eq!(streamed.num_rows(t), snap.num_rows(t), "{t}");
+    }
 }
 
 /// The freshness bench's two ways of sending, for a moment at a low rate: closed loop
