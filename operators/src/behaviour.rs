@@ -100,7 +100,14 @@ pub fn behaviour<'s>(
 
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<u64>>> = Some(caps);
-        let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+        // Each message's events, kept in the buffer they came in (swapped for a spare one,
+        // so that neither side copies or regrows a buffer per message).
+        let mut stash: BTreeMap<u64, Vec<Vec<Event>>> = BTreeMap::new();
+        let mut spare: Vec<Vec<Event>> = Vec::new();
+        // A round's events: their buffers, and one entry per event (or per device with
+        // only a deadline due) sorted into processing order.
+        let mut round: Vec<Vec<Event>> = Vec::new();
+        let mut order: Vec<(DeviceKey, u64, OrderKey, u32, u32)> = Vec::new();
         let mut devices: FastMap<DeviceKey, Device> = FastMap::default();
         let mut deadlines: BinaryHeap<Reverse<(u64, DeviceKey)>> = BinaryHeap::new();
         let mut bytes: usize = 0;
@@ -109,7 +116,9 @@ pub fn behaviour<'s>(
             input.for_each(|cap, data| {
                 // Events carry one logical time per message (their source's capability).
                 let t = cap.least().copied().unwrap_or(0);
-                stash.entry(t).or_default().append(data);
+                let mut buf = spare.pop().unwrap_or_default();
+                std::mem::swap(&mut buf, data);
+                stash.entry(t).or_default().push(buf);
             });
             let frontier = frontiers[0].frontier().iter().next().copied();
             let done = |t: u64| frontier.is_none_or(|f| t < f);
@@ -119,20 +128,22 @@ pub fn behaviour<'s>(
                 && let Some(c) = &caps
             {
                 let p: &Params = &params;
-                // Gather this round's events per device, in processing order.
-                let mut by_device: FastMap<DeviceKey, Vec<(u64, Event)>> = FastMap::default();
+                // Gather this round's events in processing order: by device, then time and
+                // the event's own order. Entries point into the round's buffers.
                 let mut max_t = c[0].time().to_owned();
                 while let Some((&t, _)) = stash.first_key_value() {
                     if !done(t) {
                         break;
                     }
-                    let (t, evs) = stash.pop_first().expect("present");
+                    let (t, bufs) = stash.pop_first().expect("present");
                     max_t = max_t.max(t);
-                    for e in evs {
-                        by_device.entry(e.device).or_default().push((t, e));
+                    for evs in bufs {
+                        let b = round.len() as u32;
+                        order.extend(evs.iter().enumerate().map(|(i, e)| (e.device, t, e.order_key(), b, i as u32)));
+                        round.push(evs);
                     }
                 }
-                // Devices with due deadlines but no events.
+                // Devices with due deadlines but no events (an entry that names no event).
                 while let Some(Reverse((d, key))) = deadlines.peek().copied() {
                     if !done(d) {
                         break;
@@ -142,19 +153,28 @@ pub fn behaviour<'s>(
                         && dev.scheduled == d
                     {
                         dev.scheduled = u64::MAX;
-                        by_device.entry(key).or_default();
+                        order.push((key, 0, OrderKey::default(), u32::MAX, 0));
                     }
                 }
+                order.sort_unstable();
                 // Changes are stamped with the logical time of the event or deadline that
                 // caused them, so every frontier downstream sees a consistent state. When
                 // only the final state is published, one round's changes share one time.
                 let mut emits: BTreeMap<u64, Emit> = BTreeMap::new();
                 let fold = !per_time;
-                let mut keys: Vec<DeviceKey> = by_device.keys().copied().collect();
-                keys.sort_unstable();
-                for key in keys {
-                    let mut evs = by_device.remove(&key).unwrap_or_default();
-                    evs.sort_unstable_by_key(|(t, e)| (*t, e.order_key()));
+                let mut next = 0;
+                let mut evs: Vec<(u64, &Event)> = Vec::new();
+                while next < order.len() {
+                    let key = order[next].0;
+                    let group = order[next..].iter().take_while(|o| o.0 == key).count();
+                    evs.clear();
+                    evs.extend(
+                        order[next..next + group]
+                            .iter()
+                            .filter(|o| o.3 != u32::MAX)
+                            .map(|o| (o.1, &round[o.3 as usize][o.4 as usize])),
+                    );
+                    next += group;
                     let dev = devices.entry(key).or_insert_with(|| Device::new(key));
                     bytes = bytes.saturating_sub(dev.heap_bytes());
                     let mut i = 0;
@@ -184,8 +204,8 @@ pub fn behaviour<'s>(
                             }
                             continue;
                         }
-                        let (t, e) = &evs[i];
-                        dev.event(*t, e, p, emit);
+                        let (t, e) = evs[i];
+                        dev.event(t, e, p, emit);
                         i += 1;
                     }
                     let evicted = dev.is_empty();
@@ -206,6 +226,17 @@ pub fn behaviour<'s>(
                     let t = if fold { max_t } else { slot };
                     outs.ship(c, t, emit);
                 }
+                // The buffers go back to the spares (a few, to bound what idle ones hold).
+                order.clear();
+                for mut evs in round.drain(..) {
+                    if spare.len() < MAX_SPARE && evs.capacity() <= MAX_SPARE_EVENTS {
+                        evs.clear();
+                        spare.push(evs);
+                    }
+                }
+                if order.capacity() > 1 << 16 {
+                    order = Vec::new();
+                }
                 // Closed sessions leave the tables: give their slots back once they are
                 // mostly empty.
                 if devices.capacity() > 4 * devices.len() + 1024 {
@@ -218,7 +249,8 @@ pub fn behaviour<'s>(
                 let tables = devices.capacity() * (std::mem::size_of::<(DeviceKey, Device)>() + 1)
                     + deadlines.capacity() * std::mem::size_of::<Reverse<(u64, DeviceKey)>>();
                 stats.set("behaviour", worker, devices.len(), bytes + tables);
-                stats.set("behaviour_input", worker, stash.len(), stash_bytes(&stash));
+                let spares: usize = spare.iter().map(|v| v.capacity() * std::mem::size_of::<Event>()).sum();
+                stats.set("behaviour_input", worker, stash.len(), stash_bytes(&stash) + spares);
                 // The heap only needs live entries; rebuild it when stale ones dominate.
                 if deadlines.len() > 2 * devices.len() + 1024 {
                     deadlines = devices
@@ -253,6 +285,16 @@ pub fn behaviour<'s>(
     streams
 }
 
-fn stash_bytes(stash: &BTreeMap<u64, Vec<Event>>) -> usize {
-    stash.values().map(|v| v.capacity() * std::mem::size_of::<Event>() + 48).sum()
+fn stash_bytes(stash: &BTreeMap<u64, Vec<Vec<Event>>>) -> usize {
+    stash
+        .values()
+        .map(|bufs| bufs.iter().map(|v| v.capacity() * std::mem::size_of::<Event>() + 24).sum::<usize>() + 48)
+        .sum()
 }
+
+/// Spare message buffers kept for the next messages, and the largest kept.
+const MAX_SPARE: usize = 64;
+const MAX_SPARE_EVENTS: usize = 4096;
+
+/// An event's order within its device and time ([`Event::order_key`]).
+type OrderKey = (i64, crate::sym::Sym, u64, u32);
