@@ -238,8 +238,11 @@ fn engine_killed_and_broker_down_lose_nothing_acknowledged() {
     // tansu 0.6 stops serving after the producer-epoch bump an idempotent producer does
     // once a message timed out (as they do while the broker is down): this test runs
     // without idempotence, and retried batches are dropped by their batch id on reading.
-    // One ingest slot: a request waiting for the broker must not hold it.
-    let cfg = config(&broker, "events", 1, false) + "[ingest]\nmax_in_flight = 1\n";
+    // One ingest slot: a request waiting for the broker must not hold it. A request
+    // waits for the slot up to 1 s, less than the broker's 2 s produce timeout but more
+    // than the other's decode and replay write take on a loaded machine (at the default
+    // 50 ms, a debug build's slow fsync got one of the two shed as overloaded).
+    let cfg = config(&broker, "events", 1, false) + "[ingest]\nmax_in_flight = 1\nmax_queue_ms = 1000\n";
     let port = free_port();
     let server = ServerProcess::start(&dir.path().join("srv"), port, &cfg);
     server.wait_ready();
