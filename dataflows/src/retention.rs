@@ -202,6 +202,55 @@ mod tests {
         assert_eq!(snapshots.latest().num_rows("rage_clicks"), Some(2));
     }
 
+    /// The publisher takes changes from several workers' messages in any order: a row
+    /// that came and went across times leaves nothing, a change waits for the least
+    /// frontier to pass its own time (not its message's), and the retention sees each
+    /// session's rows in time order, so a session that closed leaves though its earlier
+    /// row came in a later message.
+    #[test]
+    fn changes_from_several_workers_add_up_in_time_order() {
+        let mut c = sightflow_config::Config::defaults();
+        c.session.retention_ms = 600_000;
+        let params = std::sync::Arc::new(Params::from_config(&c));
+        let snapshots = Snapshots::new(&params);
+        let mut p = Publisher::new(2, params, snapshots.clone(), StateStats::default(), None, false);
+        p.receive(WorkerUpdate {
+            worker: 1,
+            updates: vec![
+                (3_000, Update::Sessions(row(1, true), -1)),
+                (3_000, Update::Sessions(row(1, false), 1)),
+                (9_000, Update::RageClicks(rage(1), 1)),
+            ],
+            frontier: Some(10_000),
+        });
+        p.receive(WorkerUpdate {
+            worker: 0,
+            updates: vec![
+                (1_000, Update::Sessions(row(1, true), 1)),
+                (1_000, Update::RageClicks(rage(2), 1)),
+                (2_000, Update::RageClicks(rage(2), -1)),
+                (2_000, Update::HeatmapCells(heat(), 2)),
+                (4_000, Update::HeatmapCells(heat(), -1)),
+            ],
+            frontier: Some(5_000),
+        });
+        let snap = snapshots.latest();
+        assert_eq!(snap.as_of, 4_999);
+        assert_eq!(sessions_of(&snapshots), [(1, false)]);
+        assert_eq!(snap.num_rows("rage_clicks"), Some(0), "came and went; the 9 s burst waits");
+        let heat = snap.table("heatmap_cells").expect("a view");
+        let count = heat.column_by_name("count").expect("column");
+        let count = arrow::compute::cast(count, &arrow::datatypes::DataType::Int64).expect("numbers");
+        assert_eq!(count.as_any().downcast_ref::<arrow::array::Int64Array>().expect("i64").values(), &[1]);
+        p.receive(WorkerUpdate { worker: 0, updates: vec![], frontier: Some(20_000) });
+        assert_eq!(snapshots.latest().num_rows("rage_clicks"), Some(1), "its frontier passed");
+        // Closed at 3 s, its live row (1 s) noted before: it leaves at cutoff 60 s.
+        p.receive(WorkerUpdate { worker: 0, updates: vec![], frontier: Some(660_001) });
+        p.receive(WorkerUpdate { worker: 1, updates: vec![], frontier: Some(660_001) });
+        assert_eq!(sessions_of(&snapshots), []);
+        assert_eq!(snapshots.latest().sessions_left, 1);
+    }
+
     /// A session leaves once its last change is older than the cutoff, which moves a
     /// step at a time; live sessions and sessions that changed again stay.
     #[test]
