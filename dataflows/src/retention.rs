@@ -130,6 +130,15 @@ mod tests {
         }
     }
 
+    /// A live publisher of `workers` workers with a 10-minute retention.
+    fn publisher(workers: usize) -> (Publisher, Snapshots) {
+        let mut c = sightflow_config::Config::defaults();
+        c.session.retention_ms = 600_000;
+        let params = std::sync::Arc::new(Params::from_config(&c));
+        let snapshots = Snapshots::new(&params);
+        (Publisher::new(workers, params, snapshots.clone(), StateStats::default(), None, false), snapshots)
+    }
+
     fn sessions_of(p: &Snapshots) -> Vec<(i64, bool)> {
         let t = p.latest().table("sessions").expect("a view");
         let ids = t.column_by_name("session_id").expect("column");
@@ -148,11 +157,7 @@ mod tests {
     /// row within one time still cancels it.
     #[test]
     fn a_session_leaves_with_its_rows_and_nothing_of_it_comes_back() {
-        let mut c = sightflow_config::Config::defaults();
-        c.session.retention_ms = 600_000;
-        let params = std::sync::Arc::new(Params::from_config(&c));
-        let snapshots = Snapshots::new(&params);
-        let mut p = Publisher::new(1, params, snapshots.clone(), StateStats::default(), None, false);
+        let (mut p, snapshots) = publisher(1);
         let mut send = |updates: Vec<(u64, Update)>, frontier: u64| {
             p.receive(WorkerUpdate { worker: 0, updates, frontier: Some(frontier) });
         };
@@ -209,11 +214,7 @@ mod tests {
     /// row came in a later message.
     #[test]
     fn changes_from_several_workers_add_up_in_time_order() {
-        let mut c = sightflow_config::Config::defaults();
-        c.session.retention_ms = 600_000;
-        let params = std::sync::Arc::new(Params::from_config(&c));
-        let snapshots = Snapshots::new(&params);
-        let mut p = Publisher::new(2, params, snapshots.clone(), StateStats::default(), None, false);
+        let (mut p, snapshots) = publisher(2);
         p.receive(WorkerUpdate {
             worker: 1,
             updates: vec![
