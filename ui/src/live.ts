@@ -18,12 +18,18 @@ export class LiveRows {
   asOf = 0;
   private rows = new Map<string, { row: FeedRow; n: number }>();
 
-  /** Replaces everything with a full result. */
-  reset(columns: string[], rows: FeedRow[], asOf: number): void {
+  /** Replaces everything with a full result; returns the rows it has that were not
+   * there before (a `reset` after falling behind may hold rows no diff announced). */
+  reset(columns: string[], rows: FeedRow[], asOf: number): FeedRow[] {
+    const before = new Map<string, number>();
+    for (const [k, e] of this.rows) before.set(k, e.n);
     this.columns = columns;
     this.rows.clear();
     for (const r of rows) this.add(r, 1);
     this.asOf = asOf;
+    const added: FeedRow[] = [];
+    for (const [k, { row, n }] of this.rows) for (let i = before.get(k) ?? 0; i < n; i++) added.push(row);
+    return added;
   }
 
   /** Applies a diff; returns the rows it added (for "new session" toasts). */
@@ -81,10 +87,14 @@ export function subscribe(sql: string, h: LiveHandlers): () => void {
   const live = new LiveRows();
   const es = new EventSource(`/api/v1/subscribe?sql=${encodeURIComponent(sql)}`, { withCredentials: true });
   let closed = false;
+  // The first snapshot adds nothing; a later one (a reconnect) and a reset add the rows
+  // that came while no diff did.
+  let seen = false;
   const full = (ev: MessageEvent) => {
     const d = JSON.parse(ev.data);
-    live.reset(d.columns, d.rows, d.as_of);
-    h.rows(live.objects(), live.asOf, []);
+    const added = live.reset(d.columns, d.rows, d.as_of);
+    h.rows(live.objects(), live.asOf, seen ? live.shape(added) : []);
+    seen = true;
   };
   es.addEventListener('snapshot', full);
   es.addEventListener('reset', full);

@@ -77,6 +77,14 @@ describe('live rows', () => {
     expect(l.objects()).toEqual([{ id: 'x' }]);
   });
 
+  it('says which rows a reset brought that were not there before', () => {
+    const l = new LiveRows();
+    expect(l.reset(['id'], [['a'], ['b']], 1)).toEqual([['a'], ['b']]);
+    // After falling behind: b left, c came (twice), a stayed; no diff said so.
+    expect(l.reset(['id'], [['a'], ['c'], ['c']], 2)).toEqual([['c'], ['c']]);
+    expect(l.reset(['id'], [['a'], ['c'], ['c']], 3)).toEqual([]);
+  });
+
   it('takes rows as objects, as the server sends them', () => {
     const l = new LiveRows();
     l.reset(['url', 'n'], [{ url: '/a', n: 1 }], 1);
