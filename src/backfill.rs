@@ -329,7 +329,9 @@ pub fn serve_read_only(
     // The same accounts as the server of this data directory.
     let meta = Arc::new(crate::accounts::open(config, data_dir).map_err(std::io::Error::other)?);
     let gate = crate::accounts::gate(config, meta, None);
-    let state = Arc::new(sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits, gate));
+    let mut state = sightflow_query::http::AppState::new(backend, done.snapshots.clone(), limits, gate);
+    state.retention = crate::serve::retention(config);
+    let state = Arc::new(state);
     let router = sightflow_query::http::router(state);
     let options = crate::serve::serve_options(config);
     rt.block_on(async move {

@@ -1192,6 +1192,15 @@ pub fn survive_file_size_limit() -> Option<tokio::signal::unix::Signal> {
 }
 
 /// The limits of the HTTP layer from a configuration.
+/// How long the server keeps recordings, sessions and its log, for the projects API.
+pub fn retention(c: &Config) -> sightflow_query::http::Retention {
+    sightflow_query::http::Retention {
+        recordings_ms: c.replay.retention_ms,
+        sessions_ms: c.session.retention_ms,
+        log_ms: (!c.kafka.enabled()).then_some(c.log.retention_ms),
+    }
+}
+
 pub fn http_limits(c: &Config) -> HttpLimits {
     HttpLimits {
         max_body_bytes: c.server.max_body_bytes,
@@ -1252,6 +1261,7 @@ pub fn build(config: Config, data_dir: &Path, read_runtime: tokio::runtime::Hand
     let gate = accounts::gate(&server.config, meta.clone(), Some(refresh));
     let mut state = AppState::new(Arc::new(Api(server.clone())), engine.snapshots.clone(), server.http_limits(), gate);
     state.assets = crate::assets();
+    state.retention = retention(&server.config);
     let state = Arc::new(state);
     let router = http::router(state.clone());
     Ok(Started { router, state, snapshots: engine.snapshots.clone(), server, engine, meta, first_owner })

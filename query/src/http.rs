@@ -357,6 +357,8 @@ pub struct AppState<B> {
     pub sessions: crate::index::SessionIndex,
     /// The files served without a credential (`/sdk.js`).
     pub assets: crate::assets::Assets,
+    /// How long the server keeps recordings, sessions and its log (shown with each project).
+    pub retention: Retention,
     limiter: Mutex<RateLimiter>,
     waiters: AtomicUsize,
 }
@@ -381,9 +383,32 @@ impl<B> AppState<B> {
             pg: Default::default(),
             sessions: Default::default(),
             assets: Default::default(),
+            retention: Retention::default(),
             limiter: Mutex::new(RateLimiter::default()),
             waiters: AtomicUsize::new(0),
         }
+    }
+}
+
+/// How long the server keeps what it holds, from its configuration: each project in the
+/// projects API carries it (`kept`), with its own recordings' retention applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Recordings (`replay.retention_ms`), for a project without `retention_days`.
+    pub recordings_ms: i64,
+    /// A closed session's rows in the per-session views (`session.retention_ms`; 0: kept).
+    pub sessions_ms: u64,
+    /// The embedded log a restart rebuilds the views from (`log.retention_ms`); `None`
+    /// with Kafka, whose topic keeps what its own retention says.
+    pub log_ms: Option<i64>,
+}
+
+impl Retention {
+    /// What is kept for a project whose own recordings' retention is `days` (0: the
+    /// server's), as the API shows it.
+    pub fn of_project(&self, days: u32) -> serde_json::Value {
+        let recordings = if days > 0 { i64::from(days) * 86_400_000 } else { self.recordings_ms };
+        json!({"recordings_ms": recordings, "sessions_ms": self.sessions_ms, "log_ms": self.log_ms})
     }
 }
 

@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sightflow_config::access::{Grant, NewProject, ProjectUpdate, Role, Scope};
+use sightflow_config::access::{Grant, NewProject, ProjectRow, ProjectUpdate, Role, Scope};
 use sightflow_dataflows::Snapshot;
 
 use crate::access::Caller;
@@ -420,7 +420,7 @@ pub(crate) async fn heatmap<B: Backend>(
 // ----- projects, members, tokens -----
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
-    responses((status = 200, description = "The projects the caller reads, with its role", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+    responses((status = 200, description = "`{projects: [{name, ingest_key, allowed_origins, time_zone, retention_days, rate_limit_per_s, created_ms, role, kept: {recordings_ms, sessions_ms, log_ms}}]}`: the projects the caller reads, its role in each, and how long the server keeps each one's recordings, closed sessions in the views and its log (`log_ms` null with Kafka)", body = serde_json::Value), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
         (status = 403, description = "The role does not allow it", body = crate::openapi::ErrorBody),), security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn projects<B: Backend>(
     State(state): State<Arc<AppState<B>>>,
@@ -436,9 +436,8 @@ pub(crate) async fn projects<B: Backend>(
                 .into_iter()
                 .filter(|p| scope.contains(&p.name))
                 .map(|p| {
-                    let role = c.principal.role_in(&p.name);
-                    let mut v = serde_json::to_value(&p).unwrap_or(Value::Null);
-                    v["role"] = json!(role);
+                    let mut v = project_json(&state, &p);
+                    v["role"] = json!(c.principal.role_in(&p.name));
                     v
                 })
                 .collect();
@@ -446,6 +445,13 @@ pub(crate) async fn projects<B: Backend>(
         }
         .await,
     )
+}
+
+/// A project as the API shows it: its settings and what the server keeps for it (`kept`).
+fn project_json<B>(state: &AppState<B>, p: &ProjectRow) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+    v["kept"] = state.retention.of_project(p.retention_days);
+    v
 }
 
 #[derive(Deserialize)]
@@ -477,7 +483,7 @@ pub(crate) async fn project_create<B: Backend>(
             let req: ProjectCreate = json_body(&body, "{\"name\", \"allowed_origins\", \"time_zone\", ...}")?;
             let p = state.gate.blocking(move |a| a.project_add(&req.name, req.settings)).await?;
             tracing::info!(by = %c.principal.id, project = %p.name, "project created");
-            Ok((StatusCode::CREATED, Json(p)).into_response())
+            Ok((StatusCode::CREATED, Json(project_json(&state, &p))).into_response())
         }
         .await,
     )
@@ -502,7 +508,7 @@ pub(crate) async fn project_update<B: Backend>(
                 json_body(&body, "{\"allowed_origins\", \"time_zone\", \"retention_days\", \"rate_limit_per_s\"}")?;
             let p = state.gate.blocking(move |a| a.project_update(&name, u)).await?;
             tracing::info!(by = %c.principal.id, project = %p.name, "project settings changed");
-            Ok(respond(p))
+            Ok(respond(project_json(&state, &p)))
         }
         .await,
     )

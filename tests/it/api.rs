@@ -442,6 +442,17 @@ async fn rrweb_import_feeds_views_and_replay_returns_the_recording() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projects_retention_hides_its_older_recordings() {
     let a = api("[projects.demo]\n[projects.short]\nretention_days = 2\n");
+    const DAY: i64 = 86_400_000;
+    // Each project says what is kept for it: its own recordings' retention or the
+    // server's, the server's for sessions in the views and for the log.
+    let r = a.call(get("/api/v1/projects")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    let kept =
+        |name: &str| v["projects"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["kept"].clone();
+    let server = json!({"recordings_ms": 30 * DAY, "sessions_ms": 30 * DAY, "log_ms": 7 * DAY});
+    assert_eq!(kept("demo"), server, "the defaults of config/default.toml");
+    assert_eq!(kept("short"), json!({"recordings_ms": 2 * DAY, "sessions_ms": 30 * DAY, "log_ms": 7 * DAY}));
     let text = recording("02-rage.json");
     let events: Vec<Value> = serde_json::from_str(&text).unwrap();
     let first = events[0]["timestamp"].as_i64().unwrap();
@@ -458,7 +469,6 @@ async fn a_projects_retention_hides_its_older_recordings() {
             .collect();
         serde_json::to_string(&moved).unwrap()
     };
-    const DAY: i64 = 86_400_000;
     for (project, device, ago) in [("short", "old", 3 * DAY), ("short", "new", 60_000), ("demo", "old-demo", 3 * DAY)] {
         let uri = format!("/api/v1/projects/{project}/devices/{device}/rrweb");
         let r = a.post(&uri, "application/json", dated(ago)).await;
@@ -489,6 +499,7 @@ async fn a_projects_retention_hides_its_older_recordings() {
         .unwrap();
     let r = a.call(patch).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["kept"]["recordings_ms"], DAY, "{}", r.text());
     let (got, _, _) = replay_all(&a, "old-demo", None).await;
     assert_eq!(got.len(), 0, "demo's recording of 3 days ago is past its new retention");
 }

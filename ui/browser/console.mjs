@@ -365,7 +365,11 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   assert.match(await page.getByTestId('snippet').innerText(), new RegExp(`projectKey:"demo"`));
   await page.getByTestId('members').getByText(VIEWER[0]).waitFor();
   // How long recordings are kept: a bad value is named, a good one saved and shown.
-  assert.equal(await page.getByTestId('retention').innerText(), "the server's retention");
+  // What the server keeps, from its configuration (config/default.toml here).
+  assert.equal(await page.getByTestId('retention').innerText(), "30 days (the server's retention)");
+  assert.match(await page.getByTestId('sessions-kept').innerText(), /^listed for 30 days after they end, then only counted/);
+  assert.match(await page.getByTestId('log-kept').innerText(), /^the views are rebuilt from the log's last 7 days/);
+  await shot(page, 'settings-kept');
   const kept = page.getByLabel(/Recordings kept, in days/);
   await kept.fill('-3');
   await page.getByRole('button', { name: 'Save', exact: true }).click();
@@ -404,7 +408,7 @@ test('settings: ingest key, snippet, members, and a token shown once', async () 
   await page.goto(`${server.url}/settings?project=demo`);
   await page.getByLabel(/Recordings kept, in days/).fill('0');
   await page.getByRole('button', { name: 'Save', exact: true }).click();
-  await until('the server retention again', async () => (await page.getByTestId('retention').innerText()) === "the server's retention");
+  await until('the server retention again', async () => (await page.getByTestId('retention').innerText()) === "30 days (the server's retention)");
 });
 
 test('a new project: made in Settings, switched to, and every page shows its empty state', async () => {

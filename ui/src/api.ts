@@ -39,6 +39,10 @@ export interface Project {
   retention_days?: number;
   rate_limit_per_s?: number;
   role: Role | null;
+  /** How long the server keeps this project's data (ms): its recordings (its own
+   * retention or the server's), closed sessions in the views (0: kept), and the log a
+   * restart rebuilds the views from (null with Kafka). */
+  kept?: { recordings_ms: number; sessions_ms: number; log_ms: number | null };
 }
 
 let csrf = '';

@@ -39,6 +39,11 @@ export function clock(ms: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
 }
 
+/** How long something is kept: "30 days" for whole days, else a duration ("12h 00m"). */
+export function span(ms: number): string {
+  return ms > 0 && ms % 86_400_000 === 0 ? days(ms / 86_400_000) : duration(ms);
+}
+
 /** A count of days: "1 day", "30 days". */
 export function days(n: number): string {
   return `${int(n)} ${n === 1 ? 'day' : 'days'}`;

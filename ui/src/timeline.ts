@@ -1,7 +1,7 @@
 // The replay's timeline: markers for page views, clicks, the click signals and
 // errors, placed at their offset from the recording's first event.
 
-import { days as dayCount, time, toMs } from './format';
+import { span, time, toMs } from './format';
 
 export type MarkerKind =
   | 'page_view'
@@ -150,11 +150,17 @@ export function pageSnapshot(events: RrEvent[], url: string): RrEvent[] | null {
 
 /** Why a session has no recording to play: past its project's retention of recordings,
  * or left out when it was sent. */
-export function noRecording(project: { name: string; retention_days?: number }, session: { started_at?: unknown; duration_ms?: unknown }): string {
-  const days = project.retention_days ?? 0;
+export function noRecording(
+  project: { name: string; retention_days?: number; kept?: { recordings_ms: number } },
+  session: { started_at?: unknown; duration_ms?: unknown },
+): string {
+  const own = project.retention_days ?? 0;
+  const keptMs = own > 0 ? own * 86_400_000 : (project.kept?.recordings_ms ?? 0);
   const start = toMs(session.started_at);
   const end = start === null ? null : start + (Number(session.duration_ms) || 0);
-  if (days > 0 && end !== null && end < Date.now() - days * 86_400_000)
-    return `Recordings of ${project.name} are kept ${dayCount(days)} (Settings); this session ended ${time(end)}, so its recording is no longer served.`;
+  if (keptMs > 0 && end !== null && end < Date.now() - keptMs) {
+    const whose = own > 0 ? 'Settings' : "the server's retention";
+    return `Recordings of ${project.name} are kept ${span(keptMs)} (${whose}); this session ended ${time(end)}, so its recording is no longer served.`;
+  }
   return "This session has no stored recording (the replay quota or the SDK's settings may have left it out).";
 }

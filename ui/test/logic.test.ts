@@ -299,6 +299,12 @@ describe('days', () => {
     expect(f.days(30)).toBe('30 days');
     expect(f.days(3650)).toBe('3,650 days');
   });
+  it('says how long something is kept in days when whole, else as a duration', () => {
+    expect(f.span(30 * 86_400_000)).toBe('30 days');
+    expect(f.span(86_400_000)).toBe('1 day');
+    expect(f.span(36 * 3_600_000)).toBe('1d 12h');
+    expect(f.span(600_000)).toBe('10m 00s');
+  });
 });
 
 describe('noRecording', () => {
@@ -306,6 +312,16 @@ describe('noRecording', () => {
   it("names the project's retention when the session ended before it", () => {
     const old = { started_at: new Date(Date.now() - 10 * day).toISOString(), duration_ms: 60_000 };
     expect(noRecording({ name: 'shop', retention_days: 7 }, old)).toMatch(/^Recordings of shop are kept 7 days \(Settings\); this session ended /);
+  });
+  it("names the server's retention when the project has none of its own", () => {
+    const kept = { recordings_ms: 30 * day };
+    const old = { started_at: new Date(Date.now() - 40 * day).toISOString(), duration_ms: 60_000 };
+    expect(noRecording({ name: 'shop', retention_days: 0, kept }, old)).toMatch(
+      /^Recordings of shop are kept 30 days \(the server's retention\); this session ended /,
+    );
+    const recent = { started_at: new Date(Date.now() - 10 * day).toISOString(), duration_ms: 60_000 };
+    expect(noRecording({ name: 'shop', retention_days: 0, kept }, recent)).toMatch(/replay quota/);
+    expect(noRecording({ name: 'shop', retention_days: 7, kept }, recent)).toMatch(/kept 7 days \(Settings\)/);
   });
   it('otherwise says what else leaves a recording out', () => {
     const recent = { started_at: new Date(Date.now() - day).toISOString(), duration_ms: 60_000 };

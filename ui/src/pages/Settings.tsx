@@ -107,7 +107,31 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
         <dt>Time zone</dt>
         <dd>{p.time_zone || 'UTC'}</dd>
         <dt>Recordings kept</dt>
-        <dd data-testid="retention">{p.retention_days ? f.days(p.retention_days) : "the server's retention"}</dd>
+        <dd data-testid="retention">
+          {p.retention_days
+            ? f.days(p.retention_days)
+            : p.kept
+              ? `${f.span(p.kept.recordings_ms)} (the server's retention)`
+              : "the server's retention"}
+        </dd>
+        {p.kept && (
+          <>
+            <dt>Closed sessions</dt>
+            <dd data-testid="sessions-kept">
+              {p.kept.sessions_ms > 0
+                ? `listed for ${f.span(p.kept.sessions_ms)} after they end, then only counted (charts, heatmaps, funnels keep them)`
+                : 'listed for as long as the server runs'}
+              <span class="muted"> · session.retention_ms</span>
+            </dd>
+            <dt>After a restart</dt>
+            <dd data-testid="log-kept">
+              {p.kept.log_ms === null
+                ? "the views are rebuilt from the Kafka topic, as far back as its retention"
+                : `the views are rebuilt from the log's last ${f.span(p.kept.log_ms)}`}
+              <span class="muted"> · {p.kept.log_ms === null ? 'the topic\'s retention.ms' : 'log.retention_ms'}</span>
+            </dd>
+          </>
+        )}
         <dt>Rate limit</dt>
         <dd>{p.rate_limit_per_s ? `${f.int(p.rate_limit_per_s)} events/s` : 'none'}</dd>
       </dl>
