@@ -147,6 +147,8 @@ test('sessions: the list, its filters and sorting match the API', async () => {
   const total = await n(`select count(*) from sessions where project = 'demo'`);
   assert.equal((await page.getByTestId('total').innerText()).replace(/\D/g, ''), String(total));
   assert.equal(await page.locator('[data-testid="sessions"] tbody tr').count(), Math.min(25, total));
+  // All time reaches past the 30 days closed sessions are listed for; the page says so.
+  assert.match(await page.getByTestId('sessions-kept-note').innerText(), /^Closed sessions are listed for 30 days after they end/);
   await shot(page, 'sessions');
   // Only the sessions with rage clicks.
   await page.getByLabel('Rage clicks').check();
@@ -169,6 +171,10 @@ test('sessions: the list, its filters and sorting match the API', async () => {
   await page.locator('[data-testid="sessions"] tbody tr a').first().click();
   await page.getByTestId('session-meta').waitFor();
   assert.match(page.url(), /\/sessions\/[^/?]+\?project=demo/);
+  // Within the 30 days, the list leaves nothing out and says nothing.
+  await page.goto(`${server.url}/sessions?project=demo&range=7d`);
+  await page.locator('[data-testid="sessions"], .state.empty').first().waitFor();
+  assert.equal(await page.getByTestId('sessions-kept-note').count(), 0);
 });
 
 test('replay: it plays, and a rage marker seeks to the burst', async () => {

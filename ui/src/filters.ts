@@ -23,6 +23,17 @@ export function rangeStart(id: string, now: number): number | null {
   return now - r.ms;
 }
 
+/**
+ * What a list of sessions over `span` leaves out: closed sessions leave the list
+ * `sessionsMs` after they end (the server's `session.retention_ms`; 0 keeps them), so a
+ * range reaching back further lists only the newer ones. Null when nothing is left out.
+ */
+export function listedSince(span: Span, sessionsMs: number | undefined, now: number): number | null {
+  if (!sessionsMs) return null;
+  const oldest = now - sessionsMs;
+  return span.start === null || span.start < oldest ? oldest : null;
+}
+
 /** A day typed as YYYY-MM-DD, at local midnight (ms); null when it is not one. */
 export function day(text: string | undefined): number | null {
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text ?? '');

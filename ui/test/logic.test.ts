@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { atLeast, lit, objects, roleIn, type Me } from '../src/api';
 import { appendPoint, chartOf, schemaOf, timeRange } from '../src/chartspec';
 import * as f from '../src/format';
-import { badNumber, day, rangeStart, sessionFilters, sessionSearch, sessionsApi, spanOf } from '../src/filters';
+import { badNumber, day, listedSince, rangeStart, sessionFilters, sessionSearch, sessionsApi, spanOf } from '../src/filters';
 import { funnelSteps } from '../src/funnel';
 import { buckets, extent, heatPoints, ramp, scrollBands } from '../src/heat';
 import { LiveRows } from '../src/live';
@@ -304,6 +304,20 @@ describe('days', () => {
     expect(f.span(86_400_000)).toBe('1 day');
     expect(f.span(36 * 3_600_000)).toBe('1d 12h');
     expect(f.span(600_000)).toBe('10m 00s');
+  });
+});
+
+describe('listedSince', () => {
+  const day = 86_400_000;
+  const now = 100 * day;
+  it('names the oldest end a list holds when the range reaches past the retention', () => {
+    expect(listedSince({ start: null, end: null }, 30 * day, now)).toBe(70 * day);
+    expect(listedSince({ start: now - 40 * day, end: null }, 30 * day, now)).toBe(70 * day);
+  });
+  it('is null when the range is within it, or sessions are kept', () => {
+    expect(listedSince({ start: now - 7 * day, end: null }, 30 * day, now)).toBeNull();
+    expect(listedSince({ start: null, end: null }, 0, now)).toBeNull();
+    expect(listedSince({ start: null, end: null }, undefined, now)).toBeNull();
   });
 });
 

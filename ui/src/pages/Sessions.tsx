@@ -4,7 +4,7 @@ import { useState } from 'preact/hooks';
 import { useLocation } from 'preact-iso';
 import { api, type Row } from '../api';
 import * as f from '../format';
-import { RANGES, SIGNALS, badNumber, sessionFilters, sessionSearch, sessionsApi, type SessionFilters } from '../filters';
+import { RANGES, SIGNALS, badNumber, listedSince, sessionFilters, spanOf, sessionSearch, sessionsApi, type SessionFilters } from '../filters';
 import { Card, Empty, ErrorBox, Loading, RangePicker, SignalBadges, href, useApp, useLoad, useTitle } from '../ui';
 
 const PAGE = 25;
@@ -48,6 +48,7 @@ export default function Sessions() {
   const go = (nf: SessionFilters, extra: Record<string, string> = {}) =>
     loc.route(`/sessions${sessionSearch(nf, { project: project.name, ...extra })}`);
   const bad = badNumber(draft.min_duration_s, 'Minimum duration');
+  const kept = listedSince(spanOf(filters.range, filters.from, filters.to, Date.now()), project.kept?.sessions_ms, Date.now());
   const set = (k: keyof SessionFilters) => (e: Event) => setDraft({ ...draft, [k]: (e.target as HTMLInputElement).value });
   const sortBy = (col: string) => {
     const order = filters.sort === col && filters.order === 'desc' ? 'asc' : 'desc';
@@ -141,6 +142,13 @@ export default function Sessions() {
       <Card>
         {list.state === 'loading' && <Loading what="sessions" />}
         {list.state === 'error' && <ErrorBox error={list.error} retry={retry} />}
+        {list.state === 'ok' &&
+          kept !== null && (
+            <p class="muted small" style={{ margin: '0 0 8px' }} data-testid="sessions-kept-note">
+              Closed sessions are listed for {f.span(project.kept!.sessions_ms)} after they end (session.retention_ms): this list holds
+              none that ended before {f.time(kept)}. Charts, heatmaps and funnels still count them.
+            </p>
+          )}
         {list.state === 'ok' &&
           (list.data.sessions.length === 0 ? (
             <Empty>No session matches these filters. Widen the range or clear a filter.</Empty>
