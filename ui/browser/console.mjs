@@ -291,6 +291,7 @@ test('insights: frustration by page and errors by fingerprint, each with replays
   const rage = await sql(`select url, count(*) n from rage_clicks where project = 'demo' group by url`);
   const table = page.getByTestId('insight-rage_clicks');
   await table.waitFor();
+  assert.match(await page.getByTestId('insights-kept-note').innerText(), /^Counted over the sessions still listed/);
   for (const r of rage) assert.equal(await table.locator(`tr[data-url="${r.url}"]`).getAttribute('data-n'), String(r.n));
   // Each row has example replays, opening at the signal's time.
   const example = table.locator('.examples a').first();

@@ -5,7 +5,7 @@ import { useState } from 'preact/hooks';
 import { useLocation } from 'preact-iso';
 import { lit, query, type Row } from '../api';
 import * as f from '../format';
-import { DEFAULT_RANGE, RANGES, spanOf, type Span } from '../filters';
+import { DEFAULT_RANGE, RANGES, listedSince, spanOf, type Span } from '../filters';
 import { FRUSTRATIONS, signalPages, within } from '../sql';
 import { Card, Empty, RangePicker, Show, href, useApp, useLoad, useTitle } from '../ui';
 
@@ -16,6 +16,7 @@ export default function Insights() {
   const { from, to } = loc.query;
   const span = spanOf(range, from, to, Date.now());
   const key = `${range}|${from}|${to}`;
+  const kept = listedSince(span, project.kept?.sessions_ms, Date.now());
   useTitle('Insights');
   return (
     <div class="page">
@@ -26,6 +27,12 @@ export default function Insights() {
       </div>
       <Errors span={span} k={key} />
       <h2 class="section">Frustration by page</h2>
+      {kept !== null && (
+        <p class="muted small" data-testid="insights-kept-note">
+          Counted over the sessions still listed: closed sessions leave the per-session tables {f.span(project.kept!.sessions_ms)} after they end
+          (session.retention_ms), so none that ended before {f.time(kept)} is here. The page_stats view (SQL) still counts them per page.
+        </p>
+      )}
       <div class="grid3">
         {FRUSTRATIONS.map((s) => (
           <Signal key={s.table} table={s.table} label={s.label} has={s.has} span={span} k={key} q={{ range, from, to }} />
