@@ -1191,7 +1191,6 @@ pub fn survive_file_size_limit() -> Option<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(kind).ok()
 }
 
-/// The limits of the HTTP layer from a configuration.
 /// How long the server keeps recordings, sessions and its log, for the projects API.
 pub fn retention(c: &Config) -> sightflow_query::http::Retention {
     sightflow_query::http::Retention {
@@ -1201,6 +1200,7 @@ pub fn retention(c: &Config) -> sightflow_query::http::Retention {
     }
 }
 
+/// The limits of the HTTP layer from a configuration.
 pub fn http_limits(c: &Config) -> HttpLimits {
     HttpLimits {
         max_body_bytes: c.server.max_body_bytes,

@@ -146,7 +146,7 @@ export default function Sessions() {
           kept !== null && (
             <p class="muted small" style={{ margin: '0 0 8px' }} data-testid="sessions-kept-note">
               Closed sessions are listed for {f.span(project.kept!.sessions_ms)} after they end (session.retention_ms): this list holds
-              none that ended before {f.time(kept)}. Charts, heatmaps and funnels still count them.
+              none that ended before {f.time(kept)}. Heatmaps, funnel steps, page stats and errors still count them.
             </p>
           )}
         {list.state === 'ok' &&

@@ -119,7 +119,7 @@ function ProjectCard({ p, canEdit }: { p: Project; canEdit: boolean }) {
             <dt>Closed sessions</dt>
             <dd data-testid="sessions-kept">
               {p.kept.sessions_ms > 0
-                ? `listed for ${f.span(p.kept.sessions_ms)} after they end, then only counted (charts, heatmaps, funnels keep them)`
+                ? `listed for ${f.span(p.kept.sessions_ms)} after they end, then only counted (heatmaps, funnel steps, page stats and errors keep them)`
                 : 'listed for as long as the server runs'}
               <span class="muted"> · session.retention_ms</span>
             </dd>
